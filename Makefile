@@ -1,0 +1,45 @@
+# mlvs: `make run` and `make test` set everything up by themselves on a fresh clone.
+# The virtual environment is built once (again only when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+UI_PORT  ?= 5000
+LAB_PORT ?= 8888
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test bench demo fuzz lab ui clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "mlvs needs Python 3.11 or newer"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create the virtual environment (once)
+
+run: $(STAMP) ## Set up, then run the pipeline (prepare -> train) on the embedded default
+	$(BIN)/mlvs pipeline
+
+test: $(STAMP) ## Set up, then run the whole test suite
+	$(BIN)/python -m pytest
+
+bench: $(STAMP) ## Run the benchmarks; results in reports/benchmarks/latest.json
+	$(BIN)/python -m pytest -m bench tests/benchmarks -s
+
+lab: $(STAMP) ## JupyterLab on 127.0.0.1 at notebooks/, with the project kernel registered
+	$(BIN)/python -m ipykernel install --sys-prefix --name mlvs --display-name "Python (mlvs)"
+	$(BIN)/jupyter lab --ServerApp.ip=$(HOST) --ServerApp.port=$(LAB_PORT) --ServerApp.root_dir=notebooks --no-browser
+
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over the project's runs
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(UI_PORT)
+
+clean: ## Remove executed reports and caches (keeps data, models, the MLflow store and the venv)
+	rm -rf reports/*.ipynb reports/*.html .pytest_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

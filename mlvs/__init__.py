@@ -1,0 +1,23 @@
+"""mlvs: notebook-driven MLOps versioning over Git, DVC and MLflow.
+
+The names below are what the notebooks call; everything else is internal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlvs._fastimport  # noqa: F401  (first: it keeps a slow import out)
+from mlvs.paths import ProjectPaths, project
+
+__version__ = "0.1.0"
+
+
+def load_params(stage: str, **overrides: Any) -> Any:
+    """Validated parameters of `stage` from `params/`, with a notebook's non-None overrides on top."""
+    from mlvs.params import load_stage
+
+    return load_stage(stage, project().root, overrides)
+
+
+__all__ = ["ProjectPaths", "__version__", "load_params", "project"]

@@ -1,0 +1,40 @@
+"""Logging: a concise console on stderr and a rotating log file under `.mlvs/logs/`."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+
+LOGGER = "mlvs"
+
+
+def setup_logging(log_dir: Path | None, verbose: bool = False) -> logging.Logger:
+    """Configure the `mlvs` logger once per process; safe to call again."""
+    logger = logging.getLogger(LOGGER)
+    if getattr(logger, "_mlvs_configured", False):
+        return logger
+    logger.setLevel(logging.DEBUG)
+    console = logging.StreamHandler()
+    console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console.setFormatter(logging.Formatter("mlvs: %(message)s"))
+    logger.addHandler(console)
+    if log_dir is not None:
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            handler = logging.handlers.RotatingFileHandler(
+                log_dir / "mlvs.log", maxBytes=2_000_000, backupCount=5, encoding="utf-8"
+            )
+            handler.setLevel(logging.DEBUG)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+        except OSError:
+            logger.debug("log directory %s is not writable; logging to the console only", log_dir)
+    logger.propagate = False
+    logger._mlvs_configured = True  # type: ignore[attr-defined]
+    return logger
+
+
+def get_logger(name: str = "") -> logging.Logger:
+    """A child of the `mlvs` logger."""
+    return logging.getLogger(f"{LOGGER}.{name}" if name else LOGGER)

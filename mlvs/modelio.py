@@ -1,0 +1,103 @@
+"""Saving and loading models safely, with their hash, card and golden predictions.
+
+A model file is trusted only after its SHA-256 matches the one recorded in
+its card, and skops is given mlvs's own list of trusted types, never the list
+stored inside the file (which an attacker would control).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlvs.errors import IntegrityError
+from mlvs.hashing import atomic_write_bytes, atomic_write_text, sha256_file
+from mlvs.modeling import MODEL_TYPES
+from mlvs.paths import ProjectPaths
+
+TRUSTED_TYPES: tuple[str, ...] = tuple(
+    sorted({"mlvs.features.add_engineered_features", *(t for m in MODEL_TYPES.values() for t in m.trusted_types)})
+)
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """What `save_model` wrote."""
+
+    sha256: str
+    size: int
+
+
+def _dump_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def save_model(model: Any, paths: ProjectPaths, card: dict[str, Any], golden_rows: pd.DataFrame) -> SavedModel:
+    """Write the model (skops), its card (with the model's SHA-256) and its golden predictions."""
+    import skops.io as sio
+
+    payload = sio.dumps(model)
+    atomic_write_bytes(paths.model_file, payload)
+    digest = sha256_file(paths.model_file)
+    golden = {
+        "model_sha256": digest,
+        "rows": json.loads(golden_rows.to_json(orient="records")),
+        # repr() round-trips a float exactly, so "the same predictions" means bit for bit.
+        "churn_probability": [repr(float(p)) for p in model.predict_proba(golden_rows)[:, 1]],
+    }
+    atomic_write_text(paths.golden, _dump_json(golden))
+    atomic_write_text(paths.model_card, _dump_json({**card, "model_sha256": digest, "model_file": paths.model_file.name}))
+    return SavedModel(sha256=digest, size=len(payload))
+
+
+def read_card(paths: ProjectPaths) -> dict[str, Any]:
+    """The model card, refusing a missing or unreadable one."""
+    try:
+        return json.loads(paths.model_card.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IntegrityError(f"{paths.model_card} is missing; run `mlvs recover` or `mlvs pipeline`") from None
+    except (ValueError, OSError) as exc:
+        raise IntegrityError(f"{paths.model_card} is unreadable ({exc}); run `mlvs recover`") from None
+
+
+def load_verified_model(paths: ProjectPaths, expected_sha256: str | None = None) -> Any:
+    """Load the model only if its bytes match the recorded hash and it needs only trusted types."""
+    import skops.io as sio
+
+    expected = expected_sha256 or read_card(paths).get("model_sha256")
+    if not paths.model_file.is_file():
+        raise IntegrityError(f"{paths.model_file} is missing; run `mlvs recover`")
+    actual = sha256_file(paths.model_file)
+    if actual != expected:
+        raise IntegrityError(
+            f"{paths.model_file} has SHA-256 {actual[:12]}…, not the recorded {str(expected)[:12]}…; "
+            "it was not loaded; run `mlvs recover`"
+        )
+    try:
+        untrusted = [t for t in sio.get_untrusted_types(file=paths.model_file) if t not in TRUSTED_TYPES]
+        if untrusted:
+            raise IntegrityError(f"{paths.model_file} needs untrusted types {untrusted}; it was not loaded")
+        return sio.load(paths.model_file, trusted=list(TRUSTED_TYPES))
+    except IntegrityError:
+        raise
+    except Exception as exc:  # skops raises many kinds on a damaged archive
+        raise IntegrityError(f"{paths.model_file} cannot be loaded ({type(exc).__name__}: {exc})") from None
+
+
+def golden_mismatches(model: Any, paths: ProjectPaths) -> list[str]:
+    """Rows of the golden sample whose prediction differs from the recorded one."""
+    try:
+        golden = json.loads(paths.golden.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [f"golden predictions unreadable ({exc})"]
+    rows = pd.DataFrame(golden["rows"])
+    expected = np.array([float(p) for p in golden["churn_probability"]])
+    actual = model.predict_proba(rows)[:, 1]
+    return [
+        f"golden row {i}: expected {expected[i]!r}, got {float(actual[i])!r}"
+        for i in np.flatnonzero(expected != actual)
+    ]

@@ -1,0 +1,107 @@
+"""Running the whole pipeline through DVC and summarising it for the user."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mlvs.errors import BadInputError, ExternalToolError, NotebookFailedError
+from mlvs.logs import get_logger
+from mlvs.paths import ProjectPaths
+
+log = get_logger("pipeline")
+
+
+def tool_env() -> dict[str, str]:
+    """The environment for DVC and its stage commands: this interpreter's scripts first on PATH."""
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    return env
+
+
+def dvc(paths: ProjectPaths, *args: str, check: bool = True, echo: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a DVC command in the project; raise ExternalToolError when `check` and it fails."""
+    command = [sys.executable, "-m", "dvc", *args]
+    log.debug("dvc %s", " ".join(args))
+    env = {**tool_env(), "MLVS_ROOT": str(paths.root)}
+    if echo:
+        # Stage commands print their own progress; let it through as it happens.
+        proc = subprocess.Popen(command, cwd=paths.root, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            sys.stderr.write(line)
+        proc.wait()
+        result = subprocess.CompletedProcess(command, proc.returncode, "".join(lines), "")
+    else:
+        result = subprocess.run(command, cwd=paths.root, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise ExternalToolError(f"`dvc {' '.join(args)}` failed: {detail[-1] if detail else 'no output'}")
+    return result
+
+
+def read_metrics(paths: ProjectPaths) -> dict[str, float]:
+    """The metrics of the last successful training run (`reports/metrics.json`)."""
+    try:
+        return json.loads(paths.metrics.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
+    """`dvc repro` the pipeline, push its data to the DVC remote and summarise the result."""
+    if not (paths.root / ".dvc").is_dir():
+        raise BadInputError(f"{paths.root} is not a DVC repository; run `dvc init` there first")
+    started = time.perf_counter()
+    args = ["repro", "--force"] if force else ["repro"]
+    result = dvc(paths, *args, check=False, echo=True)
+    ran = re.findall(r"Running stage '([^']+)'", result.stdout)
+    skipped = re.findall(r"Stage '([^']+)' didn't change, skipping", result.stdout)
+    if result.returncode != 0:
+        failed = re.findall(r"failed to reproduce '([^']+)'", result.stdout)
+        raise NotebookFailedError(
+            f"the pipeline failed in stage {failed[0] if failed else '?'}; the last good outputs are kept, "
+            f"and the failed notebook is in {paths.reports}"
+        )
+    pushed = dvc(paths, "push", check=False)
+    if pushed.returncode != 0:
+        log.warning("could not push data to the DVC remote: %s", pushed.stderr.strip()[-200:])
+    seconds = time.perf_counter() - started
+    metrics = read_metrics(paths)
+    summary = {
+        "ran": ran,
+        "skipped": skipped,
+        "seconds": round(seconds, 1),
+        "metrics": metrics,
+        "reports": sorted(str(p.relative_to(paths.root)) for p in paths.reports.glob("*.html")),
+    }
+    summary["text"] = _summary_text(summary)
+    return summary
+
+
+def _summary_text(summary: dict[str, Any]) -> str:
+    metrics = summary["metrics"]
+    shown = ["test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc", "net_value", "roi"]
+    lines = [
+        f"Pipeline done in {summary['seconds']} s "
+        f"(ran: {', '.join(summary['ran']) or 'nothing'}; unchanged: {', '.join(summary['skipped']) or 'none'}).",
+        "",
+        "Metrics (test set):",
+        *(f"  {name:<15} {metrics[name]:.4f}" for name in shown if name in metrics),
+        "",
+        "Executed notebooks: " + (", ".join(summary["reports"]) or "none yet"),
+        "Open them in JupyterLab:   make lab",
+        "Browse the MLflow runs:    make ui   (then http://127.0.0.1:5000)",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,209 @@
+"""MLflow: runs, metrics, artifacts, the registry and the champion alias.
+
+Everything honours `MLFLOW_TRACKING_URI` (and `MLFLOW_REGISTRY_URI`); without
+them the embedded default is MLflow's own `sqlite:///mlflow.db` in the project
+root, so a plain `mlflow ui` there shows the same runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+from mlvs.paths import ProjectPaths
+
+EXPERIMENT = "mlvs"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def tracking_uri(paths: ProjectPaths) -> str:
+    """The tracking URI in force: the environment's, or the project's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlflow_db}"
+
+
+def configure(paths: ProjectPaths) -> Any:
+    """Point MLflow at the project's store and experiment; return the `mlflow` module."""
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    # mlflow imports tqdm.auto, which warns inside a kernel without ipywidgets; the
+    # warning would land in every executed notebook and break nbval comparisons.
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(paths))
+    if os.environ.get("MLFLOW_REGISTRY_URI"):
+        mlflow.set_registry_uri(os.environ["MLFLOW_REGISTRY_URI"])
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+    if mlflow.get_experiment_by_name(name) is None:
+        # Artifacts next to the database, by absolute URI, so runs started from
+        # notebooks/ (JupyterLab, nbval) land in the same place as CLI runs.
+        location = None if "MLFLOW_TRACKING_URI" in os.environ else (paths.root / "mlartifacts").as_uri()
+        try:
+            mlflow.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:
+            pass  # created meanwhile by a concurrent run
+    mlflow.set_experiment(name)
+    return mlflow
+
+
+def git_tags(root: Path) -> dict[str, str]:
+    """Git commit and dirty flag of the working tree, as MLflow tags."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "none"
+    dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
+    return {"mlflow.source.git.commit": commit, "git_commit": commit, "git_dirty": dirty}
+
+
+def start_notebook_run(paths: ProjectPaths, notebook: str, run_name: str | None = None) -> str:
+    """Create the MLflow run of one notebook execution and return its id (left unfinished)."""
+    mlflow = configure(paths)
+    client = mlflow.MlflowClient()
+    experiment = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    tags = {**git_tags(paths.root), "notebook": notebook, "mlflow.source.name": f"notebooks/{notebook}.ipynb"}
+    run = client.create_run(experiment.experiment_id, run_name=run_name or notebook, tags=tags)
+    return run.info.run_id
+
+
+def begin_run(notebook: str, paths: ProjectPaths) -> Any:
+    """Resume the run the runner created (MLFLOW_RUN_ID), or start one when run by hand."""
+    mlflow = configure(paths)
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if mlflow.active_run() is not None:
+        mlflow.end_run()
+    if run_id:
+        return mlflow.start_run(run_id=run_id)
+    tags = {**git_tags(paths.root), "notebook": notebook, "mlflow.source.name": f"notebooks/{notebook}.ipynb"}
+    return mlflow.start_run(run_name=notebook, tags=tags)
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameters as MLflow's flat `a.b.c` keys."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_run_data(params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str] | None = None) -> None:
+    """Log parameters, metrics and tags of the active run in one batch."""
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.utils.time import get_current_time_millis
+
+    now = get_current_time_millis()
+    run_id = mlflow.active_run().info.run_id
+    mlflow.MlflowClient().log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)) for k, v in flatten(params).items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )
+
+
+def log_figure(figure: Any, name: str) -> None:
+    """Log a matplotlib figure of the active run under `plots/`."""
+    import mlflow
+
+    mlflow.log_figure(figure, f"plots/{name}.png")
+
+
+def _requirements() -> list[str]:
+    """Pinned requirements of a saved model, given explicitly (inference costs ~5 s)."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "skops", "pandas", "numpy", "mlflow")]
+
+
+def log_and_register_model(model: Any, input_example: Any, registry: Any, trusted_types: tuple[str, ...]) -> Any:
+    """Log the model (skops, signature, input example, explicit requirements) and register it."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    package_dir = Path(__file__).resolve().parent
+    with warnings.catch_warnings():
+        # The hint that integer columns cannot hold missing values: true, and the schema forbids them.
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        signature = infer_signature(input_example, model.predict_proba(input_example)[:, 1])
+    # MLflow then validates the input example by loading the model through its own
+    # loader, which mlvs keeps disabled (no pickle, no trust list read from the file),
+    # and logs a warning; mlvs proves the saved model with its golden predictions instead.
+    model_logger = logging.getLogger("mlflow.models.model")
+    level = model_logger.level
+    model_logger.setLevel(logging.ERROR)
+    try:
+        return _log_model(mlflow, model, signature, input_example, registry, trusted_types, package_dir)
+    finally:
+        model_logger.setLevel(level)
+
+
+def _log_model(mlflow: Any, model: Any, signature: Any, input_example: Any, registry: Any,
+               trusted_types: tuple[str, ...], package_dir: Path) -> Any:
+    return mlflow.sklearn.log_model(
+        model,
+        name="model",
+        serialization_format="skops",
+        skops_trusted_types=list(trusted_types),
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=_requirements(),
+        # The model's preprocessing calls mlvs.features: ship the package with it.
+        code_paths=[str(package_dir)],
+        registered_model_name=registry.model_name,
+    )
+
+
+def promote(model_name: str, version: str, metric: str, margin: float, run_metrics: dict[str, float]) -> dict[str, Any]:
+    """Move `champion` to `version` if it beats the champion by `margin`, else mark it `challenger`."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    key = f"test_{metric}"
+    new_score = run_metrics[key]
+    try:
+        champion = client.get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        champion = None
+    champion_score = None
+    if champion is not None:
+        champion_score = client.get_run(champion.run_id).data.metrics.get(key)
+    promoted = champion is None or champion_score is None or new_score >= champion_score + margin
+    client.set_registered_model_alias(model_name, CHAMPION if promoted else CHALLENGER, version)
+    return {
+        "version": version,
+        "alias": CHAMPION if promoted else CHALLENGER,
+        "metric": key,
+        "score": new_score,
+        "previous_champion": None if champion is None else champion.version,
+        "previous_score": champion_score,
+        "margin": margin,
+    }
+
+
+def finish_run(run_id: str, paths: ProjectPaths, artifacts: list[Path], failed: bool) -> None:
+    """Attach the executed notebook (and HTML) to the run and set its final status."""
+    mlflow = configure(paths)
+    client = mlflow.MlflowClient()
+    for artifact in artifacts:
+        if artifact.exists():
+            client.log_artifact(run_id, str(artifact), artifact_path="notebook")
+    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+
+def end_run() -> None:
+    """End the notebook's run (the runner, when there is one, sets the final status)."""
+    import mlflow
+
+    mlflow.end_run()

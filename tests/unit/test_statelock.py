@@ -1,0 +1,217 @@
+"""The state lock that serialises state-changing commands, and the crash journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from mlvs.errors import IntegrityError, LockTimeoutError, MlvsError
+from mlvs.paths import ProjectPaths
+from mlvs.statelock import Journal, state_lock
+
+PROJECT_SOURCE = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> ProjectPaths:
+    return ProjectPaths(tmp_path / "project")
+
+
+def hold_lock_in_thread(paths: ProjectPaths) -> tuple[threading.Thread, threading.Event]:
+    """Start a thread that holds the lock until the returned event is set."""
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with state_lock(paths, timeout=5):
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(5)
+    return thread, release
+
+
+# --- state_lock -------------------------------------------------------------------------
+
+
+def test_state_lock_creates_the_state_directory(paths: ProjectPaths) -> None:
+    with state_lock(paths):
+        assert paths.state.is_dir()
+
+
+def test_a_second_process_times_out_while_the_lock_is_held(paths: ProjectPaths) -> None:
+    child = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from mlvs.paths import ProjectPaths
+        from mlvs.statelock import state_lock
+        with state_lock(ProjectPaths(Path(sys.argv[1])), timeout=5):
+            print("held", flush=True)
+            sys.stdin.read()  # hold until the parent closes our stdin
+        """
+    )
+    python_path = os.pathsep.join(filter(None, [str(PROJECT_SOURCE), os.environ.get("PYTHONPATH")]))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", child, str(paths.root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": python_path},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+
+        with pytest.raises(LockTimeoutError):
+            with state_lock(paths, timeout=0.2):
+                pytest.fail("the lock was granted while another process held it")
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        assert holder.wait(10) == 0
+
+
+def test_a_second_thread_times_out_while_the_lock_is_held(paths: ProjectPaths) -> None:
+    thread, release = hold_lock_in_thread(paths)
+    try:
+        with pytest.raises(LockTimeoutError):
+            with state_lock(paths, timeout=0.2):
+                pytest.fail("the lock was granted while another thread held it")
+    finally:
+        release.set()
+        thread.join(5)
+
+
+def test_the_timeout_message_names_the_lock_and_what_to_do(paths: ProjectPaths) -> None:
+    thread, release = hold_lock_in_thread(paths)
+    try:
+        with pytest.raises(LockTimeoutError) as caught:
+            with state_lock(paths, timeout=0.05):
+                pass
+    finally:
+        release.set()
+        thread.join(5)
+
+    message = str(caught.value)
+    assert "another mlvs command is changing this project" in message
+    assert str(paths.state / "state.lock") in message
+    assert "wait for it to finish or try again" in message
+
+
+def test_the_lock_is_free_again_after_the_block(paths: ProjectPaths) -> None:
+    with state_lock(paths):
+        pass
+
+    thread, release = hold_lock_in_thread(paths)  # would time out if still held
+    release.set()
+    thread.join(5)
+
+
+def test_the_lock_is_released_when_the_block_raises(paths: ProjectPaths) -> None:
+    with pytest.raises(ValueError):
+        with state_lock(paths):
+            raise ValueError("boom")
+
+    with state_lock(paths, timeout=0.2):
+        pass
+
+
+def test_nested_use_in_one_thread_reenters_the_lock(paths: ProjectPaths) -> None:
+    with state_lock(paths, timeout=0.2):
+        with state_lock(paths, timeout=0.2):
+            pass
+        # still held by the outer block
+        thread_result: list[BaseException] = []
+
+        def try_lock() -> None:
+            try:
+                with state_lock(paths, timeout=0.1):
+                    pass
+            except LockTimeoutError as error:
+                thread_result.append(error)
+
+        other = threading.Thread(target=try_lock)
+        other.start()
+        other.join(5)
+        assert len(thread_result) == 1
+
+
+# --- Journal -----------------------------------------------------------------------------
+
+
+def test_a_project_without_a_journal_has_no_current_operation(paths: ProjectPaths) -> None:
+    assert Journal(paths).current() is None
+
+
+def test_a_begun_operation_is_read_back_by_a_fresh_journal(paths: ProjectPaths) -> None:
+    Journal(paths).begin("rollback", {"snapshot": "baseline"})
+
+    record = Journal(paths).current()
+
+    assert record is not None
+    assert (record["operation"], record["data"], record["step"], record["steps"]) == (
+        "rollback", {"snapshot": "baseline"}, None, [],
+    )
+
+
+def test_updates_record_the_steps_and_merge_the_data(paths: ProjectPaths) -> None:
+    journal = Journal(paths)
+    journal.begin("rollback", {"snapshot": "baseline"})
+
+    journal.update("undo-snapshot-taken", undo_snapshot="auto-1")
+    journal.update("files-restored", changed=["params/train.yaml"])
+
+    record = Journal(paths).current()
+    assert record is not None
+    assert record["step"] == "files-restored"
+    assert record["steps"] == ["undo-snapshot-taken", "files-restored"]
+    assert record["data"] == {"snapshot": "baseline", "undo_snapshot": "auto-1", "changed": ["params/train.yaml"]}
+
+
+def test_clear_forgets_the_operation(paths: ProjectPaths) -> None:
+    journal = Journal(paths)
+    journal.begin("snapshot", {"name": "baseline"})
+
+    journal.clear()
+
+    assert Journal(paths).current() is None
+    journal.clear()  # clearing twice is harmless
+
+
+def test_begin_refuses_while_an_interrupted_operation_is_recorded(paths: ProjectPaths) -> None:
+    Journal(paths).begin("rollback", {"snapshot": "baseline"})
+
+    with pytest.raises(MlvsError, match="interrupted 'rollback'.*mlvs recover"):
+        Journal(paths).begin("snapshot", {"name": "other"})
+    record = Journal(paths).current()
+    assert record is not None and record["operation"] == "rollback"
+
+
+def test_update_without_begin_is_a_programming_error(paths: ProjectPaths) -> None:
+    with pytest.raises(RuntimeError):
+        Journal(paths).update("files-restored")
+
+
+def test_the_journal_is_plain_json_with_no_temporary_files_left(paths: ProjectPaths) -> None:
+    journal = Journal(paths)
+    journal.begin("rollback", {"snapshot": "baseline"})
+    journal.update("files-restored")
+
+    assert sorted(p.name for p in paths.state.iterdir()) == ["journal.json"]
+    assert json.loads((paths.state / "journal.json").read_text())["operation"] == "rollback"
+
+
+def test_an_unreadable_journal_raises_integrity_error(paths: ProjectPaths) -> None:
+    paths.state.mkdir(parents=True)
+    (paths.state / "journal.json").write_text('{"operation": "rollb')
+
+    with pytest.raises(IntegrityError, match="journal.*unreadable"):
+        Journal(paths).current()
