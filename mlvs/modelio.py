@@ -32,6 +32,45 @@ class SavedModel:
     size: int
 
 
+def _reproducible_zip(payload: bytes) -> bytes:
+    """The same skops archive, made byte-identical for the same model.
+
+    skops names objects and array files after `id()` (memory addresses) and
+    stamps entries with the current time, so the same model would give new
+    bytes, and a new hash, on every run. Renumbering the ids in order of first
+    appearance and fixing the stamps makes a retrained model byte-identical,
+    which `dvc.lock` and `mlvs reproduce` rely on.
+    """
+    import io
+    import re
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(payload))
+    schema = source.read("schema.json").decode("utf-8")
+    pattern = re.compile(r'("__id__": )(\d+)|"(\d+)\.npy"')
+    numbering: dict[str, str] = {}
+    for match in pattern.finditer(schema):
+        old = match.group(2) or match.group(3)
+        numbering.setdefault(old, str(len(numbering) + 1))
+
+    def renumber(match: re.Match[str]) -> str:
+        if match.group(2):
+            return match.group(1) + numbering[match.group(2)]
+        return f'"{numbering[match.group(3)]}.npy"'
+
+    renamed = {"schema.json": pattern.sub(renumber, schema).encode("utf-8")}
+    for info in source.infolist():
+        if info.filename != "schema.json":
+            stem, dot, suffix = info.filename.partition(".")
+            renamed[f"{numbering.get(stem, stem)}{dot}{suffix}"] = source.read(info.filename)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as target:
+        for name in sorted(renamed, key=lambda n: (n != "schema.json", n)):
+            target.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), renamed[name],
+                            compress_type=zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
 def _dump_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
@@ -40,7 +79,7 @@ def save_model(model: Any, paths: ProjectPaths, card: dict[str, Any], golden_row
     """Write the model (skops), its card (with the model's SHA-256) and its golden predictions."""
     import skops.io as sio
 
-    payload = sio.dumps(model)
+    payload = _reproducible_zip(sio.dumps(model))
     atomic_write_bytes(paths.model_file, payload)
     digest = sha256_file(paths.model_file)
     golden = {
