@@ -186,6 +186,7 @@ def validate_schema(frame: pd.DataFrame) -> list[str]:
             numeric = numeric.dropna()
             if not np.isfinite(numeric.to_numpy(dtype=float)).all():
                 problems.append(f"'{column.name}' has infinite value(s)")
+            numeric = numeric[np.isfinite(numeric.to_numpy(dtype=float))]  # reported once, not again as out of range
             if column.kind == "int" and not (numeric == np.round(numeric)).all():
                 problems.append(f"'{column.name}' has non-integer value(s)")
             below = int((numeric < column.minimum).sum())

@@ -275,12 +275,16 @@ def delete_snapshot_ref(root: Path, name: str) -> None:
 # --- committing the working tree ----------------------------------------------
 
 
-def commit_worktree(root: Path, message: str, parent: str | None = None) -> str:
+def commit_worktree(
+    root: Path, message: str, parent: str | None = None, extra_files: Mapping[str, bytes] | None = None
+) -> str:
     """Commit the whole working tree without moving HEAD, the branch or the index.
 
     The commit holds every tracked file as it is on disk (deletions included) and
     every untracked file that git does not ignore. Its parent is `parent`, else
-    HEAD, else none (a repository without commits). Returns the commit sha.
+    HEAD, else none (a repository without commits). `extra_files` (path -> bytes)
+    are added to the commit only, never to the working tree; they replace a
+    working-tree file of the same path. Returns the commit sha.
     """
     root = Path(root)
     _require_toplevel(root)
@@ -290,6 +294,12 @@ def commit_worktree(root: Path, message: str, parent: str | None = None) -> str:
         # Seeding from HEAD keeps tracked files that match an ignore pattern, as
         # `git commit -a` would; `add -A` then records edits, deletions and new files.
         run_git(root, "add", "-A", env=env)
+        for path, content in (extra_files or {}).items():
+            relative = _relative_path(path)
+            if not relative or not _is_safe_tree_path(relative):
+                raise BadInputError(f"extra file path {path!r} is not allowed: give a plain relative path")
+            oid = run_git(root, "hash-object", "-w", "--stdin", input=content).strip()
+            run_git(root, "update-index", "--add", "--cacheinfo", f"{_REGULAR},{oid},{relative}", env=env)
         tree = run_git(root, "write-tree", env=env).strip()
     args = ["commit-tree", "--no-gpg-sign"]
     for sha in parents:

@@ -21,9 +21,11 @@ def setup_logging(log_dir: Path | None, verbose: bool = False) -> logging.Logger
     logger.addHandler(console)
     if log_dir is not None:
         try:
+            # delay=True: the file appears only when something is logged, so a
+            # refused command leaves the workspace exactly as it was.
             log_dir.mkdir(parents=True, exist_ok=True)
             handler = logging.handlers.RotatingFileHandler(
-                log_dir / "mlvs.log", maxBytes=2_000_000, backupCount=5, encoding="utf-8"
+                log_dir / "mlvs.log", maxBytes=2_000_000, backupCount=5, encoding="utf-8", delay=True
             )
             handler.setLevel(logging.DEBUG)
             handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))

@@ -104,7 +104,7 @@ def _describe(err: Any, prefix: str = "") -> str:
     if kind == "missing":
         return f"'{key}' is missing"
     message = err["msg"].removeprefix("Value error, ")
-    return f"{key or 'the file'} = {err['input']!r} is not allowed: {message}"
+    return f"{key} = {err['input']!r} is not allowed: {message}" if key else message
 
 
 def _format_errors(source: str, exc: ValidationError, model: type[BaseModel]) -> str:
@@ -130,7 +130,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ParamsError(f"{path}: cannot be read ({exc}); check the file") from None
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:  # PyYAML recurses once per nesting level
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         problem = getattr(exc, "problem", None) or "malformed YAML"

@@ -185,7 +185,7 @@ def promote(model_name: str, version: str, metric: str, margin: float, run_metri
         "alias": CHAMPION if promoted else CHALLENGER,
         "metric": key,
         "score": new_score,
-        "previous_champion": None if champion is None else champion.version,
+        "previous_champion": None if champion is None else str(champion.version),
         "previous_score": champion_score,
         "margin": margin,
     }
@@ -207,3 +207,11 @@ def end_run() -> None:
     import mlflow
 
     mlflow.end_run()
+
+
+def model_id_of(version: Any) -> str | None:
+    """The LoggedModel id behind a registry version (MLflow 3 keeps it in `source` on SQLite)."""
+    if getattr(version, "model_id", None):
+        return str(version.model_id)
+    source = str(getattr(version, "source", "") or "")
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None

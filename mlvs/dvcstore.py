@@ -1,0 +1,600 @@
+"""DVC outputs as mlvs sees them: which files they are, their hashes, and their objects.
+
+Snapshots and rollback work on DVC's own storage, without running DVC:
+
+- the outputs are read from `dvc.yaml` and the `.dvc` files (DVC's Python API
+  only when `dvc.yaml` uses templating, which plain parsing cannot expand);
+- a file's MD5 is DVC's content address and its SHA-256 is what mlvs verifies;
+  both are computed in one read and remembered in `.mlvs/hashes.sqlite`, keyed by
+  path and trusted only while size, mtime, ctime, inode and device all hold, so a
+  snapshot of unchanged data re-reads nothing;
+- objects live in DVC 3's layout (`files/md5/XX/REST`, directories as
+  `REST.dir` JSON lists), in the cache and in the default remote. A remote that is
+  a local directory (the embedded default) is read and written directly; any other
+  remote goes through DVC's data-cloud API.
+
+Every object written is copied through a temporary file in `.mlvs-tmp/` under the
+store's root while its hash is checked, then renamed into place: a crash leaves
+either no object or a whole, correct one, and `remove_leftovers` deletes the rest.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import stat
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+from mlvs.errors import BadInputError, ExternalToolError, IntegrityError
+from mlvs.logs import get_logger
+from mlvs.paths import ProjectPaths
+
+log = get_logger("dvcstore")
+
+CHUNK = 4 << 20
+TEMP_SUFFIX = ".mlvs-tmp"
+TEMP_DIR = ".mlvs-tmp"
+HASH_DB = "hashes.sqlite"
+DATA, MODELS = "data", "models"
+# A file changed within this many nanoseconds of being hashed may change again in
+# the same timestamp tick without its stat changing, so its hash is not remembered.
+_RACY_NS = 50_000_000
+
+
+# --- outputs -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Output:
+    """One DVC output: a file or directory that a stage writes or a `.dvc` file tracks."""
+
+    path: str  # relative to the project root, with '/'
+    stage: str | None  # None for a `.dvc` file
+    cache: bool  # False: git keeps it (metrics), not DVC's cache
+    part: str  # DATA or MODELS: what `mlvs rollback --only` calls it
+
+
+def _entries(items: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    for item in items or []:
+        if isinstance(item, str):
+            yield item, {}
+        elif isinstance(item, dict):
+            for path, options in item.items():
+                yield str(path), dict(options or {})
+
+
+def _join(base: str, path: str) -> str:
+    joined = PurePosixPath(base) / path if base not in ("", ".") else PurePosixPath(path)
+    parts: list[str] = []
+    for part in joined.parts:
+        if part == "..":
+            if not parts:
+                raise BadInputError(f"DVC output {path!r} lies outside the project; keep outputs inside it")
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+    return "/".join(parts)
+
+
+def _uses_templating(document: Any) -> bool:
+    text = json.dumps(document, default=str)
+    return "${" in text or '"foreach"' in text or '"matrix"' in text
+
+
+def _outputs_from_dvc_api(root: Path) -> list[tuple[str, str | None, bool]]:
+    from dvc.repo import Repo
+
+    found = []
+    with Repo(str(root)) as repo:
+        for out in repo.index.outs:
+            stage = getattr(out.stage, "name", None)
+            found.append((Path(out.fs_path).relative_to(root).as_posix(), stage, bool(out.use_cache)))
+    return found
+
+
+def _dvc_files(root: Path) -> list[str]:
+    from mlvs.gitstate import run_git
+
+    out = run_git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    return sorted(p for p in out.split("\0") if p.endswith(".dvc") and (root / p).is_file())
+
+
+def dvc_outputs(paths: ProjectPaths) -> list[Output]:
+    """Every output of `dvc.yaml`'s stages and of the project's `.dvc` files."""
+    root = paths.root
+    found: list[tuple[str, str | None, bool]] = []
+    pipeline_file = root / "dvc.yaml"
+    document = yaml.safe_load(pipeline_file.read_text(encoding="utf-8")) if pipeline_file.is_file() else {}
+    if _uses_templating(document):
+        found = _outputs_from_dvc_api(root)
+    else:
+        for stage, spec in ((document or {}).get("stages") or {}).items():
+            wdir = str((spec or {}).get("wdir", "."))
+            for section in ("outs", "metrics", "plots"):
+                for path, options in _entries((spec or {}).get(section)):
+                    found.append((_join(wdir, path), str(stage), bool(options.get("cache", True))))
+        for dvc_file in _dvc_files(root):
+            spec = yaml.safe_load((root / dvc_file).read_text(encoding="utf-8")) or {}
+            base = str(PurePosixPath(dvc_file).parent)
+            for path, options in _entries([{o["path"]: o} for o in spec.get("outs") or [] if "path" in o]):
+                found.append((_join(base, path), None, bool(options.get("cache", True))))
+    models_dir = paths.models.relative_to(root).as_posix()
+
+    def under_models(path: str) -> bool:
+        return path == models_dir or path.startswith(models_dir + "/")
+
+    # A stage that writes a model owns its metrics too: they describe that model.
+    model_stages = {stage for path, stage, _ in found if stage and under_models(path)}
+    outputs = {}
+    for path, stage, cache in found:
+        part = MODELS if under_models(path) or (stage in model_stages) else DATA
+        outputs[path] = Output(path, stage, cache, part)
+    return [outputs[p] for p in sorted(outputs)]
+
+
+def lock_hashes(paths: ProjectPaths) -> dict[str, str]:
+    """Output path -> MD5 as `dvc.lock` and the `.dvc` files record them."""
+    recorded: dict[str, str] = {}
+    lock_file = paths.root / "dvc.lock"
+    if lock_file.is_file():
+        document = yaml.safe_load(lock_file.read_text(encoding="utf-8")) or {}
+        for spec in (document.get("stages") or {}).values():
+            for out in (spec or {}).get("outs") or []:
+                if isinstance(out, dict) and "path" in out and "md5" in out:
+                    recorded[_join(".", str(out["path"]))] = str(out["md5"])
+    for dvc_file in _dvc_files(paths.root):
+        spec = yaml.safe_load((paths.root / dvc_file).read_text(encoding="utf-8")) or {}
+        base = str(PurePosixPath(dvc_file).parent)
+        for out in spec.get("outs") or []:
+            if isinstance(out, dict) and "path" in out and "md5" in out:
+                recorded[_join(base, str(out["path"]))] = str(out["md5"])
+    return recorded
+
+
+def output_files(root: Path, output: str) -> list[str]:
+    """The files an output holds now (itself for a file output), relative to the root, sorted."""
+    top = root / output
+    if top.is_file():
+        return [output]
+    if not top.is_dir():
+        return []
+    files = []
+    for directory, subdirectories, names in os.walk(top):
+        subdirectories.sort()
+        for name in names:
+            if name.endswith(TEMP_SUFFIX):
+                continue  # a leftover of an interrupted mlvs write, never data
+            full = os.path.join(directory, name)
+            if os.path.isfile(full):
+                files.append(Path(full).relative_to(root).as_posix())
+    return sorted(files)
+
+
+def dir_object(files: dict[str, str]) -> tuple[str, bytes]:
+    """DVC's `.dir` object for relpath -> MD5: its name (`<md5>.dir`) and its bytes."""
+    listing = [{"md5": md5, "relpath": relpath} for relpath, md5 in sorted(files.items())]
+    payload = json.dumps(listing, sort_keys=True).encode("utf-8")
+    return hashlib.md5(payload, usedforsecurity=False).hexdigest() + ".dir", payload
+
+
+# --- hashing, remembered --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileHash:
+    """The two hashes of one file's bytes: DVC's address and mlvs's check."""
+
+    md5: str
+    sha256: str
+    size: int
+
+
+def _stat_key(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev)
+
+
+def hash_stream(chunks: Iterable[bytes]) -> FileHash:
+    """MD5 and SHA-256 of a stream of chunks, the two digests on two threads."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha = hashlib.sha256()
+    size = 0
+    # hashlib releases the GIL on large buffers, so MD5 (the slower) runs beside SHA-256.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for chunk in chunks:
+            pending = pool.submit(md5.update, chunk)
+            sha.update(chunk)
+            size += len(chunk)
+            pending.result()
+    return FileHash(md5.hexdigest(), sha.hexdigest(), size)
+
+
+def read_chunks(path: Path) -> Iterator[bytes]:
+    """The bytes of a file, in chunks."""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            yield chunk
+
+
+class HashCache:
+    """File hashes remembered across commands in `.mlvs/hashes.sqlite`.
+
+    An entry is used only while the file's size, mtime, ctime, inode and device
+    are those it was hashed with. ctime cannot be set by a user, so a file edited
+    and given its old mtime back is still re-hashed. A missing or broken database
+    only costs speed: hashing then happens every time.
+    """
+
+    def __init__(self, paths: ProjectPaths) -> None:
+        self.root = paths.root
+        self._db: sqlite3.Connection | None = None
+        try:
+            paths.state.mkdir(parents=True, exist_ok=True)
+            self._db = self._open(paths.state / HASH_DB)
+        except (OSError, sqlite3.Error) as error:
+            log.debug("hash cache unavailable (%s); hashing every file", error)
+            self._db = None
+
+    @staticmethod
+    def _open(location: Path) -> sqlite3.Connection:
+        for attempt in range(2):
+            try:
+                db = sqlite3.connect(location, timeout=10, isolation_level=None)
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
+                    " ctime_ns INTEGER, ino INTEGER, dev INTEGER, md5 TEXT, sha256 TEXT)"
+                )
+                return db
+            except sqlite3.DatabaseError:
+                if attempt:
+                    raise
+                location.unlink(missing_ok=True)  # a corrupt cache is rebuilt, never trusted
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close the database."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _lookup(self, relative: str, key: tuple[int, ...]) -> FileHash | None:
+        if self._db is None:
+            return None
+        try:
+            row = self._db.execute(
+                "SELECT size, mtime_ns, ctime_ns, ino, dev, md5, sha256 FROM hashes WHERE path = ?", (relative,)
+            ).fetchone()
+        except sqlite3.Error:
+            return None
+        if row is None or tuple(row[:5]) != key:
+            return None
+        return FileHash(row[5], row[6], row[0])
+
+    def remember(self, relative: str, info: os.stat_result, hashed: FileHash, hashed_at_ns: int) -> None:
+        """Remember `hashed` for the file at `relative` while its stat stays `info`."""
+        if self._db is None or info.st_ctime_ns > hashed_at_ns - _RACY_NS or info.st_mtime_ns > hashed_at_ns - _RACY_NS:
+            return
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (relative, *_stat_key(info), hashed.md5, hashed.sha256),
+            )
+        except sqlite3.Error as error:
+            log.debug("could not remember the hash of %s: %s", relative, error)
+
+    def file_hash(self, relative: str, trust_cache: bool = True) -> FileHash:
+        """The hashes of the file at `relative` now; read again only if it changed."""
+        path = self.root / relative
+        before = os.stat(path)
+        if trust_cache:
+            known = self._lookup(relative, _stat_key(before))
+            if known is not None:
+                return known
+        started = time.time_ns()
+        hashed = hash_stream(read_chunks(path))
+        after = os.stat(path)
+        if _stat_key(after) == _stat_key(before) and hashed.size == before.st_size:
+            self.remember(relative, after, hashed, started)
+        return hashed
+
+
+# --- DVC's object storage ------------------------------------------------------
+
+
+def _read_dvc_config(root: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    for name in ("config", "config.local"):
+        location = root / ".dvc" / name
+        if location.is_file():
+            try:
+                parser.read(location, encoding="utf-8")
+            except configparser.Error as error:
+                raise BadInputError(f"{location} is not a valid DVC config ({error}); fix it with `dvc config`") from None
+    return parser
+
+
+def _section(parser: configparser.ConfigParser, name: str) -> dict[str, str]:
+    # DVC writes remote sections as ['remote "name"']; accept the unquoted form too.
+    for candidate in (name, f"'{name}'"):
+        if parser.has_section(candidate):
+            return dict(parser.items(candidate))
+    return {}
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.scheme or len(parts.scheme) == 1:  # a plain path (or a Windows drive letter)
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def object_relpath(md5: str) -> str:
+    """Where DVC 3 keeps the object `md5` inside a cache or remote."""
+    return f"files/md5/{md5[:2]}/{md5[2:]}"
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The project's default DVC remote, with credentials left out of `url`."""
+
+    name: str
+    url: str
+    directory: Path | None  # set when the remote is a local directory
+
+
+class ObjectStore:
+    """The project's DVC cache and default remote, read and written object by object."""
+
+    def __init__(self, paths: ProjectPaths) -> None:
+        self.paths = paths
+        config = _read_dvc_config(paths.root)
+        dvc_dir = paths.root / ".dvc"
+        cache_dir = _section(config, "cache").get("dir")
+        self.cache = (dvc_dir / cache_dir).resolve() if cache_dir else dvc_dir / "cache"
+        name = _section(config, "core").get("remote")
+        self.remote: Remote | None = None
+        if name:
+            url = _section(config, f'remote "{name}"').get("url")
+            if not url:
+                raise BadInputError(
+                    f"the default DVC remote {name!r} has no url in .dvc/config; set one with `dvc remote modify`"
+                )
+            scheme = urlsplit(url).scheme
+            directory = None
+            if not scheme or len(scheme) == 1 or scheme == "file":
+                local = urlsplit(url).path if scheme == "file" else url
+                directory = (dvc_dir / local).resolve()
+            self.remote = Remote(name, _without_credentials(url), directory)
+
+    # -- locations
+
+    def cache_path(self, md5: str) -> Path:
+        """The cache file of object `md5`."""
+        return self.cache / object_relpath(md5)
+
+    def remote_path(self, md5: str) -> Path | None:
+        """The remote file of object `md5` when the remote is a local directory."""
+        if self.remote is None or self.remote.directory is None:
+            return None
+        return self.remote.directory / object_relpath(md5)
+
+    def in_cache(self, md5: str) -> bool:
+        """Tell whether the cache holds object `md5` (by name: its bytes are checked on use)."""
+        return self.cache_path(md5).is_file()
+
+    def missing_in_remote(self, md5s: Iterable[str]) -> list[str]:
+        """The objects the default remote lacks (all of them when it cannot be asked cheaply)."""
+        wanted = sorted(set(md5s))
+        if self.remote is None:
+            return []
+        if self.remote.directory is not None:
+            return [m for m in wanted if not (self.remote.directory / object_relpath(m)).is_file()]
+        from dvc.repo import Repo
+        from dvc_data.hashfile.hash_info import HashInfo
+
+        with Repo(str(self.paths.root)) as repo:
+            status = repo.cloud.status([HashInfo("md5", m) for m in wanted], remote=self.remote.name)
+        missing = {h.value for h in (*status.new, *status.missing)}
+        return [m for m in wanted if m in missing]
+
+    # -- writing
+
+    def _temporary(self, store_root: Path) -> Path:
+        directory = store_root / TEMP_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / f"{secrets.token_hex(8)}{TEMP_SUFFIX}"
+
+    @staticmethod
+    def _install(temporary: Path, destination: Path) -> None:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(temporary, 0o444)  # as DVC keeps its objects: read-only
+        os.replace(temporary, destination)
+
+    def put_bytes(self, md5: str, payload: bytes, to_remote: bool = False) -> None:
+        """Store a small object (a `.dir` listing) in the cache, or the local remote."""
+        store_root = self._store_root(to_remote)
+        if hashlib.md5(payload, usedforsecurity=False).hexdigest() != md5.removesuffix(".dir"):
+            raise IntegrityError(f"DVC object {md5} does not match its bytes; this is a bug in mlvs")
+        temporary = self._temporary(store_root)
+        try:
+            write_file(temporary, [payload])
+            self._install(temporary, store_root / object_relpath(md5))
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def put_file(self, md5: str, sources: list[Path], to_remote: bool = False) -> None:
+        """Store object `md5` from the first of `sources` whose bytes have that MD5."""
+        store_root = self._store_root(to_remote)
+        destination = store_root / object_relpath(md5)
+        for source in sources:
+            if not source.is_file():
+                continue
+            temporary = self._temporary(store_root)
+            try:
+                copied = copy_hashed(source, temporary)
+                if copied.md5 == md5:
+                    self._install(temporary, destination)
+                    return
+            finally:
+                temporary.unlink(missing_ok=True)
+        raise IntegrityError(
+            f"no copy of DVC object {md5} with the right bytes was found (looked at "
+            f"{', '.join(str(s) for s in sources)}); the file changed while it was being saved: try again"
+        )
+
+    def _store_root(self, to_remote: bool) -> Path:
+        if not to_remote:
+            return self.cache
+        if self.remote is None or self.remote.directory is None:
+            raise AssertionError("direct writes go to a local remote only")
+        return self.remote.directory
+
+    def push(self, md5s: list[str], sources: dict[str, list[Path]]) -> None:
+        """Copy the objects `md5s` to the default remote (they must be in the cache)."""
+        if not md5s or self.remote is None:
+            return
+        if self.remote.directory is not None:
+            for md5 in md5s:
+                if md5.endswith(".dir"):
+                    self.put_bytes(md5, self.cache_path(md5).read_bytes(), to_remote=True)
+                else:
+                    self.put_file(md5, [self.cache_path(md5), *sources.get(md5, [])], to_remote=True)
+            return
+        from dvc.repo import Repo
+        from dvc_data.hashfile.hash_info import HashInfo
+
+        with Repo(str(self.paths.root)) as repo:
+            result = repo.cloud.push([HashInfo("md5", m) for m in md5s], remote=self.remote.name)
+        if result.failed:
+            raise ExternalToolError(
+                f"could not push {len(result.failed)} object(s) to the DVC remote {self.remote.name!r}; "
+                "check the remote with `dvc push` and try again"
+            )
+
+    def fetch_to_cache(self, md5: str, sha256: str) -> bool:
+        """Replace the cache's object `md5` with the remote's, if the remote's has `sha256`.
+
+        Returns False when the remote lacks a correct copy; the cache is then unchanged.
+        """
+        if self.remote is None:
+            return False
+        if self.remote.directory is not None:
+            source = self.remote.directory / object_relpath(md5)
+            if not source.is_file():
+                return False
+            temporary = self._temporary(self.cache)
+            try:
+                copied = copy_hashed(source, temporary)
+                if copied.sha256 != sha256 or copied.md5 != md5:
+                    log.warning("the DVC remote's copy of object %s is corrupt too", md5)
+                    return False
+                self._install(temporary, self.cache_path(md5))
+                return True
+            finally:
+                temporary.unlink(missing_ok=True)
+        return self._fetch_through_dvc(md5, sha256)
+
+    def _fetch_through_dvc(self, md5: str, sha256: str) -> bool:
+        from dvc.repo import Repo
+        from dvc_data.hashfile.hash_info import HashInfo
+
+        assert self.remote is not None
+        cached = self.cache_path(md5)
+        # DVC skips objects the cache seems to have; move the bad one aside first.
+        aside = cached.with_name(cached.name + TEMP_SUFFIX)
+        if cached.exists():
+            os.replace(cached, aside)
+        try:
+            with Repo(str(self.paths.root)) as repo:
+                repo.cloud.pull([HashInfo("md5", md5)], remote=self.remote.name)
+            if cached.is_file() and hash_stream(read_chunks(cached)).sha256 == sha256:
+                aside.unlink(missing_ok=True)
+                return True
+        except Exception as error:  # DVC raises many kinds for an unreachable remote
+            log.warning("could not fetch object %s from the DVC remote: %s", md5, error)
+        if aside.exists():
+            os.replace(aside, cached)
+        return False
+
+    def remove_objects(self, md5s: Iterable[str], from_remote: bool = False) -> None:
+        """Delete objects this operation added (used to undo an interrupted snapshot)."""
+        for md5 in md5s:
+            target = self.remote_path(md5) if from_remote else self.cache_path(md5)
+            if target is not None:
+                target.unlink(missing_ok=True)
+
+    def remove_leftovers(self) -> None:
+        """Delete the temporary files an interrupted copy left in the cache and remote."""
+        roots = [self.cache]
+        if self.remote is not None and self.remote.directory is not None:
+            roots.append(self.remote.directory)
+        for store_root in roots:
+            shutil.rmtree(store_root / TEMP_DIR, ignore_errors=True)
+            for aside in (store_root / "files" / "md5").glob(f"*/*{TEMP_SUFFIX}"):
+                stem = aside.with_name(aside.name.removesuffix(TEMP_SUFFIX))
+                if stem.exists():
+                    aside.unlink(missing_ok=True)
+                else:  # a bad object moved aside by an interrupted fetch: put it back
+                    os.replace(aside, stem)
+
+
+# --- copying with hashes --------------------------------------------------------
+
+
+def write_file(destination: Path, chunks: Iterable[bytes]) -> None:
+    """Write chunks to a new file and flush them to disk (the file must not exist)."""
+    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_hashed(source: Path, destination: Path) -> FileHash:
+    """Copy `source` to the new file `destination`; return the hashes of the bytes copied."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha = hashlib.sha256()
+    size = 0
+    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for chunk in read_chunks(source):
+                # Hash on two threads while this one writes: the three overlap.
+                pending = (pool.submit(md5.update, chunk), pool.submit(sha.update, chunk))
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                size += len(chunk)
+                for job in pending:
+                    job.result()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return FileHash(md5.hexdigest(), sha.hexdigest(), size)
+
+
+def is_regular_file(path: Path) -> bool:
+    """Tell whether `path` is a regular file (following symlinks, as DVC's link caches need)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False

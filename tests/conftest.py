@@ -1,0 +1,133 @@
+"""Shared fixtures: every test works in its own temporary copy of the project.
+
+`workspace` is a fresh clone-like copy (git-committed, DVC-initialised, tiny
+parameters so notebooks run in seconds). `trained_workspace` is a copy of one
+that has run the pipeline once per session, so tests that need a trained state
+do not each pay for training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@localhost",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@localhost",
+}
+# Small enough for a notebook to run in seconds, large enough for stratified 3-fold CV.
+TINY_PREPARE = {"n_rows": 400}
+TINY_TRAIN = {"cv_folds": 3, "golden_sample_size": 20, "hyperparameters": {"random_forest": {"n_estimators": 15, "max_depth": 5, "min_samples_leaf": 5}}}
+
+
+def clean_env(root: Path) -> dict[str, str]:
+    """An environment for mlvs commands in a test workspace: its own stores, no outside config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLVS_"))}
+    env.update(GIT_IDENTITY)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+def tracked_files() -> list[str]:
+    """The project's files as a fresh clone would have them."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                         cwd=REPO, capture_output=True, check=True).stdout
+    return [p for p in out.decode().split("\0") if p and (REPO / p).is_file()]
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def make_workspace(dest: Path, tiny: bool = True) -> Path:
+    """Copy the project into `dest`, shrink its parameters, and commit it to a new git repo."""
+    for rel in tracked_files():
+        if rel.startswith(("tests/", "dvc.lock", "reports/metrics.json")):
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    if tiny:
+        for stage, extra in (("prepare", TINY_PREPARE), ("train", TINY_TRAIN)):
+            path = dest / "params" / f"{stage}.yaml"
+            data = _merge(yaml.safe_load(path.read_text()), extra)
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+    env = clean_env(dest)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True, env=env)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "initial"], cwd=dest, check=True, env=env)
+    return dest
+
+
+def mlvs(root: Path, *args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the mlvs CLI in `root` as a user would."""
+    return subprocess.run([str(BIN / "mlvs"), *args], cwd=root, env=clean_env(root),
+                          capture_output=True, text=True, timeout=timeout, check=check)
+
+
+def tree_hashes(root: Path, skip: tuple[str, ...] = (".git/",)) -> dict[str, str]:
+    """SHA-256 of every file under `root`, computed by the test itself."""
+    hashes = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and not path.is_symlink() and not any(rel.startswith(s) for s in skip):
+            hashes[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A fresh, committed copy of the project with tiny parameters."""
+    return make_workspace(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def _trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_workspace(tmp_path_factory.mktemp("template") / "ws")
+    result = mlvs(root, "pipeline")
+    assert result.returncode == 0, result.stderr[-3000:]
+    env = clean_env(root)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "trained"], cwd=root, check=True, env=env)
+    return root
+
+
+@pytest.fixture
+def trained_workspace(_trained_template: Path, tmp_path: Path) -> Path:
+    """A workspace whose pipeline has run once and whose outputs are committed (dvc.lock)."""
+    dest = tmp_path / "ws"
+    shutil.copytree(_trained_template, dest, symlinks=True)
+    relocate_mlflow_store(_trained_template, dest)
+    return dest
+
+
+def relocate_mlflow_store(old_root: Path, new_root: Path) -> None:
+    """Point a copied MLflow store's absolute artifact locations at the copy's own artifacts."""
+    import sqlite3
+
+    old, new = old_root.as_uri(), new_root.as_uri()
+    with sqlite3.connect(new_root / "mlflow.db") as db:
+        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (old, new))
+        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "logged_models" in tables:
+            db.execute("UPDATE logged_models SET artifact_location = replace(artifact_location, ?, ?)", (old, new))
+        if "model_versions" in tables:
+            db.execute("UPDATE model_versions SET storage_location = replace(storage_location, ?, ?)", (old, new))
+            db.execute("UPDATE model_versions SET source = replace(source, ?, ?)", (old, new))

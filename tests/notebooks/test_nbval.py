@@ -1,0 +1,35 @@
+"""nbval: the notebooks, re-executed in a clean workspace, print what they stored.
+
+The stored outputs come from `make golden`. Cells whose output changes on every
+run (run ids, registry versions) are tagged `nbval-ignore-output`; images are not
+compared (nbval's default), their text placeholders are.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import clean_env, make_workspace
+
+pytestmark = pytest.mark.slow
+
+PIPELINE_NOTEBOOKS = ["notebooks/01_prepare.ipynb", "notebooks/02_train.ipynb"]
+
+
+def run_nbval(root: Path, notebooks: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "mlvs._fastimport", "--nbval", "--nbval-kernel-name", "python3",
+         "-p", "no:cacheprovider", "-q", *notebooks],
+        cwd=root, env=clean_env(root), capture_output=True, text=True, timeout=900,
+    )
+
+
+def test_pipeline_notebooks_reproduce_their_stored_outputs(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path / "ws", tiny=False)
+    result = run_nbval(root, PIPELINE_NOTEBOOKS)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout

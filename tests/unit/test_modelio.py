@@ -1,0 +1,180 @@
+"""Saved models: skops files verified by hash and trusted types, their card and golden predictions."""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlvs.data import features_and_target, generate_customers
+from mlvs.errors import IntegrityError
+from mlvs.modelio import golden_mismatches, load_verified_model
+from mlvs.params import TrainParams, load_stage
+from mlvs.paths import ProjectPaths
+from mlvs.pipeline import PreparedData, TrainedModel, data_hash, save_trained, train_and_evaluate, write_prepared
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = {"cv_folds": 3, "golden_sample_size": 20, "hyperparameters": {"random_forest": {"n_estimators": 10}}}
+
+
+class Trained:
+    """One tiny model, trained once for the module, and the workspace it was saved in."""
+
+    def __init__(self, root: Path) -> None:
+        self.paths = ProjectPaths(root)
+        self.params: TrainParams = load_stage("train", REPO, TINY)
+        customers = generate_customers(n_rows=300, churn_rate=0.3, signal_strength=1.0, label_noise=0.0, seed=7)
+        self.prepared: PreparedData = write_prepared(self.paths, customers, test_size=0.2, seed=7)
+        self.model: TrainedModel = train_and_evaluate(self.prepared.train, self.prepared.test, self.params)
+        self.card: dict[str, Any] = save_trained(self.paths, self.model, self.prepared.test, self.params)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    return Trained(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture
+def paths(trained: Trained, tmp_path: Path) -> ProjectPaths:
+    """A private copy of the trained workspace, free to damage."""
+    shutil.copytree(trained.paths.root, tmp_path / "ws")
+    return ProjectPaths(tmp_path / "ws")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def record_in_card(paths: ProjectPaths) -> None:
+    """Make the card vouch for whatever model.skops now holds, as an attacker with write access could."""
+    card = json.loads(paths.model_card.read_text())
+    card["model_sha256"] = sha256(paths.model_file)
+    paths.model_card.write_text(json.dumps(card))
+
+
+# --- the happy path -----------------------------------------------------------------
+
+
+def test_verified_model_predicts_exactly_as_the_trained_one(trained: Trained, paths: ProjectPaths) -> None:
+    X_test, _ = features_and_target(trained.prepared.test)
+    loaded = load_verified_model(paths)
+    assert np.array_equal(loaded.predict_proba(X_test), trained.model.model.predict_proba(X_test))
+
+
+def test_verified_model_reproduces_its_golden_predictions(paths: ProjectPaths) -> None:
+    assert golden_mismatches(load_verified_model(paths), paths) == []
+
+
+def test_saving_the_same_model_twice_gives_identical_files(trained: Trained, paths: ProjectPaths) -> None:
+    before = {p: p.read_bytes() for p in (paths.model_file, paths.model_card, paths.golden)}
+    save_trained(paths, trained.model, trained.prepared.test, trained.params)
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_retraining_with_the_same_parameters_gives_identical_model_bytes(trained: Trained, paths: ProjectPaths) -> None:
+    original = paths.model_file.read_bytes()
+    retrained = train_and_evaluate(trained.prepared.train, trained.prepared.test, trained.params)
+    save_trained(paths, retrained, trained.prepared.test, trained.params)
+    assert paths.model_file.read_bytes() == original
+
+
+def test_model_card_records_hashes_metrics_and_parameters(trained: Trained, paths: ProjectPaths) -> None:
+    card = json.loads(paths.model_card.read_text())
+    assert card["model_sha256"] == sha256(paths.model_file)
+    assert card["data_sha256"] == data_hash(paths)
+    assert card["params"] == json.loads(json.dumps(trained.params.model_dump()))
+    assert {"cv_roc_auc_mean", "cv_roc_auc_std", "test_roc_auc", "test_f1", "net_value", "roi"} <= set(card["metrics"])
+
+
+def test_save_trained_writes_the_metrics_of_the_card(paths: ProjectPaths) -> None:
+    card = json.loads(paths.model_card.read_text())
+    assert json.loads(paths.metrics.read_text()) == card["metrics"]
+
+
+# --- damaged or replaced files --------------------------------------------------------
+
+
+def test_flipped_byte_is_refused_before_loading(paths: ProjectPaths) -> None:
+    payload = bytearray(paths.model_file.read_bytes())
+    payload[len(payload) // 2] ^= 0xFF
+    paths.model_file.write_bytes(bytes(payload))
+    with pytest.raises(IntegrityError) as caught:
+        load_verified_model(paths)
+    assert str(paths.model_file) in str(caught.value)
+    assert "not loaded" in str(caught.value)
+
+
+def test_truncated_model_is_refused(paths: ProjectPaths) -> None:
+    paths.model_file.write_bytes(paths.model_file.read_bytes()[:1000])
+    with pytest.raises(IntegrityError, match="not loaded"):
+        load_verified_model(paths)
+
+
+def test_card_with_another_hash_is_refused(paths: ProjectPaths) -> None:
+    card = json.loads(paths.model_card.read_text())
+    card["model_sha256"] = "0" * 64
+    paths.model_card.write_text(json.dumps(card))
+    with pytest.raises(IntegrityError, match="not loaded"):
+        load_verified_model(paths)
+
+
+def test_missing_card_is_refused(paths: ProjectPaths) -> None:
+    paths.model_card.unlink()
+    with pytest.raises(IntegrityError, match="model_card.json is missing"):
+        load_verified_model(paths)
+
+
+def test_perturbed_golden_prediction_names_its_row(paths: ProjectPaths) -> None:
+    golden = json.loads(paths.golden.read_text())
+    golden["churn_probability"][3] = repr(float(golden["churn_probability"][3]) + 1e-9)
+    paths.golden.write_text(json.dumps(golden))
+    mismatches = golden_mismatches(load_verified_model(paths), paths)
+    assert len(mismatches) == 1 and mismatches[0].startswith("golden row 3:")
+
+
+# --- hostile files ----------------------------------------------------------------------
+
+
+class _OpensFile:
+    """Unpickling this object runs builtins.open(marker, "w")."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (builtins.open, (str(self.marker), "w"))
+
+
+def test_pickle_payload_creates_its_marker_when_unpickled(tmp_path: Path) -> None:
+    # The payload of the next test is live: plain pickle does run it.
+    marker = tmp_path / "control"
+    pickle.loads(pickle.dumps(_OpensFile(marker))).close()
+    assert marker.exists()
+
+
+def test_pickle_disguised_as_model_is_refused_without_running_it(paths: ProjectPaths, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    paths.model_file.write_bytes(pickle.dumps(_OpensFile(marker)))
+    record_in_card(paths)
+    with pytest.raises(IntegrityError, match="cannot be loaded"):
+        load_verified_model(paths)
+    assert not marker.exists()
+
+
+def test_skops_archive_with_untrusted_types_is_refused(paths: ProjectPaths) -> None:
+    import skops.io as sio
+
+    paths.model_file.write_bytes(sio.dumps({"run": os.system}))
+    record_in_card(paths)
+    with pytest.raises(IntegrityError, match="untrusted types") as caught:
+        load_verified_model(paths)
+    assert f"'{os.system.__module__}.system'" in str(caught.value) and "not loaded" in str(caught.value)
+
