@@ -28,7 +28,7 @@ run: $(STAMP) ## Set up, then run the pipeline (prepare -> train) on the embedde
 	$(BIN)/mlvs pipeline
 
 test: $(STAMP) ## Set up, then run the whole test suite
-	$(BIN)/python -m pytest
+	HYPOTHESIS_STORAGE_DIRECTORY=$$(mktemp -d) $(BIN)/python -m pytest
 
 bench: $(STAMP) ## Run the benchmarks; results in reports/benchmarks/latest.json
 	$(BIN)/python -m pytest -m bench tests/benchmarks -s

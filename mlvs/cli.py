@@ -92,6 +92,121 @@ def pipeline_command(force: bool, as_json: bool) -> None:
         click.echo(summary["text"])
 
 
+@cli.group("snapshot")
+def snapshot_group() -> None:
+    """Capture, list, inspect and compare whole-system snapshots."""
+
+
+@snapshot_group.command("create")
+@click.argument("name")
+@click.option("-m", "--message", default="", help="What this snapshot is.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def snapshot_create_command(name: str, message: str, as_json: bool) -> None:
+    """Snapshot code, params, data, models and registry as NAME."""
+    from mlvs.snapshots import create_snapshot
+
+    manifest = create_snapshot(project(), name, message)
+    if as_json:
+        _emit_json(manifest.to_dict())
+    else:
+        click.echo(f"Snapshot {name!r} saved: commit {str(manifest.commit)[:12]}, "
+                   f"{len(manifest.files)} DVC-tracked file(s), model version {manifest.model_version or '-'}.")
+
+
+@snapshot_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshots as JSON.")
+def snapshot_list_command(as_json: bool) -> None:
+    """List the snapshots, oldest first."""
+    from mlvs.snapshots import list_snapshots, snapshots_table
+
+    manifests = list_snapshots(project())
+    if as_json:
+        _emit_json([m.to_dict() for m in manifests])
+    else:
+        click.echo(snapshots_table(manifests))
+
+
+@snapshot_group.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def snapshot_show_command(name: str, as_json: bool) -> None:
+    """Show what snapshot NAME recorded."""
+    from mlvs.snapshots import manifest_text, show_snapshot
+
+    manifest = show_snapshot(project(), name)
+    if as_json:
+        _emit_json(manifest.to_dict())
+    else:
+        click.echo(manifest_text(manifest))
+
+
+@snapshot_group.command("diff")
+@click.argument("a")
+@click.argument("b", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
+def snapshot_diff_command(a: str, b: str | None, as_json: bool) -> None:
+    """Compare snapshot A with snapshot B (default: the current state)."""
+    from mlvs.snapshots import diff_snapshots, diff_text
+
+    diff = diff_snapshots(project(), a, b)
+    if as_json:
+        _emit_json(diff.to_dict())
+    else:
+        click.echo(diff_text(diff))
+
+
+def _choose_snapshot() -> str:
+    """Offer the snapshots in a terminal; refuse elsewhere (a script must name one)."""
+    from mlvs.errors import BadInputError
+    from mlvs.snapshots import list_snapshots, snapshots_table
+
+    if not sys.stdin.isatty():
+        raise BadInputError("give a snapshot name: `mlvs rollback NAME` (`mlvs snapshot list` shows them)")
+    manifests = list_snapshots(project())
+    if not manifests:
+        raise BadInputError("there are no snapshots to roll back to; create one with `mlvs snapshot create NAME`")
+    click.echo(snapshots_table(manifests), err=True)
+    names = [m.name for m in manifests]
+    return str(click.prompt("Roll back to", type=click.Choice(names), default=names[-1], err=True))
+
+
+@cli.command("rollback")
+@click.argument("name", required=False)
+@click.option("--only", "only", metavar="PARTS",
+              help="Restore only these parts, comma-separated: code,params,data,models,registry.")
+@click.option("--dry-run", is_flag=True, help="List what would change; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def rollback_command(name: str | None, only: str | None, dry_run: bool, as_json: bool) -> None:
+    """Restore the whole state of snapshot NAME (or some parts of it), verified."""
+    from mlvs.rollback import VerificationError, parse_parts, report_text, rollback
+
+    parts = parse_parts(only)
+    chosen = name or _choose_snapshot()
+    try:
+        report = rollback(project(), chosen, parts, dry_run=dry_run)
+    except VerificationError as failed:
+        click.echo(json.dumps(failed.report.to_dict(), indent=2, sort_keys=True) if as_json
+                   else report_text(failed.report))
+        raise
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        click.echo(report_text(report))
+
+
+@cli.command("recover")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def recover_command(as_json: bool) -> None:
+    """Finish or undo an interrupted snapshot or rollback."""
+    from mlvs.rollback import recover_interrupted
+
+    outcome = recover_interrupted(project())
+    if as_json:
+        _emit_json({"interrupted": outcome.to_dict()})
+    else:
+        click.echo(f"Recover: {outcome.detail}.")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mlvs` console script."""
     try:

@@ -5,6 +5,7 @@ Generation is seeded: the same parameters give the same bytes on disk.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 from dataclasses import dataclass
@@ -141,6 +142,12 @@ def read_customers(path: Path) -> pd.DataFrame:
         raise BadInputError(f"{path} does not exist; run `mlvs pipeline` (or the prepare notebook) to create it")
     try:
         frame = pd.read_csv(path, dtype={"customer_id": str})
+        # pandas renames a repeated header to "name.1"; keep the real names so the
+        # schema check reports the duplicate instead of an unknown column.
+        with open(path, encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if len(set(header)) < len(header) and len(header) == len(frame.columns):
+            frame.columns = header
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise BadInputError(f"{path} is not a readable CSV file ({str(exc).strip()}); restore it with `mlvs recover`") from None
     return frame

@@ -437,23 +437,22 @@ class ObjectStore:
         finally:
             temporary.unlink(missing_ok=True)
 
-    def put_file(self, md5: str, sources: list[Path], to_remote: bool = False) -> None:
-        """Store object `md5` from the first of `sources` whose bytes have that MD5."""
+    def put_file(self, md5: str, sha256: str, sources: list[Path], to_remote: bool = False) -> None:
+        """Store object `md5` from the first of `sources` whose bytes have `sha256`."""
         store_root = self._store_root(to_remote)
         destination = store_root / object_relpath(md5)
         for source in sources:
-            if not source.is_file():
+            if not is_regular_file(source):
                 continue
             temporary = self._temporary(store_root)
             try:
-                copied = copy_hashed(source, temporary)
-                if copied.md5 == md5:
+                if copy_hashed(source, temporary).sha256 == sha256:
                     self._install(temporary, destination)
                     return
             finally:
                 temporary.unlink(missing_ok=True)
         raise IntegrityError(
-            f"no copy of DVC object {md5} with the right bytes was found (looked at "
+            f"no copy of DVC object {md5} with the recorded bytes was found (looked at "
             f"{', '.join(str(s) for s in sources)}); the file changed while it was being saved: try again"
         )
 
@@ -464,22 +463,26 @@ class ObjectStore:
             raise AssertionError("direct writes go to a local remote only")
         return self.remote.directory
 
-    def push(self, md5s: list[str], sources: dict[str, list[Path]]) -> None:
-        """Copy the objects `md5s` to the default remote (they must be in the cache)."""
-        if not md5s or self.remote is None:
+    def push(self, objects: dict[str, tuple[str, list[Path]]], dir_objects: list[str]) -> None:
+        """Copy objects to the default remote: md5 -> (sha256, other sources), and `.dir` objects.
+
+        Each file object is copied from the cache, else from the other sources,
+        whichever has the recorded bytes; `.dir` objects are checked by their MD5.
+        """
+        if self.remote is None or not (objects or dir_objects):
             return
         if self.remote.directory is not None:
-            for md5 in md5s:
-                if md5.endswith(".dir"):
-                    self.put_bytes(md5, self.cache_path(md5).read_bytes(), to_remote=True)
-                else:
-                    self.put_file(md5, [self.cache_path(md5), *sources.get(md5, [])], to_remote=True)
+            for md5, (sha256, sources) in sorted(objects.items()):
+                self.put_file(md5, sha256, [self.cache_path(md5), *sources], to_remote=True)
+            for md5 in dir_objects:
+                self.put_bytes(md5, self.cache_path(md5).read_bytes(), to_remote=True)
             return
         from dvc.repo import Repo
         from dvc_data.hashfile.hash_info import HashInfo
 
+        wanted = [HashInfo("md5", m) for m in (*sorted(objects), *dir_objects)]
         with Repo(str(self.paths.root)) as repo:
-            result = repo.cloud.push([HashInfo("md5", m) for m in md5s], remote=self.remote.name)
+            result = repo.cloud.push(wanted, remote=self.remote.name)
         if result.failed:
             raise ExternalToolError(
                 f"could not push {len(result.failed)} object(s) to the DVC remote {self.remote.name!r}; "
@@ -499,8 +502,7 @@ class ObjectStore:
                 return False
             temporary = self._temporary(self.cache)
             try:
-                copied = copy_hashed(source, temporary)
-                if copied.sha256 != sha256 or copied.md5 != md5:
+                if copy_hashed(source, temporary).sha256 != sha256:
                     log.warning("the DVC remote's copy of object %s is corrupt too", md5)
                     return False
                 self._install(temporary, self.cache_path(md5))
@@ -522,7 +524,7 @@ class ObjectStore:
         try:
             with Repo(str(self.paths.root)) as repo:
                 repo.cloud.pull([HashInfo("md5", md5)], remote=self.remote.name)
-            if cached.is_file() and hash_stream(read_chunks(cached)).sha256 == sha256:
+            if cached.is_file() and sha256_only(cached) == sha256:
                 aside.unlink(missing_ok=True)
                 return True
         except Exception as error:  # DVC raises many kinds for an unreachable remote
@@ -569,17 +571,23 @@ def write_file(destination: Path, chunks: Iterable[bytes]) -> None:
         os.close(fd)
 
 
-def copy_hashed(source: Path, destination: Path) -> FileHash:
-    """Copy `source` to the new file `destination`; return the hashes of the bytes copied."""
-    md5 = hashlib.md5(usedforsecurity=False)
+def copy_hashed(source: Path, destination: Path, with_md5: bool = False) -> FileHash:
+    """Copy `source` to the new file `destination`; return the hashes of the bytes copied.
+
+    SHA-256 alone proves the bytes when the expected value is known (MD5 then
+    follows from the manifest); `with_md5` adds DVC's address, at twice the cost.
+    """
+    md5 = hashlib.md5(usedforsecurity=False) if with_md5 else None
     sha = hashlib.sha256()
     size = 0
     fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
             for chunk in read_chunks(source):
-                # Hash on two threads while this one writes: the three overlap.
-                pending = (pool.submit(md5.update, chunk), pool.submit(sha.update, chunk))
+                # The digests run on other threads (hashlib releases the GIL) while this one writes.
+                pending = [pool.submit(sha.update, chunk)]
+                if md5 is not None:
+                    pending.append(pool.submit(md5.update, chunk))
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
@@ -589,7 +597,15 @@ def copy_hashed(source: Path, destination: Path) -> FileHash:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return FileHash(md5.hexdigest(), sha.hexdigest(), size)
+    return FileHash(md5.hexdigest() if md5 is not None else "", sha.hexdigest(), size)
+
+
+def sha256_only(path: Path) -> str:
+    """SHA-256 of a file, for verifying bytes whose expected hash is known."""
+    sha = hashlib.sha256()
+    for chunk in read_chunks(path):
+        sha.update(chunk)
+    return sha.hexdigest()
 
 
 def is_regular_file(path: Path) -> bool:

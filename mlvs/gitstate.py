@@ -346,6 +346,38 @@ def read_file_at(root: Path, sha: str, path: str) -> bytes | None:
     return _git_bytes(root, "cat-file", "blob", oid)
 
 
+def read_files_at(root: Path, items: list[tuple[str, str]]) -> list[bytes | None]:
+    """Return the bytes of each (commit sha, path), None where there is no such file.
+
+    One `git cat-file --batch` process reads them all, so listing many snapshots stays cheap.
+    """
+    if not items:
+        return []
+    requests = []
+    for sha, path in items:
+        relative = _relative_path(path)
+        if "\n" in relative or not re.fullmatch(r"[0-9a-fA-F]{4,64}", sha):
+            raise BadInputError(f"cannot read {path!r} at {sha!r}: give a commit sha and a one-line path")
+        requests.append(f"{sha}:{relative}\n")
+    out = _git_bytes(root, "cat-file", "--batch", input="".join(requests).encode())
+    found: list[bytes | None] = []
+    position = 0
+    for _ in items:
+        end = out.index(b"\n", position)
+        header = out[position:end].decode("utf-8", "surrogateescape").split(" ")
+        if len(header) == 3 and header[1] == "blob":
+            size = int(header[2])
+            found.append(out[end + 1 : end + 1 + size])
+            position = end + 1 + size + 1
+        elif len(header) == 3:  # a tree or other object at that path: not a file
+            position = end + 1 + int(header[2]) + 1
+            found.append(None)
+        else:  # "<request> missing"
+            position = end + 1
+            found.append(None)
+    return found
+
+
 def _worktree_files(root: Path) -> dict[str, str]:
     """Return path -> git mode of every file `commit_worktree` would include."""
     root = Path(root)

@@ -33,6 +33,16 @@ class PrepareParams(_Strict):
     label_noise: float = Field(ge=0.0, le=0.3)
     test_size: float = Field(ge=0.05, le=0.5)
 
+    @model_validator(mode="after")
+    def _reachable_churn_rate(self) -> "PrepareParams":
+        # Flipped labels pull the rate towards label_noise, so some pairs cannot be met.
+        if not self.label_noise < self.churn_rate < 1 - self.label_noise:
+            raise ValueError(
+                f"churn_rate = {self.churn_rate} cannot be reached with label_noise = {self.label_noise}; "
+                "keep churn_rate between label_noise and 1 - label_noise"
+            )
+        return self
+
 
 class BusinessParams(_Strict):
     """Value per customer of each confusion-matrix cell, against doing nothing."""
@@ -81,8 +91,13 @@ class TrainParams(_Strict):
             try:
                 MODEL_TYPES[name].hyperparameters.model_validate(values)
             except ValidationError as exc:
+                allowed = ", ".join(MODEL_TYPES[name].hyperparameters.model_fields)
                 raise ValueError(
-                    "; ".join(_describe(err, prefix=f"hyperparameters.{name}") for err in exc.errors())
+                    "; ".join(
+                        _describe(err, prefix=f"hyperparameters.{name}")
+                        + (f" (allowed: {allowed})" if err["type"] == "extra_forbidden" else "")
+                        for err in exc.errors()
+                    )
                 ) from None
         return self
 

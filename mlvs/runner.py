@@ -8,6 +8,7 @@ notebook's parameters cell declares. Values given with `-p` must be scalars
 
 from __future__ import annotations
 
+import datetime
 import keyword
 import os
 import time
@@ -76,6 +77,8 @@ def parse_value(name: str, text: str) -> Any:
         value = yaml.safe_load(text) if text.strip() else text
     except yaml.YAMLError:
         return text
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return text  # YAML reads 2020-01-01 as a date; a notebook parameter wants the text
     if not isinstance(value, SCALARS):
         raise BadInputError(
             f"parameter {name} = {text!r} is a {type(value).__name__}; -p takes a single value, "

@@ -131,3 +131,11 @@ def relocate_mlflow_store(old_root: Path, new_root: Path) -> None:
         if "model_versions" in tables:
             db.execute("UPDATE model_versions SET storage_location = replace(storage_location, ?, ?)", (old, new))
             db.execute("UPDATE model_versions SET source = replace(source, ?, ?)", (old, new))
+
+
+# Hypothesis keeps its example database in memory: tests leave nothing in the checkout.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+from hypothesis.database import InMemoryExampleDatabase  # noqa: E402
+
+_hypothesis_settings.register_profile("mlvs", database=InMemoryExampleDatabase(), deadline=None)
+_hypothesis_settings.load_profile("mlvs")
