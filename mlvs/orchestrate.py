@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,47 @@ def read_metrics(paths: ProjectPaths) -> dict[str, float]:
         return {}
 
 
+@dataclass
+class StageOutcome:
+    """How one stage run ended, and where its executed notebook is."""
+
+    stage: str
+    ok: bool
+    report: str | None
+    restored: list[str]
+
+
+def restore_last_good_outputs(paths: ProjectPaths) -> list[str]:
+    """After a failed stage: put back the outputs `dvc.lock` records (DVC deleted or half-wrote them)."""
+    from mlvs.recovery import RecoveryOutcome, evidence_dir, restore_recorded_files
+
+    outcome = RecoveryOutcome()
+    restore_recorded_files(paths, evidence_dir(paths), outcome)
+    return [r.artifact for r in outcome.repairs]
+
+
+def run_stage(paths: ProjectPaths, stage: str, fault: str | None = None,
+              restore_on_failure: bool = True) -> StageOutcome:
+    """Re-run one stage (forced); with `fault`, a drill's failure is armed inside it."""
+    env_fault = {"MLVS_FAULT": fault} if fault else {}
+    saved = {k: os.environ.get(k) for k in env_fault}
+    os.environ.update(env_fault)
+    try:
+        result = dvc(paths, "repro", "--force", "--single-item", stage, check=False)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    notebook = {"prepare": "01_prepare", "train": "02_train"}.get(stage, stage)
+    report = paths.reports / f"{notebook}.ipynb"
+    restored: list[str] = []
+    if result.returncode != 0 and restore_on_failure:
+        restored = restore_last_good_outputs(paths)
+    return StageOutcome(stage, result.returncode == 0, str(report) if report.exists() else None, restored)
+
+
 def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
     """`dvc repro` the pipeline, push its data to the DVC remote and summarise the result."""
     if not (paths.root / ".dvc").is_dir():
@@ -70,10 +112,15 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
     skipped = re.findall(r"Stage '([^']+)' didn't change, skipping", result.stdout)
     if result.returncode != 0:
         failed = re.findall(r"failed to reproduce '([^']+)'", result.stdout)
+        restored = restore_last_good_outputs(paths)
+        log.info("restored the last good outputs: %s", ", ".join(restored) or "none needed")
         raise NotebookFailedError(
-            f"the pipeline failed in stage {failed[0] if failed else '?'}; the last good outputs are kept, "
-            f"and the failed notebook is in {paths.reports}"
+            f"the pipeline failed in stage {failed[0] if failed else '?'}; the last good outputs are back in place "
+            f"and the failed notebook is kept in {paths.reports}"
         )
+    from mlvs.backups import backup_mlflow_db
+
+    backup_mlflow_db(paths)
     pushed = dvc(paths, "push", check=False)
     if pushed.returncode != 0:
         log.warning("could not push data to the DVC remote: %s", pushed.stderr.strip()[-200:])

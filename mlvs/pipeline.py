@@ -17,6 +17,18 @@ from mlvs.hashing import atomic_write_text, sha256_file
 from mlvs.paths import ProjectPaths
 
 
+class InjectedFault(RuntimeError):
+    """Raised at a fault point when a drill asked for a failure there (MLVS_FAULT)."""
+
+
+def fault_point(name: str) -> None:
+    """Fail here if a drill injected a fault named `name` (chaos testing of the pipeline)."""
+    import os
+
+    if os.environ.get("MLVS_FAULT") == name:
+        raise InjectedFault(f"injected fault at '{name}' (incident drill)")
+
+
 def schema_report(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per declared column: what was found and whether it holds."""
     rows = []
@@ -54,9 +66,12 @@ class PreparedData:
 def write_prepared(paths: ProjectPaths, customers: pd.DataFrame, test_size: float, seed: int) -> PreparedData:
     """Write raw data, the stratified split and a summary; return the split and the SHA-256 of each file."""
     datamod.check_schema(customers)
+    fault_point("preprocess")
+    raw_hash = datamod.write_csv(customers, paths.raw_data)
+    fault_point("partial")
     train, test = datamod.split_customers(customers, test_size, seed)
     hashes = {
-        "raw": datamod.write_csv(customers, paths.raw_data),
+        "raw": raw_hash,
         "train": datamod.write_csv(train, paths.train_data),
         "test": datamod.write_csv(test, paths.test_data),
     }
@@ -112,8 +127,10 @@ def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, params: Any) -> 
     X_test, y_test = datamod.features_and_target(test)
     classifier = build_classifier(params.model_type, params.model_hyperparameters(), params.seed)
     model = build_model(classifier)
+    fault_point("train")
     cv = cross_validate_model(model, X, y, params.cv_folds, params.seed)
     model.fit(X, y)
+    fault_point("evaluate")
     proba = model.predict_proba(X_test)[:, 1]
     return TrainedModel(
         model=model,

@@ -29,6 +29,9 @@ def tracking_uri(paths: ProjectPaths) -> str:
 def configure(paths: ProjectPaths) -> Any:
     """Point MLflow at the project's store and experiment; return the `mlflow` module."""
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    # No pooled SQLite connections: a connection held open across a restore of
+    # mlflow.db from its backup would keep writing to the replaced file.
+    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
     # mlflow imports tqdm.auto, which warns inside a kernel without ipywidgets; the
     # warning would land in every executed notebook and break nbval comparisons.
     warnings.filterwarnings("ignore", message="IProgress not found")

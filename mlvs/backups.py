@@ -1,0 +1,96 @@
+"""Backups of the embedded MLflow database, taken with SQLite's online backup.
+
+A backup is taken after every pipeline run and at every snapshot, so losing or
+corrupting `mlflow.db` loses no run: recovery restores the newest backup that
+passes SQLite's integrity check.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from mlvs.hashing import fsync_dir
+from mlvs.logs import get_logger
+from mlvs.paths import ProjectPaths
+
+log = get_logger("backups")
+
+KEEP = 10
+
+
+def backup_dir(paths: ProjectPaths) -> Path:
+    """Where the MLflow database backups live."""
+    return paths.state / "backups" / "mlflow"
+
+
+def _database(paths: ProjectPaths) -> Path | None:
+    from mlvs.tracking import tracking_uri
+
+    uri = tracking_uri(paths)
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def backup_mlflow_db(paths: ProjectPaths) -> Path | None:
+    """Copy the live MLflow database consistently (even while MLflow writes to it); keep the last few."""
+    database = _database(paths)
+    if database is None or not database.is_file():
+        return None
+    directory = backup_dir(paths)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"mlflow-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{time.time_ns() % 10**9:09d}.db"
+    partial = target.with_suffix(".partial")
+    source = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        destination = sqlite3.connect(partial)
+        try:
+            source.backup(destination)
+        finally:
+            destination.close()
+    finally:
+        source.close()
+    os.replace(partial, target)
+    fsync_dir(directory)
+    for old in sorted(directory.glob("mlflow-*.db"))[:-KEEP]:
+        old.unlink(missing_ok=True)
+    log.debug("backed up the MLflow database to %s", target)
+    return target
+
+
+def latest_backup(paths: ProjectPaths) -> Path | None:
+    """The newest backup that passes SQLite's integrity check."""
+    directory = backup_dir(paths)
+    for candidate in sorted(directory.glob("mlflow-*.db"), reverse=True) if directory.is_dir() else []:
+        try:
+            with sqlite3.connect(f"{candidate.resolve().as_uri()}?mode=ro", uri=True) as db:
+                if db.execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                    return candidate
+        except sqlite3.Error:
+            continue
+    return None
+
+
+def restore_mlflow_db(paths: ProjectPaths, evidence_dir: Path | None = None) -> Path | None:
+    """Put the newest good backup in place of the live database; a damaged one is kept as evidence."""
+    database = _database(paths)
+    backup = latest_backup(paths)
+    if database is None or backup is None:
+        return None
+    if database.exists() and evidence_dir is not None:
+        evidence_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(database, evidence_dir / database.name)
+    partial = database.with_name(database.name + ".mlvs-tmp")
+    source = sqlite3.connect(f"{backup.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        destination = sqlite3.connect(partial)
+        try:
+            source.backup(destination)
+        finally:
+            destination.close()
+    finally:
+        source.close()
+    os.replace(partial, database)
+    fsync_dir(database.parent)
+    return backup
