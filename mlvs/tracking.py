@@ -218,3 +218,10 @@ def model_id_of(version: Any) -> str | None:
         return str(version.model_id)
     source = str(getattr(version, "source", "") or "")
     return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
+def log_file(path: Path, artifact_dir: str) -> None:
+    """Attach a file to the active run under `artifact_dir`."""
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_dir)

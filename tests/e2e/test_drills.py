@@ -1,0 +1,127 @@
+"""Every scenario of the catalog is drilled: detected, recovered, byte-identical, no run lost.
+
+The scenarios are read from params/incidents.yaml at collection time, so a
+scenario added to the catalog is drilled here without anyone writing a test.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, mlvs, tree_hashes
+
+CATALOG = yaml.safe_load((REPO / "params" / "incidents.yaml").read_text())["scenarios"]
+# What a drill may change besides the tracked state: locks, logs, its own record, MLflow's store.
+RUNTIME = (".git/", ".mlvs/", ".dvc/tmp/", ".dvc/cache/", "reports/", "mlartifacts/", "mlflow.db")
+
+
+def tracked_state(root: Path) -> dict[str, str]:
+    return {k: v for k, v in tree_hashes(root).items() if not k.startswith(RUNTIME)}
+
+
+def mlflow_run_ids(root: Path) -> set[str]:
+    with sqlite3.connect(root / "mlflow.db") as db:
+        return {row[0] for row in db.execute("SELECT run_uuid FROM runs")}
+
+
+def test_catalog_covers_every_family_with_at_least_16_scenarios() -> None:
+    families = {spec["family"] for spec in CATALOG.values()}
+    assert len(CATALOG) >= 16
+    assert families == {"data", "model", "pipeline", "store"}
+
+
+@pytest.fixture
+def drill_env(trained_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLVS_ROOT", str(trained_workspace))
+    from mlvs.backups import backup_mlflow_db
+    from mlvs.paths import ProjectPaths
+
+    backup_mlflow_db(ProjectPaths(trained_workspace))
+    return trained_workspace
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CATALOG))
+def test_scenario_is_detected_recovered_and_byte_identical(drill_env: Path, name: str) -> None:
+    from mlvs.drills import run_drill
+    from mlvs.paths import ProjectPaths
+
+    root = drill_env
+    before, runs_before = tracked_state(root), mlflow_run_ids(root)
+    record = run_drill(ProjectPaths(root), name, seed=1)
+    assert record["detected"], record
+    assert record["rung"] is not None
+    assert record["recovered"], record
+    assert tracked_state(root) == before
+    assert runs_before <= mlflow_run_ids(root)
+    assert (root / "reports" / "incidents" / name / "record.json").is_file()
+
+
+@pytest.mark.slow
+def test_drilling_the_same_scenario_twice_works(drill_env: Path) -> None:
+    from mlvs.drills import run_drill
+    from mlvs.paths import ProjectPaths
+
+    before = tracked_state(drill_env)
+    first = run_drill(ProjectPaths(drill_env), "model_bit_flips", seed=1)
+    second = run_drill(ProjectPaths(drill_env), "model_bit_flips", seed=2)
+    assert first["recovered"] and second["recovered"]
+    assert tracked_state(drill_env) == before
+    evidence = list((drill_env / "reports/incidents/model_bit_flips/evidence").iterdir())
+    assert len(evidence) == 2  # the first drill's evidence is kept
+
+
+@pytest.mark.slow
+def test_recover_on_a_healthy_system_changes_nothing(drill_env: Path) -> None:
+    from mlvs.paths import ProjectPaths
+    from mlvs.recovery import recover
+
+    before = tree_hashes(drill_env, skip=(".git/", ".mlvs/", ".dvc/tmp/"))
+    outcome = recover(ProjectPaths(drill_env))
+    assert outcome.healthy and outcome.repairs == []
+    assert tree_hashes(drill_env, skip=(".git/", ".mlvs/", ".dvc/tmp/")) == before
+
+
+@pytest.mark.slow
+def test_drill_command_keeps_a_postmortem_and_an_index(trained_workspace: Path) -> None:
+    result = mlvs(trained_workspace, "drill", "data_label_flips", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    document = json.loads(result.stdout)
+    assert [d["scenario"] for d in document["drills"]] == ["data_label_flips"]
+    folder = trained_workspace / "reports/incidents/data_label_flips"
+    for name in ("03_incident.ipynb", "03_incident.html", "record.json"):
+        assert (folder / name).is_file(), name
+    index = (trained_workspace / "reports/index.html").read_text()
+    assert "incidents/data_label_flips/03_incident.html" in index
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{trained_workspace / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mlvs")
+    runs = client.search_runs([experiment.experiment_id], "tags.incident = 'data_label_flips'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "postmortem")}
+    assert artifacts == {"postmortem/record.json"}
+
+
+def test_unknown_scenario_is_refused(trained_workspace: Path) -> None:
+    before = tree_hashes(trained_workspace)
+    result = mlvs(trained_workspace, "drill", "data_nosie")
+    assert result.returncode == 2
+    assert "data_noise" in result.stderr  # the close match is suggested
+    assert tree_hashes(trained_workspace) == before
+
+
+def test_drill_without_a_scenario_never_prompts_in_ci(trained_workspace: Path) -> None:
+    result = subprocess.run([str(Path(__import__("sys").executable).parent / "mlvs"), "drill"],
+                            cwd=trained_workspace, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert "give a scenario" in result.stderr
