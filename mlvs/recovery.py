@@ -217,9 +217,9 @@ def repair_aliases(paths: ProjectPaths, outcome: RecoveryOutcome) -> None:
         from mlvs.snapshots import list_snapshots
 
         for manifest in sorted(list_snapshots(paths), key=lambda m: m.created_at, reverse=True):
-            aliases = (manifest.registry or {}).get("aliases") or {}
+            aliases = manifest.registry.aliases if manifest.registry else {}
             if dangling <= set(aliases):
-                wanted.update({alias: str(aliases[alias]["version"]) for alias in dangling})
+                wanted.update({alias: str(aliases[alias].version) for alias in dangling})
                 rung = "snapshot_restore"
                 break
     if rung is None:

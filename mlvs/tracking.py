@@ -37,6 +37,10 @@ def configure(paths: ProjectPaths) -> Any:
     warnings.filterwarnings("ignore", message="IProgress not found")
     import mlflow
 
+    # MLflow announces every new database engine at INFO; with NullPool that is every
+    # connection, which would clutter each executed notebook.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+
     mlflow.set_tracking_uri(tracking_uri(paths))
     if os.environ.get("MLFLOW_REGISTRY_URI"):
         mlflow.set_registry_uri(os.environ["MLFLOW_REGISTRY_URI"])
