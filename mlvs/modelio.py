@@ -98,9 +98,9 @@ def read_card(paths: ProjectPaths) -> dict[str, Any]:
     try:
         return json.loads(paths.model_card.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise IntegrityError(f"{paths.model_card} is missing; run `mlvs recover` or `mlvs pipeline`") from None
+        raise IntegrityError(f"{paths.model_card.name} is missing; run `mlvs recover` or `mlvs pipeline`") from None
     except (ValueError, OSError) as exc:
-        raise IntegrityError(f"{paths.model_card} is unreadable ({exc}); run `mlvs recover`") from None
+        raise IntegrityError(f"{paths.model_card.name} is unreadable ({exc}); run `mlvs recover`") from None
 
 
 def load_verified_model(paths: ProjectPaths, expected_sha256: str | None = None) -> Any:
@@ -108,23 +108,25 @@ def load_verified_model(paths: ProjectPaths, expected_sha256: str | None = None)
     import skops.io as sio
 
     expected = expected_sha256 or read_card(paths).get("model_sha256")
+    # Messages name the file relative to the project: they end up in postmortems.
+    shown = paths.model_file.relative_to(paths.root) if paths.model_file.is_relative_to(paths.root) else paths.model_file
     if not paths.model_file.is_file():
-        raise IntegrityError(f"{paths.model_file} is missing; run `mlvs recover`")
+        raise IntegrityError(f"{shown} is missing; run `mlvs recover`")
     actual = sha256_file(paths.model_file)
     if actual != expected:
         raise IntegrityError(
-            f"{paths.model_file} has SHA-256 {actual[:12]}…, not the recorded {str(expected)[:12]}…; "
+            f"{shown} has SHA-256 {actual[:12]}…, not the recorded {str(expected)[:12]}…; "
             "it was not loaded; run `mlvs recover`"
         )
     try:
         untrusted = [t for t in sio.get_untrusted_types(file=paths.model_file) if t not in TRUSTED_TYPES]
         if untrusted:
-            raise IntegrityError(f"{paths.model_file} needs untrusted types {untrusted}; it was not loaded")
+            raise IntegrityError(f"{shown} needs untrusted types {untrusted}; it was not loaded")
         return sio.load(paths.model_file, trusted=list(TRUSTED_TYPES))
     except IntegrityError:
         raise
     except Exception as exc:  # skops raises many kinds on a damaged archive
-        raise IntegrityError(f"{paths.model_file} cannot be loaded ({type(exc).__name__}: {exc})") from None
+        raise IntegrityError(f"{shown} cannot be loaded ({type(exc).__name__}: {exc})") from None
 
 
 def golden_mismatches(model: Any, paths: ProjectPaths) -> list[str]:

@@ -91,6 +91,32 @@ def tree_hashes(root: Path, skip: tuple[str, ...] = (".git/",)) -> dict[str, str
     return hashes
 
 
+def git(root: Path, *args: str) -> str:
+    """Run git in a test workspace with a test identity."""
+    return subprocess.run(["git", *args], cwd=root, env=clean_env(root), check=True,
+                          capture_output=True, text=True).stdout
+
+
+def make_story_workspace(dest: Path) -> Path:
+    """A tiny workspace with history: trained, snapshot `first`, retrained with more trees, snapshot `second`.
+
+    The state the incident and rollback notebooks are stored against (`make golden`)
+    and re-executed against (nbval).
+    """
+    root = make_workspace(dest)
+    mlvs(root, "pipeline", check=True)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "trained")
+    mlvs(root, "snapshot", "create", "first", "-m", "baseline", check=True)
+    params = root / "params" / "train.yaml"
+    data = yaml.safe_load(params.read_text())
+    data["hyperparameters"]["random_forest"]["n_estimators"] = 30
+    params.write_text(yaml.safe_dump(data, sort_keys=False))
+    mlvs(root, "pipeline", check=True)
+    mlvs(root, "snapshot", "create", "second", "-m", "more trees", check=True)
+    return root
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A fresh, committed copy of the project with tiny parameters."""

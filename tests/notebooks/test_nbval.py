@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import clean_env, make_workspace
+from conftest import clean_env, make_story_workspace, make_workspace
 
 pytestmark = pytest.mark.slow
 
@@ -31,5 +31,12 @@ def run_nbval(root: Path, notebooks: list[str]) -> subprocess.CompletedProcess[s
 def test_pipeline_notebooks_reproduce_their_stored_outputs(tmp_path: Path) -> None:
     root = make_workspace(tmp_path / "ws", tiny=False)
     result = run_nbval(root, PIPELINE_NOTEBOOKS)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_incident_and_rollback_notebooks_reproduce_their_stored_outputs(tmp_path: Path) -> None:
+    root = make_story_workspace(tmp_path / "ws")
+    result = run_nbval(root, ["notebooks/03_incident.ipynb", "notebooks/04_rollback.ipynb"])
     assert result.returncode == 0, result.stdout[-4000:]
     assert " passed" in result.stdout and "failed" not in result.stdout

@@ -16,18 +16,27 @@ import nbformat
 from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import REPO, clean_env, make_workspace  # noqa: E402
+from conftest import REPO, clean_env, make_story_workspace, make_workspace  # noqa: E402
 
-NOTEBOOKS = ("01_prepare", "02_train")
+# Pipeline notebooks run on the default parameters in a fresh copy; the incident and
+# rollback notebooks on a tiny copy with two snapshots (see make_story_workspace).
+GROUPS = ((("01_prepare", "02_train"), lambda d: make_workspace(d, tiny=False)),
+          (("03_incident", "04_rollback"), make_story_workspace))
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = make_workspace(Path(tmp) / "ws", tiny=False)
-        env = clean_env(root)
-        os.environ.clear()
-        os.environ.update(env)
-        for name in NOTEBOOKS:
+    for notebooks, prepare in GROUPS:
+        with tempfile.TemporaryDirectory() as tmp:
+            execute(prepare(Path(tmp) / "ws"), notebooks)
+
+
+def execute(root: Path, notebooks: tuple[str, ...]) -> None:
+    saved = dict(os.environ)
+    env = clean_env(root)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        for name in notebooks:
             path = root / "notebooks" / f"{name}.ipynb"
             notebook = nbformat.read(path, as_version=4)
             NotebookClient(notebook, kernel_name="python3", timeout=600,
@@ -36,6 +45,9 @@ def main() -> None:
                 cell.metadata.pop("execution", None)
             nbformat.write(notebook, REPO / "notebooks" / f"{name}.ipynb")
             print(f"stored outputs of {name}")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 if __name__ == "__main__":
