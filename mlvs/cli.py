@@ -84,8 +84,15 @@ def run_command(notebook: str, pairs: tuple[tuple[str, str], ...], files: tuple[
 def pipeline_command(force: bool, as_json: bool) -> None:
     """Run prepare -> train through DVC (`dvc repro`), skipping unchanged stages."""
     from mlvs.orchestrate import run_pipeline
+    from mlvs.rollback import recover_interrupted
+    from mlvs.snapshots import lock_timeout
+    from mlvs.statelock import state_lock
 
-    summary = run_pipeline(project(), force=force)
+    paths = project()
+    # The pipeline changes data, models and the registry: never beside a rollback or snapshot.
+    with state_lock(paths, lock_timeout()):
+        recover_interrupted(paths)
+        summary = run_pipeline(paths, force=force)
     if as_json:
         _emit_json(summary)
     else:
@@ -167,7 +174,7 @@ def _choose_snapshot() -> str:
         raise BadInputError("there are no snapshots to roll back to; create one with `mlvs snapshot create NAME`")
     click.echo(snapshots_table(manifests), err=True)
     names = [m.name for m in manifests]
-    return str(click.prompt("Roll back to", type=click.Choice(names), default=names[-1], err=True))
+    return str(click.prompt("Roll back to", type=click.Choice(names), default=names[-1], show_choices=False, err=True))
 
 
 @cli.command("rollback")
@@ -197,14 +204,33 @@ def rollback_command(name: str | None, only: str | None, dry_run: bool, as_json:
 @cli.command("recover")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def recover_command(as_json: bool) -> None:
-    """Finish or undo an interrupted snapshot or rollback."""
+    """Finish or undo an interrupted command, then repair what `verify` finds (the recovery ladder)."""
+    from mlvs.recovery import recover
     from mlvs.rollback import recover_interrupted
+    from mlvs.snapshots import lock_timeout
+    from mlvs.statelock import state_lock
 
-    outcome = recover_interrupted(project())
+    paths = project()
+    with state_lock(paths, lock_timeout()):
+        interrupted = recover_interrupted(paths)
+        outcome = recover(paths)
     if as_json:
-        _emit_json({"interrupted": outcome.to_dict()})
+        _emit_json({"interrupted": interrupted.to_dict(), **outcome.to_dict()})
     else:
-        click.echo(f"Recover: {outcome.detail}.")
+        click.echo(f"Interrupted operations: {interrupted.detail}.")
+        if not outcome.before:
+            click.echo("healthy: nothing to repair")
+        for repair in outcome.repairs:
+            click.echo(f"  repaired {repair.artifact} from {repair.rung}")
+        for finding in outcome.after:
+            click.echo(f"  still wrong: {finding}")
+        if outcome.evidence:
+            click.echo(f"damaged files kept in {Path(outcome.evidence[0]).parent}")
+    sys.exit(0 if outcome.healthy else 1)
+
+
+# Commands about project health (verify, incidents, drill) register themselves on `cli`.
+import mlvs.cli_health  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:

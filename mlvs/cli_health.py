@@ -72,3 +72,27 @@ def drill_command(scenario: str | None, seed: int, as_json: bool) -> None:
                        f"({record.get('time_to_detect_s', 0):.3f} s + {record.get('time_to_recover_s', 0):.3f} s)")
         click.echo(f"postmortems: {index}")
     sys.exit(0 if records and all(r.get("recovered") for r in records) else 1)
+
+
+@cli.command("reproduce")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def reproduce_command(name: str, as_json: bool) -> None:
+    """Re-run snapshot NAME's pipeline in isolation; compare data bytes, metrics, golden predictions."""
+    from mlvs.reproduce import expected_from_manifest, reproduce
+    from mlvs.snapshots import show_snapshot
+
+    paths = project()
+    manifest = show_snapshot(paths, name)
+    result = reproduce(paths, name, expected_from_manifest(paths, manifest))
+    if as_json:
+        _emit_json(result.to_dict())
+    elif result.reproduces:
+        click.echo(f"snapshot {name!r} reproduces: {result.compared_files} file(s) byte for byte, "
+                   f"{result.compared_metrics} metric(s) exactly, golden predictions identical "
+                   f"({result.seconds:.0f} s)")
+    else:
+        click.echo(f"snapshot {name!r} does not reproduce, {len(result.differences)} difference(s):")
+        for difference in result.differences:
+            click.echo(f"  {difference}")
+    sys.exit(0 if result.reproduces else 1)

@@ -241,10 +241,12 @@ class _ClientRegistry:
     """Any MLflow registry, through MlflowClient (seconds to start, works everywhere)."""
 
     def __init__(self, paths: ProjectPaths) -> None:
-        from mlvs.tracking import configure, tracking_uri
+        import mlflow
 
-        mlflow = configure(paths)
+        from mlvs.tracking import tracking_uri
+
         self.mlflow = mlflow
+        # A bare client: reading the registry must not create experiments or runs.
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri(paths), registry_uri=registry_uri(paths))
 
     def _version(self, name: str, version: str) -> VersionInfo | None:
@@ -335,3 +337,14 @@ def set_aliases(paths: ProjectPaths, model_name: str, wanted: dict[str, str]) ->
             )
         return
     backend.set_aliases(model_name, wanted)
+
+
+def missing_versions(paths: ProjectPaths, model_name: str, versions: set[str]) -> list[str]:
+    """The versions of `model_name` among `versions` that the registry no longer has."""
+    if not versions:
+        return []
+    backend = _backend(paths)
+    if backend is None:
+        return sorted(versions, key=int)
+    found = backend.versions_exist(model_name, versions)
+    return sorted((v for v, info in found.items() if info is None), key=int)

@@ -143,3 +143,20 @@ def reproduce(paths: ProjectPaths, name: str, expected: Expected, keep: bool = F
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def expected_from_manifest(paths: ProjectPaths, manifest: Any) -> Expected:
+    """What a snapshot's manifest says its pipeline produced (golden predictions read from the cache)."""
+    from mlvs.dvcstore import ObjectStore
+
+    files = {rel: info["sha256"] for rel, info in manifest.files.items()}
+    golden = None
+    info = manifest.files.get(GOLDEN)
+    if info:
+        cached = ObjectStore(paths).cache_path(info["md5"])
+        if cached.is_file():
+            try:
+                golden = json.loads(cached.read_bytes())["churn_probability"]
+            except (ValueError, KeyError):
+                golden = None
+    return Expected(commit=str(manifest.commit), files=files, metrics=dict(manifest.metrics), golden=golden)

@@ -3,16 +3,22 @@
 A rollback, under the state lock and journalled:
 1. capture the current state and plan what differs from the target snapshot
    (per part: code, params, data, models, registry);
-2. stage every data and model file to write in `.mlvs/staging/`, copied from the
-   DVC cache while its SHA-256 is checked against the target's manifest; a missing
-   or corrupt cache object is fetched again from the DVC remote (and the cache
-   repaired). Nothing visible has changed yet, so a failure here refuses cleanly;
+2. stage every data and model file to write in `.mlvs/staging/`: copied from the
+   DVC cache and read back, its SHA-256 must be the one in the target's manifest
+   (DVC itself never re-hashes its cache); a missing or corrupt cache object is
+   fetched again from the DVC remote, and the cache repaired. Nothing visible has
+   changed yet, so a failure here refuses cleanly;
 3. save the automatic snapshot of the current state (`auto-<time>-before-<name>`):
    from here on the rollback can always be undone;
 4. apply: rename staged files into place, delete what the target lacks, restore
    git files (only those that differ), set the registry aliases;
-5. verify every restored file by re-reading its bytes, every other file of the
-   restored parts by its (remembered) hash, and the aliases by reading them back.
+5. verify: a written file must still be the very file whose bytes were read back
+   (same inode, size and mtime); every other file of the restored parts is hashed
+   (or vouched for by its unchanged stat), git files are compared blob by blob,
+   and the aliases are read back from the registry.
+
+With `MLVS_FSYNC=0` data copies are not flushed to disk: a killed process still
+leaves exactly the old or the new state, a power cut might not.
 
 Recovery (`recover_interrupted`, run first by every state-changing command):
 - an interrupted snapshot whose ref is missing is undone: the objects it added to
@@ -38,20 +44,21 @@ from typing import Any
 
 from mlvs import gitstate
 from mlvs.dvcstore import (
+    RACY_NS,
     TEMP_SUFFIX,
     FileHash,
     HashCache,
     ObjectStore,
-    copy_hashed,
+    copy_verified,
+    durable_writes,
     dvc_outputs,
     is_regular_file,
     output_files,
-    sha256_only,
 )
 from mlvs.errors import BadInputError, IntegrityError, MlvsError
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
-from mlvs.registry import read_registry, set_aliases
+from mlvs.registry import missing_versions, read_registry, set_aliases
 from mlvs.snapshots import (
     MANIFEST_PATH,
     PARTS,
@@ -61,6 +68,7 @@ from mlvs.snapshots import (
     journal_recorder,
     lock_timeout,
     manifest_at,
+    os_error,
     save_snapshot,
     show_snapshot,
     undo_unsaved_snapshot,
@@ -70,6 +78,7 @@ from mlvs.statelock import Journal, state_lock
 log = get_logger("rollback")
 
 STAGING = "staging"
+RESTORED_BYTES_WORTH_WAITING_FOR = 32 << 20
 GIT, CACHE, REMOTE, MISSING = "git", "cache", "remote", "missing"
 
 
@@ -179,6 +188,7 @@ class _Plan:
     aliases_now: dict[str, str] = field(default_factory=dict)
     aliases_wanted: dict[str, str] | None = None
     notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what makes the plan impossible
 
     @property
     def alias_changes(self) -> dict[str, tuple[str | None, str | None]]:
@@ -257,6 +267,12 @@ def _plan_registry(paths: ProjectPaths, target: Manifest, current: Manifest, pla
             )
     plan.aliases_now = now.alias_versions()
     plan.aliases_wanted = recorded.alias_versions()
+    needed = {new for new in (c[1] for c in plan.alias_changes.values()) if new is not None}
+    for version in missing_versions(paths, recorded.model_name, needed):
+        aliases = sorted(a for a, v in plan.aliases_wanted.items() if v == version)
+        plan.problems.append(
+            f"registry: version {version} of {recorded.model_name!r} (alias {', '.join(aliases)}) no longer exists"
+        )
 
 
 # --- staging and applying ---------------------------------------------------------
@@ -266,13 +282,26 @@ def _staging(paths: ProjectPaths) -> Path:
     return paths.state / STAGING
 
 
+@dataclass(frozen=True)
+class _Staged:
+    """A verified copy waiting in the staging area, and the stat it was verified with."""
+
+    temporary: Path
+    identity: tuple[int, int, int]  # inode, size, mtime: unchanged means the verified bytes
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    info = os.stat(path)
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
 def _stage(
     paths: ProjectPaths, target: Manifest, plan: _Plan, store: ObjectStore
-) -> tuple[dict[str, Path], list[FileChange]]:
-    """Copy every file to write into the staging area, verified; return path -> staged file."""
+) -> tuple[dict[str, _Staged], list[FileChange]]:
+    """Copy every file to write into the staging area, each one verified by reading it back."""
     staging = _staging(paths)
     staging.mkdir(parents=True, exist_ok=True)
-    staged: dict[str, Path] = {}
+    staged: dict[str, _Staged] = {}
     sources: list[FileChange] = []
     for change in plan.writes:
         info = target.files[change.path]
@@ -293,19 +322,20 @@ def _stage(
                     "in both the DVC cache and the DVC remote; nothing was changed. Restore the object "
                     "(e.g. `dvc fetch` from another remote) and try again"
                 )
-        staged[change.path] = temporary
+        staged[change.path] = _Staged(temporary, _identity(temporary))
         sources.append(FileChange(change.path, change.part, "write", source))
     return staged, sources
 
 
 def _copy_if_correct(source: Path, destination: Path, sha256: str) -> bool:
+    """Copy `source` to `destination` if the copy, read back, has `sha256`; else leave nothing."""
     if not is_regular_file(source):
         return False
     try:
-        if copy_hashed(source, destination).sha256 == sha256:
+        if copy_verified(source, destination) == sha256:
             return True
     except OSError as error:
-        log.warning("could not read %s: %s", source, error)
+        log.warning("could not copy %s: %s", source, error)
     destination.unlink(missing_ok=True)
     return False
 
@@ -317,7 +347,8 @@ def _clear_way(root: Path, destination: Path) -> None:
     parent = destination.parent
     blockers = []
     while parent != root:
-        if parent.is_file() or parent.is_symlink():
+        # A file (or dangling link) where a directory must be; a link to a directory stays.
+        if os.path.lexists(parent) and not parent.is_dir():
             blockers.append(parent)
         parent = parent.parent
     for blocker in blockers:
@@ -325,6 +356,10 @@ def _clear_way(root: Path, destination: Path) -> None:
 
 
 def _place(temporary: Path, destination: Path) -> None:
+    if not durable_writes():
+        # ext4 flushes a file that replaces another by rename (auto_da_alloc), which would
+        # make the undurable mode slower than the durable one; the journal covers the gap.
+        destination.unlink(missing_ok=True)
     try:
         os.replace(temporary, destination)
     except OSError as error:
@@ -366,7 +401,7 @@ def _prune(root: Path, start: Path, stop_at: set[Path]) -> None:
         directory = directory.parent
 
 
-def _apply(paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Plan, staged: dict[str, Path]) -> None:
+def _apply(paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Plan, staged: dict[str, _Staged]) -> None:
     root = paths.root
     keep = {root / o for o, info in target.outputs.items() if info.get("kind") == "dir" and info["part"] in parts}
     touched: set[Path] = set()
@@ -375,15 +410,16 @@ def _apply(paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Plan, 
         location.unlink(missing_ok=True)
         _prune(root, location.parent, keep)
         touched.add(location.parent)
-    for path, temporary in staged.items():
+    for path, copy in staged.items():
         destination = root / path
         _clear_way(root, destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        _place(temporary, destination)
+        _place(copy.temporary, destination)
         touched.add(destination.parent)
     for directory in keep:
         directory.mkdir(parents=True, exist_ok=True)  # an empty output directory is still an output
-    _fsync_directories({d for d in touched if d.is_dir()})
+    if durable_writes():
+        _fsync_directories({d for d in touched if d.is_dir()})
     failpoint("rollback:apply:data")
     if plan.git:
         assert target.commit is not None
@@ -404,12 +440,18 @@ def _verify(
     parts: set[str],
     plan: _Plan,
     hashes: HashCache,
+    staged: dict[str, _Staged],
 ) -> tuple[int, list[str]]:
-    """Check the restored parts against the manifest; return (files checked, findings)."""
+    """Check the restored parts against the manifest; return (files checked, findings).
+
+    A written file was hashed by reading it back while it was staged; if it is still
+    that same inode, size and mtime, those are its bytes now. Any other file of the
+    restored parts is hashed (or its unchanged stat vouches for its remembered hash).
+    """
     root = paths.root
     findings: list[str] = []
-    written = {c.path for c in plan.writes}
     checked = 0
+    written: list[tuple[str, dict[str, Any], tuple[int, int, int]]] = []
     for path, info in sorted(target.files.items()):
         if target.outputs[info["output"]]["part"] not in parts:
             continue
@@ -418,16 +460,15 @@ def _verify(
         if not is_regular_file(location):
             findings.append(f"{path}: missing (expected SHA-256 {info['sha256'][:12]}…)")
             continue
-        if path in written:
-            started = time.time_ns()
-            before = os.stat(location)
-            actual = sha256_only(location)  # re-read: the bytes on disk, not the bytes we meant to write
-            if actual == info["sha256"] and os.stat(location).st_mtime_ns == before.st_mtime_ns:
-                hashes.remember(path, before, FileHash(info["md5"], actual, before.st_size), started)
+        copy = staged.get(path)
+        if copy is not None and _identity(location) == copy.identity:
+            actual = info["sha256"]  # the staged copy's read-back hash was checked against it
+            written.append((path, info, copy.identity))
         else:
-            actual = hashes.file_hash(path).sha256
+            actual = hashes.file_hash(path, trust_cache=copy is None).sha256
         if actual != info["sha256"]:
             findings.append(f"{path}: SHA-256 is {actual[:12]}…, the snapshot recorded {info['sha256'][:12]}…")
+    _remember_written(root, written, hashes)
     outputs = {o for o, i in target.outputs.items() if i.get("cache") and i["part"] in parts}
     outputs |= {o for o, i in current.outputs.items() if i.get("cache") and i["part"] in parts}
     for output in sorted(outputs):
@@ -459,6 +500,29 @@ def _verify(
     return checked, findings
 
 
+def _remember_written(
+    root: Path, written: list[tuple[str, dict[str, Any], tuple[int, int, int]]], hashes: HashCache
+) -> None:
+    """Put the hashes of the files just restored into the hash cache, so the next snapshot reads none.
+
+    A file changed within the racy window is not trusted by its stat. When the
+    restored bytes are many, wait out that window once (a few hundredths of a
+    second) rather than re-read them all on the next snapshot; a few small files
+    are cheaper to hash again.
+    """
+    if not written or sum(info["size"] for _, info, _ in written) < RESTORED_BYTES_WORTH_WAITING_FOR:
+        return
+    newest = max(os.stat(root / path).st_ctime_ns for path, _, _ in written)
+    wait = (newest + RACY_NS - time.time_ns()) / 1e9
+    if 0 < wait <= RACY_NS / 1e9:
+        time.sleep(wait)
+    now = time.time_ns()
+    for path, info, identity in written:
+        current = os.stat(root / path)
+        if (current.st_ino, current.st_size, current.st_mtime_ns) == identity:  # nobody wrote to it meanwhile
+            hashes.remember(path, current, FileHash(info["md5"], info["sha256"], info["size"]), now)
+
+
 # --- the operation -----------------------------------------------------------------------
 
 
@@ -486,6 +550,11 @@ def _restore(
         report.model_name = plan.model_name
         report.aliases = plan.alias_changes
         report.notes.extend(plan.notes)
+        if plan.problems:
+            raise IntegrityError(
+                f"snapshot {target.name!r} cannot be restored, nothing was changed: {'; '.join(plan.problems)}; "
+                "roll back without the registry (--only code,params,data,models) or register that model again"
+            )
         record("planned")
         clock = _timed(report.timings, "plan", clock)
         try:
@@ -506,7 +575,7 @@ def _restore(
         shutil.rmtree(_staging(paths), ignore_errors=True)
         record("applied")
         clock = _timed(report.timings, "apply", clock)
-        report.checked_files, report.findings = _verify(paths, target, current, parts, plan, hashes)
+        report.checked_files, report.findings = _verify(paths, target, current, parts, plan, hashes, staged)
         report.verified = not report.findings
         record("verified")
         _timed(report.timings, "verify", clock)
@@ -530,6 +599,7 @@ def rollback(paths: ProjectPaths, name: str, only: set[str] | str | None = None,
         plan = _plan(paths, target, capture_state(paths), parts, ObjectStore(paths))
         report.files, report.aliases, report.model_name = plan.files, plan.alias_changes, plan.model_name
         report.notes.extend(plan.notes)
+        report.findings.extend(plan.problems)
         report.seconds = round(time.perf_counter() - started, 3)
         return report
 
@@ -543,20 +613,23 @@ def rollback(paths: ProjectPaths, name: str, only: set[str] | str | None = None,
             "rollback",
             {"target": name, "target_commit": target.commit, "parts": sorted(parts), "auto_name": auto_name},
         )
-        clock = time.perf_counter()
-        current = capture_state(paths, auto_name, f"automatic snapshot before rolling back to {name}", automatic=True)
-        _timed(report.timings, "capture", clock)
-        report.automatic_snapshot = auto_name
-
         record = journal_recorder(journal, "rollback")
         record_auto = journal_recorder(journal, "rollback", "auto:", "auto_")
         try:
+            clock = time.perf_counter()
+            message = f"automatic snapshot before rolling back to {name}"
+            current = capture_state(paths, auto_name, message, automatic=True)
+            _timed(report.timings, "capture", clock)
+            report.automatic_snapshot = auto_name
             _restore(paths, target, current, parts, record, report, lambda: save_snapshot(paths, current, record_auto))
         except Exception as error:
             if gitstate.snapshot_ref(paths.root, auto_name) is None:
                 # Refused before the automatic snapshot existed: nothing visible changed.
                 _undo_rollback(paths, journal.current() or {})
                 journal.clear()
+                report.automatic_snapshot = None
+                if isinstance(error, OSError):
+                    raise os_error(error, f"nothing was rolled back to {name!r}") from error
                 raise
             raise _finish_after_failure(paths, journal, error) from error
         journal.clear()

@@ -22,22 +22,33 @@ import json
 import os
 import platform
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mlvs import gitstate
-from mlvs.dvcstore import DATA, MODELS, HashCache, ObjectStore, dir_object, dvc_outputs, lock_hashes, output_files
-from mlvs.errors import BadInputError, ExternalToolError, IntegrityError, UnknownSnapshotError
+from mlvs.dvcstore import (
+    DATA,
+    MODELS,
+    HashCache,
+    ObjectStore,
+    dir_object,
+    dvc_files,
+    dvc_outputs,
+    load_yaml,
+    lock_hashes,
+    output_files,
+)
+from mlvs.errors import BadInputError, ExternalToolError, IntegrityError, MlvsError, UnknownSnapshotError
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
 from mlvs.registry import RegistryState, read_registry
-from mlvs.statelock import Journal, state_lock
+from mlvs.statelock import Journal, state_lock, write_json_atomically
 
 log = get_logger("snapshots")
 
@@ -48,6 +59,12 @@ PACKAGES = ("mlvs", "dvc", "mlflow", "scikit-learn", "pandas", "numpy", "papermi
 DEFAULT_LOCK_TIMEOUT = 30.0
 
 Record = Callable[..., None]  # record(step, **data): one journal step
+
+
+def os_error(error: OSError, what: str) -> MlvsError:
+    """An operating-system failure (a full disk, a permission) as one clear mlvs error."""
+    where = f" at {error.filename}" if error.filename else ""
+    return MlvsError(f"{what}: {error.strerror or error}{where}; free disk space or fix the permissions, then try again")
 
 
 def lock_timeout() -> float:
@@ -197,7 +214,7 @@ def _read_params(paths: ProjectPaths) -> dict[str, Any]:
     for location in sorted([*paths.params.rglob("*.yaml"), *paths.params.rglob("*.yml")]):
         key = location.relative_to(paths.params).with_suffix("").as_posix()
         try:
-            params[key] = yaml.safe_load(location.read_text(encoding="utf-8"))
+            params[key] = load_yaml(location.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
             params[key] = {"__unreadable__": f"{type(error).__name__}: {error}"}
     return params
@@ -211,19 +228,46 @@ def _read_metrics(paths: ProjectPaths) -> dict[str, Any]:
     return metrics if isinstance(metrics, dict) else {}
 
 
-def _environment() -> dict[str, Any]:
+def _environment(paths: ProjectPaths) -> dict[str, Any]:
+    """Python and package versions, remembered in `.mlvs/` until an install changes `sys.path`.
+
+    Looking up eight package versions scans every installed distribution (tens of
+    milliseconds); installing or removing one changes its directory's mtime.
+    """
+    key = [sys.executable, sys.version]
+    for entry in sys.path:
+        if entry and os.path.abspath(entry) != os.getcwd():  # the working directory changes all the time
+            try:
+                key.append(f"{entry}:{os.stat(entry).st_mtime_ns}")
+            except OSError:
+                key.append(f"{entry}:-")
+    remembered = paths.state / "environment.json"
+    try:
+        cached = json.loads(remembered.read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            return dict(cached["environment"])
+    except (OSError, ValueError, AttributeError, KeyError):
+        pass
+    from importlib import metadata
+
     packages: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             packages[name] = None
-    return {
+    environment = {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(terse=True),
         "packages": packages,
     }
+    try:
+        paths.state.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(remembered, {"key": key, "environment": environment})
+    except OSError:
+        pass  # only a cache
+    return environment
 
 
 def _model_name(params: dict[str, Any]) -> str | None:
@@ -246,10 +290,11 @@ def capture_state(
     own_cache = hashes is None
     hashes = hashes or HashCache(paths)
     try:
-        recorded = lock_hashes(paths)
+        tracking_files = dvc_files(root)
+        recorded = lock_hashes(paths, tracking_files)
         outputs: dict[str, dict[str, Any]] = {}
         files: dict[str, dict[str, Any]] = {}
-        for out in dvc_outputs(paths):
+        for out in dvc_outputs(paths, tracking_files):
             info: dict[str, Any] = {"part": out.part, "stage": out.stage, "cache": out.cache}
             if not out.cache:
                 outputs[out.path] = info  # git holds its bytes: the commit records them
@@ -290,7 +335,7 @@ def capture_state(
         params=params,
         metrics=_read_metrics(paths),
         registry=read_registry(paths, _model_name(params), model_sha),
-        environment=_environment(),
+        environment=_environment(paths),
         dvc={"remote": store.remote.name if store.remote else None, "remote_url": store.remote.url if store.remote else None},
     )
 
@@ -319,6 +364,9 @@ def store_objects(paths: ProjectPaths, manifest: Manifest, store: ObjectStore, r
         sha256, sources = file_objects.setdefault(info["md5"], (info["sha256"], []))
         sources.append(paths.root / relative)
     dir_objects = _dir_objects(manifest)
+    if store.remote is None and file_objects:
+        log.warning("no default DVC remote is configured: snapshot %s's data is only in the local DVC cache "
+                    "(add one with `dvc remote add -d`)", manifest.name)
     add_to_cache = sorted(m for m in [*file_objects, *dir_objects] if not store.in_cache(m))
     add_to_remote = store.missing_in_remote([*file_objects, *dir_objects])
     record("storing", added_cache=add_to_cache, added_remote=add_to_remote)
@@ -364,8 +412,24 @@ def undo_unsaved_snapshot(paths: ProjectPaths, name: str, data: dict[str, Any]) 
     return False
 
 
+def require_git(paths: ProjectPaths) -> None:
+    """Refuse a project that is not the top of a git working tree: snapshots are git commits."""
+    try:
+        top = gitstate.run_git(paths.root, "rev-parse", "--show-toplevel").strip()
+    except ExternalToolError:
+        raise BadInputError(
+            f"{paths.root} is not a git repository; run `git init` there (mlvs keeps snapshots as git commits)"
+        ) from None
+    if Path(top).resolve() != paths.root.resolve():
+        raise BadInputError(
+            f"{paths.root} is inside the git repository at {top} but is not its top directory; "
+            "keep the mlvs project at the top of its git working tree"
+        )
+
+
 def _refuse_existing(paths: ProjectPaths, name: str) -> None:
     gitstate.validate_snapshot_name(name)
+    require_git(paths)
     for existing, _ in gitstate.list_snapshot_refs(paths.root):
         if existing.casefold() == name.casefold():
             raise BadInputError(f"snapshot {existing!r} exists already; choose another name")
@@ -382,9 +446,17 @@ def create_snapshot(paths: ProjectPaths, name: str, message: str = "", automatic
         journal = Journal(paths)
         journal.begin("snapshot", {"name": name, "automatic": automatic})
         record = journal_recorder(journal, "snapshot")
-        manifest = capture_state(paths, name, message, automatic)
-        record("captured")
-        save_snapshot(paths, manifest, record)
+        try:
+            manifest = capture_state(paths, name, message, automatic)
+            record("captured")
+            save_snapshot(paths, manifest, record)
+        except Exception as error:
+            # A failed snapshot leaves nothing behind: what it stored goes, unless its ref was saved.
+            undo_unsaved_snapshot(paths, name, (journal.current() or {}).get("data", {}))
+            journal.clear()
+            if isinstance(error, OSError):
+                raise os_error(error, f"snapshot {name!r} was not created") from error
+            raise
         journal.clear()
     log.debug("snapshot %s saved at %s", name, manifest.commit)
     return manifest
@@ -403,6 +475,7 @@ def manifest_at(paths: ProjectPaths, commit: str) -> Manifest:
 
 def list_snapshots(paths: ProjectPaths) -> list[Manifest]:
     """Every snapshot, oldest first. Reads only: no lock, no journal."""
+    require_git(paths)
     refs = gitstate.list_snapshot_refs(paths.root)
     payloads = gitstate.read_files_at(paths.root, [(sha, MANIFEST_PATH) for _, sha in refs])
     manifests = []
@@ -426,6 +499,7 @@ def _unknown(name: str) -> UnknownSnapshotError:
 def show_snapshot(paths: ProjectPaths, name: str) -> Manifest:
     """The manifest of snapshot `name`; UnknownSnapshotError when there is none."""
     gitstate.validate_snapshot_name(name)
+    require_git(paths)
     commit = gitstate.snapshot_ref(paths.root, name)
     if commit is None:
         raise _unknown(name)

@@ -1,0 +1,312 @@
+"""The pieces under snapshots and rollback: manifests, DVC objects, the hash cache, names, parts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from mlvs import dvcstore
+from mlvs.dvcstore import HashCache, ObjectStore, dir_object, dvc_outputs, output_files
+from mlvs.errors import BadInputError, IntegrityError
+from mlvs.gitstate import MAX_NAME_LENGTH, validate_snapshot_name
+from mlvs.paths import ProjectPaths
+from mlvs.registry import RegistryState, VersionInfo, safe_uri
+from mlvs.rollback import auto_snapshot_name, parse_parts
+from mlvs.snapshots import FORMAT, PARTS, Manifest, flatten
+
+
+def _manifest(**overrides: object) -> Manifest:
+    values: dict[str, object] = dict(
+        name="base",
+        message="a message",
+        created_at="2026-01-01T00:00:00.000000Z",
+        automatic=False,
+        base_commit="a" * 40,
+        branch="main",
+        outputs={"models": {"part": "models", "stage": "train", "cache": True, "kind": "dir", "md5": "x.dir"}},
+        files={"models/m.bin": {"md5": "1" * 32, "sha256": "2" * 64, "size": 3, "output": "models"}},
+        params={"train": {"seed": 1, "nested": {"a": 2}}},
+        metrics={"test_f1": 0.5},
+        registry=RegistryState(
+            "sqlite:///x.db", "model", VersionInfo("1", "run", "m-1", "models:/m-1"),
+            {"champion": VersionInfo("1", "run", "m-1", "models:/m-1")},
+        ),
+        environment={"python": "3.11"},
+    )
+    values.update(overrides)
+    return Manifest(**values)  # type: ignore[arg-type]
+
+
+# --- the manifest ----------------------------------------------------------------
+
+
+def test_manifest_round_trips_through_its_file_bytes() -> None:
+    manifest = _manifest()
+    document = json.loads(manifest.to_bytes())
+    assert document["format"] == FORMAT
+    assert "commit" not in document["git"]  # a commit cannot name itself
+    again = Manifest.from_dict(document, commit="c" * 40)
+    assert again.commit == "c" * 40
+    assert again.to_dict() == {**manifest.to_dict(), "git": {**manifest.to_dict()["git"], "commit": "c" * 40}}
+
+
+def test_manifest_of_an_unknown_format_is_refused() -> None:
+    document = json.loads(_manifest().to_bytes())
+    document["format"] = "mlvs-snapshot/99"
+    with pytest.raises(IntegrityError, match="upgrade mlvs"):
+        Manifest.from_dict(document)
+
+
+def test_manifest_knows_the_part_of_each_tracked_path() -> None:
+    manifest = _manifest()
+    assert manifest.part_of("models/m.bin") == "models"
+    assert manifest.part_of("models") == "models"
+    assert manifest.part_of("modelsx/m.bin") is None
+    assert manifest.model_version == "1"
+
+
+def test_flatten_turns_nested_params_into_dotted_keys() -> None:
+    assert flatten({"train": {"seed": 1, "rf": {"n": 2}}, "empty": {}}) == {"train.seed": 1, "train.rf.n": 2, "empty": {}}
+
+
+def test_registry_state_round_trips() -> None:
+    state = _manifest().registry
+    assert RegistryState.from_dict(state.to_dict()) == state
+    assert state.alias_versions() == {"champion": "1"}
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("https://user:secret@mlflow.example.com:5000/path?token=abc", "https://mlflow.example.com:5000/path"),
+        ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+        ("postgresql://me:pw@db/mlflow", "postgresql://db/mlflow"),
+    ],
+)
+def test_tracking_uris_lose_their_credentials(uri: str, shown: str) -> None:
+    assert safe_uri(uri) == shown
+
+
+# --- DVC objects -------------------------------------------------------------------
+
+
+def test_dir_object_is_byte_identical_to_dvcs_own() -> None:
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.meta import Meta
+    from dvc_data.hashfile.tree import Tree
+
+    members = {"b.csv": "0" * 32, "a/x.json": "1" * 32, "a/y.json": "2" * 32}
+    tree = Tree()
+    for relpath, md5 in members.items():
+        tree.add(tuple(relpath.split("/")), Meta(), HashInfo("md5", md5))
+    tree.digest()
+    name, payload = dir_object(members)
+    assert payload == tree.as_bytes()
+    assert name == tree.hash_info.value
+
+
+def _project(tmp_path: Path, dvc_yaml: str, config: str = "") -> ProjectPaths:
+    root = tmp_path / "p"
+    (root / "params").mkdir(parents=True)
+    (root / ".dvc").mkdir()
+    (root / "dvc.yaml").write_text(dvc_yaml)
+    (root / ".dvc" / "config").write_text(config)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    return ProjectPaths(root)
+
+
+def test_outputs_come_from_stages_and_dvc_files_with_their_parts(tmp_path: Path) -> None:
+    paths = _project(
+        tmp_path,
+        "stages:\n"
+        "  prepare:\n    cmd: x\n    outs:\n      - data/raw.csv\n      - data/processed\n"
+        "  train:\n    cmd: y\n    outs:\n      - models\n    metrics:\n      - reports/metrics.json:\n          cache: false\n",
+    )
+    (paths.root / "extra").mkdir()
+    (paths.root / "extra" / "big.bin.dvc").write_text("outs:\n- md5: abc\n  path: big.bin\n")
+    outputs = {o.path: (o.stage, o.cache, o.part) for o in dvc_outputs(paths)}
+    assert outputs == {
+        "data/raw.csv": ("prepare", True, "data"),
+        "data/processed": ("prepare", True, "data"),
+        "models": ("train", True, "models"),
+        "reports/metrics.json": ("train", False, "models"),  # it describes the model it came with
+        "extra/big.bin": (None, True, "data"),
+    }
+
+
+def test_output_files_skip_interrupted_temporaries(tmp_path: Path) -> None:
+    (tmp_path / "out" / "sub").mkdir(parents=True)
+    (tmp_path / "out" / "a.csv").write_text("a")
+    (tmp_path / "out" / "sub" / "b.csv").write_text("b")
+    (tmp_path / "out" / f"x{dvcstore.TEMP_SUFFIX}").write_text("partial")
+    assert output_files(tmp_path, "out") == ["out/a.csv", "out/sub/b.csv"]
+    assert output_files(tmp_path, "missing") == []
+
+
+def test_object_store_finds_a_relative_local_remote_and_hides_remote_credentials(tmp_path: Path) -> None:
+    paths = _project(tmp_path, "stages: {}\n", "[core]\n    remote = local\n['remote \"local\"']\n    url = ../store\n")
+    store = ObjectStore(paths)
+    assert store.remote is not None and store.remote.directory == (paths.root / "store").resolve()
+    assert store.cache_path("ab" + "c" * 30) == paths.root / ".dvc" / "cache" / "files" / "md5" / "ab" / ("c" * 30)
+    (paths.root / ".dvc" / "config").write_text(
+        "[core]\n    remote = s3\n['remote \"s3\"']\n    url = s3://key:secret@bucket/path\n"
+    )
+    remote = ObjectStore(paths).remote
+    assert remote is not None and remote.directory is None and "secret" not in remote.url
+
+
+def test_put_file_refuses_a_source_whose_bytes_changed(tmp_path: Path) -> None:
+    paths = _project(tmp_path, "stages: {}\n")
+    source = paths.root / "f.bin"
+    source.write_bytes(b"hello")
+    store = ObjectStore(paths)
+    md5 = hashlib.md5(b"hello").hexdigest()
+    store.put_file(md5, hashlib.sha256(b"hello").hexdigest(), [source])
+    assert store.cache_path(md5).read_bytes() == b"hello"
+    assert not os.access(store.cache_path(md5), os.W_OK) or os.geteuid() == 0
+    with pytest.raises(IntegrityError, match="changed while"):
+        store.put_file("0" * 32, "0" * 64, [source])
+    assert not (store.cache / dvcstore.TEMP_DIR).exists()  # no partial object, no empty directory left
+
+
+# --- the hash cache ------------------------------------------------------------------
+
+
+def test_hash_cache_does_not_read_an_unchanged_file_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = ProjectPaths(tmp_path)
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"x" * 1000)
+    time.sleep(0.1)  # past the window in which a same-tick change could hide
+    cache = HashCache(paths)
+    first = cache.file_hash("data.bin")
+    assert first.sha256 == hashlib.sha256(b"x" * 1000).hexdigest()
+    assert first.md5 == hashlib.md5(b"x" * 1000).hexdigest()
+    cache.close()
+
+    def no_reading(chunks: object) -> None:
+        raise AssertionError("an unchanged file was read again")
+
+    monkeypatch.setattr(dvcstore, "hash_stream", no_reading)
+    again = HashCache(paths)  # a later command: a new connection to the same cache
+    assert again.file_hash("data.bin") == first
+    again.close()
+
+
+def test_hash_cache_reuses_an_old_entry_and_rehashes_a_changed_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = ProjectPaths(tmp_path)
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"a" * 100)
+    cache = HashCache(paths)
+    info = os.stat(data)
+    # Pretend it was hashed a second after its last change: outside the racy window.
+    hashed = dvcstore.FileHash("m", "s", 100)
+    cache.remember("data.bin", info, hashed, info.st_ctime_ns + 1_000_000_000)
+    assert cache.file_hash("data.bin") == hashed  # remembered: not read
+    # Same size, mtime put back: ctime still moves, so the file is read again.
+    data.write_bytes(b"b" * 100)
+    os.utime(data, ns=(info.st_atime_ns, info.st_mtime_ns))
+    fresh = cache.file_hash("data.bin")
+    assert fresh.sha256 == hashlib.sha256(b"b" * 100).hexdigest()
+    cache.close()
+
+
+def test_hash_cache_forgets_nothing_it_should_not_trust(tmp_path: Path) -> None:
+    paths = ProjectPaths(tmp_path)
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"z")
+    cache = HashCache(paths)
+    info = os.stat(data)
+    cache.remember("data.bin", info, dvcstore.FileHash("m", "s", 1), info.st_ctime_ns)  # changed just now: racy
+    assert cache.file_hash("data.bin").sha256 == hashlib.sha256(b"z").hexdigest()
+    cache.close()
+
+
+def test_a_corrupt_hash_cache_is_rebuilt(tmp_path: Path) -> None:
+    paths = ProjectPaths(tmp_path)
+    paths.state.mkdir()
+    (paths.state / dvcstore.HASH_DB).write_bytes(b"not a database" * 100)
+    (tmp_path / "f").write_bytes(b"q")
+    cache = HashCache(paths)
+    assert cache.file_hash("f").sha256 == hashlib.sha256(b"q").hexdigest()
+    cache.close()
+
+
+# --- names and parts -----------------------------------------------------------------
+
+
+def test_automatic_snapshot_names_are_valid_unique_and_short_enough() -> None:
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert auto_snapshot_name("best", set(), now) == "auto-20260102T030405Z-before-best"
+    assert auto_snapshot_name("best", {"auto-20260102T030405Z-before-best"}, now).endswith("-2")
+    long_name = "x" * MAX_NAME_LENGTH
+    name = auto_snapshot_name(long_name, set(), now)
+    assert len(name) <= MAX_NAME_LENGTH and validate_snapshot_name(name) == name
+    dotted = auto_snapshot_name("a" * 60 + "." + "b" * 60, set(), now)
+    assert validate_snapshot_name(dotted) == dotted
+
+
+def test_parts_default_to_all_and_unknown_parts_are_refused() -> None:
+    assert parse_parts(None) == set(PARTS)
+    assert parse_parts("models, registry") == {"models", "registry"}
+    assert parse_parts(["data"]) == {"data"}
+    with pytest.raises(BadInputError, match="unknown part"):
+        parse_parts("models,weights")
+    with pytest.raises(BadInputError, match="no part"):
+        parse_parts(",")
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4097, (64 << 20) + 5])
+@pytest.mark.parametrize("durable", [True, False])
+def test_verified_copy_hashes_what_landed(tmp_path: Path, size: int, durable: bool) -> None:
+    source, copy = tmp_path / "source", tmp_path / "copy"
+    source.write_bytes(os.urandom(size))
+    assert dvcstore.copy_verified(source, copy, durable) == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert copy.read_bytes() == source.read_bytes()
+    with pytest.raises(FileExistsError):  # never over an existing file: callers rename into place
+        dvcstore.copy_verified(source, copy, durable)
+
+
+@pytest.mark.parametrize(("value", "durable"), [(None, True), ("1", True), ("0", False), ("off", False), ("no", False)])
+def test_durable_writes_are_the_default(monkeypatch: pytest.MonkeyPatch, value: str | None, durable: bool) -> None:
+    if value is None:
+        monkeypatch.delenv("MLVS_FSYNC", raising=False)
+    else:
+        monkeypatch.setenv("MLVS_FSYNC", value)
+    assert dvcstore.durable_writes() is durable
+
+
+# --- the git pieces snapshots add ------------------------------------------------------------
+
+
+def _repository(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    (root / "a.txt").write_text("a\n")
+    subprocess.run(["git", "add", "a.txt"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "one"], cwd=root, check=True, env=env)
+    return root
+
+
+def test_extra_files_go_into_the_commit_only(tmp_path: Path) -> None:
+    from mlvs.gitstate import commit_worktree, read_files_at
+
+    root = _repository(tmp_path)
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
+    sha = commit_worktree(root, "snap", extra_files={".manifest.json": b'{"x": 1}\n'})
+    assert read_files_at(root, [(sha, ".manifest.json"), (sha, "a.txt"), (sha, "nope"), (sha, ".")]) == [
+        b'{"x": 1}\n', b"a\n", None, None
+    ]
+    assert not (root / ".manifest.json").exists()
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout == status
+    with pytest.raises(BadInputError):
+        commit_worktree(root, "snap", extra_files={"../escape": b""})
