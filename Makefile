@@ -10,7 +10,7 @@ UI_PORT  ?= 5000
 LAB_PORT ?= 8888
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test bench golden lab ui clean
+.PHONY: help setup run test bench demo golden lab ui clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +32,9 @@ test: $(STAMP) ## Set up, then run the whole test suite
 
 bench: $(STAMP) ## Run the benchmarks; results in reports/benchmarks/latest.json
 	$(BIN)/python -m pytest -m bench tests/benchmarks -s
+
+demo: $(STAMP) ## The guided tour: pipeline, snapshots, retrain, every drill, rollback (several minutes)
+	$(BIN)/python -m mlvs.demo
 
 golden: $(STAMP) ## Re-execute the notebooks and store their outputs (nbval's reference)
 	$(BIN)/python tests/notebooks/update_golden.py
