@@ -43,10 +43,11 @@ def compare_distributions(frames: dict[str, pd.DataFrame], columns: list[str]) -
     """The same columns across several states of a data set (e.g. before, during, after an incident)."""
     fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.2), squeeze=False)
     for ax, column in zip(axes[0], columns):
-        for label, frame in frames.items():
+        # Distinct line styles: identical states (before and after a full recovery) overlap exactly.
+        for (label, frame), style in zip(frames.items(), ("-", ":", "--", "-.")):
             if column in frame.columns:
                 values = pd.to_numeric(frame[column], errors="coerce").dropna()
-                ax.hist(values, bins=30, histtype="step", linewidth=1.5, label=label, density=True)
+                ax.hist(values, bins=30, histtype="step", linewidth=2.0, linestyle=style, label=label, density=True)
         ax.set_title(column)
         ax.legend(fontsize=7)
     fig.tight_layout()
