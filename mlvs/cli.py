@@ -202,8 +202,10 @@ def rollback_command(name: str | None, only: str | None, dry_run: bool, as_json:
 
 
 @cli.command("recover")
+@click.option("--interrupted-only", is_flag=True,
+              help="Only finish or undo an interrupted snapshot or rollback; repair nothing else.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-def recover_command(as_json: bool) -> None:
+def recover_command(interrupted_only: bool, as_json: bool) -> None:
     """Finish or undo an interrupted command, then repair what `verify` finds (the recovery ladder)."""
     from mlvs.recovery import recover
     from mlvs.rollback import recover_interrupted
@@ -213,6 +215,12 @@ def recover_command(as_json: bool) -> None:
     paths = project()
     with state_lock(paths, lock_timeout()):
         interrupted = recover_interrupted(paths)
+        if interrupted_only:
+            if as_json:
+                _emit_json({"interrupted": interrupted.to_dict()})
+            else:
+                click.echo(f"Interrupted operations: {interrupted.detail}.")
+            return
         outcome = recover(paths)
     if as_json:
         _emit_json({"interrupted": interrupted.to_dict(), **outcome.to_dict()})

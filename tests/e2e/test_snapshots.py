@@ -334,7 +334,7 @@ def test_a_snapshot_killed_at_a_step_is_undone_or_kept_whole_by_recover(trained_
     assert killed.returncode == -9, killed.stderr
     assert (root / ".mlvs" / "journal.json").exists()
 
-    recovered = mlvs(root, "recover", "--json")
+    recovered = mlvs(root, "recover", "--interrupted-only", "--json")
     assert recovered.returncode == 0, recovered.stderr
     outcome = json.loads(recovered.stdout)["interrupted"]
     assert not (root / ".mlvs" / "journal.json").exists()
