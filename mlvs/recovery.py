@@ -109,22 +109,27 @@ def _install_copy(source: Path, destination: Path, md5: str) -> bool:
         temporary.unlink(missing_ok=True)
 
 
-def _good_cache_object(store: dvcstore.ObjectStore, md5: str, evidence: Path, outcome: RecoveryOutcome) -> str | None:
-    """Make the cache hold a correct object `md5`; return the rung that provided it, None if none could."""
+def _restore_one(store: dvcstore.ObjectStore, rel: str, md5: str, destination: Path, evidence: Path,
+                 outcome: RecoveryOutcome) -> str | None:
+    """Write the recorded bytes of `rel` to `destination`; return the rung that provided them.
+
+    The cache object is re-hashed while it is copied (one read): a copy whose hash
+    is wrong is refused, the bad object is kept as evidence, and the remote is next.
+    """
     cached = store.cache_path(md5)
     if cached.is_file():
-        if _md5(cached) == md5:
+        if _install_copy(cached, destination, md5):
             return "dvc_cache"
         _keep_evidence(cached, evidence, outcome, f"cache-{md5}")
     remote = store.remote_path(md5)
     if remote is not None and remote.is_file() and _install_copy(remote, cached, md5):
-        return "dvc_remote"
+        return "dvc_remote" if _install_copy(cached, destination, md5) else None
     if remote is None and store.remote is not None:
         # A remote DVC reaches over the network: let DVC fetch, then check the bytes ourselves.
         from mlvs.orchestrate import dvc
 
         dvc(store.paths, "fetch", check=False)
-        if cached.is_file() and _md5(cached) == md5:
+        if cached.is_file() and _install_copy(cached, destination, md5):
             return "dvc_remote"
     return None
 
@@ -133,21 +138,27 @@ def restore_recorded_files(paths: ProjectPaths, evidence: Path, outcome: Recover
     """Put every DVC-tracked file back to the bytes `dvc.lock` records; return what could not be."""
     store = dvcstore.ObjectStore(paths)
     recorded, _ = recorded_files(paths, store)
+    hashes = dvcstore.HashCache(paths)
     unrestored = []
-    for rel, md5 in sorted(recorded.items()):
-        path = paths.root / rel
-        if path.is_file() and _md5(path) == md5:
-            continue
-        rung = _good_cache_object(store, md5, evidence, outcome)
-        if rung is None:
-            unrestored.append(rel)
-            continue
-        if path.exists():
-            _keep_evidence(path, evidence, outcome, rel)
-        if _install_copy(store.cache_path(md5), path, md5):
+    try:
+        for rel, md5 in sorted(recorded.items()):
+            path = paths.root / rel
+            # The remembered hash is trusted only while size, times and inode hold: a damaged file is re-read.
+            if path.is_file() and hashes.file_hash(rel).md5 == md5:
+                continue
+            staged = path.with_name(f".{path.name}.restore{dvcstore.TEMP_SUFFIX}")
+            rung = _restore_one(store, rel, md5, staged, evidence, outcome)
+            if rung is None:
+                staged.unlink(missing_ok=True)
+                unrestored.append(rel)
+                continue
+            if path.exists():
+                _keep_evidence(path, evidence, outcome, rel)
+            os.replace(staged, path)
+            fsync_dir(path.parent)
             outcome.repairs.append(Repair(rel, rung, path.stat().st_size))
-        else:
-            unrestored.append(rel)
+    finally:
+        hashes.close()
     # Files a recorded directory output should not contain (e.g. a stray partial write).
     for output, md5 in dvcstore.lock_hashes(paths).items():
         if md5.endswith(".dir"):

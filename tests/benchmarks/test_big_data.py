@@ -1,0 +1,276 @@
+"""Benchmarks at 1 GiB of DVC-tracked data: rollback vs. git+dvc checkout, no-op snapshot, recovery.
+
+One workspace per module: the trained (tiny) workspace plus `data/big.bin`, 1 GiB of seeded random
+bytes tracked by DVC; snapshot A; the big file partly rewritten (first and last 64 MiB), `dvc add`
+again, more trees and `mlvs pipeline`; snapshot B. Both states are also committed on the user's
+branch (commits cA, cB) so the DVC way (`git checkout cA -- .` + `dvc checkout`) does the same change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import BIN, clean_env, git, mlvs, relocate_mlflow_store
+
+from ._bench import median, record, run_timed, table, timed
+
+pytestmark = pytest.mark.bench
+
+GIB = 1 << 30
+CHUNK = 64 << 20
+BIG = "data/big.bin"
+REPEATS = 3
+
+
+def write_random(path: Path, seed: int, size: int = GIB) -> None:
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as out:
+        for _ in range(size // CHUNK):
+            out.write(rng.bytes(CHUNK))
+
+
+def rewrite_ends(path: Path, seed: int) -> None:
+    """Change the first and the last 64 MiB of the file in place."""
+    rng = np.random.default_rng(seed)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as out:
+        out.write(rng.bytes(CHUNK))
+        out.seek(-CHUNK, os.SEEK_END)
+        out.write(rng.bytes(CHUNK))
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dvc_md5(root: Path) -> str:
+    return yaml.safe_load((root / f"{BIG}.dvc").read_text())["outs"][0]["md5"]
+
+
+def run_ok(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(args), cwd=root, env=clean_env(root), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (args, result.stdout[-2000:], result.stderr[-3000:])
+    return result
+
+
+@dataclass
+class Big:
+    root: Path
+    commit_a: str
+    commit_b: str
+    md5_a: str
+    md5_b: str
+
+
+@pytest.fixture(scope="module")
+def big(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Big:
+    root = tmp_path_factory.mktemp("big") / "ws"
+    shutil.copytree(_trained_template, root, symlinks=True)
+    relocate_mlflow_store(_trained_template, root)
+    dvc = str(BIN / "dvc")
+
+    write_random(root / BIG, seed=1)
+    run_ok(root, dvc, "add", "-q", BIG)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "1 GiB of data")
+    commit_a, md5_a = git(root, "rev-parse", "HEAD").strip(), dvc_md5(root)
+    created = mlvs(root, "snapshot", "create", "A", "-m", "1 GiB, first model", "--json")
+    assert created.returncode == 0, created.stderr[-3000:]
+
+    rewrite_ends(root / BIG, seed=2)
+    run_ok(root, dvc, "add", "-q", BIG)
+    params = root / "params" / "train.yaml"
+    values = yaml.safe_load(params.read_text())
+    values["hyperparameters"]["random_forest"]["n_estimators"] += 10
+    params.write_text(yaml.safe_dump(values, sort_keys=False))
+    retrained = mlvs(root, "pipeline")
+    assert retrained.returncode == 0, retrained.stderr[-3000:]
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "changed data, more trees")
+    commit_b, md5_b = git(root, "rev-parse", "HEAD").strip(), dvc_md5(root)
+    created = mlvs(root, "snapshot", "create", "B", "-m", "1 GiB changed, retrained", "--json")
+    assert created.returncode == 0, created.stderr[-3000:]
+    assert md5_a != md5_b
+    return Big(root, commit_a, commit_b, md5_a, md5_b)
+
+
+def mlvs_rollback(root: Path, name: str, fsync: bool) -> tuple[float, dict]:
+    env = clean_env(root)
+    if not fsync:
+        env["MLVS_FSYNC"] = "0"
+    seconds, result = run_timed([str(BIN / "mlvs"), "rollback", name, "--json"], root, env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["verified"] is True and report["findings"] == [], report
+    return seconds, report
+
+
+def dvc_checkout(root: Path, commit: str) -> float:
+    env = clean_env(root)
+    first, a = run_timed(["git", "checkout", commit, "--", "."], root, env)
+    second, b = run_timed([str(BIN / "dvc"), "checkout", "-q"], root, env)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    return first + second
+
+
+def test_rollback_1gib(big: Big) -> None:
+    root = big.root
+    figures: dict[str, list[float]] = {"mlvs_default": [], "mlvs_fsync_off": [], "dvc": []}
+    internal: dict[str, list[dict]] = {"mlvs_default": [], "mlvs_fsync_off": []}
+    for label, fsync in (("mlvs_default", True), ("mlvs_fsync_off", False)):
+        for i in range(REPEATS):
+            seconds, report = mlvs_rollback(root, "A", fsync)
+            figures[label].append(seconds)
+            internal[label].append({k: round(v, 3) for k, v in (report.get("timings") or {}).items()})
+            if i == 0:
+                assert md5_of(root / BIG) == big.md5_a  # checked by the benchmark itself
+            mlvs_rollback(root, "B", fsync)  # back to B, untimed
+    run_ok(root, str(BIN / "dvc"), "status", "-q")  # DVC's own hash state warm, as for a DVC user
+    for i in range(REPEATS):
+        figures["dvc"].append(dvc_checkout(root, big.commit_a))
+        if i == 0:
+            assert md5_of(root / BIG) == big.md5_a
+        dvc_checkout(root, big.commit_b)  # back to B, untimed
+    assert md5_of(root / BIG) == big.md5_b
+
+    dvc = median(figures["dvc"])
+    result = {
+        "dvc_checkout_s": dvc,
+        "mlvs_rollback_default_s": median(figures["mlvs_default"]),
+        "mlvs_rollback_fsync_off_s": median(figures["mlvs_fsync_off"]),
+        "runs_s": {k: [round(v, 3) for v in vs] for k, vs in figures.items()},
+        "mlvs_internal_timings_s": internal,
+        "ratio_default": round(median(figures["mlvs_default"]) / dvc, 3),
+        "ratio_fsync_off": round(median(figures["mlvs_fsync_off"]) / dvc, 3),
+        "target": "mlvs verified rollback <= 1.5x git checkout + dvc checkout",
+    }
+    result["met_default"] = result["ratio_default"] <= 1.5
+    result["met_fsync_off"] = result["ratio_fsync_off"] <= 1.5
+    result["met"] = result["met_default"]
+    record("rollback_1gib", result)
+    table("rollback_1gib (median of 3, wall clock)", ["method", "seconds", "x DVC", "<= 1.5x"], [
+        ["git checkout + dvc checkout", dvc, 1.0, "-"],
+        ["mlvs rollback (MLVS_FSYNC default)", result["mlvs_rollback_default_s"], result["ratio_default"], result["met_default"]],
+        ["mlvs rollback (MLVS_FSYNC=0)", result["mlvs_rollback_fsync_off_s"], result["ratio_fsync_off"], result["met_fsync_off"]],
+    ])
+
+
+def test_noop_snapshot_1gib(big: Big) -> None:
+    root = big.root
+    first, created = run_timed([str(BIN / "mlvs"), "snapshot", "create", "noop-0"], root, clean_env(root))
+    assert created.returncode == 0, created.stderr[-3000:]
+    runs = []
+    for i in range(1, 6):
+        seconds, created = run_timed([str(BIN / "mlvs"), "snapshot", "create", f"noop-{i}"], root, clean_env(root))
+        assert created.returncode == 0, created.stderr[-3000:]
+        runs.append(seconds)
+    versions = []
+    for _ in range(5):
+        seconds, out = run_timed([str(BIN / "mlvs"), "--version"], root, clean_env(root))
+        assert out.returncode == 0
+        versions.append(seconds)
+    diff = mlvs(root, "snapshot", "diff", "noop-1", "noop-5", "--json")
+    assert diff.returncode == 0, diff.stderr
+    result = {
+        "noop_snapshot_s": median(runs),
+        "runs_s": [round(v, 3) for v in runs],
+        "first_snapshot_after_previous_benchmark_s": round(first, 3),
+        "mlvs_version_startup_s": median(versions),
+        "target_s": 0.5,
+        "target": "no-op snapshot with 1 GiB tracked <= 0.5 s",
+    }
+    result["met"] = result["noop_snapshot_s"] <= 0.5
+    record("noop_snapshot_1gib", result)
+    table("noop_snapshot_1gib (median of 5, wall clock)", ["what", "seconds", "<= 0.5 s"], [
+        ["mlvs snapshot create (no change, 1 GiB tracked)", result["noop_snapshot_s"], result["met"]],
+        ["  first one after the previous benchmark", result["first_snapshot_after_previous_benchmark_s"], "-"],
+        ["mlvs --version (interpreter + CLI startup)", result["mlvs_version_startup_s"], "-"],
+    ])
+
+
+def flip(path: Path) -> None:
+    assert os.stat(path).st_nlink == 1  # a copy, not a link into the cache
+    os.chmod(path, 0o644)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        for offset in (0, size // 2, size - 1):
+            f.seek(offset)
+            byte = f.read(1)[0]
+            f.seek(offset)
+            f.write(bytes([byte ^ 0xFF]))
+
+
+def test_recover_1gib_corrupted(big: Big, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = big.root
+    for key in [k for k in os.environ if k.startswith(("MLFLOW_", "MLVS_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("MLVS_ROOT", str(root))
+    monkeypatch.chdir(root)
+    from mlvs.paths import ProjectPaths
+    from mlvs.recovery import recover
+    from mlvs.verify import verify
+
+    paths = ProjectPaths(root)
+    steady = verify(paths)
+    assert steady.healthy, [str(f) for f in steady.findings]
+    recorded = dvc_md5(root)
+    cache_object = root / ".dvc" / "cache" / "files" / "md5" / recorded[:2] / recorded[2:]
+
+    detect, recov, baseline = [], [], []
+    for i in range(REPEATS):
+        flip(root / BIG)
+        seconds, report = timed(lambda: verify(paths))
+        assert not report.healthy and any(BIG in str(f) for f in report.findings), [str(f) for f in report.findings]
+        detect.append(seconds)
+        seconds, outcome = timed(lambda: recover(paths, tmp_path / f"evidence-{i}", report))
+        assert outcome.healthy, outcome.to_dict()
+        recov.append(seconds)
+        if i == 0:
+            assert md5_of(root / BIG) == recorded
+        shutil.rmtree(tmp_path / f"evidence-{i}", ignore_errors=True)
+
+        def copy_and_hash() -> str:
+            copy = tmp_path / "copy.bin"
+            shutil.copyfile(cache_object, copy)
+            digest = hashlib.sha256()
+            with open(copy, "rb") as f:
+                while block := f.read(CHUNK):
+                    digest.update(block)
+            copy.unlink()
+            return digest.hexdigest()
+
+        seconds, _ = timed(copy_and_hash)
+        baseline.append(seconds)
+
+    result = {
+        "recover_s": median(recov),
+        "detect_s": median(detect),
+        "copy_and_sha256_s": median(baseline),
+        "runs_s": {"recover": [round(v, 3) for v in recov], "detect": [round(v, 3) for v in detect],
+                   "copy_and_sha256": [round(v, 3) for v in baseline]},
+        "ratio": round(median(recov) / median(baseline), 3),
+        "ratio_detect_plus_recover": round((median(recov) + median(detect)) / median(baseline), 3),
+        "fsync": os.environ.get("MLVS_FSYNC", "default (on)"),
+        "target": "recover a corrupted 1 GiB data file (in process) <= 1.5x shutil.copyfile + sha256 of it",
+    }
+    result["met"] = result["ratio"] <= 1.5
+    record("recover_1gib_corrupted", result)
+    table("recover_1gib_corrupted (in process, median of 3)", ["what", "seconds", "x copy+hash", "<= 1.5x"], [
+        ["shutil.copyfile + sha256 (1 GiB)", result["copy_and_sha256_s"], 1.0, "-"],
+        ["mlvs recover (given the detection)", result["recover_s"], result["ratio"], result["met"]],
+        ["mlvs verify (detection, for reference)", result["detect_s"], round(median(detect) / median(baseline), 3), "-"],
+    ])
