@@ -10,7 +10,7 @@ UI_PORT  ?= 5000
 LAB_PORT ?= 8888
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test bench demo golden lab ui clean
+.PHONY: help setup run test bench fuzz demo golden lab ui clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,10 +28,13 @@ run: $(STAMP) ## Set up, then run the pipeline (prepare -> train) on the embedde
 	$(BIN)/mlvs pipeline
 
 test: $(STAMP) ## Set up, then run the whole test suite
-	HYPOTHESIS_STORAGE_DIRECTORY=$$(mktemp -d) $(BIN)/python -m pytest
+	HYPOTHESIS_STORAGE_DIRECTORY=$$(mktemp -d) $(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP) ## Run the benchmarks; results in reports/benchmarks/latest.json
 	$(BIN)/python -m pytest -m bench tests/benchmarks -s
+
+fuzz: $(STAMP) ## Fuzz the params loader and notebook-parameter validation for a bounded time
+	$(BIN)/python tests/fuzz/fuzz_inputs.py
 
 demo: $(STAMP) ## The guided tour: pipeline, snapshots, retrain, every drill, rollback (several minutes)
 	$(BIN)/python -m mlvs.demo
