@@ -105,6 +105,11 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
     """`dvc repro` the pipeline, push its data to the DVC remote and summarise the result."""
     if not (paths.root / ".dvc").is_dir():
         raise BadInputError(f"{paths.root} is not a DVC repository; run `dvc init` there first")
+    from mlvs.params import STAGES, load_stage
+
+    # A broken params file is bad input: refuse it in one line before DVC touches anything.
+    for stage in STAGES:
+        load_stage(stage, paths.root)
     started = time.perf_counter()
     args = ["repro", "--force"] if force else ["repro"]
     result = dvc(paths, *args, check=False, echo=True)

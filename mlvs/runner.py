@@ -168,12 +168,13 @@ def run_notebook(
     attached afterwards and the run is marked FAILED when a cell fails.
     Raises NotebookFailedError (exit 1) after the report is written.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     parameters = dict(parameters or {})
     notebook = resolve_notebook(paths, name)
     validate_parameters(paths, notebook, parameters)
+    # Imported only now: a refused name or parameter should not pay for papermill.
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
     out_dir = output_dir or paths.reports
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / notebook.name
