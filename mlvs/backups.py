@@ -33,6 +33,22 @@ def _database(paths: ProjectPaths) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+def _copy_database(source: Path, target: Path) -> None:
+    """Copy an SQLite database consistently (SQLite's online backup), through a temporary file."""
+    partial = target.with_name(target.name + ".partial")
+    reader = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        writer = sqlite3.connect(partial)
+        try:
+            reader.backup(writer)
+        finally:
+            writer.close()
+    finally:
+        reader.close()
+    os.replace(partial, target)
+    fsync_dir(target.parent)
+
+
 def backup_mlflow_db(paths: ProjectPaths) -> Path | None:
     """Copy the live MLflow database consistently (even while MLflow writes to it); keep the last few."""
     database = _database(paths)
@@ -41,18 +57,7 @@ def backup_mlflow_db(paths: ProjectPaths) -> Path | None:
     directory = backup_dir(paths)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"mlflow-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{time.time_ns() % 10**9:09d}.db"
-    partial = target.with_suffix(".partial")
-    source = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-    try:
-        destination = sqlite3.connect(partial)
-        try:
-            source.backup(destination)
-        finally:
-            destination.close()
-    finally:
-        source.close()
-    os.replace(partial, target)
-    fsync_dir(directory)
+    _copy_database(database, target)
     for old in sorted(directory.glob("mlflow-*.db"))[:-KEEP]:
         old.unlink(missing_ok=True)
     log.debug("backed up the MLflow database to %s", target)
@@ -81,16 +86,5 @@ def restore_mlflow_db(paths: ProjectPaths, evidence_dir: Path | None = None) -> 
     if database.exists() and evidence_dir is not None:
         evidence_dir.mkdir(parents=True, exist_ok=True)
         os.replace(database, evidence_dir / database.name)
-    partial = database.with_name(database.name + ".mlvs-tmp")
-    source = sqlite3.connect(f"{backup.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        destination = sqlite3.connect(partial)
-        try:
-            source.backup(destination)
-        finally:
-            destination.close()
-    finally:
-        source.close()
-    os.replace(partial, database)
-    fsync_dir(database.parent)
+    _copy_database(backup, database)
     return backup
