@@ -27,7 +27,7 @@ from mlvs.recovery import RecoveryOutcome, recover
 from mlvs.verify import Report, verify
 
 # Runtime state that a drill legitimately changes (locks, logs, its own record).
-UNCOMPARED = (".git/", ".mlvs/", ".dvc/tmp/", ".dvc/cache/", "reports/", "mlartifacts/", "mlflow.db")
+UNCOMPARED = (".git/", ".mlvs/", ".dvc/tmp/", ".dvc/cache/", "reports/", "mlartifacts/", "mlruns/", "mlflow.db")
 
 
 def tracked_hashes(root: Path) -> dict[str, str]:

@@ -41,6 +41,8 @@ def configure(paths: ProjectPaths) -> Any:
     # connection, which would clutter each executed notebook.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
+    # Read before set_tracking_uri, which exports MLFLOW_TRACKING_URI itself.
+    embedded = "MLFLOW_TRACKING_URI" not in os.environ
     mlflow.set_tracking_uri(tracking_uri(paths))
     if os.environ.get("MLFLOW_REGISTRY_URI"):
         mlflow.set_registry_uri(os.environ["MLFLOW_REGISTRY_URI"])
@@ -48,7 +50,7 @@ def configure(paths: ProjectPaths) -> Any:
     if mlflow.get_experiment_by_name(name) is None:
         # Artifacts next to the database, by absolute URI, so runs started from
         # notebooks/ (JupyterLab, nbval) land in the same place as CLI runs.
-        location = None if "MLFLOW_TRACKING_URI" in os.environ else (paths.root / "mlartifacts").as_uri()
+        location = (paths.root / "mlartifacts").as_uri() if embedded else None
         try:
             mlflow.create_experiment(name, artifact_location=location)
         except mlflow.exceptions.MlflowException:

@@ -18,7 +18,7 @@ from conftest import REPO, mlvs, tree_hashes
 
 CATALOG = yaml.safe_load((REPO / "params" / "incidents.yaml").read_text())["scenarios"]
 # What a drill may change besides the tracked state: locks, logs, its own record, MLflow's store.
-RUNTIME = (".git/", ".mlvs/", ".dvc/tmp/", ".dvc/cache/", "reports/", "mlartifacts/", "mlflow.db")
+RUNTIME = (".git/", ".mlvs/", ".dvc/tmp/", ".dvc/cache/", "reports/", "mlartifacts/", "mlruns/", "mlflow.db")
 
 
 def tracked_state(root: Path) -> dict[str, str]:
