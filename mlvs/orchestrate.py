@@ -82,17 +82,10 @@ def restore_last_good_outputs(paths: ProjectPaths) -> list[str]:
 def run_stage(paths: ProjectPaths, stage: str, fault: str | None = None,
               restore_on_failure: bool = True) -> StageOutcome:
     """Re-run one stage (forced); with `fault`, a drill's failure is armed inside it."""
-    env_fault = {"MLVS_FAULT": fault} if fault else {}
-    saved = {k: os.environ.get(k) for k in env_fault}
-    os.environ.update(env_fault)
-    try:
+    from mlvs.runner import temporary_environment
+
+    with temporary_environment({"MLVS_FAULT": fault} if fault else {}):
         result = dvc(paths, "repro", "--force", "--single-item", stage, check=False)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     notebook = {"prepare": "01_prepare", "train": "02_train"}.get(stage, stage)
     report = paths.reports / f"{notebook}.ipynb"
     restored: list[str] = []

@@ -129,7 +129,8 @@ def validate_parameters(paths: ProjectPaths, notebook: Path, parameters: dict[st
 
 
 @contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
+def temporary_environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a block, then put the old values back."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -192,7 +193,7 @@ def run_notebook(
     started = time.perf_counter()
     failed, error = False, ""
     try:
-        with _environment(env):
+        with temporary_environment(env):
             papermill.execute_notebook(
                 str(notebook),
                 str(output),
