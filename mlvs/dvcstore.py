@@ -36,13 +36,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import yaml
 
 from mlvs.errors import BadInputError, ExternalToolError, IntegrityError
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
+from mlvs.registry import safe_uri
 
 log = get_logger("dvcstore")
 
@@ -355,16 +356,6 @@ def _section(parser: configparser.ConfigParser, name: str) -> dict[str, str]:
     return {}
 
 
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    if not parts.scheme or len(parts.scheme) == 1:  # a plain path (or a Windows drive letter)
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def object_relpath(md5: str) -> str:
     """Where DVC 3 keeps the object `md5` inside a cache or remote."""
     return f"files/md5/{md5[:2]}/{md5[2:]}"
@@ -401,7 +392,7 @@ class ObjectStore:
             if not scheme or len(scheme) == 1 or scheme == "file":
                 local = urlsplit(url).path if scheme == "file" else url
                 directory = (dvc_dir / local).resolve()
-            self.remote = Remote(name, _without_credentials(url), directory)
+            self.remote = Remote(name, safe_uri(url), directory)
 
     # -- locations
 

@@ -549,7 +549,8 @@ def _set_executable(destination: Path, executable: bool) -> None:
     os.chmod(destination, wanted)
 
 
-def _fsync_directories(directories: set[Path]) -> None:
+def fsync_directories(directories: set[Path]) -> None:
+    """Make renames and deletions in these directories durable (best effort, POSIX only)."""
     if os.name != "posix":  # directories cannot be opened for fsync elsewhere
         return
     for directory in directories:
@@ -615,5 +616,5 @@ def restore_worktree(root: Path, sha: str, paths: list[str] | None = None) -> li
         touched.add(destination.parent)
         changed.append(path)
 
-    _fsync_directories({d for d in touched if d.is_dir()})
+    fsync_directories({d for d in touched if d.is_dir()})
     return sorted(changed)

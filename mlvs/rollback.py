@@ -377,20 +377,6 @@ def _place(temporary: Path, destination: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _fsync_directories(directories: set[Path]) -> None:
-    if os.name != "posix":
-        return
-    for directory in directories:
-        try:
-            fd = os.open(directory, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _prune(root: Path, start: Path, stop_at: set[Path]) -> None:
     directory = start
     while directory != root and directory not in stop_at:
@@ -419,7 +405,7 @@ def _apply(paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Plan, 
     for directory in keep:
         directory.mkdir(parents=True, exist_ok=True)  # an empty output directory is still an output
     if durable_writes():
-        _fsync_directories({d for d in touched if d.is_dir()})
+        gitstate.fsync_directories({d for d in touched if d.is_dir()})
     failpoint("rollback:apply:data")
     if plan.git:
         assert target.commit is not None
