@@ -137,10 +137,26 @@ def _trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def trained_workspace(_trained_template: Path, tmp_path: Path) -> Path:
     """A workspace whose pipeline has run once and whose outputs are committed (dvc.lock)."""
-    dest = tmp_path / "ws"
-    shutil.copytree(_trained_template, dest, symlinks=True)
-    relocate_mlflow_store(_trained_template, dest)
+    return copy_workspace(_trained_template, tmp_path / "ws")
+
+
+def copy_workspace(source: Path, dest: Path) -> Path:
+    """A private copy of a workspace, its MLflow store pointed at the copy's own artifacts."""
+    shutil.copytree(source, dest, symlinks=True)
+    relocate_mlflow_store(source, dest)
     return dest
+
+
+def make_newest_version_champion(root: Path) -> None:
+    """Put `champion` on the newest registered version, whether or not it won its promotion."""
+    subprocess.run(
+        [str(BIN / "python"), "-c",
+         "import mlflow, sys; c = mlflow.MlflowClient(sys.argv[1]); "
+         "v = max(int(m.version) for m in c.search_model_versions(\"name='churn-classifier'\")); "
+         "c.set_registered_model_alias('churn-classifier', 'champion', str(v))",
+         f"sqlite:///{root / 'mlflow.db'}"],
+        check=True, env=clean_env(root), capture_output=True,
+    )
 
 
 def relocate_mlflow_store(old_root: Path, new_root: Path) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import BIN, clean_env, git, mlvs, relocate_mlflow_store
+from conftest import BIN, clean_env, copy_workspace, git, mlvs
 
 from ._bench import median, record, run_timed, table, timed
 
@@ -79,8 +79,7 @@ class Big:
 @pytest.fixture(scope="module")
 def big(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Big:
     root = tmp_path_factory.mktemp("big") / "ws"
-    shutil.copytree(_trained_template, root, symlinks=True)
-    relocate_mlflow_store(_trained_template, root)
+    copy_workspace(_trained_template, root)
     dvc = str(BIN / "dvc")
 
     write_random(root / BIG, seed=1)

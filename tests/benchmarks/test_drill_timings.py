@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, git, make_workspace, mlvs, relocate_mlflow_store
+from conftest import REPO, copy_workspace, git, make_workspace, mlvs
 
 from ._bench import record, table
 
@@ -46,8 +46,7 @@ def test_drill_timings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results, rows, failures = {}, [], []
     for name, spec in CATALOG.items():
         root = tmp_path / name
-        shutil.copytree(template, root, symlinks=True)
-        relocate_mlflow_store(template, root)
+        copy_workspace(template, root)
         monkeypatch.setenv("MLVS_ROOT", str(root))
         monkeypatch.chdir(root)
         entry: dict = {"family": spec["family"], "file_level": file_level(name, spec["family"])}

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, clean_env, mlvs, relocate_mlflow_store, tree_hashes
+from conftest import BIN, clean_env, copy_workspace, make_newest_version_champion, mlvs, tree_hashes
 
 pytestmark = pytest.mark.slow
 
@@ -114,8 +113,7 @@ class Story:
 def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Story:
     """Snapshot A, more trees, retrain, champion on the new version, snapshot B; A and B by real rollbacks."""
     root = tmp_path_factory.mktemp("crash") / "ws"
-    shutil.copytree(_trained_template, root, symlinks=True)
-    relocate_mlflow_store(_trained_template, root)
+    copy_workspace(_trained_template, root)
     first, created = timed(root, "snapshot", "create", "A")
     assert created.returncode == 0, created.stderr
     params = root / "params" / "train.yaml"
@@ -124,14 +122,7 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     params.write_text(yaml.safe_dump(values, sort_keys=False))
     retrained = mlvs(root, "pipeline")
     assert retrained.returncode == 0, retrained.stderr[-3000:]
-    subprocess.run(
-        [str(BIN / "python"), "-c",
-         "import mlflow, sys; c = mlflow.MlflowClient(sys.argv[1]); "
-         "v = max(int(m.version) for m in c.search_model_versions(\"name='churn-classifier'\")); "
-         "c.set_registered_model_alias('churn-classifier', 'champion', str(v))",
-         f"sqlite:///{root / 'mlflow.db'}"],
-        check=True, env=clean_env(root), capture_output=True,
-    )
+    make_newest_version_champion(root)
     second, created = timed(root, "snapshot", "create", "B")
     assert created.returncode == 0, created.stderr
     # The reference states are what real, un-killed rollbacks produce.
@@ -151,8 +142,7 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def ws(story: Story, tmp_path: Path) -> Path:
     """A private copy of the story, in state B."""
     root = tmp_path / "ws"
-    shutil.copytree(story.template, root, symlinks=True)
-    relocate_mlflow_store(story.template, root)
+    copy_workspace(story.template, root)
     return root
 
 

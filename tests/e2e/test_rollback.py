@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, clean_env, mlvs, relocate_mlflow_store, tree_hashes
+from conftest import BIN, clean_env, copy_workspace, make_newest_version_champion, mlvs, tree_hashes
 
 pytestmark = pytest.mark.slow
 
@@ -88,8 +87,7 @@ class Story:
 @pytest.fixture(scope="module")
 def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Story:
     root = tmp_path_factory.mktemp("story") / "ws"
-    shutil.copytree(_trained_template, root, symlinks=True)
-    relocate_mlflow_store(_trained_template, root)
+    copy_workspace(_trained_template, root)
     created = mlvs(root, "snapshot", "create", "A", "-m", "first model", "--json")
     assert created.returncode == 0, created.stderr
     manifest_a, state_a, aliases_a = json.loads(created.stdout), state(root), aliases(root)
@@ -103,14 +101,7 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     retrained = mlvs(root, "pipeline")
     assert retrained.returncode == 0, retrained.stderr[-3000:]
     # Whether or not the new model won, make it the champion: the rollback must move the alias back.
-    subprocess.run(
-        [str(BIN / "python"), "-c",
-         "import mlflow, sys; c = mlflow.MlflowClient(sys.argv[1]); "
-         "v = max(int(m.version) for m in c.search_model_versions(\"name='churn-classifier'\")); "
-         "c.set_registered_model_alias('churn-classifier', 'champion', str(v))",
-         f"sqlite:///{root / 'mlflow.db'}"],
-        check=True, env=clean_env(root), capture_output=True,
-    )
+    make_newest_version_champion(root)
     created = mlvs(root, "snapshot", "create", "B", "-m", "retrained", "--json")
     assert created.returncode == 0, created.stderr
     manifest_b, state_b, aliases_b = json.loads(created.stdout), state(root), aliases(root)
@@ -124,8 +115,7 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def ws(story: Story, tmp_path: Path) -> Path:
     """A private copy of the story's final state (B)."""
     root = tmp_path / "ws"
-    shutil.copytree(story.template, root, symlinks=True)
-    relocate_mlflow_store(story.template, root)
+    copy_workspace(story.template, root)
     return root
 
 

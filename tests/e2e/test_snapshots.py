@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, clean_env, mlvs, tree_hashes
+from conftest import BIN, clean_env, copy_workspace, mlvs, tree_hashes
 from mlvs.paths import ProjectPaths
 from mlvs.statelock import state_lock
 
@@ -224,8 +224,7 @@ def refusal_workspace(_trained_template: Path, tmp_path_factory: pytest.TempPath
     from conftest import relocate_mlflow_store
 
     root = tmp_path_factory.mktemp("refusals") / "ws"
-    shutil.copytree(_trained_template, root, symlinks=True)
-    relocate_mlflow_store(_trained_template, root)
+    copy_workspace(_trained_template, root)
     assert mlvs(root, "snapshot", "create", "taken").returncode == 0
     return root
 

@@ -8,13 +8,12 @@ is put back.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from conftest import mlvs, relocate_mlflow_store, tree_hashes
+from conftest import copy_workspace, mlvs, tree_hashes
 
 PREPARE = "params/prepare.yaml"
 TRAIN = "params/train.yaml"
@@ -176,8 +175,7 @@ DERIVED["train_unknown_model_type"] = lambda ws: {
 def ws(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One trained workspace, with a snapshot `base`, shared by every case of this module."""
     root = tmp_path_factory.mktemp("bad-inputs") / "ws"
-    shutil.copytree(_trained_template, root, symlinks=True)
-    relocate_mlflow_store(_trained_template, root)
+    copy_workspace(_trained_template, root)
     mlvs(root, "snapshot", "create", "base", check=True)
     return root
 
