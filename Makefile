@@ -28,6 +28,7 @@ run: $(STAMP) ## Set up, then run the pipeline (prepare -> train) on the embedde
 	$(BIN)/mlvs pipeline
 
 test: $(STAMP) ## Set up, then run the whole test suite
+	.ci/system-deps
 	HYPOTHESIS_STORAGE_DIRECTORY=$$(mktemp -d) $(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP) ## Run the benchmarks; results in reports/benchmarks/latest.json
