@@ -5,9 +5,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-HOST   ?= 127.0.0.1
+# `:=`, not `?=`: some shells export HOST as the machine's name, and the servers must
+# stay on loopback unless asked otherwise on the command line (make ui HOST=...).
+HOST   := 127.0.0.1
 UI_PORT  ?= 5000
 LAB_PORT ?= 8888
+# The project kernel "Python (mlvs)" goes into the virtual environment's share/jupyter,
+# where this JupyterLab finds it; nothing is written to the home directory.
+KERNEL_PREFIX ?= $(abspath $(VENV))
+# JupyterLab refuses to start as root unless told to; root is the usual user in a container.
+LAB_AS_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test bench fuzz demo golden lab ui clean
@@ -44,11 +51,14 @@ golden: $(STAMP) ## Re-execute the notebooks and store their outputs (nbval's re
 	$(BIN)/python tests/notebooks/update_golden.py
 
 lab: $(STAMP) ## JupyterLab on 127.0.0.1 at notebooks/, with the project kernel registered
-	$(BIN)/python -m ipykernel install --sys-prefix --name mlvs --display-name "Python (mlvs)"
-	$(BIN)/jupyter lab --ServerApp.ip=$(HOST) --ServerApp.port=$(LAB_PORT) --ServerApp.root_dir=notebooks --no-browser
+	$(BIN)/python -m ipykernel install --prefix "$(KERNEL_PREFIX)" --name mlvs --display-name "Python (mlvs)"
+	$(BIN)/jupyter lab --ServerApp.ip=$(HOST) --ServerApp.port=$(LAB_PORT) --ServerApp.root_dir=notebooks --no-browser $(LAB_AS_ROOT)
 
+# One web worker and no job runner (MLflow's GenAI jobs: eight more Python processes at start-up):
+# one user browsing runs, artifacts and the registry needs neither.
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over the project's runs
-	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(UI_PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(UI_PORT) --workers 1
 
 clean: ## Remove executed reports and caches (keeps data, models, the MLflow store and the venv)
 	rm -rf reports/*.ipynb reports/*.html .pytest_cache .hypothesis

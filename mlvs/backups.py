@@ -2,7 +2,9 @@
 
 A backup is taken after every pipeline run and at every snapshot, so losing or
 corrupting `mlflow.db` loses no run: recovery restores the newest backup that
-passes SQLite's integrity check.
+passes SQLite's integrity check. With a tracking server there is no database
+here to back up (the server's own database is its operator's to back up), so
+every function of this module does nothing and says so by returning None.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def backup_mlflow_db(paths: ProjectPaths) -> Path | None:
 
 
 def latest_backup(paths: ProjectPaths) -> Path | None:
-    """The newest backup that passes SQLite's integrity check."""
+    """The newest backup that passes SQLite's integrity check (None when the store is not the embedded one)."""
+    if _database(paths) is None:
+        return None  # backups of an earlier embedded store say nothing about a tracking server's registry
     directory = backup_dir(paths)
     for candidate in sorted(directory.glob("mlflow-*.db"), reverse=True) if directory.is_dir() else []:
         try:

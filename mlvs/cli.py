@@ -7,6 +7,7 @@ Errors are printed as one line on stderr; a traceback only with `--debug`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import click
 
-from mlvs.errors import MlvsError
+from mlvs.errors import MlvsError, storage_error, storage_failure
 from mlvs.logs import get_logger, setup_logging
 from mlvs.paths import project
 
@@ -23,6 +24,11 @@ log = get_logger("cli")
 
 def _emit_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+def _one_line(error: Exception) -> str:
+    # A tool's message (git's "error: ...\nfatal: ...") still makes one line of ours.
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
 class _Group(click.Group):
@@ -34,11 +40,21 @@ class _Group(click.Group):
         except MlvsError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"mlvs: error: {exc}", err=True)
+            click.echo(f"mlvs: error: {_one_line(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("mlvs: interrupted", err=True)
             ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            # A full disk or an unwritable directory is the machine's problem, not a bug: one line, no traceback.
+            if (ctx.obj and ctx.obj.get("debug")) or storage_failure(exc) is None:
+                raise
+            command = f"mlvs {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "mlvs"
+            what = f"`{command}` could not finish"
+            click.echo(f"mlvs: error: {_one_line(storage_error(exc, what))}", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,6 +67,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
     # Models are only ever loaded by mlvs itself, hash first, with its own skops trust list.
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    # MLflow logs a database error with its traceback, then raises it; mlvs reports the raised one in one line.
+    # (A filter, not a level: MLflow's logging set-up resets the levels of its loggers on import.)
+    logging.getLogger("mlflow.store.db.utils").addFilter(lambda record: record.levelno < logging.ERROR)
     log_dir = None
     try:
         log_dir = project().logs
@@ -110,9 +129,12 @@ def snapshot_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def snapshot_create_command(name: str, message: str, as_json: bool) -> None:
     """Snapshot code, params, data, models and registry as NAME."""
+    from mlvs.reports_index import refresh_index
     from mlvs.snapshots import create_snapshot
 
-    manifest = create_snapshot(project(), name, message)
+    paths = project()
+    manifest = create_snapshot(paths, name, message)
+    refresh_index(paths)
     if as_json:
         _emit_json(manifest.to_dict())
     else:
@@ -185,16 +207,21 @@ def _choose_snapshot() -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def rollback_command(name: str | None, only: str | None, dry_run: bool, as_json: bool) -> None:
     """Restore the whole state of snapshot NAME (or some parts of it), verified."""
+    from mlvs.reports_index import refresh_index
     from mlvs.rollback import VerificationError, parse_parts, report_text, rollback
 
     parts = parse_parts(only)
     chosen = name or _choose_snapshot()
+    paths = project()
     try:
-        report = rollback(project(), chosen, parts, dry_run=dry_run)
+        report = rollback(paths, chosen, parts, dry_run=dry_run)
     except VerificationError as failed:
+        refresh_index(paths)  # the automatic snapshot it took is listed
         click.echo(json.dumps(failed.report.to_dict(), indent=2, sort_keys=True) if as_json
                    else report_text(failed.report))
         raise
+    if not dry_run:
+        refresh_index(paths)
     if as_json:
         _emit_json(report.to_dict())
     else:

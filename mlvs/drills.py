@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from mlvs.errors import MlvsError
+from mlvs.errors import BadInputError, MlvsError
 from mlvs.hashing import atomic_write_text
-from mlvs.incidents import Scenario, inject, scenario
+from mlvs.incidents import Scenario, inject, not_applicable, scenario
 from mlvs.paths import ProjectPaths
 from mlvs.recovery import RecoveryOutcome, recover
 from mlvs.verify import Report, verify
@@ -43,7 +43,11 @@ def tracked_hashes(root: Path) -> dict[str, str]:
 
 
 def run_ids(paths: ProjectPaths) -> set[str]:
-    """Ids of every MLflow run in the embedded store (empty for a tracking server)."""
+    """Ids of every MLflow run in the embedded store, or in mlvs's experiment on a tracking server."""
+    from mlvs.tracking import is_tracking_server, tracking_uri
+
+    if is_tracking_server(tracking_uri(paths)):
+        return _server_run_ids(paths)
     if not paths.mlflow_db.is_file():
         return set()
     try:
@@ -51,6 +55,31 @@ def run_ids(paths: ProjectPaths) -> set[str]:
             return {row[0] for row in db.execute("SELECT run_uuid FROM runs")}
     except sqlite3.Error:
         return set()
+
+
+def _server_run_ids(paths: ProjectPaths) -> set[str]:
+    # Only mlvs's own experiment: a team's server holds other work that no drill touches.
+    import os
+
+    import mlflow
+
+    from mlvs.tracking import EXPERIMENT, tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(paths))
+    try:
+        experiment = client.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+        if experiment is None:
+            return set()
+        ids: set[str] = set()
+        token = None
+        while True:
+            page = client.search_runs([experiment.experiment_id], max_results=1000, page_token=token)
+            ids.update(run.info.run_id for run in page)
+            token = page.token
+            if not token:
+                return ids
+    except mlflow.exceptions.MlflowException:
+        return set()  # an unreachable server shows no run: the drill cannot prove none was lost
 
 
 @dataclass
@@ -127,9 +156,14 @@ class Drill:
 
     def recover(self) -> RecoveryOutcome:
         """Climb the recovery ladder (damaged bytes go to the record's evidence folder)."""
-        # One folder per drill: evidence of earlier drills of the same scenario is kept.
+        # One folder per drill: evidence of earlier drills of the same scenario is kept,
+        # also of one that finished within the same second.
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        evidence = (self.record_dir or self.paths.state) / "evidence" / stamp
+        folders = (self.record_dir or self.paths.state) / "evidence"
+        evidence, count = folders / stamp, 1
+        while evidence.exists():
+            count += 1
+            evidence = folders / f"{stamp}-{count}"
         self.outcome = self._timed("recover", lambda: recover(self.paths, evidence, self.detection))
         if (frame := self._data_frame()) is not None:
             self.frames["after"] = frame
@@ -200,8 +234,10 @@ def drill_many(paths: ProjectPaths, names: list[str], seed: int = 0) -> tuple[li
     from mlvs.reports_index import write_index
     from mlvs.runner import run_notebook
 
-    for name in names:
-        scenario(paths.root, name)  # refuse an unknown name before any drill runs
+    for name in names:  # refuse an unknown or inapplicable scenario before any drill runs
+        reason = not_applicable(paths, scenario(paths.root, name))
+        if reason is not None:
+            raise BadInputError(reason)
     records = []
     for name in names:
         folder = paths.reports / "incidents" / name

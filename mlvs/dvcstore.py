@@ -55,6 +55,10 @@ DATA, MODELS = "data", "models"
 # A file changed within this many nanoseconds of being hashed may change again in
 # the same timestamp tick without its stat changing, so its hash is not remembered.
 RACY_NS = 50_000_000
+# Below this many bytes, files just written are hashed again by the next command rather than waited for.
+WRITTEN_BYTES_WORTH_WAITING_FOR = 32 << 20
+# Passed deep checks remembered per check: enough for the states a project moves between.
+PASSED_KEPT = 64
 
 
 # --- outputs -------------------------------------------------------------------
@@ -229,6 +233,12 @@ def _stat_key(info: os.stat_result) -> tuple[int, int, int, int, int]:
     return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev)
 
 
+def file_identity(path: Path) -> tuple[int, int, int]:
+    """Inode, size and mtime: unchanged (a rename keeps them), the file still holds the bytes it held."""
+    info = os.stat(path)
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
 def hash_stream(chunks: Iterable[bytes]) -> FileHash:
     """MD5 and SHA-256 of a stream of chunks, the two digests on two threads."""
     md5 = hashlib.md5(usedforsecurity=False)
@@ -257,7 +267,8 @@ class HashCache:
     An entry is used only while the file's size, mtime, ctime, inode and device
     are those it was hashed with. ctime cannot be set by a user, so a file edited
     and given its old mtime back is still re-hashed. A missing or broken database
-    only costs speed: hashing then happens every time.
+    only costs speed: hashing then happens every time. It also remembers which
+    deep checks passed, by the fingerprint of the file hashes they read.
     """
 
     def __init__(self, paths: ProjectPaths) -> None:
@@ -279,6 +290,10 @@ class HashCache:
                     "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
                     " ctime_ns INTEGER, ino INTEGER, dev INTEGER, md5 TEXT, sha256 TEXT)"
                 )
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS passed (fingerprint TEXT PRIMARY KEY, check_name TEXT, at_ns INTEGER)"
+                )
+                db.execute("CREATE TABLE IF NOT EXISTS objects (md5 TEXT PRIMARY KEY, sha256 TEXT, size INTEGER)")
                 return db
             except sqlite3.DatabaseError:
                 if attempt:
@@ -317,6 +332,87 @@ class HashCache:
         except sqlite3.Error as error:
             log.debug("could not remember the hash of %s: %s", relative, error)
 
+    def remember_object(self, hashed: FileHash) -> None:
+        """Remember that bytes with MD5 `hashed.md5` have SHA-256 `hashed.sha256` (both digests of one read).
+
+        Two different contents seen with one MD5 (a collision, which MD5 allows) make
+        that MD5 ambiguous for good: its copies are then proved by MD5 again.
+        """
+        if self._db is None or not hashed.md5 or not hashed.sha256:
+            return
+        try:
+            self._db.execute(
+                "INSERT INTO objects VALUES (?, ?, ?) ON CONFLICT(md5) DO UPDATE SET"
+                " sha256 = CASE WHEN sha256 = excluded.sha256 AND size = excluded.size THEN sha256 ELSE '' END",
+                (hashed.md5, hashed.sha256, hashed.size),
+            )
+        except sqlite3.Error as error:
+            log.debug("could not remember object %s: %s", hashed.md5, error)
+
+    def known_object(self, md5: str) -> FileHash | None:
+        """Both hashes of the bytes whose MD5 is `md5`, if mlvs has hashed such bytes before.
+
+        With it, a copy of DVC object `md5` is proved by its SHA-256 alone (the faster
+        digest, and collision-resistant where MD5 is not).
+        """
+        if self._db is None:
+            return None
+        try:
+            row = self._db.execute("SELECT sha256, size FROM objects WHERE md5 = ?", (md5,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return FileHash(md5, row[0], row[1]) if row and row[0] else None
+
+    def remember_written(self, written: list[tuple[str, FileHash, tuple[int, int, int]]]) -> None:
+        """Remember the hashes of files mlvs just wrote and verified: (relative path, hashes, identity then).
+
+        A file changed within the racy window is not trusted by its stat. When the
+        written bytes are many, wait out that window once (a few hundredths of a
+        second) rather than have the next command read them all again; a few small
+        files are cheaper to hash again. A file whose identity changed since it was
+        verified (someone wrote to it) is not remembered.
+        """
+        if not written or sum(hashed.size for _, hashed, _ in written) < WRITTEN_BYTES_WORTH_WAITING_FOR:
+            return
+        try:
+            newest = max(os.stat(self.root / relative).st_ctime_ns for relative, _, _ in written)
+        except OSError:
+            return  # one of them is gone already: nothing to vouch for
+        wait = (newest + RACY_NS - time.time_ns()) / 1e9
+        if 0 < wait <= RACY_NS / 1e9:
+            time.sleep(wait)
+        now = time.time_ns()
+        for relative, hashed, identity in written:
+            try:
+                current = os.stat(self.root / relative)
+            except OSError:
+                continue
+            if (current.st_ino, current.st_size, current.st_mtime_ns) == identity:
+                self.remember(relative, current, hashed, now)
+
+    def check_passed(self, fingerprint: str) -> bool:
+        """Whether a deep check passed on the inputs `fingerprint` stands for (see `verify.PassedChecks`)."""
+        if self._db is None:
+            return False
+        try:
+            return self._db.execute("SELECT 1 FROM passed WHERE fingerprint = ?", (fingerprint,)).fetchone() is not None
+        except sqlite3.Error:
+            return False
+
+    def remember_passed(self, check: str, fingerprint: str) -> None:
+        """Remember that `check` passed on the inputs `fingerprint` stands for; keep the newest few per check."""
+        if self._db is None:
+            return
+        try:
+            self._db.execute("INSERT OR REPLACE INTO passed VALUES (?, ?, ?)", (fingerprint, check, time.time_ns()))
+            self._db.execute(
+                "DELETE FROM passed WHERE check_name = ? AND fingerprint NOT IN"
+                " (SELECT fingerprint FROM passed WHERE check_name = ? ORDER BY at_ns DESC LIMIT ?)",
+                (check, check, PASSED_KEPT),
+            )
+        except sqlite3.Error as error:
+            log.debug("could not remember that %s passed: %s", check, error)
+
     def file_hash(self, relative: str, trust_cache: bool = True) -> FileHash:
         """The hashes of the file at `relative` now; read again only if it changed."""
         path = self.root / relative
@@ -327,6 +423,7 @@ class HashCache:
                 return known
         started = time.time_ns()
         hashed = hash_stream(read_chunks(path))
+        self.remember_object(hashed)  # both digests of the same bytes, whatever happened to the file since
         after = os.stat(path)
         if _stat_key(after) == _stat_key(before) and hashed.size == before.st_size:
             self.remember(relative, after, hashed, started)
@@ -592,35 +689,6 @@ def write_file(destination: Path, chunks: Iterable[bytes]) -> None:
         os.close(fd)
 
 
-def copy_hashed(source: Path, destination: Path, with_md5: bool = False) -> FileHash:
-    """Copy `source` to the new file `destination`; return the hashes of the bytes copied.
-
-    SHA-256 alone proves the bytes when the expected value is known (MD5 then
-    follows from the manifest); `with_md5` adds DVC's address, at twice the cost.
-    """
-    md5 = hashlib.md5(usedforsecurity=False) if with_md5 else None
-    sha = hashlib.sha256()
-    size = 0
-    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for chunk in read_chunks(source):
-                # The digests run on other threads (hashlib releases the GIL) while this one writes.
-                pending = [pool.submit(sha.update, chunk)]
-                if md5 is not None:
-                    pending.append(pool.submit(md5.update, chunk))
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-                size += len(chunk)
-                for job in pending:
-                    job.result()
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return FileHash(md5.hexdigest() if md5 is not None else "", sha.hexdigest(), size)
-
-
 def durable_writes() -> bool:
     """Whether data copies are flushed to disk before they count (`MLVS_FSYNC=0` turns it off).
 
@@ -648,15 +716,22 @@ def _copy_range(source_fd: int, destination_fd: int, offset: int, count: int) ->
 
 
 def copy_verified(source: Path, destination: Path, durable: bool | None = None) -> str:
-    """Copy `source` to the new file `destination`; return the SHA-256 of the destination, read back.
+    """Copy `source` to the new file `destination`; return the SHA-256 of the destination, read back."""
+    return copy_checked(source, destination, durable).sha256
+
+
+def copy_checked(source: Path, destination: Path, durable: bool | None = None, with_md5: bool = False) -> FileHash:
+    """Copy `source` to the new file `destination`; return the hashes of the destination's bytes, read back.
 
     A pipeline in big chunks: the kernel copies chunk i (no copy through Python)
-    while a second thread reads chunk i-1 back from the destination and hashes it,
+    while another thread reads chunk i-1 back from the destination and hashes it,
     and, when `durable` (default: `durable_writes()`), a third flushes it to disk.
     The hash is therefore of the bytes that landed, not of the bytes meant.
+    `with_md5` adds DVC's address, on a thread of its own (MD5 is the slower digest).
     """
     durable = durable_writes() if durable is None else durable
     sha = hashlib.sha256()
+    md5 = hashlib.md5(usedforsecurity=False) if with_md5 else None
     source_fd = os.open(source, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         destination_fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -664,13 +739,13 @@ def copy_verified(source: Path, destination: Path, durable: bool | None = None) 
             reader_fd = os.open(destination, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             try:
 
-                def hash_back(start: int, end: int) -> None:
+                def hash_back(digest: Any, start: int, end: int) -> None:
                     # Mapped, the page cache is hashed in place: no copy into Python objects.
                     base = start - start % mmap.ALLOCATIONGRANULARITY
                     try:
                         with mmap.mmap(reader_fd, end - base, offset=base, access=mmap.ACCESS_READ) as mapped:
                             with memoryview(mapped) as view:
-                                sha.update(view[start - base : end - base])
+                                digest.update(view[start - base : end - base])
                         return
                     except (OSError, ValueError):
                         pass  # a file system that cannot map: read it
@@ -679,27 +754,34 @@ def copy_verified(source: Path, destination: Path, durable: bool | None = None) 
                         chunk = os.pread(reader_fd, min(CHUNK, end - position), position)
                         if not chunk:
                             raise IntegrityError(f"{destination} is shorter than what was written to it")
-                        sha.update(chunk)
+                        digest.update(chunk)
                         position += len(chunk)
 
-                # One worker each keeps the hashing in order and lets the copy run ahead of both.
-                with ThreadPoolExecutor(max_workers=1) as hasher, ThreadPoolExecutor(max_workers=1) as flusher:
-                    jobs = []
-                    flush = os.fdatasync if hasattr(os, "fdatasync") else os.fsync
-                    flushing = None
-                    offset = 0
-                    while True:
-                        copied = _copy_range(source_fd, destination_fd, offset, 64 << 20)
-                        if copied == 0:
-                            break
-                        jobs.append(hasher.submit(hash_back, offset, offset + copied))
-                        # Start writing back what is copied so far, unless a flush is still running.
-                        if durable and (flushing is None or flushing.done()):
-                            flushing = flusher.submit(flush, destination_fd)
-                            jobs.append(flushing)
-                        offset += copied
-                    for job in jobs:
-                        job.result()
+                # One worker per digest keeps its hashing in order and lets the copy run ahead.
+                digests = [d for d in (sha, md5) if d is not None]
+                hashers = [ThreadPoolExecutor(max_workers=1) for _ in digests]
+                try:
+                    with ThreadPoolExecutor(max_workers=1) as flusher:
+                        jobs = []
+                        flush = os.fdatasync if hasattr(os, "fdatasync") else os.fsync
+                        flushing = None
+                        offset = 0
+                        while True:
+                            copied = _copy_range(source_fd, destination_fd, offset, 64 << 20)
+                            if copied == 0:
+                                break
+                            for hasher, digest in zip(hashers, digests):
+                                jobs.append(hasher.submit(hash_back, digest, offset, offset + copied))
+                            # Start writing back what is copied so far, unless a flush is still running.
+                            if durable and (flushing is None or flushing.done()):
+                                flushing = flusher.submit(flush, destination_fd)
+                                jobs.append(flushing)
+                            offset += copied
+                        for job in jobs:
+                            job.result()
+                finally:
+                    for hasher in hashers:
+                        hasher.shutdown(wait=True)
                 if durable:
                     os.fsync(destination_fd)
             finally:
@@ -708,7 +790,7 @@ def copy_verified(source: Path, destination: Path, durable: bool | None = None) 
             os.close(destination_fd)
     finally:
         os.close(source_fd)
-    return sha.hexdigest()
+    return FileHash(md5.hexdigest() if md5 is not None else "", sha.hexdigest(), offset)
 
 
 def sha256_only(path: Path) -> str:

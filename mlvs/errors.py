@@ -59,3 +59,61 @@ class ExternalToolError(MlvsError):
     """Raised when git, DVC or MLflow fails underneath mlvs."""
 
     exit_code = 1
+
+
+# errno -> what a person calls it; the failures of writing, not of the work itself.
+_STORAGE_ERRNOS = {
+    "ENOSPC": "no space left on the device",
+    "EDQUOT": "the disk quota is exceeded",
+    "EFBIG": "the file is too large (the file size limit is reached)",
+    "EROFS": "the file system is read-only",
+    "EACCES": "permission denied",
+    "EPERM": "the operation is not permitted (read-only or immutable)",
+}
+# The same failures in words: SQLite's own (MLflow's database, the hash cache), and the
+# operating system's as a child process (DVC, git) printed them.
+_STORAGE_WORDS = {
+    "disk is full": "no space left on the device",
+    "disk i/o error": "the disk refused a write (full, or a file size limit)",
+    "readonly database": "the database is read-only",
+    "no space left on device": "no space left on the device",
+    "file too large": "the file is too large (the file size limit is reached)",
+    "read-only file system": "the file system is read-only",
+    "operation not permitted": "the operation is not permitted (read-only or immutable)",
+    "permission denied": "permission denied",
+}
+
+
+def storage_failure(error: BaseException) -> str | None:
+    """One sentence for an error caused by a full disk or an unwritable place, else None.
+
+    Looks through the chain of causes, since tools (SQLAlchemy, papermill) wrap the
+    operating system's error in their own.
+    """
+    import errno as errnos
+
+    codes = {getattr(errnos, name): text for name, text in _STORAGE_ERRNOS.items() if hasattr(errnos, name)}
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in codes:
+            # A rename names its source first: the place that refused is the destination's.
+            target = current.filename2 or current.filename
+            where = f" writing {target}" if target else ""
+            return f"{codes[current.errno]}{where}"
+        words = str(current).lower()
+        for word, text in _STORAGE_WORDS.items():
+            if word in words:
+                return text
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def storage_error(error: BaseException, what: str = "the command could not finish") -> MlvsError:
+    """`error` (a full disk, a read-only directory) as one clear mlvs error saying how to go on."""
+    reason = storage_failure(error) or str(error)
+    return MlvsError(
+        f"{what}: {reason}; free disk space or make the directory writable, then run the command again "
+        "(`mlvs recover` first if it was interrupted)"
+    )

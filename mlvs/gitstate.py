@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import stat
 import subprocess
 import tempfile
@@ -80,6 +81,19 @@ def _run(
         raise ExternalToolError("git is not installed or not on PATH; install git and try again") from error
 
 
+def exit_text(code: int) -> str:
+    """How a child process ended, for a person: a signal by its name (SIGXFSZ: the file size limit)."""
+    if code >= 0:
+        return f"exit status {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    if name == "SIGXFSZ":
+        return "killed by SIGXFSZ: a file grew past the file size limit (ulimit -f); raise the limit or free disk space"
+    return f"killed by {name}"
+
+
 def _git_bytes(
     root: Path, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None
 ) -> bytes:
@@ -87,7 +101,7 @@ def _git_bytes(
     if done.returncode != 0:
         stderr = done.stderr.decode("utf-8", "replace").strip()
         raise ExternalToolError(
-            f"git {args[0]} failed in {root}: {stderr or f'exit status {done.returncode}'}"
+            f"git {args[0]} failed in {root}: {stderr or exit_text(done.returncode)}"
         )
     return done.stdout
 

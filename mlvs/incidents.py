@@ -67,6 +67,22 @@ def load_catalog(root: Path) -> dict[str, Scenario]:
     return catalog
 
 
+# Scenarios that break the embedded SQLite store on purpose: with a tracking server there is none here.
+EMBEDDED_STORE_ONLY = ("store_alias_dangling", "store_mlflow_db_deleted", "store_mlflow_db_corrupted")
+
+
+def not_applicable(paths: ProjectPaths, s: Scenario) -> str | None:
+    """Why scenario `s` cannot be drilled against this project's stores; None when it can."""
+    from mlvs.registry import safe_uri
+    from mlvs.tracking import tracking_uri
+
+    uri = tracking_uri(paths)
+    if s.name in EMBEDDED_STORE_ONLY and not uri.startswith("sqlite:///"):
+        return (f"scenario {s.name} breaks the embedded SQLite store, and this project's MLflow store is "
+                f"{safe_uri(uri)}; drill it in a project without MLFLOW_TRACKING_URI")
+    return None
+
+
 def scenario(root: Path, name: str) -> Scenario:
     """The scenario called `name`, or a clear error listing the catalog."""
     catalog = load_catalog(root)

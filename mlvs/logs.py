@@ -9,6 +9,22 @@ from pathlib import Path
 LOGGER = "mlvs"
 
 
+class _QuietFileHandler(logging.handlers.RotatingFileHandler):
+    """The log file; on a full disk or a read-only directory it falls silent instead of printing tracebacks.
+
+    The log is a record, not the work: the command's own error says what failed.
+    """
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        self.failed = True
+
+
 def setup_logging(log_dir: Path | None, verbose: bool = False) -> logging.Logger:
     """Configure the `mlvs` logger once per process; safe to call again."""
     logger = logging.getLogger(LOGGER)
@@ -24,7 +40,7 @@ def setup_logging(log_dir: Path | None, verbose: bool = False) -> logging.Logger
             # delay=True: the file appears only when something is logged, so a
             # refused command leaves the workspace exactly as it was.
             log_dir.mkdir(parents=True, exist_ok=True)
-            handler = logging.handlers.RotatingFileHandler(
+            handler = _QuietFileHandler(
                 log_dir / "mlvs.log", maxBytes=2_000_000, backupCount=5, encoding="utf-8", delay=True
             )
             handler.setLevel(logging.DEBUG)

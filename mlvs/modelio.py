@@ -7,6 +7,7 @@ stored inside the file (which an attacker would control).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -112,19 +113,22 @@ def load_verified_model(paths: ProjectPaths, expected_sha256: str | None = None)
     shown = paths.model_file.relative_to(paths.root) if paths.model_file.is_relative_to(paths.root) else paths.model_file
     if not paths.model_file.is_file():
         raise IntegrityError(f"{shown} is missing; run `mlvs recover`")
-    actual = sha256_file(paths.model_file)
+    # One read: the bytes that are hashed are the bytes that are loaded, never a second read of the file.
+    payload = paths.model_file.read_bytes()
+    actual = hashlib.sha256(payload).hexdigest()
     if actual != expected:
         raise IntegrityError(
             f"{shown} has SHA-256 {actual[:12]}…, not the recorded {str(expected)[:12]}…; "
             "it was not loaded; run `mlvs recover`"
         )
+    from skops.io.exceptions import UntrustedTypesFoundException
+
     try:
-        untrusted = [t for t in sio.get_untrusted_types(file=paths.model_file) if t not in TRUSTED_TYPES]
-        if untrusted:
-            raise IntegrityError(f"{shown} needs untrusted types {untrusted}; it was not loaded")
-        return sio.load(paths.model_file, trusted=list(TRUSTED_TYPES))
-    except IntegrityError:
-        raise
+        # skops audits every type against `trusted` before it constructs anything.
+        return sio.loads(payload, trusted=list(TRUSTED_TYPES))
+    except UntrustedTypesFoundException:
+        untrusted = [t for t in sio.get_untrusted_types(data=payload) if t not in TRUSTED_TYPES]
+        raise IntegrityError(f"{shown} needs untrusted types {untrusted}; it was not loaded") from None
     except Exception as exc:  # skops raises many kinds on a damaged archive
         raise IntegrityError(f"{shown} cannot be loaded ({type(exc).__name__}: {exc})") from None
 

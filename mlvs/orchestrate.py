@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlvs.errors import BadInputError, ExternalToolError, NotebookFailedError
+from mlvs.errors import BadInputError, ExternalToolError, MlvsError, NotebookFailedError, storage_failure
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
+from mlvs.statelock import Journal
 
 log = get_logger("pipeline")
 
@@ -103,19 +104,48 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
     # A broken params file is bad input: refuse it in one line before DVC touches anything.
     for stage in STAGES:
         load_stage(stage, paths.root)
+    from mlvs.tracking import require_server, server_problem, unreachable_message
+
+    # Every stage logs to MLflow: a tracking server that does not answer is refused up front.
+    require_server(paths, "run the pipeline again")
     started = time.perf_counter()
     args = ["repro", "--force"] if force else ["repro"]
-    result = dvc(paths, *args, check=False, echo=True)
+    journal, kept = _begin_journal(paths)
+    try:
+        result = dvc(paths, *args, check=False, echo=True)
+    except BaseException:
+        undo_pipeline(paths, kept)
+        journal.clear()
+        raise
     ran = re.findall(r"Running stage '([^']+)'", result.stdout)
     skipped = re.findall(r"Stage '([^']+)' didn't change, skipping", result.stdout)
     if result.returncode != 0:
         failed = re.findall(r"failed to reproduce '([^']+)'", result.stdout)
-        restored = restore_last_good_outputs(paths)
+        restored = undo_pipeline(paths, kept)
+        journal.clear()
         log.info("restored the last good outputs: %s", ", ".join(restored) or "none needed")
+        reason = _failure_reason(result.stdout)
+        problem = server_problem(paths)
+        if problem is not None:
+            raise ExternalToolError(
+                f"the pipeline failed in stage {failed[0] if failed else '?'} and the last good outputs are back in "
+                f"place: " + unreachable_message(paths, problem, "run `mlvs recover` to close the interrupted run")
+            )
+        storage = storage_failure(Exception(reason))
+        if storage:
+            raise MlvsError(
+                f"the pipeline could not write its outputs: {storage} ({reason}); the last good outputs are back "
+                "in place; free disk space or make the project writable, then run it again"
+            )
+        if not failed:
+            raise ExternalToolError(f"`dvc {' '.join(args)}` failed before any stage ran ({reason}); "
+                                    "the last good outputs are back in place")
         raise NotebookFailedError(
-            f"the pipeline failed in stage {failed[0] if failed else '?'}; the last good outputs are back in place "
+            f"the pipeline failed in stage {failed[0]}; the last good outputs are back in place "
             f"and the failed notebook is kept in {paths.reports}"
         )
+    # From here the new outputs are complete and recorded in dvc.lock: a crash keeps them.
+    journal.update("reproduced")
     from mlvs.backups import backup_mlflow_db
 
     backup_mlflow_db(paths)
@@ -132,7 +162,56 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
         "reports": sorted(str(p.relative_to(paths.root)) for p in paths.reports.glob("*.html")),
     }
     summary["text"] = _summary_text(summary)
+    journal.clear()
     return summary
+
+
+def _begin_journal(paths: ProjectPaths) -> tuple[Journal, dict[str, str | None]]:
+    """Journal the pipeline with the bytes DVC's cache does not keep: `dvc.lock` and git-kept outputs (metrics).
+
+    Call under the state lock. A crash before the stages are recorded is then undone
+    by the next command: these files put back, the outputs restored from the cache.
+    """
+    from mlvs.dvcstore import dvc_outputs
+
+    kept: dict[str, str | None] = {}
+    for relative in sorted({"dvc.lock", *(o.path for o in dvc_outputs(paths) if not o.cache)}):
+        try:
+            kept[relative] = (paths.root / relative).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            kept[relative] = None
+    journal = Journal(paths)
+    journal.begin("pipeline", {"kept": kept})
+    return journal, kept
+
+
+def undo_pipeline(paths: ProjectPaths, kept: dict[str, str | None]) -> list[str]:
+    """Put back the last good outputs: the journalled `dvc.lock` and metrics, then what `dvc.lock` records."""
+    from mlvs.errors import IntegrityError
+    from mlvs.hashing import atomic_write_text
+    from mlvs.recovery import RecoveryOutcome, evidence_dir, restore_recorded_files
+
+    for relative, text in kept.items():
+        path = paths.root / relative
+        if text is None:
+            path.unlink(missing_ok=True)
+        elif not path.is_file() or path.read_text(encoding="utf-8", errors="replace") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
+    outcome = RecoveryOutcome()
+    unrestored = restore_recorded_files(paths, evidence_dir(paths), outcome)
+    if unrestored:
+        raise IntegrityError(
+            f"the last good outputs {', '.join(unrestored)} are in neither the DVC cache nor the remote; "
+            "run `mlvs recover` (it re-runs their stage)"
+        )
+    return [r.artifact for r in outcome.repairs]
+
+
+def _failure_reason(output: str) -> str:
+    """The last error line DVC or a stage's `mlvs run` printed."""
+    errors = [line.strip() for line in output.splitlines() if line.strip().startswith(("ERROR:", "mlvs: error:"))]
+    return errors[-1].removeprefix("mlvs: error:").removeprefix("ERROR:").strip() if errors else "no error message"
 
 
 def _summary_text(summary: dict[str, Any]) -> str:

@@ -78,8 +78,13 @@ class RecoveryOutcome:
         }
 
 
-def _md5(path: Path) -> str:
-    return dvcstore.hash_stream(dvcstore.read_chunks(path)).md5
+def _cache_object_md5(paths: ProjectPaths, hashes: dvcstore.HashCache, cached: Path) -> str:
+    """The MD5 of a cache object now: remembered while its stat holds (inside the project), else read."""
+    try:
+        relative = cached.resolve().relative_to(paths.root.resolve()).as_posix()
+    except ValueError:  # a cache outside the project: hash it directly
+        return dvcstore.hash_stream(dvcstore.read_chunks(cached)).md5
+    return hashes.file_hash(relative).md5
 
 
 def _keep_evidence(path: Path, evidence: Path, outcome: RecoveryOutcome, label: str) -> None:
@@ -90,73 +95,95 @@ def _keep_evidence(path: Path, evidence: Path, outcome: RecoveryOutcome, label: 
     target = evidence / label.replace("/", "__")
     if target.exists():
         target = target.with_name(f"{target.name}.{time.time_ns()}")
-    shutil.move(str(path), target)
+    shutil.move(str(path), target)  # a rename on one file system: the damaged bytes are not copied
     outcome.evidence.append(str(target))
 
 
-def _install_copy(source: Path, destination: Path, md5: str) -> bool:
-    """Copy `source` to `destination` atomically if its bytes hash to `md5`."""
+def _install_copy(source: Path, destination: Path, md5: str,
+                  hashes: dvcstore.HashCache) -> dvcstore.FileHash | None:
+    """Copy `source` to `destination` atomically if the copy, read back, is object `md5`; return its hashes.
+
+    When mlvs has hashed bytes with this MD5 before, their SHA-256 proves the copy;
+    otherwise the copy's MD5 is computed too (on another thread) and compared.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}{dvcstore.TEMP_SUFFIX}")
+    known = hashes.known_object(md5)
     try:
-        hashed = dvcstore.copy_hashed(source, temporary, with_md5=True)
-        if hashed.md5 != md5:
-            return False
+        hashed = dvcstore.copy_checked(source, temporary, with_md5=known is None)
+        if known is None:
+            if hashed.md5 != md5:
+                return None
+            hashes.remember_object(hashed)
+        elif hashed.sha256 != known.sha256 or hashed.size != known.size:
+            return None
         os.replace(temporary, destination)
         fsync_dir(destination.parent)
-        return True
+        return dvcstore.FileHash(md5, hashed.sha256, hashed.size)
     finally:
         temporary.unlink(missing_ok=True)
 
 
-def _restore_one(store: dvcstore.ObjectStore, rel: str, md5: str, destination: Path, evidence: Path,
-                 outcome: RecoveryOutcome) -> str | None:
-    """Write the recorded bytes of `rel` to `destination`; return the rung that provided them.
+def _restore_one(store: dvcstore.ObjectStore, hashes: dvcstore.HashCache, md5: str, destination: Path,
+                 evidence: Path, outcome: RecoveryOutcome) -> tuple[str, dvcstore.FileHash] | None:
+    """Write the bytes of DVC object `md5` to `destination`; return the rung that provided them, and their hashes.
 
-    The cache object is re-hashed while it is copied (one read): a copy whose hash
-    is wrong is refused, the bad object is kept as evidence, and the remote is next.
+    The cache object is re-hashed while it is copied (one read, of the copy): a copy
+    whose hash is wrong is refused, the bad object is kept as evidence, and the remote is next.
     """
     cached = store.cache_path(md5)
     if cached.is_file():
-        if _install_copy(cached, destination, md5):
-            return "dvc_cache"
+        if hashed := _install_copy(cached, destination, md5, hashes):
+            return "dvc_cache", hashed
         _keep_evidence(cached, evidence, outcome, f"cache-{md5}")
     remote = store.remote_path(md5)
-    if remote is not None and remote.is_file() and _install_copy(remote, cached, md5):
-        return "dvc_remote" if _install_copy(cached, destination, md5) else None
+    if remote is not None and remote.is_file() and _install_copy(remote, cached, md5, hashes):
+        hashed = _install_copy(cached, destination, md5, hashes)
+        return ("dvc_remote", hashed) if hashed else None
     if remote is None and store.remote is not None:
         # A remote DVC reaches over the network: let DVC fetch, then check the bytes ourselves.
         from mlvs.orchestrate import dvc
 
         dvc(store.paths, "fetch", check=False)
-        if cached.is_file() and _install_copy(cached, destination, md5):
-            return "dvc_remote"
+        if cached.is_file() and (hashed := _install_copy(cached, destination, md5, hashes)):
+            return "dvc_remote", hashed
     return None
 
 
-def restore_recorded_files(paths: ProjectPaths, evidence: Path, outcome: RecoveryOutcome) -> list[str]:
-    """Put every DVC-tracked file back to the bytes `dvc.lock` records; return what could not be."""
+def restore_recorded_files(paths: ProjectPaths, evidence: Path, outcome: RecoveryOutcome,
+                           damaged: set[str] | None = None) -> list[str]:
+    """Put every DVC-tracked file back to the bytes `dvc.lock` records; return what could not be.
+
+    Files in `damaged` (a detection's hash findings) are known not to match and are
+    restored without being read again; every other file is checked first.
+    """
     store = dvcstore.ObjectStore(paths)
     recorded, _ = recorded_files(paths, store)
     hashes = dvcstore.HashCache(paths)
     unrestored = []
+    written: list[tuple[str, dvcstore.FileHash, tuple[int, int, int]]] = []
     try:
         for rel, md5 in sorted(recorded.items()):
             path = paths.root / rel
             # The remembered hash is trusted only while size, times and inode hold: a damaged file is re-read.
-            if path.is_file() and hashes.file_hash(rel).md5 == md5:
+            if rel not in (damaged or set()) and path.is_file() and hashes.file_hash(rel).md5 == md5:
                 continue
             staged = path.with_name(f".{path.name}.restore{dvcstore.TEMP_SUFFIX}")
-            rung = _restore_one(store, rel, md5, staged, evidence, outcome)
-            if rung is None:
+            restored = _restore_one(store, hashes, md5, staged, evidence, outcome)
+            if restored is None:
                 staged.unlink(missing_ok=True)
                 unrestored.append(rel)
                 continue
+            rung, hashed = restored
+            identity = dvcstore.file_identity(staged)
             if path.exists():
                 _keep_evidence(path, evidence, outcome, rel)
             os.replace(staged, path)
             fsync_dir(path.parent)
-            outcome.repairs.append(Repair(rel, rung, path.stat().st_size))
+            outcome.repairs.append(Repair(rel, rung, hashed.size))
+            written.append((rel, hashed, identity))
+        # The final verification then trusts what was hashed while it was written, not a second read.
+        hashes.remember_written(written)
     finally:
         hashes.close()
     # Files a recorded directory output should not contain (e.g. a stray partial write).
@@ -173,25 +200,36 @@ def repair_cache(paths: ProjectPaths, evidence: Path, outcome: RecoveryOutcome) 
     """Replace missing or corrupt cache objects: from the workspace copy if it matches, else the remote."""
     store = dvcstore.ObjectStore(paths)
     recorded, _ = recorded_files(paths, store)
-    for rel, md5 in sorted(recorded.items()):
-        cached = store.cache_path(md5)
-        if cached.is_file() and _md5(cached) == md5:
-            continue
-        if cached.is_file():
-            _keep_evidence(cached, evidence, outcome, f"cache-{md5}")
-        workspace = paths.root / rel
-        if workspace.is_file() and _install_copy(workspace, cached, md5):
-            outcome.repairs.append(Repair(f"{rel} (cache object)", "local_backup", cached.stat().st_size))
-            continue
-        remote = store.remote_path(md5)
-        if remote is not None and remote.is_file() and _install_copy(remote, cached, md5):
-            outcome.repairs.append(Repair(f"{rel} (cache object)", "dvc_remote", cached.stat().st_size))
+    hashes = dvcstore.HashCache(paths)
+    try:
+        intact = {md5 for md5 in set(recorded.values()) if store.cache_path(md5).is_file()
+                  and _cache_object_md5(paths, hashes, store.cache_path(md5)) == md5}
+        for rel, md5 in sorted(recorded.items()):
+            cached = store.cache_path(md5)
+            if md5 in intact:
+                continue
+            if cached.is_file():
+                _keep_evidence(cached, evidence, outcome, f"cache-{md5}")
+            workspace = paths.root / rel
+            if workspace.is_file() and _install_copy(workspace, cached, md5, hashes):
+                outcome.repairs.append(Repair(f"{rel} (cache object)", "local_backup", cached.stat().st_size))
+                intact.add(md5)
+                continue
+            remote = store.remote_path(md5)
+            if remote is not None and remote.is_file() and _install_copy(remote, cached, md5, hashes):
+                outcome.repairs.append(Repair(f"{rel} (cache object)", "dvc_remote", cached.stat().st_size))
+                intact.add(md5)
+    finally:
+        hashes.close()
 
 
 def repair_mlflow_store(paths: ProjectPaths, evidence: Path, outcome: RecoveryOutcome) -> None:
     """Put the newest good backup of the MLflow database in place; keep the damaged one as evidence."""
     from mlvs.backups import restore_mlflow_db
+    from mlvs.tracking import settle_unfinished_runs
 
+    # A tracking server that is back: close the runs it lost and withdraw what they half-registered.
+    outcome.repairs.extend(Repair(label, "local_backup") for label in settle_unfinished_runs(paths))
     database = paths.mlflow_db
     if database.exists():
         evidence.mkdir(parents=True, exist_ok=True)
@@ -278,7 +316,8 @@ def recover(paths: ProjectPaths, evidence: Path | None = None, report: Report | 
     if "dvc_cache" in checks:
         repair_cache(paths, evidence, outcome)
     if checks & {"file_hash", "schema", "model_hash", "golden_predictions", "metrics", "dvc_cache"}:
-        unrestored = restore_recorded_files(paths, evidence, outcome)
+        damaged = {f.artifact for f in report.findings if f.check == "file_hash"}
+        unrestored = restore_recorded_files(paths, evidence, outcome, damaged)
         if unrestored:
             rerun_stages(paths, unrestored, outcome)
     outcome.after = verify(paths).findings

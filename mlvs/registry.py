@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from mlvs.errors import ExternalToolError
+from mlvs.errors import ExternalToolError, storage_failure
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
 
@@ -321,8 +321,10 @@ def read_registry(paths: ProjectPaths, model_name: str | None, model_sha256: str
         if backend is not None:
             state.model, state.aliases = backend.read(model_name, model_sha256)
     except Exception as error:  # a damaged store must not stop a snapshot; the manifest says why
-        log.warning("could not read the MLflow registry: %s", error)
-        state.error = f"{type(error).__name__}: {error}"
+        # SQLAlchemy appends the statement and a link: the first line says what happened.
+        reason = storage_failure(error) or f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        log.warning("could not read the MLflow registry: %s", reason)
+        state.error = reason
     return state
 
 

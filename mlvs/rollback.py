@@ -35,6 +35,7 @@ import errno
 import os
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -44,7 +45,6 @@ from typing import Any
 
 from mlvs import gitstate
 from mlvs.dvcstore import (
-    RACY_NS,
     TEMP_SUFFIX,
     FileHash,
     HashCache,
@@ -55,7 +55,7 @@ from mlvs.dvcstore import (
     is_regular_file,
     output_files,
 )
-from mlvs.errors import BadInputError, IntegrityError, MlvsError
+from mlvs.errors import BadInputError, IntegrityError, MlvsError, storage_failure
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
 from mlvs.registry import missing_versions, read_registry, set_aliases
@@ -78,7 +78,6 @@ from mlvs.statelock import Journal, state_lock
 log = get_logger("rollback")
 
 STAGING = "staging"
-RESTORED_BYTES_WORTH_WAITING_FOR = 32 << 20
 GIT, CACHE, REMOTE, MISSING = "git", "cache", "remote", "missing"
 
 
@@ -335,6 +334,10 @@ def _copy_if_correct(source: Path, destination: Path, sha256: str) -> bool:
         if copy_verified(source, destination) == sha256:
             return True
     except OSError as error:
+        if error.filename in (None, str(destination)) and storage_failure(error):
+            # The destination refused the bytes (a full disk): another source would fare no better.
+            destination.unlink(missing_ok=True)
+            raise
         log.warning("could not copy %s: %s", source, error)
     destination.unlink(missing_ok=True)
     return False
@@ -355,7 +358,31 @@ def _clear_way(root: Path, destination: Path) -> None:
         blocker.unlink()
 
 
+def _retire(location: Path, staging: Path) -> None:
+    """Keep the file at `location` alive in the staging area, to be freed off the critical path.
+
+    Freeing the blocks of a large file takes the file system a while (about half a
+    second per GiB on ext4 here). A hard link keeps the old inode, so replacing
+    `location` stays one atomic rename and the blocks are freed on a thread while
+    the rollback goes on (`_free_staging`).
+    """
+    try:
+        if location.is_file() and not location.is_symlink():
+            os.link(location, staging / f"retired-{secrets.token_hex(8)}{TEMP_SUFFIX}")
+    except OSError:
+        pass  # no hard links here: the old file is freed when it is replaced
+
+
+def _free_staging(paths: ProjectPaths) -> threading.Thread:
+    """Delete the staging area (by now only retired files) on a thread; join it before the rollback ends."""
+    freeing = threading.Thread(target=shutil.rmtree, args=(_staging(paths),), kwargs={"ignore_errors": True},
+                               name="mlvs-free-staging")
+    freeing.start()
+    return freeing
+
+
 def _place(temporary: Path, destination: Path) -> None:
+    _retire(destination, temporary.parent)
     if not durable_writes():
         # ext4 flushes a file that replaces another by rename (auto_da_alloc), which would
         # make the undurable mode slower than the durable one; the journal covers the gap.
@@ -387,12 +414,20 @@ def _prune(root: Path, start: Path, stop_at: set[Path]) -> None:
         directory = directory.parent
 
 
-def _apply(paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Plan, staged: dict[str, _Staged]) -> None:
+def _apply(
+    paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Plan, staged: dict[str, _Staged]
+) -> threading.Thread:
+    """Put the staged files in place, delete what the target lacks, restore git files and aliases.
+
+    Returns the thread that frees the replaced files' blocks meanwhile: join it.
+    """
     root = paths.root
     keep = {root / o for o, info in target.outputs.items() if info.get("kind") == "dir" and info["part"] in parts}
     touched: set[Path] = set()
+    _staging(paths).mkdir(parents=True, exist_ok=True)
     for change in plan.deletes:
         location = root / change.path
+        _retire(location, _staging(paths))
         location.unlink(missing_ok=True)
         _prune(root, location.parent, keep)
         touched.add(location.parent)
@@ -407,13 +442,19 @@ def _apply(paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Plan, 
     if durable_writes():
         gitstate.fsync_directories({d for d in touched if d.is_dir()})
     failpoint("rollback:apply:data")
-    if plan.git:
-        assert target.commit is not None
-        gitstate.restore_worktree(root, target.commit, [c.path for c in plan.git])
-    failpoint("rollback:apply:git")
-    if plan.model_name and plan.alias_changes:
-        assert plan.aliases_wanted is not None
-        set_aliases(paths, plan.model_name, plan.aliases_wanted)
+    freeing = _free_staging(paths)
+    try:
+        if plan.git:
+            assert target.commit is not None
+            gitstate.restore_worktree(root, target.commit, [c.path for c in plan.git])
+        failpoint("rollback:apply:git")
+        if plan.model_name and plan.alias_changes:
+            assert plan.aliases_wanted is not None
+            set_aliases(paths, plan.model_name, plan.aliases_wanted)
+    except BaseException:
+        freeing.join()  # whatever comes next (a roll forward) may stage files again
+        raise
+    return freeing
 
 
 # --- verifying ------------------------------------------------------------------------
@@ -489,24 +530,9 @@ def _verify(
 def _remember_written(
     root: Path, written: list[tuple[str, dict[str, Any], tuple[int, int, int]]], hashes: HashCache
 ) -> None:
-    """Put the hashes of the files just restored into the hash cache, so the next snapshot reads none.
-
-    A file changed within the racy window is not trusted by its stat. When the
-    restored bytes are many, wait out that window once (a few hundredths of a
-    second) rather than re-read them all on the next snapshot; a few small files
-    are cheaper to hash again.
-    """
-    if not written or sum(info["size"] for _, info, _ in written) < RESTORED_BYTES_WORTH_WAITING_FOR:
-        return
-    newest = max(os.stat(root / path).st_ctime_ns for path, _, _ in written)
-    wait = (newest + RACY_NS - time.time_ns()) / 1e9
-    if 0 < wait <= RACY_NS / 1e9:
-        time.sleep(wait)
-    now = time.time_ns()
-    for path, info, identity in written:
-        current = os.stat(root / path)
-        if (current.st_ino, current.st_size, current.st_mtime_ns) == identity:  # nobody wrote to it meanwhile
-            hashes.remember(path, current, FileHash(info["md5"], info["sha256"], info["size"]), now)
+    """Put the hashes of the files just restored into the hash cache, so the next snapshot reads none."""
+    hashes.remember_written([(path, FileHash(info["md5"], info["sha256"], info["size"]), identity)
+                             for path, info, identity in written])
 
 
 # --- the operation -----------------------------------------------------------------------
@@ -530,6 +556,7 @@ def _restore(
     """Plan, stage, (run `before_apply`), apply and verify a restore of `target`; fill `report`."""
     store = ObjectStore(paths)
     hashes = HashCache(paths)
+    freeing: threading.Thread | None = None
     try:
         clock = time.perf_counter()
         plan = _plan(paths, target, current, parts, store)
@@ -557,8 +584,7 @@ def _restore(
             before_apply()
             clock = _timed(report.timings, "automatic_snapshot", clock)
         record("applying")
-        _apply(paths, target, parts, plan, staged)
-        shutil.rmtree(_staging(paths), ignore_errors=True)
+        freeing = _apply(paths, target, parts, plan, staged)
         record("applied")
         clock = _timed(report.timings, "apply", clock)
         report.checked_files, report.findings = _verify(paths, target, current, parts, plan, hashes, staged)
@@ -566,6 +592,8 @@ def _restore(
         record("verified")
         _timed(report.timings, "verify", clock)
     finally:
+        if freeing is not None:
+            freeing.join()
         hashes.close()
 
 
@@ -631,7 +659,7 @@ def _finish_after_failure(paths: ProjectPaths, journal: Journal, error: Exceptio
         outcome = _recover_rollback(paths, journal, journal.current() or {})
     except MlvsError as failure:
         return failure
-    return MlvsError(f"the rollback failed while changing the project ({error}); {outcome.detail}")
+    return MlvsError(f"the rollback failed while changing the project; {outcome.detail}")
 
 
 # --- recovery ------------------------------------------------------------------------------
@@ -708,10 +736,17 @@ def _recover_rollback(paths: ProjectPaths, journal: Journal, record: dict[str, A
             f"an interrupted rollback to {target_name!r} could neither be completed ({failure}) nor undone "
             f"({'; '.join(back.findings[:3])}); fix the cause and run `mlvs recover` again"
         )
+    # The project is the automatic snapshot again, verified: that snapshot records nothing new, so it goes
+    # (with the objects it added), and the project is exactly as before the rollback began.
+    gitstate.delete_snapshot_ref(paths.root, auto_name)
+    store = ObjectStore(paths)
+    store.remove_objects(auto.get("added_cache") or [])
+    store.remove_objects(auto.get("added_remote") or [], from_remote=True)
     journal.clear()
+    reason = storage_failure(failure) or str(failure)
     return RecoveryReport("rollback", target_name, "rolled back",
-                          f"the rollback to {target_name!r} could not be completed ({failure}); "
-                          f"the state before it (snapshot {auto_name!r}) was restored and verified")
+                          f"the rollback to {target_name!r} could not be completed ({reason}); "
+                          "the state before it was restored and verified")
 
 
 def _recover_snapshot(paths: ProjectPaths, journal: Journal, record: dict[str, Any]) -> RecoveryReport:
@@ -725,9 +760,23 @@ def _recover_snapshot(paths: ProjectPaths, journal: Journal, record: dict[str, A
     return RecoveryReport("snapshot", name, "undone", f"the unfinished snapshot {name!r} was removed")
 
 
+def _recover_pipeline(paths: ProjectPaths, journal: Journal, record: dict[str, Any]) -> RecoveryReport:
+    if record.get("step") == "reproduced":
+        journal.clear()  # the stages finished and dvc.lock records them; only the push was left
+        return RecoveryReport("pipeline", None, "completed", "the interrupted pipeline had finished its stages")
+    from mlvs.orchestrate import undo_pipeline
+
+    undo_pipeline(paths, record.get("data", {}).get("kept") or {})
+    _remove_workspace_leftovers(paths)
+    journal.clear()
+    return RecoveryReport("pipeline", None, "undone",
+                          "the interrupted pipeline was undone: the last good outputs are back in place")
+
+
 RECOVERY_HANDLERS: dict[str, Callable[[ProjectPaths, Journal, dict[str, Any]], RecoveryReport]] = {
     "snapshot": _recover_snapshot,
     "rollback": _recover_rollback,
+    "pipeline": _recover_pipeline,
 }
 
 

@@ -144,14 +144,44 @@ def temporary_environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def render_html(notebook: Path, html: Path) -> None:
-    """Render an executed notebook to a standalone HTML page."""
+    """Render an executed notebook to a standalone HTML page, titled with the notebook's own title."""
     import nbformat
     from nbconvert import HTMLExporter
 
     from mlvs.hashing import atomic_write_text
+    from mlvs.reports_index import notebook_title
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    node = nbformat.read(notebook, as_version=4)
+    title = notebook_title(node) or notebook.stem
+    body, _ = HTMLExporter().from_notebook_node(node, resources={"metadata": {"name": title}})
     atomic_write_text(html, body)
+
+
+def _finish_tracked_run(paths: ProjectPaths, run_id: str, notebook: Path, artifacts: list[Path], failed: bool,
+                        before: tuple[str, dict[str, str]] | None) -> None:
+    """Attach the report to the run and close it; if the tracking server is gone, keep both for `mlvs recover`.
+
+    The server is asked first when the notebook failed: MLflow's client would retry a
+    refused connection for minutes, and a notebook that failed may have failed for that reason.
+    """
+    from mlvs import tracking
+    from mlvs.errors import ExternalToolError
+
+    problem = tracking.server_problem(paths) if failed else None
+    if problem is None:
+        try:
+            tracking.finish_run(run_id, paths, artifacts, failed=failed)
+            return
+        except Exception:
+            problem = tracking.server_problem(paths)
+            if problem is None:
+                raise
+    tracking.record_unfinished_run(paths, run_id, notebook.stem, artifacts, before)
+    raise ExternalToolError(tracking.unreachable_message(
+        paths, problem,
+        f"run `mlvs recover` to close run {run_id} of {notebook.name} and withdraw what it registered "
+        f"(its executed notebook is kept at {artifacts[0]})",
+    )) from None
 
 
 def run_notebook(
@@ -182,9 +212,13 @@ def run_notebook(
     html = output.with_suffix(".html")
 
     run_id = None
+    before = None
     if track:
         from mlvs import tracking
 
+        # A tracking server that does not answer: refuse now, with nothing run or written.
+        tracking.require_server(paths, f"run {notebook.name} again")
+        before = tracking.aliases_before_run(paths)
         run_id = tracking.start_notebook_run(paths, notebook.stem)
     env = {"MLVS_ROOT": str(paths.root)}
     if run_id:
@@ -211,9 +245,10 @@ def run_notebook(
     if output.exists():
         render_html(output, html)
     if run_id:
-        from mlvs import tracking
+        _finish_tracked_run(paths, run_id, notebook, [output, html], failed, before)
+    from mlvs.reports_index import refresh_index
 
-        tracking.finish_run(run_id, paths, [output, html], failed=failed)
+    refresh_index(paths)
     result = NotebookResult(notebook.stem, output, html, run_id, seconds, failed, error, parameters)
     if failed:
         raise NotebookFailedError(

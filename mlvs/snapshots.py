@@ -18,11 +18,13 @@ Creating one, under the state lock and journalled:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -44,7 +46,13 @@ from mlvs.dvcstore import (
     lock_hashes,
     output_files,
 )
-from mlvs.errors import BadInputError, ExternalToolError, IntegrityError, MlvsError, UnknownSnapshotError
+from mlvs.errors import (
+    BadInputError,
+    ExternalToolError,
+    IntegrityError,
+    MlvsError,
+    UnknownSnapshotError,
+)
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
 from mlvs.registry import RegistryState, read_registry
@@ -63,8 +71,11 @@ Record = Callable[..., None]  # record(step, **data): one journal step
 
 def os_error(error: OSError, what: str) -> MlvsError:
     """An operating-system failure (a full disk, a permission) as one clear mlvs error."""
-    where = f" at {error.filename}" if error.filename else ""
-    return MlvsError(f"{what}: {error.strerror or error}{where}; free disk space or fix the permissions, then try again")
+    where = f" at {error.filename2 or error.filename}" if error.filename else ""
+    limit = "; the file size limit (ulimit -f) is reached" if error.errno == errno.EFBIG else ""
+    return MlvsError(
+        f"{what}: {error.strerror or error}{where}{limit}; free disk space or fix the permissions, then try again"
+    )
 
 
 def lock_timeout() -> float:
@@ -85,10 +96,17 @@ def failpoint(name: str) -> None:
 
     Names are `<operation>:<journal step>` (e.g. `snapshot:committed`,
     `rollback:auto:saved`) plus `rollback:apply:data` and `rollback:apply:git`
-    inside the apply step.
+    inside the apply step. `MLVS_PAUSE` set to a name waits there instead, until
+    the file `MLVS_PAUSE_RELEASE` exists or `MLVS_PAUSE_SECONDS` (default 5) have
+    passed: how tests hold a change open under the lock.
     """
     if os.environ.get("MLVS_FAILPOINT") == name:
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+    if os.environ.get("MLVS_PAUSE") == name:
+        release = os.environ.get("MLVS_PAUSE_RELEASE")
+        deadline = time.monotonic() + float(os.environ.get("MLVS_PAUSE_SECONDS", "5"))
+        while time.monotonic() < deadline and not (release and os.path.exists(release)):
+            time.sleep(0.05)
 
 
 def journal_recorder(journal: Journal, operation: str, step_prefix: str = "", key_prefix: str = "") -> Record:

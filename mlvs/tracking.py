@@ -7,13 +7,19 @@ root, so a plain `mlflow ui` there shows the same runs.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import shutil
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from mlvs.errors import ExternalToolError, MlvsError
 from mlvs.paths import ProjectPaths
 
 EXPERIMENT = "mlvs"
@@ -24,6 +30,53 @@ CHALLENGER = "challenger"
 def tracking_uri(paths: ProjectPaths) -> str:
     """The tracking URI in force: the environment's, or the project's SQLite store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlflow_db}"
+
+
+# How long a reachability probe waits: MLflow's own client retries a refused
+# connection for minutes, which is right for a busy server but not for a dead one.
+PROBE_TIMEOUT_S = 10.0
+
+
+def is_tracking_server(uri: str) -> bool:
+    """Tell whether `uri` names an MLflow tracking server (over HTTP) rather than a store mlvs opens itself."""
+    return urlsplit(uri).scheme in ("http", "https")
+
+
+def server_problem(paths: ProjectPaths) -> str | None:
+    """Why the tracking server cannot be reached; None when it answers or when the store is local."""
+    import urllib.error
+    import urllib.request
+
+    from mlvs.registry import safe_uri
+
+    uri = tracking_uri(paths)
+    if not is_tracking_server(uri):
+        return None
+    # Credentials stay out of the probe: any HTTP answer, even 401 or 404, proves the server is up.
+    probe = safe_uri(uri).rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(probe, timeout=PROBE_TIMEOUT_S):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        return str(getattr(reason, "strerror", None) or reason)
+
+
+def unreachable_message(paths: ProjectPaths, problem: str, then: str) -> str:
+    """One sentence: which server (credentials stripped) is unreachable, why, and what to do."""
+    from mlvs.registry import safe_uri
+
+    return (f"the MLflow tracking server at {safe_uri(tracking_uri(paths))} is unreachable ({problem}); "
+            f"start it or point MLFLOW_TRACKING_URI at a running server, then {then}")
+
+
+def require_server(paths: ProjectPaths, then: str = "run the command again") -> None:
+    """Refuse, before anything changes, to work against a tracking server that does not answer."""
+    problem = server_problem(paths)
+    if problem is not None:
+        raise ExternalToolError(unreachable_message(paths, problem, then))
 
 
 def configure(paths: ProjectPaths) -> Any:
@@ -207,7 +260,9 @@ def finish_run(run_id: str, paths: ProjectPaths, artifacts: list[Path], failed: 
     for artifact in artifacts:
         if artifact.exists():
             client.log_artifact(run_id, str(artifact), artifact_path="notebook")
-    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    # Against a server MLflow prints the run's link on stdout, which `--json` keeps for its document.
+    with contextlib.redirect_stdout(sys.stderr):
+        client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
 
 
@@ -231,3 +286,109 @@ def log_file(path: Path, artifact_dir: str) -> None:
     import mlflow
 
     mlflow.log_artifact(str(path), artifact_dir)
+
+
+# --- runs a lost tracking server left open ------------------------------------------------
+
+
+def unfinished_dir(paths: ProjectPaths) -> Path:
+    """Where runs the tracking server could not be told the end of wait (one folder per run)."""
+    return paths.state / "unfinished-runs"
+
+
+def aliases_before_run(paths: ProjectPaths) -> tuple[str, dict[str, str]] | None:
+    """The registered model's name and aliases (alias -> version), read before a run against a server.
+
+    None with a local store: only a server can vanish between a run's registration and its end,
+    and only then are these needed, to put back the aliases the run moved.
+    """
+    if not is_tracking_server(tracking_uri(paths)):
+        return None
+    from mlvs.params import load_stage
+    from mlvs.registry import read_registry
+
+    try:
+        name = load_stage("train", paths.root).registry.model_name
+    except MlvsError:
+        return None
+    state = read_registry(paths, name, None)
+    return None if state.error else (name, state.alias_versions())
+
+
+def record_unfinished_run(paths: ProjectPaths, run_id: str, notebook: str, artifacts: list[Path],
+                          before: tuple[str, dict[str, str]] | None) -> Path:
+    """Keep what a run could not send to the lost server: its executed notebook and the aliases before it."""
+    from mlvs.hashing import atomic_write_text
+
+    folder = unfinished_dir(paths) / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    for artifact in artifacts:
+        if artifact.is_file():
+            shutil.copy2(artifact, folder / artifact.name)
+    record = {"run_id": run_id, "notebook": notebook,
+              "model_name": before[0] if before else None, "aliases_before": before[1] if before else {}}
+    atomic_write_text(folder / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def unfinished_runs(paths: ProjectPaths) -> list[dict[str, Any]]:
+    """The runs a lost tracking server left open, as `record_unfinished_run` kept them."""
+    directory = unfinished_dir(paths)
+    records = []
+    for entry in sorted(directory.glob("*/run.json")) if directory.is_dir() else []:
+        try:
+            records.append(json.loads(entry.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return records
+
+
+def settle_unfinished_runs(paths: ProjectPaths) -> list[str]:
+    """Once the server answers again, close every run it lost as FAILED and withdraw what it registered.
+
+    Such a run's stage failed and its outputs were put back to the last good ones, so a
+    model version it registered describes no model in the project: the version is deleted
+    and the aliases it took are put back where they were before the run (an alias someone
+    moved elsewhere meanwhile is left alone). Each step can be repeated, so an interrupted
+    settlement is finished by the next one. Returns one label per thing put right.
+    """
+    from mlvs.logs import get_logger
+    from mlvs.registry import registry_uri
+
+    records = unfinished_runs(paths)
+    if not records or server_problem(paths) is not None:
+        return []
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(paths), registry_uri=registry_uri(paths))
+    settled: list[str] = []
+    for record in records:
+        run_id, name = record["run_id"], record.get("model_name")
+        folder = unfinished_dir(paths) / run_id
+        try:
+            withdrawn = list(client.search_model_versions(f"run_id = '{run_id}'"))
+            aliases_now: dict[str, str] = {}
+            if name:
+                try:
+                    aliases_now = {a: str(v) for a, v in (client.get_registered_model(name).aliases or {}).items()}
+                except mlflow.exceptions.MlflowException:
+                    pass  # the model itself is gone: every alias it had goes back
+            for version in withdrawn:
+                client.delete_model_version(version.name, version.version)
+                settled.append(f"{version.name} version {version.version} (registered by the unfinished run {run_id})")
+            gone = {str(v.version) for v in withdrawn if v.name == name}
+            for alias, version in sorted((record.get("aliases_before") or {}).items()):
+                if name and (alias not in aliases_now or aliases_now[alias] in gone):
+                    client.set_registered_model_alias(name, alias, version)
+                    settled.append(f"{name}@{alias} (back to version {version})")
+            for kept in sorted(folder.iterdir()):
+                if kept.name != "run.json":
+                    client.log_artifact(run_id, str(kept), artifact_path="notebook")
+            with contextlib.redirect_stdout(sys.stderr):  # the run's link, printed by MLflow
+                client.set_terminated(run_id, status="FAILED")
+        except mlflow.exceptions.MlflowException as error:
+            get_logger("tracking").warning("could not settle the unfinished run %s: %s", run_id, error)
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        settled.append(f"run {run_id} ({record.get('notebook')}) closed as FAILED")
+    return settled

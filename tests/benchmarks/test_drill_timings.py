@@ -2,7 +2,9 @@
 
 One workspace with DEFAULT parameters (make_workspace(tiny=False), `mlvs pipeline`), a fresh copy per
 scenario; the drill's own steps (start, steady_state, inject, detect, recover, verify_again) timed by
-the drill itself (interpreter start and imports excluded).
+the drill itself (interpreter start and imports excluded). Each copy starts cold: no hash it may trust
+(new inodes) and no deep check passed yet, so detect and recover reuse only what the drill's own
+steady-state verification proved, as they would for a user.
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ hashed by the test itself, must be exactly the old one or exactly the new one:
 every project file outside the runtime stores, the registry aliases (read from
 `mlflow.db` with sqlite3) and the set of snapshot refs.
 
+Beyond snapshot and rollback: `mlvs recover` killed while it finishes an
+interrupted rollback, and while it repairs a damaged data or model file; and
+`mlvs pipeline` killed while it retrains with changed params (its state: the
+data, the models, `dvc.lock` and the metrics).
+
 `MLVS_CRASH_SEED` replays another sequence of delays; failures list the delays.
 """
 
@@ -17,10 +22,12 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +41,15 @@ pytestmark = pytest.mark.slow
 SEED = int(os.environ.get("MLVS_CRASH_SEED", "20261127"))
 ROLLBACK_KILLS = 30
 SNAPSHOT_KILLS = 25
+RECOVER_KILLS = 52  # recovers of interrupted rollbacks, killed two in a row
+RECOVERS_IN_A_ROW = 2
+# The journal steps of a rollback, where `MLVS_FAILPOINT` stops it for a recover to finish.
+ROLLBACK_STEPS = ("planned", "staged", "auto:storing", "auto:stored", "auto:committed", "auto:saved", "applying",
+                  "apply:data", "apply:git", "applied", "verified")
+REPAIR_KILLS = 2  # `mlvs recover` repairing a damaged file: seconds each
+PIPELINE_KILLS = 2  # a retraining: the costliest kills
+# What a pipeline run changes: its outputs, their record, the metrics.
+PIPELINE_STATE = ("data/", "models/", "dvc.lock", "reports/metrics.json")
 # Runtime stores: never project state (reports/ is, for its metrics.json only).
 RUNTIME = (".git/", ".mlvs/", ".dvc/tmp/", ".dvc/cache/", "mlartifacts/", "mlruns/", "mlflow.db")
 
@@ -107,6 +123,7 @@ class Story:
     b: State
     rollback_seconds: float
     snapshot_seconds: float
+    pipeline_seconds: float
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +137,7 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     values = yaml.safe_load(params.read_text())
     values["hyperparameters"]["random_forest"]["n_estimators"] += 10
     params.write_text(yaml.safe_dump(values, sort_keys=False))
-    retrained = mlvs(root, "pipeline")
+    retraining, retrained = timed(root, "pipeline")
     assert retrained.returncode == 0, retrained.stderr[-3000:]
     make_newest_version_champion(root)
     second, created = timed(root, "snapshot", "create", "B")
@@ -135,7 +152,7 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     assert a.files["models/model.skops"] != b.files["models/model.skops"]
     assert a.files["params/train.yaml"] != b.files["params/train.yaml"]
     assert a.aliases != b.aliases
-    return Story(root, a, b, max(to_a, to_b), max(first, second))
+    return Story(root, a, b, max(to_a, to_b), max(first, second), retraining)
 
 
 @pytest.fixture
@@ -263,3 +280,209 @@ def target_problems(root: Path, name: str, manifest: dict, state: State) -> list
         if shown.returncode != 0 or hashlib.sha256(shown.stdout).hexdigest() != state.files.get(path):
             problems.append(f"the snapshot commit's {path} is not the file's")
     return problems
+
+
+def leftovers(root: Path) -> str | None:
+    """The journal, the staging area or a temporary file left in the project."""
+    found = [p for p in (".mlvs/journal.json", ".mlvs/staging") if (root / p).exists()]
+    found += [p.relative_to(root).as_posix() for p in root.rglob("*.mlvs-tmp")
+              if not p.relative_to(root).as_posix().startswith((".dvc/cache/", ".mlvs/dvc-remote/"))]
+    return f"left behind {found}" if found else None
+
+
+def test_recovers_killed_at_random_points_finish_interrupted_rollbacks_exactly(story: Story, ws: Path) -> None:
+    """A rollback stopped at a random step, then the `mlvs recover` finishing it killed twice at random points.
+
+    The rollback dies at one of its journal steps (`MLVS_FAILPOINT`, chosen at
+    random), so there is always an interrupted operation to finish. Each recover
+    that finishes it is killed after a random delay; the recover after the second
+    kill runs to its end and must leave exactly the old or exactly the new state,
+    with nothing left behind.
+    """
+    rng = random.Random(SEED + 2)
+    states = {"A": story.a, "B": story.b}
+    current = "B"
+    failures: list[str] = []
+    outcomes = {"old": 0, "new": 0, "killed with work left": 0}
+    # A recover that rolls forward does about what a rollback does.
+    seconds = story.rollback_seconds
+    for i in range(RECOVER_KILLS // RECOVERS_IN_A_ROW):
+        target = "A" if current == "B" else "B"
+        step = rng.choice(ROLLBACK_STEPS)
+        stopped = subprocess.run([str(BIN / "mlvs"), "rollback", target], cwd=ws, capture_output=True,
+                                 env={**clean_env(ws), "MLVS_FAILPOINT": f"rollback:{step}"})
+        assert stopped.returncode == -signal.SIGKILL, stopped.stderr[-400:]
+        delays = [rng.uniform(0, seconds) for _ in range(RECOVERS_IN_A_ROW)]
+        for delay in delays:
+            outcomes["killed with work left"] += (ws / ".mlvs" / "journal.json").exists()
+            killed_run(ws, delay, "recover", "--interrupted-only")
+        finished = mlvs(ws, "recover", "--interrupted-only")
+        where = (f"kills {RECOVERS_IN_A_ROW * i}-{RECOVERS_IN_A_ROW * i + RECOVERS_IN_A_ROW - 1}: rollback "
+                 f"{current}->{target} stopped at {step}, recovers killed after "
+                 + ", ".join(f"{d:.3f}s" for d in delays))
+        if finished.returncode != 0:
+            failures.append(f"{where}: the next `mlvs recover` exit {finished.returncode}: {finished.stderr[-400:]}")
+            break
+        now = State.of(ws)
+        ended = current if now == states[current] else target if now == states[target] else None
+        problems = [p for p in (leftovers(ws),) if p]
+        if ended is None:
+            problems.append(f"neither {current} nor {target}: differs from {current} in "
+                            f"{now.differences(states[current])}, from {target} in {now.differences(states[target])}")
+        if problems:
+            failures.append(f"{where}: " + "; ".join(problems))
+            if mlvs(ws, "rollback", current).returncode != 0 or State.of(ws) != states[current]:
+                failures.append("(could not get back to a known state: stopped)")
+                break
+            continue
+        outcomes["old" if ended == current else "new"] += 1
+        current = ended
+    assert not failures, report(failures, SEED + 2)
+    # Kills of a recover with nothing left to do say little: most must hit one at work.
+    assert outcomes["killed with work left"] >= RECOVER_KILLS // 2, outcomes
+    print(f"recover kills: {outcomes}")
+
+
+def _damage(root: Path, rng: random.Random) -> str:
+    victim = rng.choice(["data/raw/customer_data.csv", "data/processed/train.csv", "models/model.skops",
+                         "models/golden_predictions.json"])
+    path = root / victim
+    how = rng.choice(["deleted", "truncated", "bit-flipped"])
+    if how == "deleted":
+        path.unlink()
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        data = bytearray(path.read_bytes())
+        for offset in rng.sample(range(len(data)), 8):
+            data[offset] ^= 0xFF
+        path.write_bytes(bytes(data))
+    return f"{victim} {how}"
+
+
+def test_recovers_killed_while_repairing_a_damaged_file_are_finished_by_the_next(story: Story, ws: Path) -> None:
+    """A damaged data or model file, its `mlvs recover` killed; the next `mlvs recover` gives the exact healthy state.
+
+    The repair comes after the first verification, about half-way: the delays are
+    drawn from the later part of a recover's run.
+    """
+    rng = random.Random(SEED + 3)
+    failures: list[str] = []
+    damage = _damage(ws, rng)
+    seconds, repaired = timed(ws, "recover")  # how long a repair takes here, and a first repair checked
+    assert repaired.returncode == 0 and State.of(ws) == story.b, repaired.stdout + repaired.stderr
+    for i in range(REPAIR_KILLS):
+        damage = _damage(ws, rng)
+        delay = rng.uniform(0.3 * seconds, seconds)
+        code = killed_run(ws, delay, "recover")
+        finished = mlvs(ws, "recover", "--json")
+        where = f"kill {i}: recover of {damage} killed after {delay:.3f}s (exit {code})"
+        problems = [p for p in (leftovers(ws),) if p]
+        if finished.returncode != 0:
+            problems.append(f"the next `mlvs recover` exit {finished.returncode}: {finished.stdout[-300:]}")
+        now = State.of(ws)
+        if now != story.b:
+            problems.append(f"not the healthy state: differs in {now.differences(story.b)}")
+        if problems:
+            failures.append(f"{where}: " + "; ".join(problems))
+            break
+    assert not failures, report(failures, SEED + 3)
+
+
+def pipeline_state(state: State) -> dict[str, str]:
+    return {p: digest for p, digest in state.files.items() if p.startswith(PIPELINE_STATE)}
+
+
+def killed_at(root: Path, reached: Callable[[], bool], delay: float, *args: str) -> tuple[int | None, bool]:
+    """Start `mlvs ARGS`, SIGKILL it (and its children) `delay` seconds after `reached()` first holds.
+
+    Returns its exit code and whether the milestone was reached before the command ended on its own.
+    """
+    proc = subprocess.Popen([str(BIN / "mlvs"), *args], cwd=root, env=clean_env(root),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    while proc.poll() is None and not reached():
+        time.sleep(0.02)
+    hit = proc.poll() is None
+    time.sleep(delay)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return proc.wait(timeout=60), hit
+
+
+def _changed(path: Path, old: bytes | None) -> Callable[[], bool]:
+    def changed() -> bool:
+        try:
+            return path.read_bytes() != old
+        except OSError:
+            return False
+    return changed
+
+
+def pipeline_milestones(root: Path) -> dict[str, Callable[[], bool]]:
+    """Points a retraining passes, each seen from outside: where its random kills start from."""
+    model, lock, metrics = root / "models" / "model.skops", root / "dvc.lock", root / "reports" / "metrics.json"
+    old_model, old_lock, old_metrics = model.read_bytes(), lock.read_bytes(), metrics.read_bytes()
+    return {
+        "journal begun": lambda: (root / ".mlvs" / "journal.json").exists(),
+        "old outputs removed": lambda: not model.exists(),
+        "new model written": _changed(model, old_model),
+        "new metrics written": _changed(metrics, old_metrics),
+        "dvc.lock updated": _changed(lock, old_lock),
+    }
+
+
+def test_pipelines_killed_at_random_points_leave_the_old_outputs_or_the_new(story: Story, tmp_path: Path) -> None:
+    """Roll back to A, put B's params in place, retrain, kill it; the next command leaves A's outputs or B's.
+
+    Each kill comes a random delay (up to a tenth of a retraining) after a milestone
+    drawn at random, one from each stretch of the run, so that the kills spread over
+    the run however fast the machine is.
+    """
+    rng = random.Random(SEED + 4)
+    old, new = pipeline_state(story.a), pipeline_state(story.b)
+    assert old != new
+    failures: list[str] = []
+    outcomes = {"old": 0, "new": 0}
+    # One milestone from each stretch of the run, early to late, in the order a run passes them.
+    phases = list(pipeline_milestones(story.template))
+    stretches = [phases[len(phases) * k // PIPELINE_KILLS : len(phases) * (k + 1) // PIPELINE_KILLS]
+                 for k in range(PIPELINE_KILLS)]
+    milestones = [rng.choice(stretch) for stretch in stretches]
+    for i, milestone in enumerate(milestones):
+        root = copy_workspace(story.template, tmp_path / f"ws{i}")
+        new_params = (root / "params" / "train.yaml").read_bytes()
+        back = mlvs(root, "rollback", "A")
+        assert back.returncode == 0, back.stdout + back.stderr
+        (root / "params" / "train.yaml").write_bytes(new_params)
+        # DVC's run cache would check B's outputs out without training: these params must really run.
+        shutil.rmtree(root / ".dvc" / "cache" / "runs", ignore_errors=True)
+        delay = rng.uniform(0, story.pipeline_seconds / 10)
+        code, hit = killed_at(root, pipeline_milestones(root)[milestone], delay, "pipeline")
+        finished = mlvs(root, "recover", "--interrupted-only")
+        where = f"kill {i}: pipeline killed {delay:.2f}s after {milestone} (exit {code})"
+        problems = [] if hit else [f"the pipeline ended (exit {code}) before {milestone}"]
+        problems += [p for p in (leftovers(root),) if p]
+        if finished.returncode != 0:
+            problems.append(f"the next `mlvs recover` exit {finished.returncode}: {finished.stderr[-300:]}")
+        now = pipeline_state(State.of(root))
+        ended = "old" if now == old else "new" if now == new else None
+        if ended is None:
+            problems.append(f"neither the old nor the new outputs: differs from the old in "
+                            f"{sorted(p for p in old.keys() | now.keys() if old.get(p) != now.get(p))}, "
+                            f"from the new in {sorted(p for p in new.keys() | now.keys() if new.get(p) != now.get(p))}")
+        else:
+            outcomes[ended] += 1
+            problems += [p for p in (verify_ok(root),) if p]
+        if (root / "params" / "train.yaml").read_bytes() != new_params:
+            problems.append("the params were changed")
+        if problems:
+            failures.append(f"{where}: " + "; ".join(problems))
+        shutil.rmtree(root)
+    assert not failures, report(failures, SEED + 4)
+    print(f"pipeline kills: {outcomes} after {milestones}")
+
+
+def test_the_suite_kills_more_than_a_hundred_times_at_random_points() -> None:
+    assert ROLLBACK_KILLS + SNAPSHOT_KILLS + RECOVER_KILLS + REPAIR_KILLS + PIPELINE_KILLS >= 110

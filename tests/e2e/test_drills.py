@@ -80,6 +80,28 @@ def test_drilling_the_same_scenario_twice_works(drill_env: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_deep_check_runs_again_exactly_when_the_bytes_it_read_changed(drill_env: Path) -> None:
+    from mlvs.paths import ProjectPaths
+    from mlvs.verify import verify
+
+    paths = ProjectPaths(drill_env)
+    assert verify(paths).healthy
+    again = verify(paths)
+    assert again.healthy
+    vouched = {"model:models/model.skops", "metrics:reports/metrics.json", "schema:data/processed/train.csv"}
+    assert vouched <= set(again.reused)
+    assert verify(paths, reuse_passed=False).reused == []
+
+    train = drill_env / "data" / "processed" / "train.csv"
+    header, rest = train.read_text().split("\n", 1)
+    train.write_text(header.replace(",", ";", 1) + "\n" + rest)  # two columns run together
+    changed = verify(paths)
+    assert any(f.check == "schema" and f.artifact == "data/processed/train.csv" for f in changed.findings)
+    assert "schema:data/processed/train.csv" not in changed.reused
+    assert "model:models/model.skops" in changed.reused  # the model's bytes did not change
+
+
+@pytest.mark.slow
 def test_recover_on_a_healthy_system_changes_nothing(drill_env: Path) -> None:
     from mlvs.paths import ProjectPaths
     from mlvs.recovery import recover

@@ -238,6 +238,64 @@ def test_a_corrupt_hash_cache_is_rebuilt(tmp_path: Path) -> None:
     cache.close()
 
 
+def test_a_passed_check_is_remembered_by_its_fingerprint_only(tmp_path: Path) -> None:
+    cache = HashCache(ProjectPaths(tmp_path))
+    assert not cache.check_passed("f1")
+    cache.remember_passed("schema", "f1")
+    assert cache.check_passed("f1") and not cache.check_passed("f2")
+    for i in range(dvcstore.PASSED_KEPT + 5):
+        cache.remember_passed("schema", f"later-{i}")
+    assert not cache.check_passed("f1")  # only the newest few per check are kept
+    cache.close()
+
+
+def test_an_md5_seen_with_two_contents_is_never_proved_by_sha256_again(tmp_path: Path) -> None:
+    cache = HashCache(ProjectPaths(tmp_path))
+    assert cache.known_object("m") is None
+    cache.remember_object(dvcstore.FileHash("m", "s", 1))
+    assert cache.known_object("m") == dvcstore.FileHash("m", "s", 1)
+    cache.remember_object(dvcstore.FileHash("m", "t", 1))  # a collision: MD5 allows them
+    assert cache.known_object("m") is None
+    cache.remember_object(dvcstore.FileHash("m", "s", 1))
+    assert cache.known_object("m") is None
+    cache.close()
+
+
+def test_hashing_a_file_remembers_which_sha256_its_md5_stands_for(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"payload")
+    cache = HashCache(ProjectPaths(tmp_path))
+    hashed = cache.file_hash("f")
+    assert cache.known_object(hashlib.md5(b"payload").hexdigest()) == hashed
+    cache.close()
+
+
+def test_written_files_are_remembered_only_while_they_are_the_file_that_was_verified(tmp_path: Path) -> None:
+    paths = ProjectPaths(tmp_path)
+    big, small = tmp_path / "big.bin", tmp_path / "small.bin"
+    big.write_bytes(os.urandom(dvcstore.WRITTEN_BYTES_WORTH_WAITING_FOR))
+    small.write_bytes(b"s")
+    cache = HashCache(paths)
+    claimed = dvcstore.FileHash("m", "s", big.stat().st_size)
+    changed = dvcstore.FileHash("m2", "s2", 1)
+    small_identity = dvcstore.file_identity(small)
+    small.write_bytes(b"t")  # changed after it was verified: not the verified file any more
+    os.utime(small, ns=(0, 1))
+    cache.remember_written([("big.bin", claimed, dvcstore.file_identity(big)), ("small.bin", changed, small_identity)])
+    assert cache.file_hash("big.bin") == claimed  # trusted by its unchanged stat, not read
+    assert cache.file_hash("small.bin").sha256 == hashlib.sha256(b"t").hexdigest()
+    cache.close()
+
+
+@pytest.mark.parametrize("size", [0, 5, (64 << 20) + 5])
+def test_checked_copy_gives_both_hashes_of_what_landed(tmp_path: Path, size: int) -> None:
+    source, copy = tmp_path / "source", tmp_path / "copy"
+    payload = os.urandom(size)
+    source.write_bytes(payload)
+    hashed = dvcstore.copy_checked(source, copy, durable=False, with_md5=True)
+    assert hashed == dvcstore.FileHash(hashlib.md5(payload).hexdigest(), hashlib.sha256(payload).hexdigest(), size)
+    assert copy.read_bytes() == payload
+
+
 # --- names and parts -----------------------------------------------------------------
 
 
