@@ -36,7 +36,7 @@ run: $(STAMP) ## Set up, then run the pipeline (prepare -> train) on the embedde
 
 test: $(STAMP) ## Set up, then run the whole test suite
 	.ci/system-deps
-	HYPOTHESIS_STORAGE_DIRECTORY=$$(mktemp -d) $(BIN)/python -m pytest -n 2 --dist loadfile
+	HYPOTHESIS_STORAGE_DIRECTORY=$$(mktemp -d) $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP) ## Run the benchmarks; results in reports/benchmarks/latest.json
 	$(BIN)/python -m pytest -m bench tests/benchmarks -s

@@ -123,14 +123,34 @@ def workspace(tmp_path: Path) -> Path:
     return make_workspace(tmp_path / "ws")
 
 
-@pytest.fixture(scope="session")
-def _trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_workspace(tmp_path_factory.mktemp("template") / "ws")
+def _build_trained_template(root: Path) -> Path:
+    make_workspace(root)
     result = mlvs(root, "pipeline")
     assert result.returncode == 0, result.stderr[-3000:]
     env = clean_env(root)
     subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=env)
     subprocess.run(["git", "commit", "-qm", "trained"], cwd=root, check=True, env=env)
+    return root
+
+
+@pytest.fixture(scope="session")
+def _trained_template(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A trained workspace that tests copy and never change.
+
+    Under xdist it is built once per test run and shared by the workers (the first to
+    need it builds it under a file lock): a training costs about 50 s of a core.
+    """
+    if worker_id == "master":
+        return _build_trained_template(tmp_path_factory.mktemp("template") / "ws")
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # this run's directory, common to its workers
+    root, built = shared / "trained-template" / "ws", shared / "trained-template" / "built"
+    with FileLock(str(shared / "trained-template.lock")):
+        if not built.exists():
+            shutil.rmtree(root.parent, ignore_errors=True)
+            _build_trained_template(root)
+            built.touch()
     return root
 
 
@@ -181,3 +201,33 @@ from hypothesis.database import InMemoryExampleDatabase  # noqa: E402
 
 _hypothesis_settings.register_profile("mlvs", database=InMemoryExampleDatabase(), deadline=None)
 _hypothesis_settings.load_profile("mlvs")
+
+
+# The files that take longest, heaviest first (seconds of one worker, measured on 2 cores).
+# `make test` runs them first (with `--no-loadscope-reorder`): xdist hands out whole files,
+# and a heavy file handed out last keeps one worker busy while the other idles.
+_HEAVY_FILES = (
+    "tests/e2e/test_crash_random.py",        # ~320 s: 111 kills
+    "tests/team/test_tracking_server.py",    # ~250 s: PostgreSQL, mlflow server, two clones
+    "tests/e2e/test_drills.py",              # every scenario of the catalog
+    "tests/notebooks/test_nbval.py",         # ~135 s: four notebooks
+    "tests/e2e/test_rollback.py",
+    "tests/e2e/test_snapshots.py",
+    "tests/team/test_browser.py",
+    "tests/e2e/test_reproduce.py",
+    "tests/e2e/test_pipeline.py",
+    "tests/reliability/test_disk_faults.py",
+    "tests/reliability/test_bad_inputs.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Heaviest files first, every other file after them in collection order."""
+    rank = {name: position for position, name in enumerate(_HEAVY_FILES)}
+    root = Path(str(config.rootpath))
+
+    def weight(item: pytest.Item) -> int:
+        relative = Path(str(item.path)).relative_to(root).as_posix()
+        return rank.get(relative, len(rank))
+
+    items.sort(key=weight)  # stable: the order inside a file is kept
