@@ -163,6 +163,14 @@ def ws(story: Story, tmp_path: Path) -> Path:
     return root
 
 
+def back_to(root: Path, name: str, expected: State, failures: list[str]) -> bool:
+    """Roll back to `name`, un-killed, so the next kills still say something; False if that fails too."""
+    if mlvs(root, "rollback", name).returncode == 0 and State.of(root) == expected:
+        return True
+    failures.append("(could not get back to a known state: stopped)")
+    return False
+
+
 def report(failures: list[str], seed: int) -> str:
     return f"{len(failures)} random kill(s) broke exactly-old-or-exactly-new (seed {seed}):\n" + "\n".join(failures)
 
@@ -204,9 +212,7 @@ def test_rollbacks_killed_at_random_points_end_exactly_old_or_exactly_new(story:
         problems += [p for p in (recovered_cleanly(ws), ended and verify_ok(ws)) if p]
         if problems:
             failures.append(f"{where}: " + "; ".join(problems))
-            # Back to a known state, un-killed, so the next kills still say something.
-            if mlvs(ws, "rollback", current).returncode != 0 or State.of(ws) != states[current]:
-                failures.append("(could not get back to a known state: stopped)")
+            if not back_to(ws, current, states[current], failures):
                 break
             continue
         outcomes["old" if ended == current else "new"] += 1
@@ -331,8 +337,7 @@ def test_recovers_killed_at_random_points_finish_interrupted_rollbacks_exactly(s
                             f"{now.differences(states[current])}, from {target} in {now.differences(states[target])}")
         if problems:
             failures.append(f"{where}: " + "; ".join(problems))
-            if mlvs(ws, "rollback", current).returncode != 0 or State.of(ws) != states[current]:
-                failures.append("(could not get back to a known state: stopped)")
+            if not back_to(ws, current, states[current], failures):
                 break
             continue
         outcomes["old" if ended == current else "new"] += 1
