@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import configparser
 import errno
+import functools
 import hashlib
 import json
 import mmap
@@ -715,13 +716,26 @@ def _copy_range(source_fd: int, destination_fd: int, offset: int, count: int) ->
     return len(chunk)
 
 
-def copy_verified(source: Path, destination: Path, durable: bool | None = None) -> str:
+def copy_verified(source: Path, destination: Path, durable: bool | None = None, overwrite: bool = False) -> str:
     """Copy `source` to the new file `destination`; return the SHA-256 of the destination, read back."""
-    return copy_checked(source, destination, durable).sha256
+    return copy_checked(source, destination, durable, overwrite=overwrite).sha256
 
 
-def copy_checked(source: Path, destination: Path, durable: bool | None = None, with_md5: bool = False) -> FileHash:
+@functools.cache
+def _default_mode() -> int:
+    """The mode a new file gets (0o666 less the umask); read once, as setting the umask is process-wide."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def copy_checked(
+    source: Path, destination: Path, durable: bool | None = None, with_md5: bool = False, overwrite: bool = False
+) -> FileHash:
     """Copy `source` to the new file `destination`; return the hashes of the destination's bytes, read back.
+
+    `overwrite` writes over the existing file `destination` instead (its blocks are
+    reused, then it is cut to size and given a new file's mode).
 
     A pipeline in big chunks: the kernel copies chunk i (no copy through Python)
     while another thread reads chunk i-1 back from the destination and hashes it,
@@ -734,8 +748,11 @@ def copy_checked(source: Path, destination: Path, durable: bool | None = None, w
     md5 = hashlib.md5(usedforsecurity=False) if with_md5 else None
     source_fd = os.open(source, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
-        destination_fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        flags = os.O_WRONLY if overwrite else os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        destination_fd = os.open(destination, flags | getattr(os, "O_BINARY", 0), 0o666)
         try:
+            if overwrite:
+                os.fchmod(destination_fd, _default_mode())
             reader_fd = os.open(destination, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             try:
 
@@ -782,6 +799,8 @@ def copy_checked(source: Path, destination: Path, durable: bool | None = None, w
                 finally:
                     for hasher in hashers:
                         hasher.shutdown(wait=True)
+                if overwrite:
+                    os.ftruncate(destination_fd, offset)
                 if durable:
                     os.fsync(destination_fd)
             finally:

@@ -3,15 +3,17 @@
 A rollback, under the state lock and journalled:
 1. capture the current state and plan what differs from the target snapshot
    (per part: code, params, data, models, registry);
-2. stage every data and model file to write in `.mlvs/staging/`: copied from the
-   DVC cache and read back, its SHA-256 must be the one in the target's manifest
-   (DVC itself never re-hashes its cache); a missing or corrupt cache object is
+2. stage every data and model file to write in `.mlvs/staging/` (over a spare's
+   blocks when one fits, see `mlvs.retired`): copied from the DVC cache and read
+   back, its SHA-256 must be the one in the target's manifest (DVC itself never
+   re-hashes its cache); a missing or corrupt cache object is
    fetched again from the DVC remote, and the cache repaired. Nothing visible has
    changed yet, so a failure here refuses cleanly;
 3. save the automatic snapshot of the current state (`auto-<time>-before-<name>`):
    from here on the rollback can always be undone;
-4. apply: rename staged files into place, delete what the target lacks, restore
-   git files (only those that differ), set the registry aliases;
+4. apply: rename staged files into place, delete what the target lacks (the files
+   replaced or deleted become spares or are freed), restore git files (only those
+   that differ), set the registry aliases;
 5. verify: a written file must still be the very file whose bytes were read back
    (same inode, size and mtime); every other file of the restored parts is hashed
    (or vouched for by its unchanged stat), git files are compared blob by blob,
@@ -35,7 +37,6 @@ import errno
 import os
 import secrets
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -59,6 +60,7 @@ from mlvs.errors import BadInputError, IntegrityError, MlvsError, storage_failur
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
 from mlvs.registry import missing_versions, read_registry, set_aliases
+from mlvs.retired import retire, settle_retired, spare_budget, take_spare
 from mlvs.snapshots import (
     MANIFEST_PATH,
     PARTS,
@@ -306,7 +308,8 @@ def _stage(
         info = target.files[change.path]
         temporary = staging / f"{secrets.token_hex(8)}{TEMP_SUFFIX}"
         source = CACHE
-        if not _copy_if_correct(store.cache_path(info["md5"]), temporary, info["sha256"]):
+        reuse = take_spare(paths, int(info.get("size") or 0), temporary)
+        if not _copy_if_correct(store.cache_path(info["md5"]), temporary, info["sha256"], reuse):
             log.warning(
                 "the DVC cache's copy of %s (object %s) is missing or corrupt; fetching it from the remote",
                 change.path,
@@ -326,12 +329,16 @@ def _stage(
     return staged, sources
 
 
-def _copy_if_correct(source: Path, destination: Path, sha256: str) -> bool:
-    """Copy `source` to `destination` if the copy, read back, has `sha256`; else leave nothing."""
+def _copy_if_correct(source: Path, destination: Path, sha256: str, overwrite: bool = False) -> bool:
+    """Copy `source` to `destination` if the copy, read back, has `sha256`; else leave nothing.
+
+    `overwrite`: `destination` is a spare whose blocks the copy reuses.
+    """
     if not is_regular_file(source):
+        destination.unlink(missing_ok=True)
         return False
     try:
-        if copy_verified(source, destination) == sha256:
+        if copy_verified(source, destination, overwrite=overwrite) == sha256:
             return True
     except OSError as error:
         if error.filename in (None, str(destination)) and storage_failure(error):
@@ -358,31 +365,8 @@ def _clear_way(root: Path, destination: Path) -> None:
         blocker.unlink()
 
 
-def _retire(location: Path, staging: Path) -> None:
-    """Keep the file at `location` alive in the staging area, to be freed off the critical path.
-
-    Freeing the blocks of a large file takes the file system a while (about half a
-    second per GiB on ext4 here). A hard link keeps the old inode, so replacing
-    `location` stays one atomic rename and the blocks are freed on a thread while
-    the rollback goes on (`_free_staging`).
-    """
-    try:
-        if location.is_file() and not location.is_symlink():
-            os.link(location, staging / f"retired-{secrets.token_hex(8)}{TEMP_SUFFIX}")
-    except OSError:
-        pass  # no hard links here: the old file is freed when it is replaced
-
-
-def _free_staging(paths: ProjectPaths) -> threading.Thread:
-    """Delete the staging area (by now only retired files) on a thread; join it before the rollback ends."""
-    freeing = threading.Thread(target=shutil.rmtree, args=(_staging(paths),), kwargs={"ignore_errors": True},
-                               name="mlvs-free-staging")
-    freeing.start()
-    return freeing
-
-
-def _place(temporary: Path, destination: Path) -> None:
-    _retire(destination, temporary.parent)
+def _place(paths: ProjectPaths, temporary: Path, destination: Path) -> None:
+    retire(paths, destination)
     if not durable_writes():
         # ext4 flushes a file that replaces another by rename (auto_da_alloc), which would
         # make the undurable mode slower than the durable one; the journal covers the gap.
@@ -416,18 +400,17 @@ def _prune(root: Path, start: Path, stop_at: set[Path]) -> None:
 
 def _apply(
     paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Plan, staged: dict[str, _Staged]
-) -> threading.Thread:
+) -> None:
     """Put the staged files in place, delete what the target lacks, restore git files and aliases.
 
-    Returns the thread that frees the replaced files' blocks meanwhile: join it.
+    Replaced and deleted files are retired, and freed once they are all out of the way.
     """
     root = paths.root
     keep = {root / o for o, info in target.outputs.items() if info.get("kind") == "dir" and info["part"] in parts}
     touched: set[Path] = set()
-    _staging(paths).mkdir(parents=True, exist_ok=True)
     for change in plan.deletes:
         location = root / change.path
-        _retire(location, _staging(paths))
+        retire(paths, location)
         location.unlink(missing_ok=True)
         _prune(root, location.parent, keep)
         touched.add(location.parent)
@@ -435,26 +418,22 @@ def _apply(
         destination = root / path
         _clear_way(root, destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        _place(copy.temporary, destination)
+        _place(paths, copy.temporary, destination)
         touched.add(destination.parent)
     for directory in keep:
         directory.mkdir(parents=True, exist_ok=True)  # an empty output directory is still an output
     if durable_writes():
         gitstate.fsync_directories({d for d in touched if d.is_dir()})
     failpoint("rollback:apply:data")
-    freeing = _free_staging(paths)
-    try:
-        if plan.git:
-            assert target.commit is not None
-            gitstate.restore_worktree(root, target.commit, [c.path for c in plan.git])
-        failpoint("rollback:apply:git")
-        if plan.model_name and plan.alias_changes:
-            assert plan.aliases_wanted is not None
-            set_aliases(paths, plan.model_name, plan.aliases_wanted)
-    except BaseException:
-        freeing.join()  # whatever comes next (a roll forward) may stage files again
-        raise
-    return freeing
+    shutil.rmtree(_staging(paths), ignore_errors=True)
+    settle_retired(paths)
+    if plan.git:
+        assert target.commit is not None
+        gitstate.restore_worktree(root, target.commit, [c.path for c in plan.git])
+    failpoint("rollback:apply:git")
+    if plan.model_name and plan.alias_changes:
+        assert plan.aliases_wanted is not None
+        set_aliases(paths, plan.model_name, plan.aliases_wanted)
 
 
 # --- verifying ------------------------------------------------------------------------
@@ -556,7 +535,6 @@ def _restore(
     """Plan, stage, (run `before_apply`), apply and verify a restore of `target`; fill `report`."""
     store = ObjectStore(paths)
     hashes = HashCache(paths)
-    freeing: threading.Thread | None = None
     try:
         clock = time.perf_counter()
         plan = _plan(paths, target, current, parts, store)
@@ -584,7 +562,7 @@ def _restore(
             before_apply()
             clock = _timed(report.timings, "automatic_snapshot", clock)
         record("applying")
-        freeing = _apply(paths, target, parts, plan, staged)
+        _apply(paths, target, parts, plan, staged)
         record("applied")
         clock = _timed(report.timings, "apply", clock)
         report.checked_files, report.findings = _verify(paths, target, current, parts, plan, hashes, staged)
@@ -592,8 +570,6 @@ def _restore(
         record("verified")
         _timed(report.timings, "verify", clock)
     finally:
-        if freeing is not None:
-            freeing.join()
         hashes.close()
 
 
@@ -606,6 +582,7 @@ def rollback(paths: ProjectPaths, name: str, only: set[str] | str | None = None,
     """
     started = time.perf_counter()
     parts = parse_parts(sorted(only) if isinstance(only, set) and only else (only or None))
+    spare_budget(paths)  # a bad MLVS_SPARE_BYTES is refused before anything changes
     target = show_snapshot(paths, name)
     assert target.commit is not None
     report = RollbackReport(snapshot=name, commit=target.commit, parts=sorted(parts), dry_run=dry_run)
@@ -667,6 +644,7 @@ def _finish_after_failure(paths: ProjectPaths, journal: Journal, error: Exceptio
 
 def _remove_workspace_leftovers(paths: ProjectPaths) -> None:
     shutil.rmtree(_staging(paths), ignore_errors=True)
+    settle_retired(paths)
     try:
         outputs = [o.path for o in dvc_outputs(paths)]
     except Exception:  # a broken dvc.yaml must not stop recovery

@@ -108,10 +108,9 @@ def big(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Bi
     return Big(root, commit_a, commit_b, md5_a, md5_b)
 
 
-def mlvs_rollback(root: Path, name: str, fsync: bool) -> tuple[float, dict]:
+def mlvs_rollback(root: Path, name: str, settings: dict[str, str]) -> tuple[float, dict]:
     env = clean_env(root)
-    if not fsync:
-        env["MLVS_FSYNC"] = "0"
+    env.update(settings)
     seconds, result = run_timed([str(BIN / "mlvs"), "rollback", name, "--json"], root, env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     report = json.loads(result.stdout)
@@ -127,37 +126,56 @@ def dvc_checkout(root: Path, commit: str) -> float:
     return first + second
 
 
-def durable_floor(root: Path, md5: str) -> float:
-    """The disk work any durable rollback of the big file does: write a copy, flush it, free the old one.
+def durable_floor(root: Path, md5: str) -> tuple[float, float]:
+    """The disk work of a durable restore of the big file, for reference, in the same run.
 
-    Measured for reference, in the same run: the copy of the cache object is flushed to
-    disk (as mlvs does by default and DVC does not), then freed (as the replaced file is).
+    Returns (new file: copy the cache object, flush it, free it; as a rollback that
+    allocates a new file and frees the old one must) and (the same copy, flushed, over
+    the blocks of an existing file of the same size; as a rollback that reuses a spare).
     """
     cached = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
     copy = root / ".mlvs" / "floor.bin"
 
-    def work() -> None:
+    def fresh() -> None:
         shutil.copyfile(cached, copy)
         with open(copy, "rb+") as handle:
             os.fsync(handle.fileno())
         copy.unlink()
 
-    seconds, _ = timed(work)
-    return seconds
+    def in_place() -> None:
+        with open(cached, "rb") as source, open(copy, "rb+") as target:
+            shutil.copyfileobj(source, target, CHUNK)
+            os.fsync(target.fileno())
+
+    new_seconds, _ = timed(fresh)
+    shutil.copyfile(cached, copy)
+    with open(copy, "rb+") as handle:
+        os.fsync(handle.fileno())
+    reuse_seconds, _ = timed(in_place)
+    copy.unlink()
+    return new_seconds, reuse_seconds
 
 
 def test_rollback_1gib(big: Big) -> None:
     root = big.root
-    figures: dict[str, list[float]] = {"mlvs_default": [], "mlvs_fsync_off": [], "dvc": []}
-    internal: dict[str, list[dict]] = {"mlvs_default": [], "mlvs_fsync_off": []}
-    for label, fsync in (("mlvs_default", True), ("mlvs_fsync_off", False)):
+    variants = {
+        # No spare blocks yet: the first rollback of the variant below allocates a new file.
+        "mlvs_no_spares": {"MLVS_SPARE_BYTES": "0"},
+        "mlvs_default": {},
+        "mlvs_fsync_off": {"MLVS_FSYNC": "0"},
+    }
+    figures: dict[str, list[float]] = {label: [] for label in [*variants, "dvc"]}
+    internal: dict[str, list[dict]] = {label: [] for label in variants}
+    for label, settings in variants.items():
         for i in range(REPEATS):
-            seconds, report = mlvs_rollback(root, "A", fsync)
+            seconds, report = mlvs_rollback(root, "A", settings)
             figures[label].append(seconds)
             internal[label].append({k: round(v, 3) for k, v in (report.get("timings") or {}).items()})
             if i == 0:
                 assert md5_of(root / BIG) == big.md5_a  # checked by the benchmark itself
-            mlvs_rollback(root, "B", fsync)  # back to B, untimed
+            mlvs_rollback(root, "B", settings)  # back to B, untimed
+        if label == "mlvs_no_spares":
+            assert not list((root / ".mlvs" / "spare").glob("*")), "MLVS_SPARE_BYTES=0 kept a spare"
     run_ok(root, str(BIN / "dvc"), "status", "-q")  # DVC's own hash state warm, as for a DVC user
     for i in range(REPEATS):
         figures["dvc"].append(dvc_checkout(root, big.commit_a))
@@ -173,36 +191,46 @@ def test_rollback_1gib(big: Big) -> None:
         synced.append(dvc_checkout(root, big.commit_a))
         dvc_checkout(root, big.commit_b)
         subprocess.run(["sync"], check=True)
-    floors = [durable_floor(root, big.md5_a) for _ in range(REPEATS)]
+    floors_both = [durable_floor(root, big.md5_a) for _ in range(REPEATS)]
+    floors, reuse_floors = [f for f, _ in floors_both], [r for _, r in floors_both]
 
     dvc = median(figures["dvc"])
     result = {
         "dvc_checkout_s": dvc,
         "mlvs_rollback_default_s": median(figures["mlvs_default"]),
         "mlvs_rollback_fsync_off_s": median(figures["mlvs_fsync_off"]),
+        "mlvs_rollback_no_spares_s": median(figures["mlvs_no_spares"]),
         "runs_s": {k: [round(v, 3) for v in vs] for k, vs in figures.items()},
         "mlvs_internal_timings_s": internal,
         "ratio_default": round(median(figures["mlvs_default"]) / dvc, 3),
         "ratio_fsync_off": round(median(figures["mlvs_fsync_off"]) / dvc, 3),
+        "ratio_no_spares": round(median(figures["mlvs_no_spares"]) / dvc, 3),
         "reference_dvc_checkout_after_sync_s": median(synced),
         "reference_durable_floor_s": median(floors),
         "reference_durable_floor_runs_s": [round(v, 3) for v in floors],
+        "reference_durable_floor_reusing_blocks_s": median(reuse_floors),
         "reference_note": "durable floor: copy the 1 GiB object, fsync it, free it (the disk work of a flushed "
-                          "rollback); DVC after sync: its replaced file already on disk",
+                          "rollback into a new file); reusing blocks: the same copy, flushed, over an existing "
+                          "1 GiB file (a rollback into a spare); DVC after sync: its replaced file already on disk",
         "target": "mlvs verified rollback <= 1.5x git checkout + dvc checkout",
     }
     result["met_default"] = result["ratio_default"] <= 1.5
     result["met_fsync_off"] = result["ratio_fsync_off"] <= 1.5
+    result["met_no_spares"] = result["ratio_no_spares"] <= 1.5
     result["met"] = result["met_default"]
     record("rollback_1gib", result)
     table("rollback_1gib (median of 3, wall clock)", ["method", "seconds", "x DVC", "<= 1.5x"], [
         ["git checkout + dvc checkout", dvc, 1.0, "-"],
         ["mlvs rollback (MLVS_FSYNC default)", result["mlvs_rollback_default_s"], result["ratio_default"], result["met_default"]],
         ["mlvs rollback (MLVS_FSYNC=0)", result["mlvs_rollback_fsync_off_s"], result["ratio_fsync_off"], result["met_fsync_off"]],
+        ["mlvs rollback (MLVS_SPARE_BYTES=0)", result["mlvs_rollback_no_spares_s"], result["ratio_no_spares"],
+         result["met_no_spares"]],
         ["reference: git + dvc checkout after sync", result["reference_dvc_checkout_after_sync_s"],
          round(median(synced) / dvc, 3), "-"],
         ["reference: copy + fsync + free of 1 GiB", result["reference_durable_floor_s"],
          round(median(floors) / dvc, 3), "-"],
+        ["reference: copy + fsync over 1 GiB in place", result["reference_durable_floor_reusing_blocks_s"],
+         round(median(reuse_floors) / dvc, 3), "-"],
     ])
 
 
@@ -386,12 +414,12 @@ def test_rollback_of_one_small_file_with_1gib_tracked(scaled: dict[str, Path]) -
         small_md5[name] = md5_of(root / SMALL)
     runs, internal = [], []
     for _ in range(SMALL_CHANGE_RUNS):
-        seconds, report = mlvs_rollback(root, "one", fsync=True)
+        seconds, report = mlvs_rollback(root, "one", {})
         assert [c["path"] for c in report["files"]] == [SMALL], report["files"]
         assert md5_of(root / SMALL) == small_md5["one"]
         runs.append(seconds)
         internal.append({k: round(v, 3) for k, v in (report.get("timings") or {}).items()})
-        mlvs_rollback(root, "two", fsync=True)  # back, untimed
+        mlvs_rollback(root, "two", {})  # back, untimed
     result = {
         "rollback_s": median(runs),
         "runs_s": [round(v, 3) for v in runs],
