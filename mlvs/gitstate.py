@@ -117,9 +117,27 @@ def run_git(
     return _git_bytes(root, *args, input=input, env=env).decode("utf-8", "surrogateescape")
 
 
+# Within one command a checked answer stays true while `.git` is the same entry; a git
+# process costs milliseconds, and a rollback would otherwise ask the same thing many times.
+_TOPLEVELS: set[tuple[str, int, int]] = set()
+_COMMITS: dict[tuple[str, str], str] = {}
+_TREES: dict[tuple[str, str], dict[str, Entry]] = {}
+_FULL_ID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+
+
+def _toplevel_key(root: Path) -> tuple[str, int, int] | None:
+    try:
+        info = os.stat(Path(root) / ".git")
+    except OSError:
+        return None
+    return (os.path.realpath(root), info.st_dev, info.st_ino)
+
+
 def _require_toplevel(root: Path) -> None:
     # Every path here is relative to the top of the working tree; from a
     # subdirectory, `ls-files` and `hash-object` would silently use other bases.
+    if known_toplevel(root):
+        return
     done = _run(root, ("rev-parse", "--show-toplevel", "--show-prefix"), None, None)
     if done.returncode != 0:
         raise BadInputError(
@@ -131,6 +149,20 @@ def _require_toplevel(root: Path) -> None:
             f"{root} is inside the git repository at {lines[0]} but is not its top directory; "
             "keep the mlvs project at the top of its git working tree"
         )
+    remember_toplevel(root)
+
+
+def known_toplevel(root: Path) -> bool:
+    """Whether this process has already seen `root` to be the top of its git working tree."""
+    key = _toplevel_key(root)
+    return key is not None and key in _TOPLEVELS
+
+
+def remember_toplevel(root: Path) -> None:
+    """Record that `root` was checked to be the top of its git working tree."""
+    key = _toplevel_key(root)
+    if key is not None:
+        _TOPLEVELS.add(key)
 
 
 def _head(root: Path) -> str | None:
@@ -144,10 +176,16 @@ def _head(root: Path) -> str | None:
 
 
 def _resolve_commit(root: Path, rev: str) -> str:
+    key = (os.path.realpath(root), rev)
+    if key in _COMMITS:
+        return _COMMITS[key]
     done = _run(root, ("rev-parse", "--verify", "-q", "--end-of-options", f"{rev}^{{commit}}"), None, None)
     if done.returncode != 0:
         raise ExternalToolError(f"{rev!r} is not a commit in the git repository at {root}")
-    return done.stdout.decode().strip()
+    commit = done.stdout.decode().strip()
+    if _FULL_ID.fullmatch(rev):
+        _COMMITS[key] = commit  # an object id names the same commit for good
+    return commit
 
 
 @contextmanager
@@ -319,14 +357,20 @@ def commit_worktree(
     for sha in parents:
         args += ["-p", sha]
     text = message if message.endswith("\n") else message + "\n"
-    return run_git(root, *args, "-F", "-", tree, input=text.encode(), env=_identity_env(root)).strip()
+    commit = run_git(root, *args, "-F", "-", tree, input=text.encode(), env=_identity_env(root)).strip()
+    _COMMITS[(os.path.realpath(root), commit)] = commit
+    return commit
 
 
 # --- reading commits and the working tree --------------------------------------
 
 
 def _tree_entries(root: Path, sha: str) -> dict[str, Entry]:
-    out = _git_bytes(root, "ls-tree", "-r", "-z", "--full-tree", _resolve_commit(root, sha))
+    commit = _resolve_commit(root, sha)
+    key = (os.path.realpath(root), commit)
+    if key in _TREES:
+        return dict(_TREES[key])
+    out = _git_bytes(root, "ls-tree", "-r", "-z", "--full-tree", commit)
     entries: dict[str, Entry] = {}
     for record in out.split(b"\0"):
         if not record:
@@ -337,7 +381,10 @@ def _tree_entries(root: Path, sha: str) -> dict[str, Entry]:
             # Old gits wrote modes like 100664; git itself reads them as 100644.
             normal = mode if mode in (_EXECUTABLE, _SYMLINK) else _REGULAR
             entries[os.fsdecode(path)] = (normal, oid)
-    return entries
+    if len(_TREES) > 16:
+        _TREES.clear()
+    _TREES[key] = entries
+    return dict(entries)
 
 
 def tree_files(root: Path, sha: str) -> dict[str, str]:

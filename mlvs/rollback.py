@@ -16,8 +16,8 @@ A rollback, under the state lock and journalled:
    that differ), set the registry aliases;
 5. verify: a written file must still be the very file whose bytes were read back
    (same inode, size and mtime); every other file of the restored parts is hashed
-   (or vouched for by its unchanged stat), git files are compared blob by blob,
-   and the aliases are read back from the registry.
+   (or vouched for by its unchanged stat), git files are compared blob by blob
+   (when any was written), and the aliases are read back from the registry.
 
 With `MLVS_FSYNC=0` data copies are not flushed to disk: a killed process still
 leaves exactly the old or the new state, a power cut might not.
@@ -453,6 +453,7 @@ def _verify(
     A written file was hashed by reading it back while it was staged; if it is still
     that same inode, size and mtime, those are its bytes now. Any other file of the
     restored parts is hashed (or its unchanged stat vouches for its remembered hash).
+    Git files are compared blob by blob when the rollback wrote any.
     """
     root = paths.root
     findings: list[str] = []
@@ -481,7 +482,9 @@ def _verify(
         for path in output_files(root, output):
             if path not in target.files:
                 findings.append(f"{path}: present, but snapshot {target.name!r} does not have it")
-    if parts & {"code", "params", "data", "models"}:
+    # With no git file to write, the plan (made under the lock a moment ago) already
+    # found the git files equal to the snapshot's, and nothing since has touched them.
+    if plan.git and parts & {"code", "params", "data", "models"}:
         for change in _git_differences(paths, target, current, parts):
             findings.append(f"{change.path}: differs from snapshot {target.name!r} ({change.part})")
             checked += 1

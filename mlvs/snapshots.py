@@ -22,6 +22,7 @@ import errno
 import json
 import os
 import platform
+import re
 import signal
 import sys
 import time
@@ -432,6 +433,8 @@ def undo_unsaved_snapshot(paths: ProjectPaths, name: str, data: dict[str, Any]) 
 
 def require_git(paths: ProjectPaths) -> None:
     """Refuse a project that is not the top of a git working tree: snapshots are git commits."""
+    if gitstate.known_toplevel(paths.root):
+        return
     try:
         top = gitstate.run_git(paths.root, "rev-parse", "--show-toplevel").strip()
     except ExternalToolError:
@@ -443,6 +446,7 @@ def require_git(paths: ProjectPaths) -> None:
             f"{paths.root} is inside the git repository at {top} but is not its top directory; "
             "keep the mlvs project at the top of its git working tree"
         )
+    gitstate.remember_toplevel(paths.root)
 
 
 def _refuse_existing(paths: ProjectPaths, name: str) -> None:
@@ -483,9 +487,18 @@ def create_snapshot(paths: ProjectPaths, name: str, message: str = "", automatic
 # --- reading snapshots ----------------------------------------------------------------
 
 
+# A commit's bytes never change: a command that reads the same manifest twice asks git once.
+_MANIFEST_PAYLOADS: dict[tuple[str, str], bytes] = {}
+
+
 def manifest_at(paths: ProjectPaths, commit: str) -> Manifest:
     """The manifest held by snapshot commit `commit`."""
-    payload = gitstate.read_files_at(paths.root, [(commit, MANIFEST_PATH)])[0]
+    key = (os.path.realpath(paths.root), commit)
+    payload = _MANIFEST_PAYLOADS.get(key)
+    if payload is None:
+        payload = gitstate.read_files_at(paths.root, [(commit, MANIFEST_PATH)])[0]
+        if payload is not None and re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit):
+            _MANIFEST_PAYLOADS[key] = payload
     if payload is None:
         raise IntegrityError(f"commit {commit} holds no mlvs manifest; it is not an mlvs snapshot")
     return Manifest.from_dict(json.loads(payload), commit=commit)

@@ -67,14 +67,21 @@ def _fsync_directory(directory: Path) -> None:
 
 def write_json_atomically(path: Path, document: Any) -> None:
     """Write `document` as JSON to `path` so that a crash leaves the old or the new file."""
-    data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+    _write_atomically(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -95,10 +102,21 @@ class Journal:
     The record is a dict: `operation`, `data` (merged from `begin` and every
     `update`), `step` (the last step reached), `steps` (all, in order), `pid`,
     `started_at` and `updated_at`. Call `begin` under `state_lock`.
+
+    On disk it is JSON lines, a write-ahead log: `begin` writes the whole record
+    atomically (a rename), each `update` appends one line and flushes it (one
+    `fdatasync`, where a rewrite-and-rename needs a file and a directory flush). A
+    line is counted once its newline is there: a last line cut short by a power cut
+    is a step not reached.
     """
 
     def __init__(self, paths: ProjectPaths) -> None:
         self.path = paths.state / JOURNAL_FILE
+
+    def _unreadable(self) -> IntegrityError:
+        return IntegrityError(
+            f"the mlvs journal at {self.path} is unreadable; inspect it, then delete it and run `mlvs verify`"
+        )
 
     def current(self) -> dict[str, Any] | None:
         """Return the recorded operation, or None when none is in progress."""
@@ -106,15 +124,21 @@ class Journal:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        *complete, _torn = text.split("\n")
         try:
-            record = json.loads(text)
+            record = json.loads(complete[0]) if complete else None
+            updates = [json.loads(line) for line in complete[1:] if line]
         except json.JSONDecodeError:
-            record = None
+            raise self._unreadable() from None
         if not isinstance(record, dict) or "operation" not in record:
-            raise IntegrityError(
-                f"the mlvs journal at {self.path} is unreadable; "
-                "inspect it, then delete it and run `mlvs verify`"
-            )
+            raise self._unreadable()
+        for update in updates:
+            if not isinstance(update, dict) or "step" not in update:
+                raise self._unreadable()
+            record["step"] = update["step"]
+            record["steps"].append(update["step"])
+            record["data"].update(update.get("data") or {})
+            record["updated_at"] = update.get("updated_at", record["updated_at"])
         return record
 
     def begin(self, operation: str, data: dict[str, Any]) -> None:
@@ -137,18 +161,20 @@ class Journal:
             "started_at": now,
             "updated_at": now,
         }
-        write_json_atomically(self.path, record)
+        _write_atomically(self.path, (json.dumps(record, sort_keys=True) + "\n").encode())
 
     def update(self, step: str, **data: Any) -> None:
         """Record that the operation reached `step`, merging `data` into its data."""
-        record = self.current()
-        if record is None:
-            raise RuntimeError(f"Journal.update({step!r}) called with no operation begun")
-        record["step"] = step
-        record["steps"].append(step)
-        record["data"].update(data)
-        record["updated_at"] = _now()
-        write_json_atomically(self.path, record)
+        line = (json.dumps({"step": step, "data": data, "updated_at": _now()}, sort_keys=True) + "\n").encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0))
+        except FileNotFoundError:
+            raise RuntimeError(f"Journal.update({step!r}) called with no operation begun") from None
+        try:
+            _write_all(fd, line)
+            getattr(os, "fdatasync", os.fsync)(fd)
+        finally:
+            os.close(fd)
 
     def clear(self) -> None:
         """Forget the operation: it finished, or recovery finished or undid it."""

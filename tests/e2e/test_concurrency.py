@@ -45,7 +45,8 @@ def wait_for_step(root: Path, step: str, holder: subprocess.Popen[str], timeout:
     while time.monotonic() < deadline:
         assert holder.poll() is None, holder.communicate()
         try:
-            if json.loads(journal.read_text()).get("step") == step:
+            # JSON lines: the last complete line holds the step reached.
+            if json.loads(journal.read_text().splitlines()[-1]).get("step") == step:
                 return
         except (OSError, ValueError):
             pass

@@ -200,13 +200,38 @@ def test_update_without_begin_is_a_programming_error(paths: ProjectPaths) -> Non
         Journal(paths).update("files-restored")
 
 
-def test_the_journal_is_plain_json_with_no_temporary_files_left(paths: ProjectPaths) -> None:
+def test_the_journal_is_json_lines_with_no_temporary_files_left(paths: ProjectPaths) -> None:
     journal = Journal(paths)
     journal.begin("rollback", {"snapshot": "baseline"})
-    journal.update("files-restored")
+    journal.update("files-restored", count=3)
 
     assert sorted(p.name for p in paths.state.iterdir()) == ["journal.json"]
-    assert json.loads((paths.state / "journal.json").read_text())["operation"] == "rollback"
+    lines = [json.loads(line) for line in (paths.state / "journal.json").read_text().splitlines()]
+    assert lines[0]["operation"] == "rollback" and lines[0]["data"] == {"snapshot": "baseline"}
+    assert lines[1]["step"] == "files-restored" and lines[1]["data"] == {"count": 3}
+
+
+def test_a_step_cut_short_by_a_power_cut_counts_as_not_reached(paths: ProjectPaths) -> None:
+    journal = Journal(paths)
+    journal.begin("rollback", {"snapshot": "baseline"})
+    journal.update("staged", files=1)
+    with open(paths.state / "journal.json", "a", encoding="utf-8") as log:
+        log.write('{"data": {"files": 2}, "step": "appl')  # no newline: the write never finished
+
+    record = journal.current()
+
+    assert record is not None and record["step"] == "staged" and record["steps"] == ["staged"]
+    assert record["data"] == {"snapshot": "baseline", "files": 1}
+
+
+def test_a_damaged_line_before_the_last_makes_the_journal_unreadable(paths: ProjectPaths) -> None:
+    journal = Journal(paths)
+    journal.begin("rollback", {"snapshot": "baseline"})
+    with open(paths.state / "journal.json", "a", encoding="utf-8") as log:
+        log.write('{"step": "sta\n{"step": "applied", "data": {}}\n')
+
+    with pytest.raises(IntegrityError, match="journal.*unreadable"):
+        journal.current()
 
 
 def test_an_unreadable_journal_raises_integrity_error(paths: ProjectPaths) -> None:
