@@ -30,12 +30,17 @@ from mlvs.verify import Report, verify
 UNCOMPARED = (".git/", ".mlvs/", ".dvc/tmp/", ".dvc/cache/", "reports/", "mlartifacts/", "mlruns/", "mlflow.db")
 
 
+# Not project content: the virtual environment, and the bytecode Python writes when it imports
+# the project's own modules (a drill's pipeline run may compile a module for the first time).
+_NOT_PROJECT_DIRS = frozenset({".venv", "__pycache__"})
+
+
 def tracked_hashes(root: Path) -> dict[str, str]:
     """SHA-256 of every project file a drill must leave byte-identical."""
     hashes = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if any(rel.startswith(prefix) for prefix in UNCOMPARED) or ".venv" in path.parts:
+        if any(rel.startswith(prefix) for prefix in UNCOMPARED) or not _NOT_PROJECT_DIRS.isdisjoint(rel.split("/")):
             continue
         if path.is_file() and not path.is_symlink():
             hashes[rel] = hashlib.sha256(path.read_bytes()).hexdigest()

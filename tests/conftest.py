@@ -86,6 +86,9 @@ def tree_hashes(root: Path, skip: tuple[str, ...] = (".git/",)) -> dict[str, str
     hashes = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
+        # Bytecode is written whenever a process first imports the workspace's own modules.
+        if "__pycache__" in rel.split("/"):
+            continue
         if path.is_file() and not path.is_symlink() and not any(rel.startswith(s) for s in skip):
             hashes[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return hashes
