@@ -100,16 +100,17 @@ def git(root: Path, *args: str) -> str:
                           capture_output=True, text=True).stdout
 
 
-def make_story_workspace(dest: Path) -> Path:
+def make_story_workspace(dest: Path, trained: Path | None = None) -> Path:
     """A tiny workspace with history: trained, snapshot `first`, retrained with more trees, snapshot `second`.
 
     The state the incident and rollback notebooks are stored against (`make golden`)
-    and re-executed against (nbval).
+    and re-executed against (nbval). `trained`: a copy of the trained template (the
+    same first steps, already run) instead of training here.
     """
-    root = make_workspace(dest)
-    mlvs(root, "pipeline", check=True)
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "trained")
+    if trained is not None:
+        root = copy_workspace(trained, dest)
+    else:
+        root = _build_trained_template(dest)
     mlvs(root, "snapshot", "create", "first", "-m", "baseline", check=True)
     params = root / "params" / "train.yaml"
     data = yaml.safe_load(params.read_text())

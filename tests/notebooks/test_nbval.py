@@ -35,8 +35,10 @@ def test_pipeline_notebooks_reproduce_their_stored_outputs(tmp_path: Path) -> No
     assert " passed" in result.stdout and "failed" not in result.stdout
 
 
-def test_incident_and_rollback_notebooks_reproduce_their_stored_outputs(tmp_path: Path) -> None:
-    root = make_story_workspace(tmp_path / "ws")
+def test_incident_and_rollback_notebooks_reproduce_their_stored_outputs(
+    _trained_template: Path, tmp_path: Path
+) -> None:
+    root = make_story_workspace(tmp_path / "ws", trained=_trained_template)
     result = run_nbval(root, ["notebooks/03_incident.ipynb", "notebooks/04_rollback.ipynb"])
     assert result.returncode == 0, result.stdout[-4000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
