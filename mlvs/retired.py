@@ -196,6 +196,18 @@ def _free(sizes: dict[str, int]) -> None:
             pass
 
 
+def free_spares(paths: ProjectPaths) -> int:
+    """Free every spare now (the disk is full and needs the room); return the bytes freed."""
+    freed = 0
+    for name, info in _files(spare_directory(paths)).items():
+        try:
+            os.unlink(name)
+            freed += info.st_size
+        except OSError:
+            continue
+    return freed
+
+
 def take_spare(paths: ProjectPaths, size: int, destination: Path) -> bool:
     """Move a spare of about `size` bytes to `destination` (which must not exist), to be overwritten.
 

@@ -60,7 +60,7 @@ from mlvs.errors import BadInputError, IntegrityError, MlvsError, storage_failur
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
 from mlvs.registry import missing_versions, read_registry, set_aliases
-from mlvs.retired import retire, settle_retired, spare_budget, take_spare
+from mlvs.retired import free_spares, retire, settle_retired, spare_budget, take_spare
 from mlvs.snapshots import (
     MANIFEST_PATH,
     PARTS,
@@ -309,7 +309,7 @@ def _stage(
         temporary = staging / f"{secrets.token_hex(8)}{TEMP_SUFFIX}"
         source = CACHE
         reuse = take_spare(paths, int(info.get("size") or 0), temporary)
-        if not _copy_if_correct(store.cache_path(info["md5"]), temporary, info["sha256"], reuse):
+        if not _copy_making_room(paths, store.cache_path(info["md5"]), temporary, info["sha256"], reuse):
             log.warning(
                 "the DVC cache's copy of %s (object %s) is missing or corrupt; fetching it from the remote",
                 change.path,
@@ -327,6 +327,20 @@ def _stage(
         staged[change.path] = _Staged(temporary, _identity(temporary))
         sources.append(FileChange(change.path, change.part, "write", source))
     return staged, sources
+
+
+def _copy_making_room(paths: ProjectPaths, source: Path, destination: Path, sha256: str, overwrite: bool) -> bool:
+    """`_copy_if_correct`, and on a full disk, free the spare blocks mlvs keeps and try once more."""
+    try:
+        return _copy_if_correct(source, destination, sha256, overwrite)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        freed = free_spares(paths)
+        if not freed:
+            raise
+        log.warning("the disk is full: freed the %d bytes of spare blocks mlvs kept, and copying again", freed)
+        return _copy_if_correct(source, destination, sha256)
 
 
 def _copy_if_correct(source: Path, destination: Path, sha256: str, overwrite: bool = False) -> bool:
