@@ -125,6 +125,11 @@ _TREES: dict[tuple[str, str], dict[str, Entry]] = {}
 _FULL_ID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 
 
+def is_object_id(rev: str) -> bool:
+    """Whether `rev` is a full object id (SHA-1 or SHA-256), which names the same object for good."""
+    return _FULL_ID.fullmatch(rev) is not None
+
+
 def _toplevel_key(root: Path) -> tuple[str, int, int] | None:
     try:
         info = os.stat(Path(root) / ".git")
@@ -183,8 +188,8 @@ def _resolve_commit(root: Path, rev: str) -> str:
     if done.returncode != 0:
         raise ExternalToolError(f"{rev!r} is not a commit in the git repository at {root}")
     commit = done.stdout.decode().strip()
-    if _FULL_ID.fullmatch(rev):
-        _COMMITS[key] = commit  # an object id names the same commit for good
+    if is_object_id(rev):
+        _COMMITS[key] = commit
     return commit
 
 

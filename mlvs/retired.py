@@ -190,22 +190,21 @@ def _free(sizes: dict[str, int]) -> None:
         except OSError as error:
             log.debug("could not free retired files in the background (%s); freeing them now", error)
     for name in sizes:
-        try:
-            os.unlink(name)
-        except OSError:
-            pass
+        _unlink_quietly(name)
+
+
+def _unlink_quietly(name: str) -> bool:
+    """Unlink `name`; False when it could not be (gone already, or not ours to remove)."""
+    try:
+        os.unlink(name)
+        return True
+    except OSError:
+        return False
 
 
 def free_spares(paths: ProjectPaths) -> int:
     """Free every spare now (the disk is full and needs the room); return the bytes freed."""
-    freed = 0
-    for name, info in _files(spare_directory(paths)).items():
-        try:
-            os.unlink(name)
-            freed += info.st_size
-        except OSError:
-            continue
-    return freed
+    return sum(info.st_size for name, info in _files(spare_directory(paths)).items() if _unlink_quietly(name))
 
 
 def take_spare(paths: ProjectPaths, size: int, destination: Path) -> bool:

@@ -498,7 +498,7 @@ def _verify(
                 findings.append(f"{path}: present, but snapshot {target.name!r} does not have it")
     # With no git file to write, the plan (made under the lock a moment ago) already
     # found the git files equal to the snapshot's, and nothing since has touched them.
-    if plan.git and parts & {"code", "params", "data", "models"}:
+    if plan.git:
         for change in _git_differences(paths, target, current, parts):
             findings.append(f"{change.path}: differs from snapshot {target.name!r} ({change.part})")
             checked += 1

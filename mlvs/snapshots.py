@@ -22,7 +22,6 @@ import errno
 import json
 import os
 import platform
-import re
 import signal
 import sys
 import time
@@ -497,7 +496,7 @@ def manifest_at(paths: ProjectPaths, commit: str) -> Manifest:
     payload = _MANIFEST_PAYLOADS.get(key)
     if payload is None:
         payload = gitstate.read_files_at(paths.root, [(commit, MANIFEST_PATH)])[0]
-        if payload is not None and re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit):
+        if payload is not None and gitstate.is_object_id(commit):
             _MANIFEST_PAYLOADS[key] = payload
     if payload is None:
         raise IntegrityError(f"commit {commit} holds no mlvs manifest; it is not an mlvs snapshot")
