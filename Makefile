@@ -45,7 +45,7 @@ fuzz: $(STAMP) ## Fuzz the params loader and notebook-parameter validation for a
 	$(BIN)/python tests/fuzz/fuzz_inputs.py
 
 demo: $(STAMP) ## The guided tour: pipeline, snapshots, retrain, every drill, rollback (several minutes)
-	$(BIN)/python -m mlvs.demo
+	$(BIN)/python tests/demo.py
 
 golden: $(STAMP) ## Re-execute the notebooks and store their outputs (nbval's reference)
 	$(BIN)/python tests/notebooks/update_golden.py

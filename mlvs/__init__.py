@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 def load_params(stage: str, **overrides: Any) -> Any:
     """Validated parameters of `stage` from `params/`, with a notebook's non-None overrides on top."""
-    from mlvs.params import load_stage
+    from mlvs.ml.params import load_stage
 
     return load_stage(stage, project().root, overrides)
 

@@ -6,6 +6,8 @@ Each class carries the exit status the command line maps it to, so one place
 
 from __future__ import annotations
 
+import errno
+
 
 class MlvsError(Exception):
     """Raised when mlvs cannot do what was asked; the base of every mlvs error."""
@@ -70,6 +72,8 @@ _STORAGE_ERRNOS = {
     "EACCES": "permission denied",
     "EPERM": "the operation is not permitted (read-only or immutable)",
 }
+
+
 # The same failures in words: SQLite's own (MLflow's database, the hash cache), and the
 # operating system's as a child process (DVC, git) printed them.
 _STORAGE_WORDS = {
@@ -92,7 +96,11 @@ def storage_failure(error: BaseException) -> str | None:
     """
     import errno as errnos
 
-    codes = {getattr(errnos, name): text for name, text in _STORAGE_ERRNOS.items() if hasattr(errnos, name)}
+    codes = {
+        getattr(errnos, name): text
+        for name, text in _STORAGE_ERRNOS.items()
+        if hasattr(errnos, name)
+    }
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
@@ -116,4 +124,13 @@ def storage_error(error: BaseException, what: str = "the command could not finis
     return MlvsError(
         f"{what}: {reason}; free disk space or make the directory writable, then run the command again "
         "(`mlvs recover` first if it was interrupted)"
+    )
+
+
+def os_error(error: OSError, what: str) -> MlvsError:
+    """An operating-system failure (a full disk, a permission) as one clear mlvs error."""
+    where = f" at {error.filename2 or error.filename}" if error.filename else ""
+    limit = "; the file size limit (ulimit -f) is reached" if error.errno == errno.EFBIG else ""
+    return MlvsError(
+        f"{what}: {error.strerror or error}{where}{limit}; free disk space or fix the permissions, then try again"
     )

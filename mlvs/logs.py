@@ -41,10 +41,16 @@ def setup_logging(log_dir: Path | None, verbose: bool = False) -> logging.Logger
             # refused command leaves the workspace exactly as it was.
             log_dir.mkdir(parents=True, exist_ok=True)
             handler = _QuietFileHandler(
-                log_dir / "mlvs.log", maxBytes=2_000_000, backupCount=5, encoding="utf-8", delay=True
+                log_dir / "mlvs.log",
+                maxBytes=2_000_000,
+                backupCount=5,
+                encoding="utf-8",
+                delay=True,
             )
             handler.setLevel(logging.DEBUG)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+            )
             logger.addHandler(handler)
         except OSError:
             logger.debug("log directory %s is not writable; logging to the console only", log_dir)

@@ -28,7 +28,13 @@ GIT_IDENTITY = {
 }
 # Small enough for a notebook to run in seconds, large enough for stratified 3-fold CV.
 TINY_PREPARE = {"n_rows": 400}
-TINY_TRAIN = {"cv_folds": 3, "golden_sample_size": 20, "hyperparameters": {"random_forest": {"n_estimators": 15, "max_depth": 5, "min_samples_leaf": 5}}}
+TINY_TRAIN = {
+    "cv_folds": 3,
+    "golden_sample_size": 20,
+    "hyperparameters": {
+        "random_forest": {"n_estimators": 15, "max_depth": 5, "min_samples_leaf": 5}
+    },
+}
 
 
 def clean_env(root: Path) -> dict[str, str]:
@@ -43,8 +49,12 @@ def clean_env(root: Path) -> dict[str, str]:
 
 def tracked_files() -> list[str]:
     """The project's files as a fresh clone would have them."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         cwd=REPO, capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
     return [p for p in out.decode().split("\0") if p and (REPO / p).is_file()]
 
 
@@ -75,10 +85,19 @@ def make_workspace(dest: Path, tiny: bool = True) -> Path:
     return dest
 
 
-def mlvs(root: Path, *args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def mlvs(
+    root: Path, *args: str, check: bool = False, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run the mlvs CLI in `root` as a user would."""
-    return subprocess.run([str(BIN / "mlvs"), *args], cwd=root, env=clean_env(root),
-                          capture_output=True, text=True, timeout=timeout, check=check)
+    return subprocess.run(
+        [str(BIN / "mlvs"), *args],
+        cwd=root,
+        env=clean_env(root),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
 
 
 def tree_hashes(root: Path, skip: tuple[str, ...] = (".git/",)) -> dict[str, str]:
@@ -96,8 +115,9 @@ def tree_hashes(root: Path, skip: tuple[str, ...] = (".git/",)) -> dict[str, str
 
 def git(root: Path, *args: str) -> str:
     """Run git in a test workspace with a test identity."""
-    return subprocess.run(["git", *args], cwd=root, env=clean_env(root), check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", *args], cwd=root, env=clean_env(root), check=True, capture_output=True, text=True
+    ).stdout
 
 
 def make_story_workspace(dest: Path, trained: Path | None = None) -> Path:
@@ -174,12 +194,17 @@ def copy_workspace(source: Path, dest: Path) -> Path:
 def make_newest_version_champion(root: Path) -> None:
     """Put `champion` on the newest registered version, whether or not it won its promotion."""
     subprocess.run(
-        [str(BIN / "python"), "-c",
-         "import mlflow, sys; c = mlflow.MlflowClient(sys.argv[1]); "
-         "v = max(int(m.version) for m in c.search_model_versions(\"name='churn-classifier'\")); "
-         "c.set_registered_model_alias('churn-classifier', 'champion', str(v))",
-         f"sqlite:///{root / 'mlflow.db'}"],
-        check=True, env=clean_env(root), capture_output=True,
+        [
+            str(BIN / "python"),
+            "-c",
+            "import mlflow, sys; c = mlflow.MlflowClient(sys.argv[1]); "
+            "v = max(int(m.version) for m in c.search_model_versions(\"name='churn-classifier'\")); "
+            "c.set_registered_model_alias('churn-classifier', 'champion', str(v))",
+            f"sqlite:///{root / 'mlflow.db'}",
+        ],
+        check=True,
+        env=clean_env(root),
+        capture_output=True,
     )
 
 
@@ -189,13 +214,22 @@ def relocate_mlflow_store(old_root: Path, new_root: Path) -> None:
 
     old, new = old_root.as_uri(), new_root.as_uri()
     with sqlite3.connect(new_root / "mlflow.db") as db:
-        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (old, new))
+        db.execute(
+            "UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)",
+            (old, new),
+        )
         db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "logged_models" in tables:
-            db.execute("UPDATE logged_models SET artifact_location = replace(artifact_location, ?, ?)", (old, new))
+            db.execute(
+                "UPDATE logged_models SET artifact_location = replace(artifact_location, ?, ?)",
+                (old, new),
+            )
         if "model_versions" in tables:
-            db.execute("UPDATE model_versions SET storage_location = replace(storage_location, ?, ?)", (old, new))
+            db.execute(
+                "UPDATE model_versions SET storage_location = replace(storage_location, ?, ?)",
+                (old, new),
+            )
             db.execute("UPDATE model_versions SET source = replace(source, ?, ?)", (old, new))
 
 
@@ -211,10 +245,10 @@ _hypothesis_settings.load_profile("mlvs")
 # `make test` runs them first (with `--no-loadscope-reorder`): xdist hands out whole files,
 # and a heavy file handed out last keeps one worker busy while the other idles.
 _HEAVY_FILES = (
-    "tests/e2e/test_crash_random.py",        # ~320 s: 111 kills
-    "tests/team/test_tracking_server.py",    # ~250 s: PostgreSQL, mlflow server, two clones
-    "tests/e2e/test_drills.py",              # every scenario of the catalog
-    "tests/notebooks/test_nbval.py",         # ~135 s: four notebooks
+    "tests/e2e/test_crash_random.py",  # ~320 s: 111 kills
+    "tests/team/test_tracking_server.py",  # ~250 s: PostgreSQL, mlflow server, two clones
+    "tests/e2e/test_drills.py",  # every scenario of the catalog
+    "tests/notebooks/test_nbval.py",  # ~135 s: four notebooks
     "tests/e2e/test_rollback.py",
     "tests/e2e/test_snapshots.py",
     "tests/team/test_browser.py",

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import BIN, clean_env, copy_workspace, git, mlvs
 
 from ._bench import median, record, run_timed, table, timed
@@ -63,7 +62,9 @@ def dvc_md5(root: Path) -> str:
 
 
 def run_ok(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(args), cwd=root, env=clean_env(root), capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        list(args), cwd=root, env=clean_env(root), capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, (args, result.stdout[-2000:], result.stderr[-3000:])
     return result
 
@@ -170,7 +171,9 @@ def test_rollback_1gib(big: Big) -> None:
         for i in range(REPEATS):
             seconds, report = mlvs_rollback(root, "A", settings)
             figures[label].append(seconds)
-            internal[label].append({k: round(v, 3) for k, v in (report.get("timings") or {}).items()})
+            internal[label].append(
+                {k: round(v, 3) for k, v in (report.get("timings") or {}).items()}
+            )
             if i == 0:
                 assert md5_of(root / BIG) == big.md5_a  # checked by the benchmark itself
             mlvs_rollback(root, "B", settings)  # back to B, untimed
@@ -210,8 +213,8 @@ def test_rollback_1gib(big: Big) -> None:
         "reference_durable_floor_runs_s": [round(v, 3) for v in floors],
         "reference_durable_floor_reusing_blocks_s": median(reuse_floors),
         "reference_note": "durable floor: copy the 1 GiB object, fsync it, free it (the disk work of a flushed "
-                          "rollback into a new file); reusing blocks: the same copy, flushed, over an existing "
-                          "1 GiB file (a rollback into a spare); DVC after sync: its replaced file already on disk",
+        "rollback into a new file); reusing blocks: the same copy, flushed, over an existing "
+        "1 GiB file (a rollback into a spare); DVC after sync: its replaced file already on disk",
         "target": "mlvs verified rollback <= 1.5x git checkout + dvc checkout",
     }
     result["met_default"] = result["ratio_default"] <= 1.5
@@ -219,28 +222,62 @@ def test_rollback_1gib(big: Big) -> None:
     result["met_no_spares"] = result["ratio_no_spares"] <= 1.5
     result["met"] = result["met_default"]
     record("rollback_1gib", result)
-    table("rollback_1gib (median of 3, wall clock)", ["method", "seconds", "x DVC", "<= 1.5x"], [
-        ["git checkout + dvc checkout", dvc, 1.0, "-"],
-        ["mlvs rollback (MLVS_FSYNC default)", result["mlvs_rollback_default_s"], result["ratio_default"], result["met_default"]],
-        ["mlvs rollback (MLVS_FSYNC=0)", result["mlvs_rollback_fsync_off_s"], result["ratio_fsync_off"], result["met_fsync_off"]],
-        ["mlvs rollback (MLVS_SPARE_BYTES=0)", result["mlvs_rollback_no_spares_s"], result["ratio_no_spares"],
-         result["met_no_spares"]],
-        ["reference: git + dvc checkout after sync", result["reference_dvc_checkout_after_sync_s"],
-         round(median(synced) / dvc, 3), "-"],
-        ["reference: copy + fsync + free of 1 GiB", result["reference_durable_floor_s"],
-         round(median(floors) / dvc, 3), "-"],
-        ["reference: copy + fsync over 1 GiB in place", result["reference_durable_floor_reusing_blocks_s"],
-         round(median(reuse_floors) / dvc, 3), "-"],
-    ])
+    table(
+        "rollback_1gib (median of 3, wall clock)",
+        ["method", "seconds", "x DVC", "<= 1.5x"],
+        [
+            ["git checkout + dvc checkout", dvc, 1.0, "-"],
+            [
+                "mlvs rollback (MLVS_FSYNC default)",
+                result["mlvs_rollback_default_s"],
+                result["ratio_default"],
+                result["met_default"],
+            ],
+            [
+                "mlvs rollback (MLVS_FSYNC=0)",
+                result["mlvs_rollback_fsync_off_s"],
+                result["ratio_fsync_off"],
+                result["met_fsync_off"],
+            ],
+            [
+                "mlvs rollback (MLVS_SPARE_BYTES=0)",
+                result["mlvs_rollback_no_spares_s"],
+                result["ratio_no_spares"],
+                result["met_no_spares"],
+            ],
+            [
+                "reference: git + dvc checkout after sync",
+                result["reference_dvc_checkout_after_sync_s"],
+                round(median(synced) / dvc, 3),
+                "-",
+            ],
+            [
+                "reference: copy + fsync + free of 1 GiB",
+                result["reference_durable_floor_s"],
+                round(median(floors) / dvc, 3),
+                "-",
+            ],
+            [
+                "reference: copy + fsync over 1 GiB in place",
+                result["reference_durable_floor_reusing_blocks_s"],
+                round(median(reuse_floors) / dvc, 3),
+                "-",
+            ],
+        ],
+    )
 
 
 def test_noop_snapshot_1gib(big: Big) -> None:
     root = big.root
-    first, created = run_timed([str(BIN / "mlvs"), "snapshot", "create", "noop-0"], root, clean_env(root))
+    first, created = run_timed(
+        [str(BIN / "mlvs"), "snapshot", "create", "noop-0"], root, clean_env(root)
+    )
     assert created.returncode == 0, created.stderr[-3000:]
     runs = []
     for i in range(1, 6):
-        seconds, created = run_timed([str(BIN / "mlvs"), "snapshot", "create", f"noop-{i}"], root, clean_env(root))
+        seconds, created = run_timed(
+            [str(BIN / "mlvs"), "snapshot", "create", f"noop-{i}"], root, clean_env(root)
+        )
         assert created.returncode == 0, created.stderr[-3000:]
         runs.append(seconds)
     versions = []
@@ -260,11 +297,23 @@ def test_noop_snapshot_1gib(big: Big) -> None:
     }
     result["met"] = result["noop_snapshot_s"] <= 0.5
     record("noop_snapshot_1gib", result)
-    table("noop_snapshot_1gib (median of 5, wall clock)", ["what", "seconds", "<= 0.5 s"], [
-        ["mlvs snapshot create (no change, 1 GiB tracked)", result["noop_snapshot_s"], result["met"]],
-        ["  first one after the previous benchmark", result["first_snapshot_after_previous_benchmark_s"], "-"],
-        ["mlvs --version (interpreter + CLI startup)", result["mlvs_version_startup_s"], "-"],
-    ])
+    table(
+        "noop_snapshot_1gib (median of 5, wall clock)",
+        ["what", "seconds", "<= 0.5 s"],
+        [
+            [
+                "mlvs snapshot create (no change, 1 GiB tracked)",
+                result["noop_snapshot_s"],
+                result["met"],
+            ],
+            [
+                "  first one after the previous benchmark",
+                result["first_snapshot_after_previous_benchmark_s"],
+                "-",
+            ],
+            ["mlvs --version (interpreter + CLI startup)", result["mlvs_version_startup_s"], "-"],
+        ],
+    )
 
 
 def flip(path: Path) -> None:
@@ -285,9 +334,9 @@ def test_recover_1gib_corrupted(big: Big, tmp_path: Path, monkeypatch: pytest.Mo
         monkeypatch.delenv(key)
     monkeypatch.setenv("MLVS_ROOT", str(root))
     monkeypatch.chdir(root)
+    from mlvs.ops.recover import recover
+    from mlvs.ops.verify import verify
     from mlvs.paths import ProjectPaths
-    from mlvs.recovery import recover
-    from mlvs.verify import verify
 
     paths = ProjectPaths(root)
     steady = verify(paths)
@@ -299,7 +348,9 @@ def test_recover_1gib_corrupted(big: Big, tmp_path: Path, monkeypatch: pytest.Mo
     for i in range(REPEATS):
         flip(root / BIG)
         seconds, report = timed(lambda: verify(paths))
-        assert not report.healthy and any(BIG in str(f) for f in report.findings), [str(f) for f in report.findings]
+        assert not report.healthy and any(BIG in str(f) for f in report.findings), [
+            str(f) for f in report.findings
+        ]
         detect.append(seconds)
         seconds, outcome = timed(lambda: recover(paths, tmp_path / f"evidence-{i}", report))
         assert outcome.healthy, outcome.to_dict()
@@ -325,8 +376,11 @@ def test_recover_1gib_corrupted(big: Big, tmp_path: Path, monkeypatch: pytest.Mo
         "recover_s": median(recov),
         "detect_s": median(detect),
         "copy_and_sha256_s": median(baseline),
-        "runs_s": {"recover": [round(v, 3) for v in recov], "detect": [round(v, 3) for v in detect],
-                   "copy_and_sha256": [round(v, 3) for v in baseline]},
+        "runs_s": {
+            "recover": [round(v, 3) for v in recov],
+            "detect": [round(v, 3) for v in detect],
+            "copy_and_sha256": [round(v, 3) for v in baseline],
+        },
         "ratio": round(median(recov) / median(baseline), 3),
         "ratio_detect_plus_recover": round((median(recov) + median(detect)) / median(baseline), 3),
         "fsync": os.environ.get("MLVS_FSYNC", "default (on)"),
@@ -334,11 +388,25 @@ def test_recover_1gib_corrupted(big: Big, tmp_path: Path, monkeypatch: pytest.Mo
     }
     result["met"] = result["ratio"] <= 1.5
     record("recover_1gib_corrupted", result)
-    table("recover_1gib_corrupted (in process, median of 3)", ["what", "seconds", "x copy+hash", "<= 1.5x"], [
-        ["shutil.copyfile + sha256 (1 GiB)", result["copy_and_sha256_s"], 1.0, "-"],
-        ["mlvs recover (given the detection)", result["recover_s"], result["ratio"], result["met"]],
-        ["mlvs verify (detection, for reference)", result["detect_s"], round(median(detect) / median(baseline), 3), "-"],
-    ])
+    table(
+        "recover_1gib_corrupted (in process, median of 3)",
+        ["what", "seconds", "x copy+hash", "<= 1.5x"],
+        [
+            ["shutil.copyfile + sha256 (1 GiB)", result["copy_and_sha256_s"], 1.0, "-"],
+            [
+                "mlvs recover (given the detection)",
+                result["recover_s"],
+                result["ratio"],
+                result["met"],
+            ],
+            [
+                "mlvs verify (detection, for reference)",
+                result["detect_s"],
+                round(median(detect) / median(baseline), 3),
+                "-",
+            ],
+        ],
+    )
 
 
 # --- what a snapshot and a rollback cost grows with what changed, not with what is tracked -------------
@@ -382,7 +450,9 @@ def test_snapshot_grows_with_the_change_not_the_tracked_size(scaled: dict[str, P
         runs = []
         for i in range(1, SMALL_CHANGE_RUNS + 1):
             write_small(root / SMALL, i)
-            seconds, created = run_timed([str(BIN / "mlvs"), "snapshot", "create", f"small-{i}"], root, clean_env(root))
+            seconds, created = run_timed(
+                [str(BIN / "mlvs"), "snapshot", "create", f"small-{i}"], root, clean_env(root)
+            )
             assert created.returncode == 0, created.stderr[-3000:]
             runs.append(seconds)
         figures[label] = {"snapshot_s": median(runs), "runs_s": [round(v, 3) for v in runs]}
@@ -395,12 +465,15 @@ def test_snapshot_grows_with_the_change_not_the_tracked_size(scaled: dict[str, P
         "growth_1gib_over_10mib_s": round(largest - smallest, 4),
         "allowed_1gib_s": round(allowed, 4),
         "target": "snapshot time with one small change grows with what changed, not with what is tracked "
-                  "(1 GiB tracked <= max(1.5x, +0.25 s) of 10 MiB tracked)",
+        "(1 GiB tracked <= max(1.5x, +0.25 s) of 10 MiB tracked)",
     }
     result["met"] = largest <= allowed
     record("snapshot_small_change_scaling", result)
-    table("snapshot_small_change_scaling (median of 5, wall clock)", ["tracked", "seconds"],
-          rows + [["allowed at 1 GiB", allowed], ["met", str(result["met"])]])
+    table(
+        "snapshot_small_change_scaling (median of 5, wall clock)",
+        ["tracked", "seconds"],
+        rows + [["allowed at 1 GiB", allowed], ["met", str(result["met"])]],
+    )
     assert result["met"], result
 
 
@@ -429,6 +502,14 @@ def test_rollback_of_one_small_file_with_1gib_tracked(scaled: dict[str, Path]) -
     }
     result["met"] = result["rollback_s"] <= 0.5
     record("rollback_small_change_1gib", result)
-    table("rollback_small_change_1gib (median of 5, wall clock)", ["what", "seconds", "<= 0.5 s"], [
-        ["mlvs rollback (one small file differs, 1 GiB tracked)", result["rollback_s"], result["met"]],
-    ])
+    table(
+        "rollback_small_change_1gib (median of 5, wall clock)",
+        ["what", "seconds", "<= 0.5 s"],
+        [
+            [
+                "mlvs rollback (one small file differs, 1 GiB tracked)",
+                result["rollback_s"],
+                result["met"],
+            ],
+        ],
+    )

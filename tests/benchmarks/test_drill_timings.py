@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, copy_workspace, git, make_workspace, mlvs
 
 from ._bench import record, table
@@ -42,7 +41,7 @@ def test_drill_timings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key in [k for k in os.environ if k.startswith(("MLFLOW_", "MLVS_"))]:
         monkeypatch.delenv(key)
 
-    from mlvs.drills import Drill
+    from mlvs.ops.drill.drill import Drill
     from mlvs.paths import ProjectPaths
 
     results, rows, failures = {}, [], []
@@ -61,14 +60,24 @@ def test_drill_timings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             verification = drill.verify_again()
             timings = {label: round(duration, 4) for label, _, duration in drill.events}
             entry.update(
-                detect_s=timings["detect"], recover_s=timings["recover"], inject_s=timings["inject"],
-                verify_s=timings["verify"], detected=drill.detected,
+                detect_s=timings["detect"],
+                recover_s=timings["recover"],
+                inject_s=timings["inject"],
+                verify_s=timings["verify"],
+                detected=drill.detected,
                 detected_by=drill.detection.findings[0].check if drill.detected else None,
-                rung=drill.outcome.rung, recovered=bool(drill.outcome.healthy and verification["healthy"]),
-                byte_identical=verification["byte_identical"], lost_runs=verification["lost_runs"],
+                rung=drill.outcome.rung,
+                recovered=bool(drill.outcome.healthy and verification["healthy"]),
+                byte_identical=verification["byte_identical"],
+                lost_runs=verification["lost_runs"],
                 detect_checks_s={k: round(v, 4) for k, v in drill.detection.timings.items()},
             )
-            if not (entry["detected"] and entry["recovered"] and entry["byte_identical"] and not entry["lost_runs"]):
+            if not (
+                entry["detected"]
+                and entry["recovered"]
+                and entry["byte_identical"]
+                and not entry["lost_runs"]
+            ):
                 failures.append((name, entry))
         except Exception as exc:  # keep timing the others; the test fails at the end
             entry["error"] = f"{type(exc).__name__}: {exc}"[:500]
@@ -79,19 +88,34 @@ def test_drill_timings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             entry["met"] = None  # no target for pipeline and MLflow-store incidents
         entry["target_s"] = TARGET_S if entry["file_level"] else None
         results[name] = entry
-        rows.append([name, entry["family"], entry.get("detect_s", "-"), entry.get("recover_s", "-"),
-                     entry.get("rung", "-"), entry["met"] if entry["met"] is not None else "n/a",
-                     "ok" if (name, entry) not in failures else "FAILED"])
+        rows.append(
+            [
+                name,
+                entry["family"],
+                entry.get("detect_s", "-"),
+                entry.get("recover_s", "-"),
+                entry.get("rung", "-"),
+                entry["met"] if entry["met"] is not None else "n/a",
+                "ok" if (name, entry) not in failures else "FAILED",
+            ]
+        )
         shutil.rmtree(root, ignore_errors=True)
 
     met = [e["met"] for e in results.values() if e["met"] is not None]
-    record("drill_timings", {
-        "scenarios": results,
-        "default_pipeline_s": round(pipeline_s, 2),
-        "file_level_met": sum(met), "file_level_total": len(met),
-        "target": "time to detect and to recover <= 0.5 s each for file-level incidents (in process)",
-        "met": all(met) and len(met) > 0,
-    })
-    table("drill_timings (in process, default data, one run each)",
-          ["scenario", "family", "detect s", "recover s", "rung", "<= 0.5 s", "drill"], rows)
+    record(
+        "drill_timings",
+        {
+            "scenarios": results,
+            "default_pipeline_s": round(pipeline_s, 2),
+            "file_level_met": sum(met),
+            "file_level_total": len(met),
+            "target": "time to detect and to recover <= 0.5 s each for file-level incidents (in process)",
+            "met": all(met) and len(met) > 0,
+        },
+    )
+    table(
+        "drill_timings (in process, default data, one run each)",
+        ["scenario", "family", "detect s", "recover s", "rung", "<= 0.5 s", "drill"],
+        rows,
+    )
     assert not failures, failures

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, clean_env, copy_workspace, git, mlvs
 
 pytestmark = pytest.mark.slow
@@ -30,15 +29,27 @@ LOCK_MESSAGE = "another mlvs command is changing this project"
 def held(root: Path, step: str) -> tuple[dict[str, str], Path]:
     """The environment that holds a command at journal step `step`, and the file that releases it."""
     release = root.parent / f"release-{step.replace(':', '-')}"
-    return {"MLVS_PAUSE": step, "MLVS_PAUSE_SECONDS": str(PAUSE_SECONDS), "MLVS_PAUSE_RELEASE": str(release)}, release
+    return {
+        "MLVS_PAUSE": step,
+        "MLVS_PAUSE_SECONDS": str(PAUSE_SECONDS),
+        "MLVS_PAUSE_RELEASE": str(release),
+    }, release
 
 
 def start(root: Path, *args: str, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(BIN / "mlvs"), *args], cwd=root, env={**clean_env(root), **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [str(BIN / "mlvs"), *args],
+        cwd=root,
+        env={**clean_env(root), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
-def wait_for_step(root: Path, step: str, holder: subprocess.Popen[str], timeout: float = 120) -> None:
+def wait_for_step(
+    root: Path, step: str, holder: subprocess.Popen[str], timeout: float = 120
+) -> None:
     """Until the journal says the held command reached `step` (it holds the lock from before then)."""
     journal = root / ".mlvs" / "journal.json"
     deadline = time.monotonic() + timeout
@@ -56,7 +67,10 @@ def wait_for_step(root: Path, step: str, holder: subprocess.Popen[str], timeout:
 
 def snapshot_refs(root: Path) -> dict[str, str]:
     out = git(root, "for-each-ref", "--format=%(refname) %(objectname)", "refs/mlvs/snapshots")
-    return {ref.removeprefix("refs/mlvs/snapshots/"): sha for ref, sha in (line.split() for line in out.splitlines())}
+    return {
+        ref.removeprefix("refs/mlvs/snapshots/"): sha
+        for ref, sha in (line.split() for line in out.splitlines())
+    }
 
 
 def snapshot_problems(root: Path, name: str) -> list[str]:
@@ -67,13 +81,24 @@ def snapshot_problems(root: Path, name: str) -> list[str]:
     manifest = json.loads(shown.stdout)
     problems = []
     if manifest["name"] != name or manifest["git"]["commit"] != snapshot_refs(root).get(name):
-        problems.append(f"{name}: manifest names {manifest['name']!r} at {manifest['git']['commit']}")
+        problems.append(
+            f"{name}: manifest names {manifest['name']!r} at {manifest['git']['commit']}"
+        )
     for path, recorded in manifest["files"].items():
-        cached = root / ".dvc" / "cache" / "files" / "md5" / recorded["md5"][:2] / recorded["md5"][2:]
-        if not cached.is_file() or hashlib.sha256(cached.read_bytes()).hexdigest() != recorded["sha256"]:
+        cached = (
+            root / ".dvc" / "cache" / "files" / "md5" / recorded["md5"][:2] / recorded["md5"][2:]
+        )
+        if (
+            not cached.is_file()
+            or hashlib.sha256(cached.read_bytes()).hexdigest() != recorded["sha256"]
+        ):
             problems.append(f"{name}: the cached bytes of {path} are missing or wrong")
-    committed = subprocess.run(["git", "cat-file", "-e", f"refs/mlvs/snapshots/{name}:dvc.lock"], cwd=root,
-                               env=clean_env(root), capture_output=True)
+    committed = subprocess.run(
+        ["git", "cat-file", "-e", f"refs/mlvs/snapshots/{name}:dvc.lock"],
+        cwd=root,
+        env=clean_env(root),
+        capture_output=True,
+    )
     if committed.returncode != 0:
         problems.append(f"{name}: its commit has no dvc.lock")
     return problems
@@ -112,11 +137,17 @@ def test_changes_started_together_are_serialised_and_reads_go_on_meanwhile(ws: P
     listed = mlvs(ws, "snapshot", "list", "--json")
     shown = mlvs(ws, "snapshot", "show", "base", "--json")
     reads_took = time.monotonic() - reads_started
-    assert holder.poll() is None, "the held rollback ended before the reads: they did not overlap it"
+    assert holder.poll() is None, (
+        "the held rollback ended before the reads: they did not overlap it"
+    )
     # The impatient two gave up meanwhile; the others still wait for the lock.
     for name in ("snapshot c3", "snapshot c4"):
         changes[name].wait(timeout=60)
-    assert all(changes[name].poll() is None for name in changes if name not in ("snapshot c3", "snapshot c4"))
+    assert all(
+        changes[name].poll() is None
+        for name in changes
+        if name not in ("snapshot c3", "snapshot c4")
+    )
     release.touch()
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert json.loads(verified.stdout)["healthy"] is True
@@ -126,7 +157,9 @@ def test_changes_started_together_are_serialised_and_reads_go_on_meanwhile(ws: P
     assert json.loads(shown.stdout)["git"]["commit"] == refs_before["base"]
     assert reads_took < 60
 
-    outputs = {name: proc.communicate(timeout=300) for name, proc in {"holder": holder, **changes}.items()}
+    outputs = {
+        name: proc.communicate(timeout=300) for name, proc in {"holder": holder, **changes}.items()
+    }
     codes = {name: proc.returncode for name, proc in {"holder": holder, **changes}.items()}
     for name, (stdout, stderr) in outputs.items():
         assert "Traceback" not in stdout + stderr, f"{name}: {stderr}"

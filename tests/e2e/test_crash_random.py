@@ -33,8 +33,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import BIN, clean_env, copy_workspace, make_newest_version_champion, mlvs, tree_hashes
+from conftest import (
+    BIN,
+    clean_env,
+    copy_workspace,
+    make_newest_version_champion,
+    mlvs,
+    tree_hashes,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +50,19 @@ SNAPSHOT_KILLS = 25
 RECOVER_KILLS = 52  # recovers of interrupted rollbacks, killed two in a row
 RECOVERS_IN_A_ROW = 2
 # The journal steps of a rollback, where `MLVS_FAILPOINT` stops it for a recover to finish.
-ROLLBACK_STEPS = ("planned", "staged", "auto:storing", "auto:stored", "auto:committed", "auto:saved", "applying",
-                  "apply:data", "apply:git", "applied", "verified")
+ROLLBACK_STEPS = (
+    "planned",
+    "staged",
+    "auto:storing",
+    "auto:stored",
+    "auto:committed",
+    "auto:saved",
+    "applying",
+    "apply:data",
+    "apply:git",
+    "applied",
+    "verified",
+)
 REPAIR_KILLS = 2  # `mlvs recover` repairing a damaged file: seconds each
 PIPELINE_KILLS = 2  # a retraining: the costliest kills
 # What a pipeline run changes: its outputs, their record, the metrics.
@@ -69,8 +86,14 @@ def aliases(root: Path) -> dict[str, str]:
 
 
 def snapshot_refs(root: Path) -> set[str]:
-    out = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/mlvs/snapshots"], cwd=root,
-                         env=clean_env(root), capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/mlvs/snapshots"],
+        cwd=root,
+        env=clean_env(root),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return {line.removeprefix("refs/mlvs/snapshots/") for line in out.split()}
 
 
@@ -84,14 +107,22 @@ class State:
         return cls(files(root), aliases(root))
 
     def differences(self, other: State) -> list[str]:
-        paths = sorted(p for p in set(self.files) | set(other.files) if self.files.get(p) != other.files.get(p))
+        paths = sorted(
+            p for p in set(self.files) | set(other.files) if self.files.get(p) != other.files.get(p)
+        )
         return paths + (["registry aliases"] if self.aliases != other.aliases else [])
 
 
 def killed_run(root: Path, delay: float, *args: str) -> int | None:
     """Start `mlvs ARGS`, SIGKILL it (and its children) after `delay` seconds; its exit code."""
-    proc = subprocess.Popen([str(BIN / "mlvs"), *args], cwd=root, env=clean_env(root),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(BIN / "mlvs"), *args],
+        cwd=root,
+        env=clean_env(root),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     time.sleep(delay)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -108,7 +139,11 @@ def timed(root: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[st
 
 def verify_ok(root: Path) -> str | None:
     result = mlvs(root, "verify", "--only", "file_hash")
-    return None if result.returncode == 0 else f"verify --only file_hash exit {result.returncode}: {result.stdout[-400:]}"
+    return (
+        None
+        if result.returncode == 0
+        else f"verify --only file_hash exit {result.returncode}: {result.stdout[-400:]}"
+    )
 
 
 def recovered_cleanly(root: Path) -> str | None:
@@ -172,10 +207,15 @@ def back_to(root: Path, name: str, expected: State, failures: list[str]) -> bool
 
 
 def report(failures: list[str], seed: int) -> str:
-    return f"{len(failures)} random kill(s) broke exactly-old-or-exactly-new (seed {seed}):\n" + "\n".join(failures)
+    return (
+        f"{len(failures)} random kill(s) broke exactly-old-or-exactly-new (seed {seed}):\n"
+        + "\n".join(failures)
+    )
 
 
-def test_rollbacks_killed_at_random_points_end_exactly_old_or_exactly_new(story: Story, ws: Path) -> None:
+def test_rollbacks_killed_at_random_points_end_exactly_old_or_exactly_new(
+    story: Story, ws: Path
+) -> None:
     rng = random.Random(SEED)
     states = {"A": story.a, "B": story.b}
     current = "B"
@@ -191,7 +231,9 @@ def test_rollbacks_killed_at_random_points_end_exactly_old_or_exactly_new(story:
         recovered = mlvs(ws, "snapshot", "create", probe, "--json")
         where = f"kill {i}: rollback {current}->{target} killed after {delay:.3f}s (exit {code})"
         if recovered.returncode != 0:
-            failures.append(f"{where}: `snapshot create {probe}` exit {recovered.returncode}: {recovered.stderr[-400:]}")
+            failures.append(
+                f"{where}: `snapshot create {probe}` exit {recovered.returncode}: {recovered.stderr[-400:]}"
+            )
             break  # the workspace is in an unknown state: later kills would say nothing
         now = State.of(ws)
         ended = current if now == states[current] else target if now == states[target] else None
@@ -199,8 +241,10 @@ def test_rollbacks_killed_at_random_points_end_exactly_old_or_exactly_new(story:
         automatic = {r for r in added if r.startswith("auto-") and r.endswith(f"-before-{target}")}
         problems = []
         if ended is None:
-            problems.append(f"neither {current} nor {target}: differs from {current} in "
-                            f"{now.differences(states[current])}, from {target} in {now.differences(states[target])}")
+            problems.append(
+                f"neither {current} nor {target}: differs from {current} in "
+                f"{now.differences(states[current])}, from {target} in {now.differences(states[target])}"
+            )
         if added - automatic or len(automatic) > 1 or (ended == target and not automatic):
             problems.append(f"snapshot refs added: {sorted(added)}")
         if snapshot_refs(ws) < refs:
@@ -221,7 +265,9 @@ def test_rollbacks_killed_at_random_points_end_exactly_old_or_exactly_new(story:
     print(f"rollback kills: {outcomes}")
 
 
-def test_snapshot_creates_killed_at_random_points_leave_the_snapshot_whole_or_absent(story: Story, ws: Path) -> None:
+def test_snapshot_creates_killed_at_random_points_leave_the_snapshot_whole_or_absent(
+    story: Story, ws: Path
+) -> None:
     rng = random.Random(SEED + 1)
     failures: list[str] = []
     outcomes = {"absent": 0, "present": 0}
@@ -240,14 +286,18 @@ def test_snapshot_creates_killed_at_random_points_leave_the_snapshot_whole_or_ab
         if present:
             shown = mlvs(ws, "snapshot", "show", name, "--json")
             if shown.returncode != 0:
-                problems.append(f"`snapshot show {name}` exit {shown.returncode}: {shown.stderr[-300:]}")
+                problems.append(
+                    f"`snapshot show {name}` exit {shown.returncode}: {shown.stderr[-300:]}"
+                )
             else:
                 problems += target_problems(ws, name, json.loads(shown.stdout), before)
         else:
             # The next state-changing command undoes the killed one; the name is free again.
             again = mlvs(ws, "snapshot", "create", name, "--json")
             if again.returncode != 0:
-                problems.append(f"`snapshot create {name}` again: exit {again.returncode}: {again.stderr[-400:]}")
+                problems.append(
+                    f"`snapshot create {name}` again: exit {again.returncode}: {again.stderr[-400:]}"
+                )
             else:
                 problems += target_problems(ws, name, json.loads(again.stdout), before)
             problems += [p for p in (recovered_cleanly(ws),) if p]
@@ -255,7 +305,9 @@ def test_snapshot_creates_killed_at_random_points_leave_the_snapshot_whole_or_ab
         if after != before:
             problems.append(f"the project changed: {after.differences(before)}")
         if snapshot_refs(ws) != refs | {name}:
-            problems.append(f"snapshot refs {sorted(snapshot_refs(ws) ^ (refs | {name}))} unexpected")
+            problems.append(
+                f"snapshot refs {sorted(snapshot_refs(ws) ^ (refs | {name}))} unexpected"
+            )
         problems += [p for p in (verify_ok(ws),) if p]
         if problems:
             failures.append(f"{where}: " + "; ".join(problems))
@@ -264,7 +316,9 @@ def test_snapshot_creates_killed_at_random_points_leave_the_snapshot_whole_or_ab
     # A kill whose snapshot was saved may leave its journal to the next command: that one completes it.
     final = mlvs(ws, "snapshot", "create", "final")
     if final.returncode != 0 or recovered_cleanly(ws):
-        failures.append(f"final `snapshot create`: exit {final.returncode}, {recovered_cleanly(ws)}: {final.stderr[-400:]}")
+        failures.append(
+            f"final `snapshot create`: exit {final.returncode}, {recovered_cleanly(ws)}: {final.stderr[-400:]}"
+        )
     assert not failures, report(failures, SEED + 1)
     print(f"snapshot kills: {outcomes}")
 
@@ -277,13 +331,21 @@ def target_problems(root: Path, name: str, manifest: dict, state: State) -> list
     for path, recorded in manifest.get("files", {}).items():
         if state.files.get(path) != recorded["sha256"]:
             problems.append(f"{path} recorded as {recorded['sha256'][:12]}")
-        cached = root / ".dvc" / "cache" / "files" / "md5" / recorded["md5"][:2] / recorded["md5"][2:]
+        cached = (
+            root / ".dvc" / "cache" / "files" / "md5" / recorded["md5"][:2] / recorded["md5"][2:]
+        )
         if not cached.is_file() or hashlib.md5(cached.read_bytes()).hexdigest() != recorded["md5"]:
             problems.append(f"cache object of {path} missing or wrong")
     for path in ("README.md", "notes.txt", "params/train.yaml", "dvc.lock"):
-        shown = subprocess.run(["git", "show", f"refs/mlvs/snapshots/{name}:{path}"], cwd=root,
-                               env=clean_env(root), capture_output=True)
-        if shown.returncode != 0 or hashlib.sha256(shown.stdout).hexdigest() != state.files.get(path):
+        shown = subprocess.run(
+            ["git", "show", f"refs/mlvs/snapshots/{name}:{path}"],
+            cwd=root,
+            env=clean_env(root),
+            capture_output=True,
+        )
+        if shown.returncode != 0 or hashlib.sha256(shown.stdout).hexdigest() != state.files.get(
+            path
+        ):
             problems.append(f"the snapshot commit's {path} is not the file's")
     return problems
 
@@ -291,12 +353,17 @@ def target_problems(root: Path, name: str, manifest: dict, state: State) -> list
 def leftovers(root: Path) -> str | None:
     """The journal, the staging area or a temporary file left in the project."""
     found = [p for p in (".mlvs/journal.json", ".mlvs/staging") if (root / p).exists()]
-    found += [p.relative_to(root).as_posix() for p in root.rglob("*.mlvs-tmp")
-              if not p.relative_to(root).as_posix().startswith((".dvc/cache/", ".mlvs/dvc-remote/"))]
+    found += [
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*.mlvs-tmp")
+        if not p.relative_to(root).as_posix().startswith((".dvc/cache/", ".mlvs/dvc-remote/"))
+    ]
     return f"left behind {found}" if found else None
 
 
-def test_recovers_killed_at_random_points_finish_interrupted_rollbacks_exactly(story: Story, ws: Path) -> None:
+def test_recovers_killed_at_random_points_finish_interrupted_rollbacks_exactly(
+    story: Story, ws: Path
+) -> None:
     """A rollback stopped at a random step, then the `mlvs recover` finishing it killed twice at random points.
 
     The rollback dies at one of its journal steps (`MLVS_FAILPOINT`, chosen at
@@ -315,26 +382,36 @@ def test_recovers_killed_at_random_points_finish_interrupted_rollbacks_exactly(s
     for i in range(RECOVER_KILLS // RECOVERS_IN_A_ROW):
         target = "A" if current == "B" else "B"
         step = rng.choice(ROLLBACK_STEPS)
-        stopped = subprocess.run([str(BIN / "mlvs"), "rollback", target], cwd=ws, capture_output=True,
-                                 env={**clean_env(ws), "MLVS_FAILPOINT": f"rollback:{step}"})
+        stopped = subprocess.run(
+            [str(BIN / "mlvs"), "rollback", target],
+            cwd=ws,
+            capture_output=True,
+            env={**clean_env(ws), "MLVS_FAILPOINT": f"rollback:{step}"},
+        )
         assert stopped.returncode == -signal.SIGKILL, stopped.stderr[-400:]
         delays = [rng.uniform(0, seconds) for _ in range(RECOVERS_IN_A_ROW)]
         for delay in delays:
             outcomes["killed with work left"] += (ws / ".mlvs" / "journal.json").exists()
             killed_run(ws, delay, "recover", "--interrupted-only")
         finished = mlvs(ws, "recover", "--interrupted-only")
-        where = (f"kills {RECOVERS_IN_A_ROW * i}-{RECOVERS_IN_A_ROW * i + RECOVERS_IN_A_ROW - 1}: rollback "
-                 f"{current}->{target} stopped at {step}, recovers killed after "
-                 + ", ".join(f"{d:.3f}s" for d in delays))
+        where = (
+            f"kills {RECOVERS_IN_A_ROW * i}-{RECOVERS_IN_A_ROW * i + RECOVERS_IN_A_ROW - 1}: rollback "
+            f"{current}->{target} stopped at {step}, recovers killed after "
+            + ", ".join(f"{d:.3f}s" for d in delays)
+        )
         if finished.returncode != 0:
-            failures.append(f"{where}: the next `mlvs recover` exit {finished.returncode}: {finished.stderr[-400:]}")
+            failures.append(
+                f"{where}: the next `mlvs recover` exit {finished.returncode}: {finished.stderr[-400:]}"
+            )
             break
         now = State.of(ws)
         ended = current if now == states[current] else target if now == states[target] else None
         problems = [p for p in (leftovers(ws),) if p]
         if ended is None:
-            problems.append(f"neither {current} nor {target}: differs from {current} in "
-                            f"{now.differences(states[current])}, from {target} in {now.differences(states[target])}")
+            problems.append(
+                f"neither {current} nor {target}: differs from {current} in "
+                f"{now.differences(states[current])}, from {target} in {now.differences(states[target])}"
+            )
         if problems:
             failures.append(f"{where}: " + "; ".join(problems))
             if not back_to(ws, current, states[current], failures):
@@ -349,8 +426,14 @@ def test_recovers_killed_at_random_points_finish_interrupted_rollbacks_exactly(s
 
 
 def _damage(root: Path, rng: random.Random) -> str:
-    victim = rng.choice(["data/raw/customer_data.csv", "data/processed/train.csv", "models/model.skops",
-                         "models/golden_predictions.json"])
+    victim = rng.choice(
+        [
+            "data/raw/customer_data.csv",
+            "data/processed/train.csv",
+            "models/model.skops",
+            "models/golden_predictions.json",
+        ]
+    )
     path = root / victim
     how = rng.choice(["deleted", "truncated", "bit-flipped"])
     if how == "deleted":
@@ -365,7 +448,9 @@ def _damage(root: Path, rng: random.Random) -> str:
     return f"{victim} {how}"
 
 
-def test_recovers_killed_while_repairing_a_damaged_file_are_finished_by_the_next(story: Story, ws: Path) -> None:
+def test_recovers_killed_while_repairing_a_damaged_file_are_finished_by_the_next(
+    story: Story, ws: Path
+) -> None:
     """A damaged data or model file, its `mlvs recover` killed; the next `mlvs recover` gives the exact healthy state.
 
     The repair comes after the first verification, about half-way: the delays are
@@ -374,7 +459,9 @@ def test_recovers_killed_while_repairing_a_damaged_file_are_finished_by_the_next
     rng = random.Random(SEED + 3)
     failures: list[str] = []
     damage = _damage(ws, rng)
-    seconds, repaired = timed(ws, "recover")  # how long a repair takes here, and a first repair checked
+    seconds, repaired = timed(
+        ws, "recover"
+    )  # how long a repair takes here, and a first repair checked
     assert repaired.returncode == 0 and State.of(ws) == story.b, repaired.stdout + repaired.stderr
     for i in range(REPAIR_KILLS):
         damage = _damage(ws, rng)
@@ -384,7 +471,9 @@ def test_recovers_killed_while_repairing_a_damaged_file_are_finished_by_the_next
         where = f"kill {i}: recover of {damage} killed after {delay:.3f}s (exit {code})"
         problems = [p for p in (leftovers(ws),) if p]
         if finished.returncode != 0:
-            problems.append(f"the next `mlvs recover` exit {finished.returncode}: {finished.stdout[-300:]}")
+            problems.append(
+                f"the next `mlvs recover` exit {finished.returncode}: {finished.stdout[-300:]}"
+            )
         now = State.of(ws)
         if now != story.b:
             problems.append(f"not the healthy state: differs in {now.differences(story.b)}")
@@ -398,13 +487,21 @@ def pipeline_state(state: State) -> dict[str, str]:
     return {p: digest for p, digest in state.files.items() if p.startswith(PIPELINE_STATE)}
 
 
-def killed_at(root: Path, reached: Callable[[], bool], delay: float, *args: str) -> tuple[int | None, bool]:
+def killed_at(
+    root: Path, reached: Callable[[], bool], delay: float, *args: str
+) -> tuple[int | None, bool]:
     """Start `mlvs ARGS`, SIGKILL it (and its children) `delay` seconds after `reached()` first holds.
 
     Returns its exit code and whether the milestone was reached before the command ended on its own.
     """
-    proc = subprocess.Popen([str(BIN / "mlvs"), *args], cwd=root, env=clean_env(root),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(BIN / "mlvs"), *args],
+        cwd=root,
+        env=clean_env(root),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     while proc.poll() is None and not reached():
         time.sleep(0.02)
     hit = proc.poll() is None
@@ -422,12 +519,17 @@ def _changed(path: Path, old: bytes | None) -> Callable[[], bool]:
             return path.read_bytes() != old
         except OSError:
             return False
+
     return changed
 
 
 def pipeline_milestones(root: Path) -> dict[str, Callable[[], bool]]:
     """Points a retraining passes, each seen from outside: where its random kills start from."""
-    model, lock, metrics = root / "models" / "model.skops", root / "dvc.lock", root / "reports" / "metrics.json"
+    model, lock, metrics = (
+        root / "models" / "model.skops",
+        root / "dvc.lock",
+        root / "reports" / "metrics.json",
+    )
     old_model, old_lock, old_metrics = model.read_bytes(), lock.read_bytes(), metrics.read_bytes()
     return {
         "journal begun": lambda: (root / ".mlvs" / "journal.json").exists(),
@@ -438,7 +540,9 @@ def pipeline_milestones(root: Path) -> dict[str, Callable[[], bool]]:
     }
 
 
-def test_pipelines_killed_at_random_points_leave_the_old_outputs_or_the_new(story: Story, tmp_path: Path) -> None:
+def test_pipelines_killed_at_random_points_leave_the_old_outputs_or_the_new(
+    story: Story, tmp_path: Path
+) -> None:
     """Roll back to A, put B's params in place, retrain, kill it; the next command leaves A's outputs or B's.
 
     Each kill comes a random delay (up to a tenth of a retraining) after a milestone
@@ -452,8 +556,10 @@ def test_pipelines_killed_at_random_points_leave_the_old_outputs_or_the_new(stor
     outcomes = {"old": 0, "new": 0}
     # One milestone from each stretch of the run, early to late, in the order a run passes them.
     phases = list(pipeline_milestones(story.template))
-    stretches = [phases[len(phases) * k // PIPELINE_KILLS : len(phases) * (k + 1) // PIPELINE_KILLS]
-                 for k in range(PIPELINE_KILLS)]
+    stretches = [
+        phases[len(phases) * k // PIPELINE_KILLS : len(phases) * (k + 1) // PIPELINE_KILLS]
+        for k in range(PIPELINE_KILLS)
+    ]
     milestones = [rng.choice(stretch) for stretch in stretches]
     for i, milestone in enumerate(milestones):
         root = copy_workspace(story.template, tmp_path / f"ws{i}")
@@ -470,13 +576,17 @@ def test_pipelines_killed_at_random_points_leave_the_old_outputs_or_the_new(stor
         problems = [] if hit else [f"the pipeline ended (exit {code}) before {milestone}"]
         problems += [p for p in (leftovers(root),) if p]
         if finished.returncode != 0:
-            problems.append(f"the next `mlvs recover` exit {finished.returncode}: {finished.stderr[-300:]}")
+            problems.append(
+                f"the next `mlvs recover` exit {finished.returncode}: {finished.stderr[-300:]}"
+            )
         now = pipeline_state(State.of(root))
         ended = "old" if now == old else "new" if now == new else None
         if ended is None:
-            problems.append(f"neither the old nor the new outputs: differs from the old in "
-                            f"{sorted(p for p in old.keys() | now.keys() if old.get(p) != now.get(p))}, "
-                            f"from the new in {sorted(p for p in new.keys() | now.keys() if new.get(p) != now.get(p))}")
+            problems.append(
+                f"neither the old nor the new outputs: differs from the old in "
+                f"{sorted(p for p in old.keys() | now.keys() if old.get(p) != now.get(p))}, "
+                f"from the new in {sorted(p for p in new.keys() | now.keys() if new.get(p) != now.get(p))}"
+            )
         else:
             outcomes[ended] += 1
             problems += [p for p in (verify_ok(root),) if p]

@@ -13,12 +13,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, mlvs, tree_hashes
 
 CATALOG = yaml.safe_load((REPO / "params" / "incidents.yaml").read_text())["scenarios"]
 # What a drill may change besides the tracked state: locks, logs, its own record, MLflow's store.
-RUNTIME = (".git/", ".mlvs/", ".dvc/tmp/", ".dvc/cache/", "reports/", "mlartifacts/", "mlruns/", "mlflow.db")
+RUNTIME = (
+    ".git/",
+    ".mlvs/",
+    ".dvc/tmp/",
+    ".dvc/cache/",
+    "reports/",
+    "mlartifacts/",
+    "mlruns/",
+    "mlflow.db",
+)
 
 
 def tracked_state(root: Path) -> dict[str, str]:
@@ -41,7 +49,7 @@ def drill_env(trained_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLVS_ROOT", str(trained_workspace))
-    from mlvs.backups import backup_mlflow_db
+    from mlvs.backends.mlflow.backups import backup_mlflow_db
     from mlvs.paths import ProjectPaths
 
     backup_mlflow_db(ProjectPaths(trained_workspace))
@@ -51,7 +59,7 @@ def drill_env(trained_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CATALOG))
 def test_scenario_is_detected_recovered_and_byte_identical(drill_env: Path, name: str) -> None:
-    from mlvs.drills import run_drill
+    from mlvs.ops.drill.drill import run_drill
     from mlvs.paths import ProjectPaths
 
     root = drill_env
@@ -67,7 +75,7 @@ def test_scenario_is_detected_recovered_and_byte_identical(drill_env: Path, name
 
 @pytest.mark.slow
 def test_drilling_the_same_scenario_twice_works(drill_env: Path) -> None:
-    from mlvs.drills import run_drill
+    from mlvs.ops.drill.drill import run_drill
     from mlvs.paths import ProjectPaths
 
     before = tracked_state(drill_env)
@@ -81,14 +89,18 @@ def test_drilling_the_same_scenario_twice_works(drill_env: Path) -> None:
 
 @pytest.mark.slow
 def test_a_deep_check_runs_again_exactly_when_the_bytes_it_read_changed(drill_env: Path) -> None:
+    from mlvs.ops.verify import verify
     from mlvs.paths import ProjectPaths
-    from mlvs.verify import verify
 
     paths = ProjectPaths(drill_env)
     assert verify(paths).healthy
     again = verify(paths)
     assert again.healthy
-    vouched = {"model:models/model.skops", "metrics:reports/metrics.json", "schema:data/processed/train.csv"}
+    vouched = {
+        "model:models/model.skops",
+        "metrics:reports/metrics.json",
+        "schema:data/processed/train.csv",
+    }
     assert vouched <= set(again.reused)
     assert verify(paths, reuse_passed=False).reused == []
 
@@ -96,15 +108,17 @@ def test_a_deep_check_runs_again_exactly_when_the_bytes_it_read_changed(drill_en
     header, rest = train.read_text().split("\n", 1)
     train.write_text(header.replace(",", ";", 1) + "\n" + rest)  # two columns run together
     changed = verify(paths)
-    assert any(f.check == "schema" and f.artifact == "data/processed/train.csv" for f in changed.findings)
+    assert any(
+        f.check == "schema" and f.artifact == "data/processed/train.csv" for f in changed.findings
+    )
     assert "schema:data/processed/train.csv" not in changed.reused
     assert "model:models/model.skops" in changed.reused  # the model's bytes did not change
 
 
 @pytest.mark.slow
 def test_recover_on_a_healthy_system_changes_nothing(drill_env: Path) -> None:
+    from mlvs.ops.recover import recover
     from mlvs.paths import ProjectPaths
-    from mlvs.recovery import recover
 
     before = tree_hashes(drill_env, skip=(".git/", ".mlvs/", ".dvc/tmp/"))
     outcome = recover(ProjectPaths(drill_env))
@@ -142,8 +156,13 @@ def test_unknown_scenario_is_refused(trained_workspace: Path) -> None:
 
 
 def test_drill_without_a_scenario_never_prompts_in_ci(trained_workspace: Path) -> None:
-    result = subprocess.run([str(Path(__import__("sys").executable).parent / "mlvs"), "drill"],
-                            cwd=trained_workspace, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [str(Path(__import__("sys").executable).parent / "mlvs"), "drill"],
+        cwd=trained_workspace,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "give a scenario" in result.stderr

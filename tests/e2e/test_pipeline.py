@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import BIN, clean_env, mlvs, tree_hashes
 
 pytestmark = pytest.mark.slow
@@ -22,11 +21,20 @@ def mlflow_client(root: Path, uri: str | None = None):
 
 def test_pipeline_writes_every_output(trained_workspace: Path) -> None:
     root = trained_workspace
-    for rel in ("data/raw/customer_data.csv", "data/processed/train.csv", "data/processed/test.csv",
-                "data/processed/summary.json", "models/model.skops", "models/model_card.json",
-                "models/golden_predictions.json", "reports/metrics.json",
-                "reports/01_prepare.ipynb", "reports/01_prepare.html",
-                "reports/02_train.ipynb", "reports/02_train.html"):
+    for rel in (
+        "data/raw/customer_data.csv",
+        "data/processed/train.csv",
+        "data/processed/test.csv",
+        "data/processed/summary.json",
+        "models/model.skops",
+        "models/model_card.json",
+        "models/golden_predictions.json",
+        "reports/metrics.json",
+        "reports/01_prepare.ipynb",
+        "reports/01_prepare.html",
+        "reports/02_train.ipynb",
+        "reports/02_train.html",
+    ):
         assert (root / rel).is_file(), rel
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"prepare", "train"}
@@ -42,12 +50,20 @@ def test_second_run_skips_unchanged_stages(trained_workspace: Path) -> None:
     assert summary["ran"] == []
     assert summary["skipped"] == ["prepare", "train"]
     assert summary["metrics"]["test_roc_auc"] > 0.5
-    assert tree_hashes(trained_workspace / "data") | tree_hashes(trained_workspace / "models") == before
+    assert (
+        tree_hashes(trained_workspace / "data") | tree_hashes(trained_workspace / "models")
+        == before
+    )
 
 
 def test_data_reaches_the_dvc_remote(trained_workspace: Path) -> None:
-    status = subprocess.run([str(BIN / "dvc"), "status", "--cloud", "--json"], cwd=trained_workspace,
-                            env=clean_env(trained_workspace), capture_output=True, text=True)
+    status = subprocess.run(
+        [str(BIN / "dvc"), "status", "--cloud", "--json"],
+        cwd=trained_workspace,
+        env=clean_env(trained_workspace),
+        capture_output=True,
+        text=True,
+    )
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout or "{}") == {}
 
@@ -64,11 +80,24 @@ def test_each_notebook_is_a_finished_mlflow_run_with_its_report(trained_workspac
         assert artifacts == {f"notebook/{name}.ipynb", f"notebook/{name}.html"}
     train = runs["02_train"]
     assert train.data.params["model_type"] == "random_forest"
-    for metric in ("cv_roc_auc_mean", "cv_roc_auc_std", "test_accuracy", "test_precision", "test_recall",
-                   "test_f1", "test_roc_auc", "net_value", "roi"):
+    for metric in (
+        "cv_roc_auc_mean",
+        "cv_roc_auc_std",
+        "test_accuracy",
+        "test_precision",
+        "test_recall",
+        "test_f1",
+        "test_roc_auc",
+        "net_value",
+        "roi",
+    ):
         assert metric in train.data.metrics, metric
     plots = {a.path for a in client.list_artifacts(train.info.run_id, "plots")}
-    assert {"plots/confusion_matrix.png", "plots/roc_curve.png", "plots/feature_importance.png"} <= plots
+    assert {
+        "plots/confusion_matrix.png",
+        "plots/roc_curve.png",
+        "plots/feature_importance.png",
+    } <= plots
 
 
 def test_model_is_registered_with_signature_and_champion_alias(trained_workspace: Path) -> None:
@@ -86,12 +115,20 @@ def test_model_is_registered_with_signature_and_champion_alias(trained_workspace
     assert "scikit-learn==" in requirements and "skops==" in requirements
 
 
-def test_failed_notebook_is_kept_with_its_error_and_run_marked_failed(workspace: Path, tmp_path: Path) -> None:
+def test_failed_notebook_is_kept_with_its_error_and_run_marked_failed(
+    workspace: Path, tmp_path: Path
+) -> None:
     # Train before prepare: the data is missing, so a cell fails inside the notebook.
     other_store = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     env = clean_env(workspace) | {"MLFLOW_TRACKING_URI": other_store}
-    result = subprocess.run([str(BIN / "mlvs"), "run", "02_train"], cwd=workspace, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(BIN / "mlvs"), "run", "02_train"],
+        cwd=workspace,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "02_train.ipynb failed" in result.stderr
@@ -117,7 +154,9 @@ def test_failed_notebook_is_kept_with_its_error_and_run_marked_failed(workspace:
         (["run", "nope"], "not one of this project's notebooks"),
     ],
 )
-def test_bad_input_is_refused_before_any_work(trained_workspace: Path, args: list[str], named: str) -> None:
+def test_bad_input_is_refused_before_any_work(
+    trained_workspace: Path, args: list[str], named: str
+) -> None:
     before = tree_hashes(trained_workspace)
     result = mlvs(trained_workspace, *args)
     assert result.returncode == 2, result.stderr

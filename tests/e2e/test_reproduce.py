@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import git, mlvs, tree_hashes
 
 pytestmark = pytest.mark.slow
 
 
-def test_reproduce_names_exactly_the_tampered_file_and_leaves_the_workspace_alone(trained_workspace: Path) -> None:
+def test_reproduce_names_exactly_the_tampered_file_and_leaves_the_workspace_alone(
+    trained_workspace: Path,
+) -> None:
     root = trained_workspace
     raw = root / "data/raw/customer_data.csv"
     # Tamper with the recorded data: the snapshot records these bytes, the pipeline cannot make them.

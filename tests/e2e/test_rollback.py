@@ -18,8 +18,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import BIN, clean_env, copy_workspace, make_newest_version_champion, mlvs, tree_hashes
+from conftest import (
+    BIN,
+    clean_env,
+    copy_workspace,
+    make_newest_version_champion,
+    mlvs,
+    tree_hashes,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,17 +43,27 @@ def state(root: Path) -> dict[str, str]:
 
 def aliases(root: Path) -> dict[str, str]:
     with sqlite3.connect(root / "mlflow.db") as db:
-        rows = db.execute("SELECT alias, version FROM registered_model_aliases WHERE name = 'churn-classifier'")
+        rows = db.execute(
+            "SELECT alias, version FROM registered_model_aliases WHERE name = 'churn-classifier'"
+        )
         return {alias: str(version) for alias, version in rows}
 
 
 def git(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    return subprocess.run(["git", *args], cwd=root, env=env or clean_env(root), capture_output=True,
-                          text=True, check=True).stdout
+    return subprocess.run(
+        ["git", *args],
+        cwd=root,
+        env=env or clean_env(root),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def run(root: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "mlvs"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(BIN / "mlvs"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def rollback(root: Path, *args: str) -> dict:
@@ -92,8 +108,10 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     assert created.returncode == 0, created.stderr
     manifest_a, state_a, aliases_a = json.loads(created.stdout), state(root), aliases(root)
 
-    for stage, change in (("prepare", lambda p: p.update(seed=p["seed"] + 1)),
-                          ("train", lambda p: p["hyperparameters"]["random_forest"].update(n_estimators=25))):
+    for stage, change in (
+        ("prepare", lambda p: p.update(seed=p["seed"] + 1)),
+        ("train", lambda p: p["hyperparameters"]["random_forest"].update(n_estimators=25)),
+    ):
         location = root / "params" / f"{stage}.yaml"
         values = yaml.safe_load(location.read_text())
         change(values)
@@ -122,14 +140,18 @@ def ws(story: Story, tmp_path: Path) -> Path:
 # --- round trips -------------------------------------------------------------------------
 
 
-def test_rollback_restores_every_part_byte_for_byte_and_moves_champion_back(story: Story, ws: Path) -> None:
+def test_rollback_restores_every_part_byte_for_byte_and_moves_champion_back(
+    story: Story, ws: Path
+) -> None:
     untouched = ws / "mlvs" / "snapshots.py"
     before = os.stat(untouched)
 
     report = rollback(ws, "A")
 
     assert report["verified"] is True and report["findings"] == []
-    assert report["automatic_snapshot"].startswith("auto-") and report["automatic_snapshot"].endswith("-before-A")
+    assert report["automatic_snapshot"].startswith("auto-") and report[
+        "automatic_snapshot"
+    ].endswith("-before-A")
     assert state(ws) == story.a
     assert aliases(ws) == story.aliases_a
     # Only what differs is written: an unchanged file keeps its inode and mtime.
@@ -137,13 +159,23 @@ def test_rollback_restores_every_part_byte_for_byte_and_moves_champion_back(stor
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     changed = {change["path"] for change in report["files"]}
     assert changed == {p for p in set(story.a) | set(story.b) if story.a.get(p) != story.b.get(p)}
-    assert report["aliases"]["champion"] == [story.aliases_b["champion"], story.aliases_a["champion"]]
-    status = subprocess.run([str(BIN / "python"), "-m", "dvc", "status"], cwd=ws, env=clean_env(ws),
-                            capture_output=True, text=True)
+    assert report["aliases"]["champion"] == [
+        story.aliases_b["champion"],
+        story.aliases_a["champion"],
+    ]
+    status = subprocess.run(
+        [str(BIN / "python"), "-m", "dvc", "status"],
+        cwd=ws,
+        env=clean_env(ws),
+        capture_output=True,
+        text=True,
+    )
     assert "up to date" in status.stdout, status.stdout + status.stderr
 
 
-def test_a_rollback_is_undone_by_rolling_back_to_its_automatic_snapshot(story: Story, ws: Path) -> None:
+def test_a_rollback_is_undone_by_rolling_back_to_its_automatic_snapshot(
+    story: Story, ws: Path
+) -> None:
     automatic = rollback(ws, "A")["automatic_snapshot"]
     listed = json.loads(mlvs(ws, "snapshot", "list", "--json").stdout)
     assert [m["automatic"] for m in listed if m["name"] == automatic] == [True]
@@ -161,7 +193,9 @@ def test_rolling_back_twice_changes_nothing_the_second_time(story: Story, ws: Pa
     assert state(ws) == story.a
 
 
-def test_uncommitted_changes_and_untracked_files_survive_in_the_automatic_snapshot(story: Story, ws: Path) -> None:
+def test_uncommitted_changes_and_untracked_files_survive_in_the_automatic_snapshot(
+    story: Story, ws: Path
+) -> None:
     readme = ws / "README.md"
     readme.write_text(readme.read_text() + "\nwork in progress\n")
     (ws / "notes.txt").write_text("my notes\n")
@@ -201,10 +235,15 @@ def test_a_corrupt_cache_object_is_fetched_from_the_remote(story: Story, ws: Pat
     sources = {c["path"]: c["source"] for c in report["files"]}
     assert sources["models/model.skops"] == sources["data/raw/customer_data.csv"] == "remote"
     for relative in ("models/model.skops", "data/raw/customer_data.csv"):
-        assert hashlib.sha256(cache_object(ws, relative, story.manifest_a).read_bytes()).hexdigest() == story.a[relative]
+        assert (
+            hashlib.sha256(cache_object(ws, relative, story.manifest_a).read_bytes()).hexdigest()
+            == story.a[relative]
+        )
 
 
-def test_a_rollback_whose_data_is_lost_everywhere_is_refused_and_changes_nothing(story: Story, ws: Path) -> None:
+def test_a_rollback_whose_data_is_lost_everywhere_is_refused_and_changes_nothing(
+    story: Story, ws: Path
+) -> None:
     flip_bytes(cache_object(ws, "models/model.skops", story.manifest_a))
     remote_object(ws, "models/model.skops", story.manifest_a).unlink()
     refs = git(ws, "for-each-ref")
@@ -218,11 +257,18 @@ def test_a_rollback_whose_data_is_lost_everywhere_is_refused_and_changes_nothing
     assert not (ws / ".mlvs" / "journal.json").exists() and not (ws / ".mlvs" / "staging").exists()
 
 
-def test_a_rollback_to_a_deleted_registry_version_is_refused_and_changes_nothing(story: Story, ws: Path) -> None:
+def test_a_rollback_to_a_deleted_registry_version_is_refused_and_changes_nothing(
+    story: Story, ws: Path
+) -> None:
     with sqlite3.connect(ws / "mlflow.db") as db:  # what MlflowClient.delete_model_version does
-        db.execute("DELETE FROM registered_model_aliases WHERE version = ?", (int(story.aliases_a["champion"]),))
-        db.execute("UPDATE model_versions SET current_stage = 'Deleted_Internal' WHERE version = ?",
-                   (int(story.aliases_a["champion"]),))
+        db.execute(
+            "DELETE FROM registered_model_aliases WHERE version = ?",
+            (int(story.aliases_a["champion"]),),
+        )
+        db.execute(
+            "UPDATE model_versions SET current_stage = 'Deleted_Internal' WHERE version = ?",
+            (int(story.aliases_a["champion"]),),
+        )
     before_aliases = aliases(ws)
 
     dry = rollback(ws, "A", "--dry-run")
@@ -235,7 +281,9 @@ def test_a_rollback_to_a_deleted_registry_version_is_refused_and_changes_nothing
     assert state(ws) == story.a
 
 
-def test_a_result_that_does_not_match_is_reported_with_exit_1_and_can_be_undone(story: Story, ws: Path) -> None:
+def test_a_result_that_does_not_match_is_reported_with_exit_1_and_can_be_undone(
+    story: Story, ws: Path
+) -> None:
     # An ignored directory where A's metrics file must go: git will not write over it.
     (ws / "reports" / "metrics.json").unlink()
     (ws / "reports" / "metrics.json" / "__pycache__").mkdir(parents=True)
@@ -247,7 +295,9 @@ def test_a_result_that_does_not_match_is_reported_with_exit_1_and_can_be_undone(
     report = json.loads(result.stdout)
     assert report["verified"] is False
     assert any(f.startswith("reports/metrics.json") for f in report["findings"])
-    assert "could not be verified" in result.stderr and report["automatic_snapshot"] in result.stderr
+    assert (
+        "could not be verified" in result.stderr and report["automatic_snapshot"] in result.stderr
+    )
 
 
 # --- parts and dry runs ---------------------------------------------------------------------------
@@ -263,10 +313,21 @@ def test_dry_run_lists_what_would_change_and_changes_nothing(story: Story, ws: P
     planned = {c["path"]: c for c in report["files"]}
     assert planned["models/model.skops"]["source"] == "cache"
     assert planned["params/train.yaml"]["source"] == "git"
-    assert report["aliases"]["champion"] == [story.aliases_b["champion"], story.aliases_a["champion"]]
-    assert (tree_hashes(ws, skip=skip), git(ws, "for-each-ref"), aliases(ws)) == (files, refs, registry)
+    assert report["aliases"]["champion"] == [
+        story.aliases_b["champion"],
+        story.aliases_a["champion"],
+    ]
+    assert (tree_hashes(ws, skip=skip), git(ws, "for-each-ref"), aliases(ws)) == (
+        files,
+        refs,
+        registry,
+    )
     text = mlvs(ws, "rollback", "A", "--dry-run")
-    assert text.returncode == 0 and "nothing was changed" in text.stdout and "models/model.skops" in text.stdout
+    assert (
+        text.returncode == 0
+        and "nothing was changed" in text.stdout
+        and "models/model.skops" in text.stdout
+    )
 
 
 def test_only_models_restores_the_model_and_keeps_the_new_data(story: Story, ws: Path) -> None:
@@ -275,7 +336,9 @@ def test_only_models_restores_the_model_and_keeps_the_new_data(story: Story, ws:
     assert report["parts"] == ["models"] and report["verified"] is True
     now = state(ws)
     for path in now:
-        expected = story.a if path.startswith("models/") or path == "reports/metrics.json" else story.b
+        expected = (
+            story.a if path.startswith("models/") or path == "reports/metrics.json" else story.b
+        )
         assert now[path] == expected[path], path
     assert aliases(ws) == story.aliases_b  # the registry is a part of its own
 
@@ -289,13 +352,24 @@ def test_only_registry_moves_the_aliases_and_no_file(story: Story, ws: Path) -> 
 # --- real repositories ------------------------------------------------------------------------------
 
 
-def test_rollback_on_a_detached_head_without_any_git_identity(story: Story, ws: Path, tmp_path: Path) -> None:
+def test_rollback_on_a_detached_head_without_any_git_identity(
+    story: Story, ws: Path, tmp_path: Path
+) -> None:
     git(ws, "checkout", "-q", "--detach")
     home = tmp_path / "home"
     home.mkdir()
-    env = {k: v for k, v in clean_env(ws).items() if not k.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_"))}
+    env = {
+        k: v
+        for k, v in clean_env(ws).items()
+        if not k.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_"))
+    }
     env.pop("EMAIL", None)
-    env.update(HOME=str(home), GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1", XDG_CONFIG_HOME=str(home))
+    env.update(
+        HOME=str(home),
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+        XDG_CONFIG_HOME=str(home),
+    )
     head = git(ws, "rev-parse", "HEAD")
 
     result = run(ws, "rollback", "A", "--json", env=env)
@@ -314,7 +388,13 @@ def test_rollback_without_a_name_outside_a_terminal_asks_for_one(ws: Path) -> No
 
 # --- interrupted rollbacks ---------------------------------------------------------------------------
 
-BEFORE_THE_AUTOMATIC_SNAPSHOT = ["planned", "staged", "auto:storing", "auto:stored", "auto:committed"]
+BEFORE_THE_AUTOMATIC_SNAPSHOT = [
+    "planned",
+    "staged",
+    "auto:storing",
+    "auto:stored",
+    "auto:committed",
+]
 AFTER_IT = ["auto:saved", "applying", "apply:data", "apply:git", "applied", "verified"]
 
 
@@ -356,9 +436,11 @@ def test_the_next_state_changing_command_recovers_first(story: Story, ws: Path) 
 # --- the two ways into the registry agree ------------------------------------------------------------
 
 
-def test_the_sql_and_mlflow_client_registry_readers_agree(story: Story, ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sql_and_mlflow_client_registry_readers_agree(
+    story: Story, ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlvs.backends.mlflow.registry import read_registry, set_aliases
     from mlvs.paths import ProjectPaths
-    from mlvs.registry import read_registry, set_aliases
 
     for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
         monkeypatch.delenv(name)

@@ -12,21 +12,29 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import BIN, clean_env, copy_workspace, mlvs, tree_hashes
+
 from mlvs.paths import ProjectPaths
-from mlvs.statelock import state_lock
+from mlvs.state.lock import state_lock
 
 MANIFEST = ".mlvs-snapshot.json"
 
 
 def git(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    return subprocess.run(["git", *args], cwd=root, env=env or clean_env(root), capture_output=True,
-                          text=True, check=True).stdout
+    return subprocess.run(
+        ["git", *args],
+        cwd=root,
+        env=env or clean_env(root),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def run(root: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "mlvs"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(BIN / "mlvs"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def sha256(path: Path) -> str:
@@ -41,7 +49,9 @@ def git_view(root: Path) -> dict[str, str]:
         "branch": git(root, "branch", "--show-current"),
         "log": git(root, "log", "--format=%H %s"),
         "index": git(root, "ls-files", "--stage"),
-        "refs": "\n".join(l for l in git(root, "for-each-ref").splitlines() if "refs/mlvs/" not in l),
+        "refs": "\n".join(
+            l for l in git(root, "for-each-ref").splitlines() if "refs/mlvs/" not in l
+        ),
     }
 
 
@@ -53,7 +63,11 @@ def create(root: Path, name: str, *extra: str) -> dict:
 
 def champion(root: Path) -> str:
     with sqlite3.connect(root / "mlflow.db") as db:
-        return str(db.execute("SELECT version FROM registered_model_aliases WHERE alias = 'champion'").fetchone()[0])
+        return str(
+            db.execute(
+                "SELECT version FROM registered_model_aliases WHERE alias = 'champion'"
+            ).fetchone()[0]
+        )
 
 
 # --- what a snapshot records ----------------------------------------------------------
@@ -73,7 +87,7 @@ def test_snapshot_leaves_status_head_branch_log_and_index_of_a_dirty_repository_
 
     assert git_view(root) == before
     commit = manifest["git"]["commit"]
-    assert git(root, "rev-parse", "refs/mlvs/snapshots/dirty") .strip() == commit
+    assert git(root, "rev-parse", "refs/mlvs/snapshots/dirty").strip() == commit
     # The commit holds the work in progress and the manifest; the working tree does not get the manifest.
     assert git(root, "show", f"{commit}:notes.txt") == "untracked notes\n"
     assert "edited, not committed" in git(root, "show", f"{commit}:README.md")
@@ -82,7 +96,9 @@ def test_snapshot_leaves_status_head_branch_log_and_index_of_a_dirty_repository_
     assert git(root, "rev-parse", f"{commit}^").strip() == before["head"].strip()
 
 
-def test_snapshot_manifest_records_hashes_params_metrics_registry_and_environment(trained_workspace: Path) -> None:
+def test_snapshot_manifest_records_hashes_params_metrics_registry_and_environment(
+    trained_workspace: Path,
+) -> None:
     root = trained_workspace
     manifest = create(root, "baseline", "-m", "first trained model")
 
@@ -91,8 +107,12 @@ def test_snapshot_manifest_records_hashes_params_metrics_registry_and_environmen
     assert manifest["git"]["base_commit"] == git(root, "rev-parse", "HEAD").strip()
     assert manifest["git"]["branch"] == "main"
     # Every DVC-tracked file, hashed by the test itself.
-    tracked = sorted(p.relative_to(root).as_posix() for d in ("data", "models") for p in (root / d).rglob("*")
-                     if p.is_file() and p.name != ".gitignore")
+    tracked = sorted(
+        p.relative_to(root).as_posix()
+        for d in ("data", "models")
+        for p in (root / d).rglob("*")
+        if p.is_file() and p.name != ".gitignore"
+    )
     assert sorted(manifest["files"]) == tracked
     for relative, info in manifest["files"].items():
         assert info["sha256"] == sha256(root / relative)
@@ -102,7 +122,9 @@ def test_snapshot_manifest_records_hashes_params_metrics_registry_and_environmen
     for output, info in manifest["outputs"].items():
         if info["cache"]:
             assert info["md5"] == locked[output] and info["matches_dvc_lock"]
-    assert manifest["params"]["train"] == yaml.safe_load((root / "params" / "train.yaml").read_text())
+    assert manifest["params"]["train"] == yaml.safe_load(
+        (root / "params" / "train.yaml").read_text()
+    )
     assert manifest["metrics"] == json.loads((root / "reports" / "metrics.json").read_text())
     registry = manifest["registry"]
     assert registry["model_name"] == "churn-classifier"
@@ -111,7 +133,16 @@ def test_snapshot_manifest_records_hashes_params_metrics_registry_and_environmen
     assert registry["aliases"]["champion"]["version"] == champion(root)
     assert registry["tracking_uri"].startswith("sqlite:///")
     packages = manifest["environment"]["packages"]
-    assert set(packages) >= {"mlvs", "dvc", "mlflow", "scikit-learn", "pandas", "numpy", "papermill", "skops"}
+    assert set(packages) >= {
+        "mlvs",
+        "dvc",
+        "mlflow",
+        "scikit-learn",
+        "pandas",
+        "numpy",
+        "papermill",
+        "skops",
+    }
     assert manifest["environment"]["python"].count(".") == 2
 
 
@@ -132,12 +163,19 @@ def test_snapshot_data_is_in_the_dvc_cache_and_the_remote(trained_workspace: Pat
             location = store / "files" / "md5" / md5[:2] / md5[2:]
             assert location.is_file(), f"{md5} missing in {store}"
             assert hashlib.md5(location.read_bytes()).hexdigest() == md5.removesuffix(".dir")
-    status = subprocess.run([str(BIN / "python"), "-m", "dvc", "status", "--cloud"], cwd=root, env=clean_env(root),
-                            capture_output=True, text=True)
+    status = subprocess.run(
+        [str(BIN / "python"), "-m", "dvc", "status", "--cloud"],
+        cwd=root,
+        env=clean_env(root),
+        capture_output=True,
+        text=True,
+    )
     assert status.returncode == 0 and "in sync" in status.stdout, status.stdout + status.stderr
 
 
-def test_snapshot_records_the_files_as_they_are_even_when_dvc_lock_is_stale(trained_workspace: Path) -> None:
+def test_snapshot_records_the_files_as_they_are_even_when_dvc_lock_is_stale(
+    trained_workspace: Path,
+) -> None:
     root = trained_workspace
     card = root / "models" / "model_card.json"
     card.write_text(card.read_text() + "\n")
@@ -147,18 +185,25 @@ def test_snapshot_records_the_files_as_they_are_even_when_dvc_lock_is_stale(trai
     assert manifest["files"]["models/model_card.json"]["sha256"] == sha256(card)
     assert manifest["outputs"]["models"]["matches_dvc_lock"] is False
     md5 = hashlib.md5(card.read_bytes()).hexdigest()
-    assert (root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).read_bytes() == card.read_bytes()
+    assert (
+        root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    ).read_bytes() == card.read_bytes()
     assert git(root, "status", "--porcelain") == ""  # DVC's own files were not touched
 
 
-def test_a_second_snapshot_of_an_unchanged_state_copies_nothing_and_is_fast(trained_workspace: Path) -> None:
+def test_a_second_snapshot_of_an_unchanged_state_copies_nothing_and_is_fast(
+    trained_workspace: Path,
+) -> None:
     root = trained_workspace
     create(root, "one")
     stores = tree_hashes(root / ".dvc" / "cache"), tree_hashes(root / ".mlvs" / "dvc-remote")
     started = time.perf_counter()
     second = create(root, "two")
     elapsed = time.perf_counter() - started
-    assert (tree_hashes(root / ".dvc" / "cache"), tree_hashes(root / ".mlvs" / "dvc-remote")) == stores
+    assert (
+        tree_hashes(root / ".dvc" / "cache"),
+        tree_hashes(root / ".mlvs" / "dvc-remote"),
+    ) == stores
     assert second["files"] == create(root, "three")["files"]
     assert elapsed < 5  # a whole CLI process; the benchmark measures the real budget
 
@@ -219,9 +264,6 @@ def test_diff_names_params_metrics_data_and_code_changes(trained_workspace: Path
 @pytest.fixture(scope="module")
 def refusal_workspace(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One trained workspace for every refusal (each one leaves it as it was)."""
-    import shutil
-
-    from conftest import relocate_mlflow_store
 
     root = tmp_path_factory.mktemp("refusals") / "ws"
     copy_workspace(_trained_template, root)
@@ -230,12 +272,32 @@ def refusal_workspace(_trained_template: Path, tmp_path_factory: pytest.TempPath
 
 
 @pytest.mark.parametrize(
-    "name", ["../x", "a/b", "x y", "a;rm -rf", "", "x" * 101, "taken", "TAKEN", "-rf", "a..b", "x.lock", "$(id)"]
+    "name",
+    [
+        "../x",
+        "a/b",
+        "x y",
+        "a;rm -rf",
+        "",
+        "x" * 101,
+        "taken",
+        "TAKEN",
+        "-rf",
+        "a..b",
+        "x.lock",
+        "$(id)",
+    ],
 )
-def test_bad_or_existing_names_are_refused_with_exit_2_and_change_nothing(refusal_workspace: Path, name: str) -> None:
+def test_bad_or_existing_names_are_refused_with_exit_2_and_change_nothing(
+    refusal_workspace: Path, name: str
+) -> None:
     root = refusal_workspace
     files, refs = tree_hashes(root), git(root, "for-each-ref")
-    result = mlvs(root, "snapshot", "create", "--", name) if name.startswith("-") else mlvs(root, "snapshot", "create", name)
+    result = (
+        mlvs(root, "snapshot", "create", "--", name)
+        if name.startswith("-")
+        else mlvs(root, "snapshot", "create", name)
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith("mlvs: error: snapshot") and "Traceback" not in result.stderr
     assert tree_hashes(root) == files and git(root, "for-each-ref") == refs
@@ -243,10 +305,19 @@ def test_bad_or_existing_names_are_refused_with_exit_2_and_change_nothing(refusa
 
 @pytest.mark.parametrize(
     "args",
-    [("snapshot", "show", "nope"), ("snapshot", "diff", "nope"), ("snapshot", "diff", "taken", "nope"),
-     ("rollback", "nope"), ("rollback", "nope", "--dry-run"), ("rollback", "../x"), ("rollback", "taken", "--only", "weights")],
+    [
+        ("snapshot", "show", "nope"),
+        ("snapshot", "diff", "nope"),
+        ("snapshot", "diff", "taken", "nope"),
+        ("rollback", "nope"),
+        ("rollback", "nope", "--dry-run"),
+        ("rollback", "../x"),
+        ("rollback", "taken", "--only", "weights"),
+    ],
 )
-def test_unknown_snapshots_and_bad_arguments_exit_2_and_change_nothing(refusal_workspace: Path, args: tuple[str, ...]) -> None:
+def test_unknown_snapshots_and_bad_arguments_exit_2_and_change_nothing(
+    refusal_workspace: Path, args: tuple[str, ...]
+) -> None:
     root = refusal_workspace
     files, refs = tree_hashes(root), git(root, "for-each-ref")
     result = mlvs(root, *args)
@@ -259,14 +330,25 @@ def test_unknown_snapshots_and_bad_arguments_exit_2_and_change_nothing(refusal_w
 
 
 def no_identity_env(root: Path, home: Path) -> dict[str, str]:
-    env = {k: v for k, v in clean_env(root).items() if not k.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_"))}
+    env = {
+        k: v
+        for k, v in clean_env(root).items()
+        if not k.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_"))
+    }
     env.pop("EMAIL", None)
     home.mkdir(exist_ok=True)
-    env.update(HOME=str(home), GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1", XDG_CONFIG_HOME=str(home))
+    env.update(
+        HOME=str(home),
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+        XDG_CONFIG_HOME=str(home),
+    )
     return env
 
 
-def test_snapshot_of_an_untrained_single_commit_repository_without_git_identity(workspace: Path, tmp_path: Path) -> None:
+def test_snapshot_of_an_untrained_single_commit_repository_without_git_identity(
+    workspace: Path, tmp_path: Path
+) -> None:
     root = workspace
     assert git(root, "rev-list", "--count", "HEAD").strip() == "1"
     env = no_identity_env(root, tmp_path / "home")
@@ -279,7 +361,9 @@ def test_snapshot_of_an_untrained_single_commit_repository_without_git_identity(
     assert manifest["files"] == {} and manifest["registry"]["aliases"] == {}
     assert all(info.get("kind") in ("missing", None) for info in manifest["outputs"].values())
     assert git_view(root) == before
-    author = git(root, "log", "-1", "--format=%an <%ae>|%cn <%ce>", "refs/mlvs/snapshots/empty", env=env)
+    author = git(
+        root, "log", "-1", "--format=%an <%ae>|%cn <%ce>", "refs/mlvs/snapshots/empty", env=env
+    )
     assert author.strip() == "mlvs <mlvs@localhost>|mlvs <mlvs@localhost>"
     assert not (root / "mlflow.db").exists()  # reading an absent registry does not create one
 
@@ -294,7 +378,9 @@ def test_snapshot_on_a_detached_head(trained_workspace: Path) -> None:
     assert git(root, "rev-parse", "--abbrev-ref", "HEAD").strip() == "HEAD"
 
 
-def test_a_state_changing_command_waits_for_the_lock_then_fails_while_reads_keep_working(refusal_workspace: Path) -> None:
+def test_a_state_changing_command_waits_for_the_lock_then_fails_while_reads_keep_working(
+    refusal_workspace: Path,
+) -> None:
     root = refusal_workspace
     env = {**clean_env(root), "MLVS_LOCK_TIMEOUT": "1"}
     with state_lock(ProjectPaths(root), timeout=0):
@@ -317,11 +403,19 @@ def test_a_state_changing_command_waits_for_the_lock_then_fails_while_reads_keep
 
 SNAPSHOT_STEPS = ["captured", "storing", "stored", "committed", "saved"]
 # mlvs's own caches and logs: what they hold is never project state.
-RUNTIME_CACHES = (".git/", ".mlvs/logs/", ".mlvs/hashes.sqlite", ".mlvs/environment.json", ".mlvs/state.lock")
+RUNTIME_CACHES = (
+    ".git/",
+    ".mlvs/logs/",
+    ".mlvs/hashes.sqlite",
+    ".mlvs/environment.json",
+    ".mlvs/state.lock",
+)
 
 
 @pytest.mark.parametrize("step", SNAPSHOT_STEPS)
-def test_a_snapshot_killed_at_a_step_is_undone_or_kept_whole_by_recover(trained_workspace: Path, step: str) -> None:
+def test_a_snapshot_killed_at_a_step_is_undone_or_kept_whole_by_recover(
+    trained_workspace: Path, step: str
+) -> None:
     root = trained_workspace
     # New bytes that neither the cache nor the remote holds yet, so an undo has objects to take out.
     card = root / "models" / "model_card.json"
@@ -354,9 +448,9 @@ def test_a_full_disk_while_storing_data_leaves_no_snapshot_and_no_trace(
 ) -> None:
     import errno
 
-    from mlvs import dvcstore
+    from mlvs.backends.dvc import objects
     from mlvs.errors import MlvsError
-    from mlvs.snapshots import create_snapshot
+    from mlvs.ops.snapshot.create import create_snapshot
 
     root = trained_workspace
     card = root / "models" / "model_card.json"
@@ -367,7 +461,7 @@ def test_a_full_disk_while_storing_data_leaves_no_snapshot_and_no_trace(
         destination.write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device", str(destination))
 
-    monkeypatch.setattr(dvcstore, "copy_verified", full_disk)
+    monkeypatch.setattr(objects, "copy_verified", full_disk)
     for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
         monkeypatch.delenv(name)
     with pytest.raises(MlvsError, match="No space left on device"):

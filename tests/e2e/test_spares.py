@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import BIN, clean_env, copy_workspace, git, mlvs, tree_hashes
 
 pytestmark = pytest.mark.slow
@@ -45,8 +44,14 @@ def spares(root: Path) -> list[Path]:
 def rollback(root: Path, name: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = clean_env(root)
     environment.update(env)
-    return subprocess.run([str(BIN / "mlvs"), "rollback", name, "--json"], cwd=root, env=environment,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(BIN / "mlvs"), "rollback", name, "--json"],
+        cwd=root,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def rolled_back(root: Path, name: str, **env: str) -> dict:
@@ -82,7 +87,9 @@ def blobs(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     digests = []
     for name, seed in (("A", 1), ("B", 2)):
         digests.append(write_blob(root / BLOB, seed))
-        added = subprocess.run([str(BIN / "dvc"), "add", "-q", BLOB], cwd=root, env=env, capture_output=True, text=True)
+        added = subprocess.run(
+            [str(BIN / "dvc"), "add", "-q", BLOB], cwd=root, env=env, capture_output=True, text=True
+        )
         assert added.returncode == 0, added.stderr
         created = mlvs(root, "snapshot", "create", name)
         assert created.returncode == 0, created.stderr
@@ -129,7 +136,9 @@ def test_a_file_another_process_holds_open_is_not_reused(blobs: Blobs, ws: Path)
         assert spares(ws) == []
         rolled_back(ws, "B")
         rolled_back(ws, "A")
-        assert hashlib.sha256(reader.read()).hexdigest() == blobs.b  # its bytes never changed under it
+        assert (
+            hashlib.sha256(reader.read()).hexdigest() == blobs.b
+        )  # its bytes never changed under it
     assert sha256_of(ws / BLOB) == blobs.a
 
 
@@ -153,11 +162,15 @@ def test_a_zero_budget_keeps_no_spare_and_frees_the_ones_kept(blobs: Blobs, ws: 
 
 
 @pytest.mark.parametrize("value", ["lots", "-1", "1.5"])
-def test_a_bad_spare_budget_is_refused_in_one_line_and_changes_nothing(ws: Path, value: str) -> None:
+def test_a_bad_spare_budget_is_refused_in_one_line_and_changes_nothing(
+    ws: Path, value: str
+) -> None:
     before = tree_hashes(ws, skip=(".git/", ".mlvs/logs/"))
     result = rollback(ws, "A", MLVS_SPARE_BYTES=value)
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "MLVS_SPARE_BYTES" in lines[0] and repr(value) in lines[0], result.stderr
+    assert len(lines) == 1 and "MLVS_SPARE_BYTES" in lines[0] and repr(value) in lines[0], (
+        result.stderr
+    )
     assert "Traceback" not in result.stderr
     assert tree_hashes(ws, skip=(".git/", ".mlvs/logs/")) == before

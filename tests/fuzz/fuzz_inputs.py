@@ -21,27 +21,61 @@ from hypothesis import strategies as st
 from hypothesis.database import InMemoryExampleDatabase
 
 from mlvs.errors import BadInputError
-from mlvs.params import STAGES, load_stage
-from mlvs.runner import check_name, collect_parameters, parse_value
+from mlvs.ml.params import STAGES, load_stage
+from mlvs.ops.run import check_name, collect_parameters, parse_value
 
 SECONDS = float(os.environ.get("FUZZ_SECONDS", "60"))
 DEADLINE = time.monotonic() + SECONDS
 WORKDIR = Path(tempfile.mkdtemp(prefix="mlvs-fuzz-"))
 (WORKDIR / "params").mkdir()
 
-KEYS = sorted({k for model in STAGES.values() for k in model.model_fields} | {
-    "n_estimators", "max_depth", "random_forest", "model_name", "promotion_metric", "true_positive"})
-SCALAR = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
-                   st.text(max_size=20), st.sampled_from(KEYS))
+KEYS = sorted(
+    {k for model in STAGES.values() for k in model.model_fields}
+    | {
+        "n_estimators",
+        "max_depth",
+        "random_forest",
+        "model_name",
+        "promotion_metric",
+        "true_positive",
+    }
+)
+SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(KEYS),
+)
 DOCUMENT = st.recursive(
     SCALAR,
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.one_of(st.sampled_from(KEYS), SCALAR), inner, max_size=6)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.sampled_from(KEYS), SCALAR), inner, max_size=6),
+    ),
     max_leaves=30,
 )
-YAML_NOISE = st.sampled_from(["", "[", "{", "---\n---\n", "!!python/object/apply:os.system ['true']", "&a [*a]",
-                              "a: *b", "\t", "%YAML 9.9\n---\n", "? [a]\n: 1\n", "a: !!binary x\n", "\x00", "\ufeff",
-                              "a: 1\na: 2\n", "<<: {a: 1}\n", "a: " + "[" * 200])
+YAML_NOISE = st.sampled_from(
+    [
+        "",
+        "[",
+        "{",
+        "---\n---\n",
+        "!!python/object/apply:os.system ['true']",
+        "&a [*a]",
+        "a: *b",
+        "\t",
+        "%YAML 9.9\n---\n",
+        "? [a]\n: 1\n",
+        "a: !!binary x\n",
+        "\x00",
+        "\ufeff",
+        "a: 1\na: 2\n",
+        "<<: {a: 1}\n",
+        "a: " + "[" * 200,
+    ]
+)
 
 
 def _yaml_text(document: object) -> str:
@@ -52,17 +86,26 @@ def _yaml_text(document: object) -> str:
 
 
 # Each round is a fresh random batch; rounds repeat until the time is up.
-ROUND = settings(max_examples=200, deadline=None, database=InMemoryExampleDatabase(), derandomize=False,
-                 suppress_health_check=list(HealthCheck))
+ROUND = settings(
+    max_examples=200,
+    deadline=None,
+    database=InMemoryExampleDatabase(),
+    derandomize=False,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @ROUND
-@given(st.sampled_from(sorted(STAGES)), st.one_of(DOCUMENT.map(_yaml_text), st.text(max_size=200), YAML_NOISE,
-                                                  st.binary(max_size=200)),
-       st.dictionaries(st.sampled_from(KEYS), SCALAR, max_size=3))
+@given(
+    st.sampled_from(sorted(STAGES)),
+    st.one_of(DOCUMENT.map(_yaml_text), st.text(max_size=200), YAML_NOISE, st.binary(max_size=200)),
+    st.dictionaries(st.sampled_from(KEYS), SCALAR, max_size=3),
+)
 def fuzz_load_stage(stage: str, content: str | bytes, overrides: dict) -> None:
     path = WORKDIR / "params" / f"{stage}.yaml"
-    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass"))
+    path.write_bytes(
+        content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass")
+    )
     try:
         load_stage(stage, WORKDIR, overrides=overrides)
     except BadInputError:
@@ -70,13 +113,17 @@ def fuzz_load_stage(stage: str, content: str | bytes, overrides: dict) -> None:
 
 
 @ROUND
-@given(st.lists(st.tuples(st.text(max_size=30), st.text(max_size=60)), max_size=4),
-       st.lists(st.one_of(DOCUMENT.map(_yaml_text), YAML_NOISE, st.binary(max_size=100)), max_size=2))
+@given(
+    st.lists(st.tuples(st.text(max_size=30), st.text(max_size=60)), max_size=4),
+    st.lists(st.one_of(DOCUMENT.map(_yaml_text), YAML_NOISE, st.binary(max_size=100)), max_size=2),
+)
 def fuzz_notebook_parameters(pairs: list[tuple[str, str]], files: list[str | bytes]) -> None:
     paths = []
     for i, content in enumerate(files):
         path = WORKDIR / f"parameters-{i}.yaml"
-        path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass"))
+        path.write_bytes(
+            content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass")
+        )
         paths.append(path)
     try:
         collect_parameters(pairs, paths)
@@ -97,7 +144,9 @@ def main() -> int:
         fuzz_load_stage()
         fuzz_notebook_parameters()
         rounds += 1
-    print(f"fuzzed the params loader and notebook parameters for {SECONDS:.0f} s ({rounds} round(s)): no finding")
+    print(
+        f"fuzzed the params loader and notebook parameters for {SECONDS:.0f} s ({rounds} round(s)): no finding"
+    )
     return 0
 
 

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import clean_env, make_story_workspace, make_workspace
 
 pytestmark = pytest.mark.slow

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import BIN, clean_env, copy_workspace, git, mlvs, tree_hashes
 
 NOT_STATE = (".mlvs/logs/", ".mlvs/hashes.sqlite", ".git/objects/", ".git/index", ".dvc/tmp/")
@@ -82,8 +81,15 @@ def run_limited(root: Path, limit: int | None, *args: str) -> subprocess.Complet
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    return subprocess.run([str(BIN / "mlvs"), *args], cwd=root, env=clean_env(root), capture_output=True,
-                          text=True, timeout=300, preexec_fn=fill_disk if limit else None)
+    return subprocess.run(
+        [str(BIN / "mlvs"), *args],
+        cwd=root,
+        env=clean_env(root),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=fill_disk if limit else None,
+    )
 
 
 def state(root: Path) -> dict[str, str]:
@@ -122,6 +128,7 @@ def _remove(*relatives: str) -> Callable[[Path], None]:
     def remove(root: Path) -> None:
         for relative in relatives:
             shutil.rmtree(root / relative)
+
     return remove
 
 
@@ -141,37 +148,85 @@ FULL_DISK = ("file size limit|disk",)  # `|`: either words will do
 READ_ONLY = ("not permitted",)
 FAULTS: dict[str, Fault] = {
     # --- a full disk ---------------------------------------------------------------
-    "full_disk_snapshot_create": Fault(("snapshot", "create", "new"), ("'new' was not created", *FULL_DISK),
-                                       limit=SMALL, prepare=_new_data),
-    "full_disk_rollback": Fault(("rollback", "base"), ("nothing was rolled back", *FULL_DISK), limit=SMALL),
-    "full_disk_recover": Fault(("recover",), ("`mlvs recover` could not finish", *FULL_DISK),
-                               limit=SMALL, prepare=_damage),
-    "full_disk_pipeline": Fault(("pipeline",), ("pipeline could not write", *FULL_DISK),
-                                limit=BELOW_DATABASE, prepare=_more_trees),
-    "full_disk_run": Fault(("run", "01_prepare"), ("`mlvs run` could not finish", *FULL_DISK), limit=BELOW_DATABASE),
-    "full_disk_drill": Fault(("drill", "data_deleted_file"), ("`mlvs drill` could not finish", *FULL_DISK),
-                             limit=BELOW_DATABASE),
+    "full_disk_snapshot_create": Fault(
+        ("snapshot", "create", "new"),
+        ("'new' was not created", *FULL_DISK),
+        limit=SMALL,
+        prepare=_new_data,
+    ),
+    "full_disk_rollback": Fault(
+        ("rollback", "base"), ("nothing was rolled back", *FULL_DISK), limit=SMALL
+    ),
+    "full_disk_recover": Fault(
+        ("recover",), ("`mlvs recover` could not finish", *FULL_DISK), limit=SMALL, prepare=_damage
+    ),
+    "full_disk_pipeline": Fault(
+        ("pipeline",),
+        ("pipeline could not write", *FULL_DISK),
+        limit=BELOW_DATABASE,
+        prepare=_more_trees,
+    ),
+    "full_disk_run": Fault(
+        ("run", "01_prepare"), ("`mlvs run` could not finish", *FULL_DISK), limit=BELOW_DATABASE
+    ),
+    "full_disk_drill": Fault(
+        ("drill", "data_deleted_file"),
+        ("`mlvs drill` could not finish", *FULL_DISK),
+        limit=BELOW_DATABASE,
+    ),
     # --- a read-only (immutable) directory ------------------------------------------
-    "read_only_git_objects_snapshot_create": Fault(("snapshot", "create", "new"), ("git", READ_ONLY[0]),
-                                                   frozen=(".git/objects",)),
-    "read_only_data_rollback": Fault(("rollback", "base"), ("could not be completed", READ_ONLY[0], TRAIN_CSV,
-                                                            "the state before it was restored and verified"),
-                                     frozen=("data/processed",)),
-    "read_only_data_recover": Fault(("recover",), ("`mlvs recover` could not finish", *READ_ONLY, "data/processed"),
-                                    frozen=("data/processed",), prepare=_damage),
-    "read_only_models_pipeline": Fault(("pipeline",), ("pipeline could not write", *READ_ONLY, "models/"),
-                                       frozen=("models",), prepare=_more_trees),
+    "read_only_git_objects_snapshot_create": Fault(
+        ("snapshot", "create", "new"), ("git", READ_ONLY[0]), frozen=(".git/objects",)
+    ),
+    "read_only_data_rollback": Fault(
+        ("rollback", "base"),
+        (
+            "could not be completed",
+            READ_ONLY[0],
+            TRAIN_CSV,
+            "the state before it was restored and verified",
+        ),
+        frozen=("data/processed",),
+    ),
+    "read_only_data_recover": Fault(
+        ("recover",),
+        ("`mlvs recover` could not finish", *READ_ONLY, "data/processed"),
+        frozen=("data/processed",),
+        prepare=_damage,
+    ),
+    "read_only_models_pipeline": Fault(
+        ("pipeline",),
+        ("pipeline could not write", *READ_ONLY, "models/"),
+        frozen=("models",),
+        prepare=_more_trees,
+    ),
     # --- a missing directory --------------------------------------------------------
-    "missing_cache_and_remote_rollback": Fault(("rollback", "base"),
-                                               ("missing or corrupt in both", "nothing was changed"),
-                                               prepare=_remove(".dvc/cache", ".mlvs/dvc-remote")),
-    "missing_dvc_pipeline": Fault(("pipeline",), ("not a DVC repository", "dvc init"), prepare=_remove(".dvc"), code=2),
-    "missing_notebooks_run": Fault(("run", "01_prepare"), ("not one of this project's notebooks",),
-                                   prepare=_remove("notebooks"), code=2),
-    "missing_notebooks_drill": Fault(("drill", "data_deleted_file"), ("not one of this project's notebooks",),
-                                     prepare=_remove("notebooks"), code=2),
-    "missing_git_snapshot_create": Fault(("snapshot", "create", "new"), ("not a git repository", "git init"),
-                                         prepare=_remove(".git"), code=2),
+    "missing_cache_and_remote_rollback": Fault(
+        ("rollback", "base"),
+        ("missing or corrupt in both", "nothing was changed"),
+        prepare=_remove(".dvc/cache", ".mlvs/dvc-remote"),
+    ),
+    "missing_dvc_pipeline": Fault(
+        ("pipeline",), ("not a DVC repository", "dvc init"), prepare=_remove(".dvc"), code=2
+    ),
+    "missing_notebooks_run": Fault(
+        ("run", "01_prepare"),
+        ("not one of this project's notebooks",),
+        prepare=_remove("notebooks"),
+        code=2,
+    ),
+    "missing_notebooks_drill": Fault(
+        ("drill", "data_deleted_file"),
+        ("not one of this project's notebooks",),
+        prepare=_remove("notebooks"),
+        code=2,
+    ),
+    "missing_git_snapshot_create": Fault(
+        ("snapshot", "create", "new"),
+        ("not a git repository", "git init"),
+        prepare=_remove(".git"),
+        code=2,
+    ),
 }
 
 
@@ -210,10 +265,14 @@ def test_a_command_that_cannot_write_fails_cleanly_and_changes_nothing(
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output
     assert result.returncode == fault.code, output
-    errors = [line for line in result.stderr.splitlines() if line.startswith(("mlvs: error:", "Error:"))]
+    errors = [
+        line for line in result.stderr.splitlines() if line.startswith(("mlvs: error:", "Error:"))
+    ]
     assert len(errors) == 1, result.stderr
     for words in fault.says:
-        assert any(alternative.lower() in errors[0].lower() for alternative in words.split("|")), errors[0]
+        assert any(alternative.lower() in errors[0].lower() for alternative in words.split("|")), (
+            errors[0]
+        )
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"the command changed {changed}"
     leftovers = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.mlvs-tmp"))
@@ -221,7 +280,10 @@ def test_a_command_that_cannot_write_fails_cleanly_and_changes_nothing(
 
 
 def test_the_faults_cover_every_command_that_writes() -> None:
-    commands = {fault.args[0] if fault.args[0] != "snapshot" else "snapshot create" for fault in FAULTS.values()}
+    commands = {
+        fault.args[0] if fault.args[0] != "snapshot" else "snapshot create"
+        for fault in FAULTS.values()
+    }
     assert commands >= {"run", "pipeline", "snapshot create", "rollback", "recover", "drill"}
     kinds = {name.split("_")[0] + "_" + name.split("_")[1] for name in FAULTS}
     assert {"full_disk", "read_only", "missing_cache"} <= kinds

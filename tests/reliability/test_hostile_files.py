@@ -18,7 +18,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from conftest import git, mlvs
 
 MODEL = "models/model.skops"
@@ -59,7 +58,9 @@ def _no_marker(root: Path, marker: Path) -> None:
     assert not (root / "MARKER").exists()
 
 
-def test_pickle_in_place_of_the_model_is_reported_never_run_and_repaired(trained_workspace: Path, marker: Path) -> None:
+def test_pickle_in_place_of_the_model_is_reported_never_run_and_repaired(
+    trained_workspace: Path, marker: Path
+) -> None:
     root = trained_workspace
     good = (root / MODEL).read_bytes()
     _overwrite(root / MODEL, _trap_bytes(marker))
@@ -76,7 +77,9 @@ def test_pickle_in_place_of_the_model_is_reported_never_run_and_repaired(trained
     assert (root / MODEL).read_bytes() == good
 
 
-def test_pickle_with_a_matching_card_is_still_never_loaded(trained_workspace: Path, marker: Path) -> None:
+def test_pickle_with_a_matching_card_is_still_never_loaded(
+    trained_workspace: Path, marker: Path
+) -> None:
     root = trained_workspace
     good = (root / MODEL).read_bytes()
     mlvs(root, "snapshot", "create", "base", check=True)
@@ -101,7 +104,9 @@ def test_pickle_with_a_matching_card_is_still_never_loaded(trained_workspace: Pa
     assert (root / MODEL).read_bytes() == good
 
 
-def test_pickle_in_the_dvc_cache_is_reported_never_run_and_repaired(trained_workspace: Path, marker: Path) -> None:
+def test_pickle_in_the_dvc_cache_is_reported_never_run_and_repaired(
+    trained_workspace: Path, marker: Path
+) -> None:
     root = trained_workspace
     good = (root / MODEL).read_bytes()
     cached = _cache_object(root, good)
@@ -126,8 +131,9 @@ def test_pickle_in_the_dvc_cache_is_reported_never_run_and_repaired(trained_work
 
 
 def test_mlflow_pickle_deserialization_is_switched_off_before_mlflow_is_imported(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from mlvs import tracking
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from mlvs.backends.mlflow import tracking
     from mlvs.paths import ProjectPaths
 
     monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
@@ -137,10 +143,12 @@ def test_mlflow_pickle_deserialization_is_switched_off_before_mlflow_is_imported
     assert os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"
 
 
-def test_the_cli_switches_mlflow_pickle_deserialization_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_cli_switches_mlflow_pickle_deserialization_off(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from click.testing import CliRunner
 
-    from mlvs.cli import cli
+    from mlvs.cli.app import cli
 
     monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -177,16 +185,22 @@ HOSTILE_ARCHIVES = {
     "nested_dot_dot": lambda outside: _tar(_file("a/../../outside/nested.txt")),
     "symlink_out": lambda outside: _tar(_link("escape", str(outside))),
     "relative_symlink_out": lambda outside: _tar(_link("escape", "../outside")),
-    "write_through_symlink": lambda outside: _tar(_link("escape", "../outside"), _file("escape/through.txt")),
-    "hardlink_out": lambda outside: _tar(_link("hard", str(outside / "victim.txt"), tarfile.LNKTYPE)),
-    "device": lambda outside: _tar((lambda i: (setattr(i, "type", tarfile.CHRTYPE), (i, None))[1])(tarfile.TarInfo("dev"))),
+    "write_through_symlink": lambda outside: _tar(
+        _link("escape", "../outside"), _file("escape/through.txt")
+    ),
+    "hardlink_out": lambda outside: _tar(
+        _link("hard", str(outside / "victim.txt"), tarfile.LNKTYPE)
+    ),
+    "device": lambda outside: _tar(
+        (lambda i: (setattr(i, "type", tarfile.CHRTYPE), (i, None))[1])(tarfile.TarInfo("dev"))
+    ),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE_ARCHIVES))
 def test_hostile_archive_is_refused_and_writes_nothing_outside(tmp_path: Path, kind: str) -> None:
     from mlvs.errors import BadInputError
-    from mlvs.reproduce import _safe_extract
+    from mlvs.ops.reproduce import _safe_extract
 
     destination, outside = tmp_path / "dest", tmp_path / "outside"
     destination.mkdir()
@@ -200,7 +214,7 @@ def test_hostile_archive_is_refused_and_writes_nothing_outside(tmp_path: Path, k
 
 
 def test_a_plain_archive_is_extracted(tmp_path: Path) -> None:
-    from mlvs.reproduce import _safe_extract
+    from mlvs.ops.reproduce import _safe_extract
 
     _safe_extract(_tar(_file("a/b.txt", b"ok"), _link("a/c", "b.txt")), tmp_path)
     assert (tmp_path / "a" / "b.txt").read_bytes() == b"ok"

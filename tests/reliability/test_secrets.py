@@ -17,20 +17,33 @@ from conftest import BIN, REPO, clean_env
 
 
 def _run(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "mlvs"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [str(BIN / "mlvs"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def _files_containing(root: Path, needle: bytes) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and not p.is_symlink() and needle in p.read_bytes())
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not p.is_symlink() and needle in p.read_bytes()
+    )
 
 
-def test_a_secret_in_the_environment_reaches_no_report_store_manifest_or_log(trained_workspace: Path) -> None:
+def test_a_secret_in_the_environment_reaches_no_report_store_manifest_or_log(
+    trained_workspace: Path,
+) -> None:
     root = trained_workspace
     secret = f"mlvs-fake-secret-{secrets.token_hex(12)}"
     env = clean_env(root)
-    env.update({"AWS_SECRET_ACCESS_KEY": secret, "MLFLOW_TRACKING_PASSWORD": secret,
-                "AWS_ACCESS_KEY_ID": f"AKIA{secret}", "DVC_REMOTE_PASSWORD": secret})
+    env.update(
+        {
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "MLFLOW_TRACKING_PASSWORD": secret,
+            "AWS_ACCESS_KEY_ID": f"AKIA{secret}",
+            "DVC_REMOTE_PASSWORD": secret,
+        }
+    )
     ran = _run(root, env, "run", "01_prepare")
     assert ran.returncode == 0, ran.stderr[-2000:]
     created = _run(root, env, "snapshot", "create", "x")
@@ -48,8 +61,9 @@ def test_a_secret_in_the_environment_reaches_no_report_store_manifest_or_log(tra
 
 def _dry_run(target: str) -> str:
     env = {k: v for k, v in os.environ.items() if k not in {"HOST", "MAKEFLAGS", "MFLAGS"}}
-    return subprocess.run(["make", "-n", "-C", str(REPO), target], env=env, capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(
+        ["make", "-n", "-C", str(REPO), target], env=env, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_make_lab_binds_loopback_by_default() -> None:

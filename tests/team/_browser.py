@@ -27,15 +27,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-
 from conftest import BIN, clean_env
 
 T = TypeVar("T")
 OWNER_TAG = "BROWSER_TESTS_OWNER"
 # The flags a root user needs for a headless Chromium that talks to nobody but the test.
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--window-size=1280,900",
 ]
 
@@ -60,7 +65,7 @@ def listening_addresses(port: int) -> set[str]:
                 if len(raw) == 4:
                     found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
                 else:  # IPv6 in /proc is four little-endian 32-bit words
-                    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
                     found.add(socket.inet_ntop(socket.AF_INET6, words))
     return found
 
@@ -77,9 +82,15 @@ class Started:
 
         self.command, self.log, self.tag = command, log, uuid.uuid4().hex
         with open(log, "wb") as sink:
-            self.process = subprocess.Popen(command, cwd=cwd, env={**env, OWNER_TAG: self.tag}, stdout=sink,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env={**env, OWNER_TAG: self.tag},
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def output(self, tail: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-tail:] if self.log.exists() else ""
@@ -111,7 +122,9 @@ class Started:
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
-                    if marker in (entry / "environ").read_bytes().split(b"\0") and process_alive(int(entry.name)):
+                    if marker in (entry / "environ").read_bytes().split(b"\0") and process_alive(
+                        int(entry.name)
+                    ):
                         found.append(int(entry.name))
                 except OSError:
                     continue  # gone meanwhile, or not ours to read
@@ -135,7 +148,9 @@ def process_alive(pid: int) -> bool:
     return not (state.exists() and state.read_text().split(")")[-1].split()[0] == "Z")
 
 
-def wait_until(check: Callable[[], T | None], timeout: float, what: str, server: Started | None = None) -> T:
+def wait_until(
+    check: Callable[[], T | None], timeout: float, what: str, server: Started | None = None
+) -> T:
     """Poll `check` until it returns something truthy; fail with the server's log if it dies or time runs out."""
     deadline = time.monotonic() + timeout
     while True:
@@ -143,18 +158,32 @@ def wait_until(check: Callable[[], T | None], timeout: float, what: str, server:
         if value:
             return value
         if server is not None and not server.running():
-            pytest.fail(f"{what}: {' '.join(server.command)} exited with {server.process.returncode}:\n{server.output()}")
+            pytest.fail(
+                f"{what}: {' '.join(server.command)} exited with {server.process.returncode}:\n{server.output()}"
+            )
         if time.monotonic() > deadline:
             pytest.fail(f"{what}: not within {timeout:.0f} s\n{server.output() if server else ''}")
         time.sleep(0.1)
 
 
-def http(url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None,
-         timeout: float = 30) -> tuple[int, bytes, dict[str, str]]:
+def http(
+    url: str,
+    method: str = "GET",
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[int, bytes, dict[str, str]]:
     """One HTTP request; returns status, body and headers (an error status is returned, not raised)."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        **({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})})
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={
+            **({"Content-Type": "application/json"} if data is not None else {}),
+            **(headers or {}),
+        },
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read(), dict(response.headers)
@@ -172,24 +201,51 @@ def answers(url: str) -> bool:
 # --- the Makefile's own commands -------------------------------------------------------
 
 
-def make_target(root: Path, target: str, log: Path, env: dict[str, str], **variables: str) -> Started:
+def make_target(
+    root: Path, target: str, log: Path, env: dict[str, str], **variables: str
+) -> Started:
     """Start `make TARGET` in a workspace exactly as a user would, with this test's interpreter.
 
     BIN points the Makefile at the test's virtual environment (a workspace has none
     of its own); `-o .venv/.installed` keeps make from building one.
     """
     env = {k: v for k, v in env.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "HOST")}
-    command = ["make", "--no-print-directory", "-o", ".venv/.installed", target, f"BIN={BIN}",
-               *(f"{k}={v}" for k, v in variables.items())]
+    command = [
+        "make",
+        "--no-print-directory",
+        "-o",
+        ".venv/.installed",
+        target,
+        f"BIN={BIN}",
+        *(f"{k}={v}" for k, v in variables.items()),
+    ]
     return Started(command, root, env, log)
 
 
 def make_recipe(root: Path, target: str, **variables: str) -> list[str]:
     """The command lines `make TARGET` runs, without running them."""
-    env = {k: v for k, v in clean_env(root).items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "HOST")}
-    result = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", target,
-                             *(f"{k}={v}" for k, v in variables.items())],
-                            cwd=root, env=env, capture_output=True, text=True, check=True, timeout=30)
+    env = {
+        k: v
+        for k, v in clean_env(root).items()
+        if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "HOST")
+    }
+    result = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-n",
+            "-o",
+            ".venv/.installed",
+            target,
+            *(f"{k}={v}" for k, v in variables.items()),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
     return result.stdout.splitlines()
 
 
@@ -204,7 +260,9 @@ def static_server(directory: Path) -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -220,10 +278,14 @@ def static_server(directory: Path) -> Iterator[str]:
 
 def chromium_binary() -> str:
     """Debian's Chromium; its absence fails the test (`.ci/system-deps` installs it)."""
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    found = shutil.which("chromium") or (
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+    )
     if not found:
-        pytest.fail("Chromium is not installed; run `.ci/system-deps` (or `apt-get install chromium`), "
-                    "then run the tests again")
+        pytest.fail(
+            "Chromium is not installed; run `.ci/system-deps` (or `apt-get install chromium`), "
+            "then run the tests again"
+        )
     return found
 
 
@@ -237,25 +299,58 @@ class Chromium:
         profile.mkdir(parents=True)
         home.mkdir()
         # Chromium also writes under the home directory (.pki, dconf, crash reports): a private one.
-        env = os.environ | {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-                            "XDG_CACHE_HOME": str(home / ".cache"), "XDG_DATA_HOME": str(home / ".local/share")}
-        self.server = Started([chromium_binary(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                               "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank"],
-                              workdir, env, workdir / "chromium.log")
+        env = os.environ | {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "XDG_DATA_HOME": str(home / ".local/share"),
+        }
+        self.server = Started(
+            [
+                chromium_binary(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            workdir,
+            env,
+            workdir / "chromium.log",
+        )
         self.next_id = 0
         self.events: list[dict[str, Any]] = []
         try:
             active = profile / "DevToolsActivePort"
-            port = wait_until(lambda: active.exists() and active.read_text().split("\n")[0].strip(), 60,
-                              "Chromium's DevTools endpoint", self.server)
-            pages = wait_until(lambda: [t for t in json.loads(http(f"http://127.0.0.1:{port}/json/list")[1])
-                                        if t["type"] == "page"], 30, "Chromium's first tab", self.server)
-            self.socket = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60,
-                                                      suppress_origin=True)
+            port = wait_until(
+                lambda: active.exists() and active.read_text().split("\n")[0].strip(),
+                60,
+                "Chromium's DevTools endpoint",
+                self.server,
+            )
+            pages = wait_until(
+                lambda: [
+                    t
+                    for t in json.loads(http(f"http://127.0.0.1:{port}/json/list")[1])
+                    if t["type"] == "page"
+                ],
+                30,
+                "Chromium's first tab",
+                self.server,
+            )
+            self.socket = websocket.create_connection(
+                pages[0]["webSocketDebuggerUrl"], timeout=60, suppress_origin=True
+            )
             self.call("Page.enable")
             self.call("Runtime.enable")
             # The viewport itself 1280x900 (the window size includes the window's own frame).
-            self.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                width=1280,
+                height=900,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
         except BaseException:
             self.server.stop(grace=5)
             raise
@@ -293,7 +388,9 @@ class Chromium:
 
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (promises awaited)."""
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        result = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in result:
             raise AssertionError(f"{expression!r} raised in the page: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -311,7 +408,9 @@ class Chromium:
 
     def status(self) -> int | None:
         """The HTTP status of the page now shown (None for file:// pages)."""
-        return self.evaluate("performance.getEntriesByType('navigation')[0]?.responseStatus ?? null")
+        return self.evaluate(
+            "performance.getEntriesByType('navigation')[0]?.responseStatus ?? null"
+        )
 
     def screenshot(self, path: Path) -> Path:
         """A PNG of the tab's viewport."""
@@ -354,9 +453,15 @@ class KernelChannel:
         import websocket
 
         self.session = uuid.uuid4().hex
-        url = base_url.replace("http://", "ws://", 1).rstrip("/") + f"/api/kernels/{kernel_id}/channels"
-        self.socket = websocket.create_connection(f"{url}?session_id={self.session}", timeout=120,
-                                                  header=[f"Authorization: token {token}"])
+        url = (
+            base_url.replace("http://", "ws://", 1).rstrip("/")
+            + f"/api/kernels/{kernel_id}/channels"
+        )
+        self.socket = websocket.create_connection(
+            f"{url}?session_id={self.session}",
+            timeout=120,
+            header=[f"Authorization: token {token}"],
+        )
 
     def execute(self, code: str, timeout: float = 120) -> tuple[list[Any], dict[str, Any]]:
         """Run `code` as one cell; return its outputs (as nbformat output nodes) and the execute reply."""
@@ -366,14 +471,32 @@ class KernelChannel:
         from nbformat.v4 import output_from_msg
 
         msg_id = uuid.uuid4().hex
-        self.socket.send(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": "execute_request", "session": self.session,
-                       "username": "test", "version": "5.3",
-                       "date": datetime.datetime.now(datetime.timezone.utc).isoformat()},
-            "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
-            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True},
-        }))
+        self.socket.send(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "msg_type": "execute_request",
+                        "session": self.session,
+                        "username": "test",
+                        "version": "5.3",
+                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                    },
+                    "parent_header": {},
+                    "metadata": {},
+                    "buffers": [],
+                    "channel": "shell",
+                    "content": {
+                        "code": code,
+                        "silent": False,
+                        "store_history": True,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                        "stop_on_error": True,
+                    },
+                }
+            )
+        )
         outputs: list[Any] = []
         reply: dict[str, Any] | None = None
         idle = False

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, clean_env
 
 PG_DATABASE = "mlflow"
@@ -41,16 +40,20 @@ def free_port() -> int:
 
 def postgres_bindir() -> Path:
     """The newest PostgreSQL server programs installed (Debian keeps them off PATH)."""
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name)
-                        if p.parent.name.isdigit() else 0)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
     candidates = [c for c in candidates if (c / "initdb").is_file() and (c / "postgres").is_file()]
     if candidates:
         return candidates[-1]
     on_path = shutil.which("initdb")
     if on_path and shutil.which("postgres"):
         return Path(on_path).parent
-    pytest.fail("PostgreSQL is not installed (no initdb/postgres); run `.ci/system-deps` "
-                "or `apt-get install postgresql`, then run the tests again")
+    pytest.fail(
+        "PostgreSQL is not installed (no initdb/postgres); run `.ci/system-deps` "
+        "or `apt-get install postgresql`, then run the tests again"
+    )
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
@@ -62,7 +65,9 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
             return pwd.getpwnam(name)
         except KeyError:
             continue
-    pytest.fail("the tests run as root and there is neither a `postgres` nor a `nobody` user to run PostgreSQL as")
+    pytest.fail(
+        "the tests run as root and there is neither a `postgres` nor a `nobody` user to run PostgreSQL as"
+    )
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:
@@ -88,7 +93,9 @@ class Postgres:
         """Create an empty database and return its URI."""
         import psycopg2
 
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=PG_USER, dbname="postgres")
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=PG_USER, dbname="postgres"
+        )
         try:
             connection.autocommit = True
             with connection.cursor() as cursor:
@@ -109,20 +116,57 @@ def start_postgres(home: Path) -> Postgres:
         os.chown(home, user.pw_uid, user.pw_gid)
     env = {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     data, log = home / "data", home / "postgres.log"
-    subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust", "-E", "UTF8",
-                    "--no-sync"], cwd=home, env=env, check=True, capture_output=True, **as_user)
+    subprocess.run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            PG_USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        cwd=home,
+        env=env,
+        check=True,
+        capture_output=True,
+        **as_user,
+    )
     port = free_port()
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
-             "-c", f"unix_socket_directories={home}", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off"],
-            cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **as_user,
+            [
+                str(bindir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={home}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            cwd=home,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **as_user,
         )
     deadline = time.monotonic() + 60
     while True:
         try:
-            psycopg2.connect(host="127.0.0.1", port=port, user=PG_USER, dbname="postgres", connect_timeout=2).close()
+            psycopg2.connect(
+                host="127.0.0.1", port=port, user=PG_USER, dbname="postgres", connect_timeout=2
+            ).close()
             break
         except psycopg2.OperationalError:
             if process.poll() is not None or time.monotonic() > deadline:
@@ -132,7 +176,9 @@ def start_postgres(home: Path) -> Postgres:
     return Postgres(home, port, process)
 
 
-def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+def stop_process(
+    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30
+) -> None:
     """Stop a process this module started (its own session, so its children go too)."""
     if process.poll() is not None:
         return
@@ -167,10 +213,26 @@ class TrackingServer:
         env = clean_env(self.artifacts) | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
-                [str(BIN / "mlflow"), "server", "--backend-store-uri", self.backend_uri, "--serve-artifacts",
-                 "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
-                 "--workers", "1"],
-                cwd=self.artifacts.parent, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    str(BIN / "mlflow"),
+                    "server",
+                    "--backend-store-uri",
+                    self.backend_uri,
+                    "--serve-artifacts",
+                    "--artifacts-destination",
+                    str(self.artifacts),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                ],
+                cwd=self.artifacts.parent,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while True:
@@ -259,10 +321,16 @@ class FlakyLink:
             with self._lock:
                 self._sockets.update((client, upstream))
             armed = threading.Event()
-            threading.Thread(target=self._pump, args=(client, upstream, armed, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, armed, False), daemon=True).start()
+            threading.Thread(
+                target=self._pump, args=(client, upstream, armed, True), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(upstream, client, armed, False), daemon=True
+            ).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, armed: threading.Event, from_client: bool) -> None:
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, armed: threading.Event, from_client: bool
+    ) -> None:
         while not self.cut.is_set():
             try:
                 chunk = source.recv(65536)
@@ -303,7 +371,9 @@ def postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture(scope="session")
-def tracking_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
+def tracking_server(
+    postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrackingServer]:
     """`mlflow server` with PostgreSQL as backend store and proxied artifacts, for the whole session."""
     home = tmp_path_factory.mktemp("mlflow-server")
     server = TrackingServer(postgres.uri(), home / "artifacts", home / "server.log")

@@ -17,12 +17,22 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import clean_env, copy_workspace, mlvs
-from mlvs.reports_index import notebook_title
 
-from ._browser import Chromium, Started, answers, chromium, free_port, http, listening_addresses, make_target, \
-    static_server, wait_until
+from mlvs.ops.reports_index import notebook_title
+
+from ._browser import (
+    Chromium,
+    Started,
+    answers,
+    chromium,
+    free_port,
+    http,
+    listening_addresses,
+    make_target,
+    static_server,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +54,9 @@ class UI:
         return f"http://127.0.0.1:{self.port}"
 
     def get(self, route: str, **query: str) -> tuple[int, bytes]:
-        status, payload, _ = http(f"{self.url}/{route}" + (f"?{urllib.parse.urlencode(query)}" if query else ""))
+        status, payload, _ = http(
+            f"{self.url}/{route}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        )
         return status, payload
 
     def api(self, endpoint: str, body: dict | None = None, **query: str) -> dict:
@@ -118,7 +130,8 @@ def test_the_pipeline_a_drill_and_a_snapshot_each_rebuild_the_index(story: Story
 
 
 def test_the_index_in_chromium_lists_the_runs_the_drill_and_the_snapshot(
-        story: Story, browser: Chromium, served_reports: str) -> None:
+    story: Story, browser: Chromium, served_reports: str
+) -> None:
     browser.open(served_reports + "index.html")
     assert browser.status() == 200
     assert browser.evaluate("document.title") == "mlvs reports"
@@ -140,10 +153,13 @@ def test_the_index_in_chromium_lists_the_runs_the_drill_and_the_snapshot(
     assert snapshot[0] == SNAPSHOT and snapshot[2:4] == ["made", MESSAGE]
     assert snapshot[4] == "1"  # the model version it recorded
     assert browser.evaluate("document.getElementById('summary').innerText") == (
-        "2 executed notebook(s), 1 incident drill(s) (1 recovered), 1 snapshot(s).")
+        "2 executed notebook(s), 1 incident drill(s) (1 recovered), 1 snapshot(s)."
+    )
 
 
-def test_the_rendered_index_is_kept_as_a_screenshot(story: Story, browser: Chromium, served_reports: str) -> None:
+def test_the_rendered_index_is_kept_as_a_screenshot(
+    story: Story, browser: Chromium, served_reports: str
+) -> None:
     from PIL import Image
 
     browser.open(served_reports + "index.html")
@@ -161,26 +177,35 @@ def test_the_rendered_index_is_kept_as_a_screenshot(story: Story, browser: Chrom
 
 
 def test_every_link_of_the_index_opens_its_report_in_chromium(
-        story: Story, browser: Chromium, served_reports: str) -> None:
+    story: Story, browser: Chromium, served_reports: str
+) -> None:
     browser.open(served_reports + "index.html")
     links = browser.evaluate("[...document.links].map(a => a.href)")
     assert links and all(link.startswith(served_reports) for link in links)
-    assert browser.evaluate("[...document.links].every(a => !/^([a-z]+:|\\/)/i.test(a.getAttribute('href')))"), \
-        "every link is relative, so the index works from disk and from any server"
+    assert browser.evaluate(
+        "[...document.links].every(a => !/^([a-z]+:|\\/)/i.test(a.getAttribute('href')))"
+    ), "every link is relative, so the index works from disk and from any server"
     opened = {"html": 0, "json": 0, "ipynb": 0}
     for link in links:
-        relative = Path(urllib.parse.unquote(link[len(served_reports):]))
+        relative = Path(urllib.parse.unquote(link[len(served_reports) :]))
         suffix = relative.suffix.lstrip(".")
         if suffix == "ipynb":  # a download, not a page: fetch it as the browser would
             status, payload, _ = http(link)
             assert status == 200
-            assert nbformat.reads(payload.decode(), as_version=4) == nbformat.read(story.reports / relative, 4)
+            assert nbformat.reads(payload.decode(), as_version=4) == nbformat.read(
+                story.reports / relative, 4
+            )
         elif suffix == "html":
             browser.open(link)
             assert browser.status() == 200, link
-            title = notebook_title(json.loads((story.reports / relative).with_suffix(".ipynb").read_text()))
+            title = notebook_title(
+                json.loads((story.reports / relative).with_suffix(".ipynb").read_text())
+            )
             assert title and browser.evaluate("document.title") == title
-            assert browser.evaluate("document.querySelector('h1').innerText.replace(/¶$/, '').trim()") == title
+            assert (
+                browser.evaluate("document.querySelector('h1').innerText.replace(/¶$/, '').trim()")
+                == title
+            )
             assert browser.evaluate("document.querySelectorAll('.jp-Cell').length") > 5
         else:
             assert suffix == "json", link
@@ -200,7 +225,9 @@ def ui(story: Story) -> UI:
 
 
 def runs_by_name(ui: UI) -> tuple[str, dict[str, dict]]:
-    experiment = ui.api("experiments/get-by-name", experiment_name="mlvs")["experiment"]["experiment_id"]
+    experiment = ui.api("experiments/get-by-name", experiment_name="mlvs")["experiment"][
+        "experiment_id"
+    ]
     runs = ui.api("runs/search", {"experiment_ids": [experiment], "max_results": 100})["runs"]
     return experiment, {run["info"]["run_name"]: run for run in runs}
 
@@ -213,13 +240,18 @@ def test_make_ui_listens_on_loopback_and_serves_its_web_app(ui: UI) -> None:
 
 def test_make_ui_serves_each_run_with_its_executed_notebook(story: Story, ui: UI) -> None:
     _, runs = runs_by_name(ui)
-    reports = {"01_prepare": story.reports / "01_prepare.ipynb", "02_train": story.reports / "02_train.ipynb",
-               "03_incident": story.reports / "incidents" / SCENARIO / "03_incident.ipynb"}
+    reports = {
+        "01_prepare": story.reports / "01_prepare.ipynb",
+        "02_train": story.reports / "02_train.ipynb",
+        "03_incident": story.reports / "incidents" / SCENARIO / "03_incident.ipynb",
+    }
     assert set(reports) <= set(runs)
     for name, report in reports.items():
         run_id = runs[name]["info"]["run_id"]
         assert ui.api("runs/get", run_id=run_id)["run"]["info"]["status"] == "FINISHED"
-        listed = {f["path"] for f in ui.api("artifacts/list", run_uuid=run_id, path="notebook")["files"]}
+        listed = {
+            f["path"] for f in ui.api("artifacts/list", run_uuid=run_id, path="notebook")["files"]
+        }
         assert {f"notebook/{name}.ipynb", f"notebook/{name}.html"} <= listed
         status, payload = ui.get("get-artifact", path=f"notebook/{name}.ipynb", run_uuid=run_id)
         assert status == 200 and payload == report.read_bytes()

@@ -19,7 +19,6 @@ from typing import Any
 
 import nbformat
 import pytest
-
 from conftest import BIN, clean_env, copy_workspace
 
 from ._browser import (
@@ -55,7 +54,9 @@ class Lab:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def api(self, path: str, method: str = "GET", body: Any = None, token: bool = True) -> tuple[int, Any]:
+    def api(
+        self, path: str, method: str = "GET", body: Any = None, token: bool = True
+    ) -> tuple[int, Any]:
         headers = {"Authorization": f"token {self.token}"} if token else {}
         status, payload, _ = http(f"{self.url}/api/{path}", method, body, headers)
         return status, json.loads(payload) if payload.strip() else None
@@ -81,13 +82,19 @@ def lab(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
         "JUPYTER_CONFIG_DIR": str(state / "config"),
         "JUPYTER_DATA_DIR": str(state / "data"),
-        "JUPYTER_PATH": str(prefix / "share" / "jupyter"),  # where the kernel spec goes, for this server
+        "JUPYTER_PATH": str(
+            prefix / "share" / "jupyter"
+        ),  # where the kernel spec goes, for this server
         "IPYTHONDIR": str(state / "ipython"),
     }
     port = free_port()
-    server = make_target(root, "lab", base / "lab.log", env, LAB_PORT=str(port), KERNEL_PREFIX=str(prefix))
+    server = make_target(
+        root, "lab", base / "lab.log", env, LAB_PORT=str(port), KERNEL_PREFIX=str(prefix)
+    )
     try:
-        info = wait_until(lambda: runtime_info(state / "runtime"), 120, "JupyterLab's runtime file", server)
+        info = wait_until(
+            lambda: runtime_info(state / "runtime"), 120, "JupyterLab's runtime file", server
+        )
         lab = Lab(root, server, port, info["token"], info, prefix)
         wait_until(lambda: lab.api("status")[0] == 200, 60, "JupyterLab's API", server)
         yield lab
@@ -99,7 +106,9 @@ def test_make_lab_registers_the_project_kernel_where_its_jupyterlab_finds_it(lab
     spec_file = lab.kernel_prefix / "share" / "jupyter" / "kernels" / KERNEL / "kernel.json"
     spec = json.loads(spec_file.read_text())
     assert spec["display_name"] == "Python (mlvs)"
-    assert Path(spec["argv"][0]).resolve() == (BIN / "python").resolve()  # the project's interpreter
+    assert (
+        Path(spec["argv"][0]).resolve() == (BIN / "python").resolve()
+    )  # the project's interpreter
     assert spec["argv"][spec["argv"].index("-m") + 1] == "ipykernel_launcher"
 
     status, specs = lab.api("kernelspecs")
@@ -124,7 +133,8 @@ def test_make_lab_serves_the_notebooks_directory_and_nothing_above_it(lab: Lab) 
     status, listing = lab.api("contents")
     assert status == 200
     assert sorted(item["name"] for item in listing["content"]) == sorted(
-        p.name for p in (lab.root / "notebooks").iterdir())
+        p.name for p in (lab.root / "notebooks").iterdir()
+    )
     assert lab.api("contents/..%2Fparams%2Fprepare.yaml")[0] in (400, 403, 404)
 
 
@@ -144,8 +154,12 @@ def comparable(outputs: list[Any]) -> list[tuple[str, ...]]:
     return shown
 
 
-def test_01_prepare_run_in_jupyterlab_with_the_mlvs_kernel_prints_what_papermill_printed(lab: Lab) -> None:
-    reference = nbformat.read(lab.root / "reports" / "01_prepare.ipynb", as_version=4)  # the pipeline's papermill run
+def test_01_prepare_run_in_jupyterlab_with_the_mlvs_kernel_prints_what_papermill_printed(
+    lab: Lab,
+) -> None:
+    reference = nbformat.read(
+        lab.root / "reports" / "01_prepare.ipynb", as_version=4
+    )  # the pipeline's papermill run
     status, model = lab.api("contents/01_prepare.ipynb?content=1")
     assert status == 200
     notebook = nbformat.from_dict(model["content"])
@@ -153,10 +167,20 @@ def test_01_prepare_run_in_jupyterlab_with_the_mlvs_kernel_prints_what_papermill
     if parameters:  # the same values papermill injected, injected the same way
         from papermill.parameterize import parameterize_notebook
 
-        notebook = parameterize_notebook(notebook, parameters, kernel_name=KERNEL, language="python")
+        notebook = parameterize_notebook(
+            notebook, parameters, kernel_name=KERNEL, language="python"
+        )
 
-    status, session = lab.api("sessions", "POST", {"path": "01_prepare.ipynb", "name": "01_prepare.ipynb",
-                                                    "type": "notebook", "kernel": {"name": KERNEL}})
+    status, session = lab.api(
+        "sessions",
+        "POST",
+        {
+            "path": "01_prepare.ipynb",
+            "name": "01_prepare.ipynb",
+            "type": "notebook",
+            "kernel": {"name": KERNEL},
+        },
+    )
     assert status == 201 and session["kernel"]["name"] == KERNEL
     channel = KernelChannel(lab.url, lab.token, session["kernel"]["id"])
     kernel_pid = None
@@ -174,9 +198,13 @@ def test_01_prepare_run_in_jupyterlab_with_the_mlvs_kernel_prints_what_papermill
                 continue
             assert comparable(outputs) == comparable(expected.outputs), cell.source
             compared += bool(expected.outputs)
-        assert compared >= 6  # tables, the schema report, the figure, the split: not a vacuous match
+        assert (
+            compared >= 6
+        )  # tables, the schema report, the figure, the split: not a vacuous match
 
-        outputs, _ = channel.execute("import os, sys; print(sys.executable, os.getcwd(), os.getpid(), sep='\\n')")
+        outputs, _ = channel.execute(
+            "import os, sys; print(sys.executable, os.getcwd(), os.getpid(), sep='\\n')"
+        )
         executable, cwd, pid = comparable(outputs)[0][2].split()
         kernel_pid = int(pid)
         assert Path(executable).resolve() == (BIN / "python").resolve()
@@ -185,7 +213,9 @@ def test_01_prepare_run_in_jupyterlab_with_the_mlvs_kernel_prints_what_papermill
         channel.close()
         lab.api(f"sessions/{session['id']}", "DELETE")
     if kernel_pid is not None:
-        wait_until(lambda: not process_alive(kernel_pid), 30, "the kernel to shut down with its session")
+        wait_until(
+            lambda: not process_alive(kernel_pid), 30, "the kernel to shut down with its session"
+        )
 
     # The run the notebook started from notebooks/ landed in the project's own MLflow store.
     run_id = re.search(r"MLflow run ([0-9a-f]{32})", "".join(printed)).group(1)

@@ -11,16 +11,22 @@ from pathlib import Path
 
 import nbformat
 
+from mlvs.ops.reports_index import render_index, write_index
 from mlvs.paths import ProjectPaths
-from mlvs.reports_index import render_index, write_index
 
 HOSTILE = "<script>alert(1)</script>"
 
 
 def executed(path: Path, title: str, parameters: dict, failed: bool) -> None:
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {title}\n\nText.")])
-    notebook.metadata["papermill"] = {"parameters": parameters, "exception": True if failed else None,
-                                      "end_time": "2026-01-02T03:04:05.678+00:00", "duration": 12.34}
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell(f"# {title}\n\nText.")]
+    )
+    notebook.metadata["papermill"] = {
+        "parameters": parameters,
+        "exception": True if failed else None,
+        "end_time": "2026-01-02T03:04:05.678+00:00",
+        "duration": 12.34,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, path)
     path.with_suffix(".html").write_text(f"<html><title>{title}</title></html>")
@@ -28,18 +34,35 @@ def executed(path: Path, title: str, parameters: dict, failed: bool) -> None:
 
 def reports(tmp_path: Path) -> ProjectPaths:
     paths = ProjectPaths(tmp_path)  # no git repository: no snapshots, and the index still renders
-    executed(paths.reports / "01_prepare.ipynb", "01 · Prepare", {"n_rows": 400, "label": HOSTILE}, failed=False)
+    executed(
+        paths.reports / "01_prepare.ipynb",
+        "01 · Prepare",
+        {"n_rows": 400, "label": HOSTILE},
+        failed=False,
+    )
     executed(paths.reports / "02_train.ipynb", "02 · Train", {}, failed=True)
     (paths.reports / "02_train.ipynb.unrendered").write_text("")  # not a report: not listed
     drill = paths.reports / "incidents" / "data_noise"
     drill.mkdir(parents=True)
-    (drill / "record.json").write_text(json.dumps({
-        "scenario": "data_noise", "family": HOSTILE, "detected_by": "schema", "rung": "dvc_cache",
-        "time_to_detect_s": 0.1234, "time_to_recover_s": 1.5, "recovered": False}))
+    (drill / "record.json").write_text(
+        json.dumps(
+            {
+                "scenario": "data_noise",
+                "family": HOSTILE,
+                "detected_by": "schema",
+                "rung": "dvc_cache",
+                "time_to_detect_s": 0.1234,
+                "time_to_recover_s": 1.5,
+                "recovered": False,
+            }
+        )
+    )
     (drill / "03_incident.html").write_text("<html></html>")
     crashed = paths.reports / "incidents" / "model_deleted"
     crashed.mkdir()
-    (crashed / "03_incident.html").write_text("<html></html>")  # the notebook failed before its record
+    (crashed / "03_incident.html").write_text(
+        "<html></html>"
+    )  # the notebook failed before its record
     (paths.reports / "incidents" / "empty").mkdir()
     return paths
 
@@ -54,7 +77,11 @@ def test_the_index_lists_each_report_with_its_status_and_outcome(tmp_path: Path)
 
     prepare, train = rows(page, "runs")
     assert '<a href="01_prepare.html">01_prepare</a>' in prepare and "01 · Prepare" in prepare
-    assert "2026-01-02 03:04:05" in prepare and "<td>12.3</td>" in prepare and 'class="ok">ok<' in prepare
+    assert (
+        "2026-01-02 03:04:05" in prepare
+        and "<td>12.3</td>" in prepare
+        and 'class="ok">ok<' in prepare
+    )
     assert '<a href="02_train.html">02_train</a>' in train and 'class="bad">failed<' in train
 
     noise, deleted = rows(page, "drills")

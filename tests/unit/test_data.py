@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlvs.data import (
+from mlvs.errors import BadInputError, ParamsError, SchemaViolationError
+from mlvs.ml.data import (
     TARGET,
     check_schema,
     features_and_target,
@@ -22,13 +23,18 @@ from mlvs.data import (
     validate_schema,
     write_csv,
 )
-from mlvs.errors import BadInputError, ParamsError, SchemaViolationError
-from mlvs.params import load_stage
+from mlvs.ml.params import load_stage
 from mlvs.paths import ProjectPaths
-from mlvs.pipeline import write_prepared
+from mlvs.stages.prepare import write_prepared
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULTS = {"n_rows": 600, "churn_rate": 0.26, "signal_strength": 1.0, "label_noise": 0.03, "seed": 42}
+DEFAULTS = {
+    "n_rows": 600,
+    "churn_rate": 0.26,
+    "signal_strength": 1.0,
+    "label_noise": 0.03,
+    "seed": 42,
+}
 
 
 def customers(**changes: float) -> pd.DataFrame:
@@ -60,7 +66,9 @@ def test_generated_customers_satisfy_the_schema() -> None:
     ("churn_rate", "label_noise"),
     [(0.26, 0.03), (0.02, 0.0), (0.1, 0.05), (0.5, 0.2), (0.8, 0.0)],
 )
-def test_churn_rate_is_within_three_points_of_the_parameter(churn_rate: float, label_noise: float) -> None:
+def test_churn_rate_is_within_three_points_of_the_parameter(
+    churn_rate: float, label_noise: float
+) -> None:
     frame = customers(n_rows=5000, churn_rate=churn_rate, label_noise=label_noise, seed=3)
     assert abs(frame[TARGET].mean() - churn_rate) <= 0.03
 
@@ -69,12 +77,16 @@ def test_an_accepted_churn_rate_is_honoured_whatever_the_label_noise(tmp_path: P
     # Flipping a share n of labels pulls the rate towards n; a rate below n cannot be reached.
     # Such a combination must be refused by the parameters, not silently produce another rate.
     (tmp_path / "params").mkdir()
-    (tmp_path / "params" / "prepare.yaml").write_bytes((REPO / "params" / "prepare.yaml").read_bytes())
+    (tmp_path / "params" / "prepare.yaml").write_bytes(
+        (REPO / "params" / "prepare.yaml").read_bytes()
+    )
     try:
         params = load_stage("prepare", tmp_path, {"churn_rate": 0.05, "label_noise": 0.1})
     except ParamsError:
         return
-    frame = generate_customers(5000, params.churn_rate, params.signal_strength, params.label_noise, params.seed)
+    frame = generate_customers(
+        5000, params.churn_rate, params.signal_strength, params.label_noise, params.seed
+    )
     assert abs(frame[TARGET].mean() - params.churn_rate) <= 0.03
 
 
@@ -82,7 +94,7 @@ def holdout_auc(frame: pd.DataFrame) -> float:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    from mlvs.features import build_model
+    from mlvs.ml.features import build_model
 
     train, test = split_customers(frame, 0.3, seed=0)
     model = build_model(LogisticRegression(max_iter=500)).fit(*features_and_target(train))
@@ -195,7 +207,9 @@ def test_split_is_stratified(split: tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     assert abs(train[TARGET].mean() - test[TARGET].mean()) <= 0.01
 
 
-def test_split_is_disjoint_and_covers_every_row(split: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
+def test_split_is_disjoint_and_covers_every_row(
+    split: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+) -> None:
     frame, train, test = split
     train_ids, test_ids = set(train["customer_id"]), set(test["customer_id"])
     assert not train_ids & test_ids
@@ -203,7 +217,9 @@ def test_split_is_disjoint_and_covers_every_row(split: tuple[pd.DataFrame, pd.Da
     assert len(train) + len(test) == len(frame)
 
 
-def test_split_holds_out_the_test_share(split: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
+def test_split_holds_out_the_test_share(
+    split: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+) -> None:
     frame, _, test = split
     assert len(test) == round(0.2 * len(frame))
 
@@ -212,7 +228,11 @@ def test_write_prepared_records_the_hash_of_every_file_in_the_summary(tmp_path: 
     paths = ProjectPaths(tmp_path)
     prepared = write_prepared(paths, customers(), test_size=0.2, seed=7)
     summary = json.loads((paths.processed / "summary.json").read_text())
-    on_disk = {"raw": sha256(paths.raw_data), "train": sha256(paths.train_data), "test": sha256(paths.test_data)}
+    on_disk = {
+        "raw": sha256(paths.raw_data),
+        "train": sha256(paths.train_data),
+        "test": sha256(paths.test_data),
+    }
     assert summary["sha256"] == prepared.hashes == on_disk
     assert summary["rows"] == {"raw": 600, "train": len(prepared.train), "test": len(prepared.test)}
 
@@ -220,8 +240,12 @@ def test_write_prepared_records_the_hash_of_every_file_in_the_summary(tmp_path: 
 def test_write_prepared_writes_the_split_it_returns(tmp_path: Path) -> None:
     paths = ProjectPaths(tmp_path)
     prepared = write_prepared(paths, customers(), test_size=0.2, seed=7)
-    pd.testing.assert_frame_equal(read_customers(paths.train_data), prepared.train.reset_index(drop=True))
-    pd.testing.assert_frame_equal(read_customers(paths.test_data), prepared.test.reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        read_customers(paths.train_data), prepared.train.reset_index(drop=True)
+    )
+    pd.testing.assert_frame_equal(
+        read_customers(paths.test_data), prepared.test.reset_index(drop=True)
+    )
 
 
 def test_write_prepared_refuses_invalid_data_and_writes_nothing(tmp_path: Path) -> None:

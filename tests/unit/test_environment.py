@@ -17,8 +17,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from mlvs.params import stage_keys
-from mlvs.runner import NOTEBOOK_STAGES
+from mlvs.ml.params import stage_keys
+from mlvs.ops.run import NOTEBOOK_STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -45,18 +45,26 @@ def pip_section(environment: dict) -> list[str]:
 
 def test_environment_yml_lists_the_same_runtime_requirements_as_pyproject() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert requirement_set(pip_section(conda_environment())) == requirement_set(project["dependencies"])
+    assert requirement_set(pip_section(conda_environment())) == requirement_set(
+        project["dependencies"]
+    )
 
 
 def test_environment_yml_needs_python_3_11_or_newer() -> None:
-    pythons = [d for d in conda_environment()["dependencies"] if isinstance(d, str) and re.match(r"python\b", d)]
+    pythons = [
+        d
+        for d in conda_environment()["dependencies"]
+        if isinstance(d, str) and re.match(r"python\b", d)
+    ]
     assert len(pythons) == 1, pythons
     allowed = SpecifierSet(pythons[0].removeprefix("python").strip())
     assert "3.11" in allowed and "3.12" in allowed and "3.10" not in allowed
 
 
 def test_pyproject_needs_python_3_11_or_newer() -> None:
-    allowed = SpecifierSet(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"])
+    allowed = SpecifierSet(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    )
     assert "3.11" in allowed and "3.10" not in allowed
 
 
@@ -73,13 +81,22 @@ def makefile_dir(tmp_path: Path) -> Path:
 
 def make(directory: Path, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("HOST", "MAKEFLAGS", "MFLAGS")}
-    result = subprocess.run(["make", "--no-print-directory", *args], cwd=directory, env=env,
-                            capture_output=True, text=True, timeout=30, check=True)
+    result = subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     return result.stdout
 
 
 def test_every_required_make_target_has_a_description() -> None:
-    described = dict(re.findall(r"^([A-Za-z_-]+):[^\n]*?## (\S[^\n]*)$", (REPO / "Makefile").read_text(), re.M))
+    described = dict(
+        re.findall(r"^([A-Za-z_-]+):[^\n]*?## (\S[^\n]*)$", (REPO / "Makefile").read_text(), re.M)
+    )
     assert set(REQUIRED_TARGETS) <= set(described), sorted(described)
 
 
@@ -89,8 +106,12 @@ def test_plain_make_prints_the_help_listing_every_target(makefile_dir: Path) -> 
         assert re.search(rf"^\s*make {target}\s+\S", listing, re.M), listing
 
 
-@pytest.mark.parametrize(("target", "bind"), [("lab", "--ServerApp.ip=127.0.0.1"), ("ui", "--host 127.0.0.1")])
-def test_lab_and_ui_bind_to_localhost_by_default(makefile_dir: Path, target: str, bind: str) -> None:
+@pytest.mark.parametrize(
+    ("target", "bind"), [("lab", "--ServerApp.ip=127.0.0.1"), ("ui", "--host 127.0.0.1")]
+)
+def test_lab_and_ui_bind_to_localhost_by_default(
+    makefile_dir: Path, target: str, bind: str
+) -> None:
     commands = make(makefile_dir, "-n", "-o", ".venv/.installed", target)
     assert bind in commands, commands
     assert "0.0.0.0" not in commands
@@ -98,7 +119,11 @@ def test_lab_and_ui_bind_to_localhost_by_default(makefile_dir: Path, target: str
 
 def test_ci_runs_make_test() -> None:
     script = REPO / ".ci" / "run"
-    commands = [line.strip() for line in script.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    commands = [
+        line.strip()
+        for line in script.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     assert "make test" in commands
     assert os.access(script, os.X_OK)
 
@@ -115,18 +140,32 @@ def ignore_repo(tmp_path: Path) -> Path:
 
 
 def ignored(repo: Path, path: str) -> bool:
-    result = subprocess.run(["git", "-c", "core.excludesFile=/dev/null", "check-ignore", "-q", "--no-index", path],
-                            cwd=repo, capture_output=True)
+    result = subprocess.run(
+        ["git", "-c", "core.excludesFile=/dev/null", "check-ignore", "-q", "--no-index", path],
+        cwd=repo,
+        capture_output=True,
+    )
     assert result.returncode in (0, 1), result.stderr
     return result.returncode == 0
 
 
-@pytest.mark.parametrize("path", [".venv/bin/python", "mlflow.db", "mlartifacts/1/model.pkl", ".mlvs/logs/mlvs.log"])
+@pytest.mark.parametrize(
+    "path", [".venv/bin/python", "mlflow.db", "mlartifacts/1/model.pkl", ".mlvs/logs/mlvs.log"]
+)
 def test_gitignore_keeps_runtime_state_out_of_git(ignore_repo: Path, path: str) -> None:
     assert ignored(ignore_repo, path)
 
 
-@pytest.mark.parametrize("path", ["params/prepare.yaml", "notebooks/01_prepare.ipynb", "mlvs/params.py", "dvc.yaml", "dvc.lock"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "params/prepare.yaml",
+        "notebooks/01_prepare.ipynb",
+        "mlvs/ml/params.py",
+        "dvc.yaml",
+        "dvc.lock",
+    ],
+)
 def test_gitignore_keeps_project_files_in_git(ignore_repo: Path, path: str) -> None:
     assert not ignored(ignore_repo, path)
 
@@ -141,11 +180,15 @@ def code_cells(notebook: Path) -> list[dict]:
 def source(cell: dict) -> str:
     text = "".join(cell["source"])
     # IPython magics and shell escapes are not Python; they define nothing either.
-    return "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line for line in text.splitlines())
+    return "\n".join(
+        "pass" if line.lstrip().startswith(("%", "!")) else line for line in text.splitlines()
+    )
 
 
 def parameters_cells(notebook: Path) -> list[dict]:
-    return [c for c in code_cells(notebook) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    return [
+        c for c in code_cells(notebook) if "parameters" in c.get("metadata", {}).get("tags", [])
+    ]
 
 
 def test_there_are_notebooks() -> None:
@@ -163,11 +206,15 @@ def test_notebook_has_one_parameters_cell_and_it_comes_first(notebook: Path) -> 
 def test_parameters_cell_only_assigns_literals(notebook: Path) -> None:
     for statement in ast.parse(source(parameters_cells(notebook)[0])).body:
         assert isinstance(statement, ast.Assign), ast.unparse(statement)
-        assert len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name), ast.unparse(statement)
+        assert len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name), (
+            ast.unparse(statement)
+        )
         ast.literal_eval(statement.value)  # raises ValueError on anything but a literal
 
 
-@pytest.mark.parametrize("notebook", [n for n in NOTEBOOKS if n.stem in NOTEBOOK_STAGES], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "notebook", [n for n in NOTEBOOKS if n.stem in NOTEBOOK_STAGES], ids=lambda p: p.name
+)
 def test_parameters_cell_declares_exactly_its_stage_keys(notebook: Path) -> None:
     tree = ast.parse(source(parameters_cells(notebook)[0]))
     declared = sorted(s.targets[0].id for s in tree.body if isinstance(s, ast.Assign))
@@ -178,4 +225,6 @@ def test_parameters_cell_declares_exactly_its_stage_keys(notebook: Path) -> None
 def test_notebook_defines_no_function_or_class(notebook: Path) -> None:
     for cell in code_cells(notebook):
         for node in ast.walk(ast.parse(source(cell))):
-            assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)), ast.unparse(node)[:200]
+            assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)), (
+                ast.unparse(node)[:200]
+            )

@@ -9,20 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from mlvs.errors import BadInputError, ExternalToolError, UnknownSnapshotError
-from mlvs.gitstate import (
-    commit_worktree,
+from mlvs.backends.git.refs import (
     delete_snapshot_ref,
     list_snapshot_refs,
-    read_file_at,
-    restore_worktree,
-    run_git,
     save_snapshot_ref,
     snapshot_ref,
-    tree_files,
     validate_snapshot_name,
+)
+from mlvs.backends.git.restore import restore_worktree
+from mlvs.backends.git.run import run_git
+from mlvs.backends.git.tree import (
+    commit_worktree,
+    read_file_at,
+    tree_files,
     worktree_blob_hashes,
 )
+from mlvs.errors import BadInputError, ExternalToolError, UnknownSnapshotError
 
 IDENTITY = ("-c", "user.name=Test User", "-c", "user.email=test@example.com")
 IGNORES = ".venv/\n.dvc/cache/\nmlflow.db\n/data/raw/customer_data.csv\n*.log\n"
@@ -37,21 +39,31 @@ def isolated_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
     for name in (
-        "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL",
-        "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE",
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+        "EMAIL",
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
     ):
         monkeypatch.delenv(name, raising=False)
 
 
 def git(root: Path, *args: str) -> str:
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # so `git status` never rewrites the index
-    done = subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["git", *args], cwd=root, env=env, capture_output=True, text=True, check=True
+    )
     return done.stdout
 
 
 def git_result(root: Path, *args: str) -> tuple[int, str]:
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-    done = subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["git", *args], cwd=root, env=env, capture_output=True, text=True, check=False
+    )
     return done.returncode, done.stdout
 
 
@@ -72,7 +84,9 @@ def make_repo(tmp_path: Path, files: dict[str, str] | None = None, commit: bool 
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
     write(root, ".gitignore", IGNORES)
-    for path, content in (files or {"README.md": "hello\n", "params/train.yaml": "seed: 1\n"}).items():
+    for path, content in (
+        files or {"README.md": "hello\n", "params/train.yaml": "seed: 1\n"}
+    ).items():
         write(root, path, content)
     if commit:
         commit_all(root, "initial")
@@ -126,7 +140,9 @@ def test_commit_worktree_leaves_status_head_branch_log_and_index_unchanged(tmp_p
     assert observable_state(root) == before
 
 
-def test_commit_worktree_includes_modifications_untracked_files_and_deletions(tmp_path: Path) -> None:
+def test_commit_worktree_includes_modifications_untracked_files_and_deletions(
+    tmp_path: Path,
+) -> None:
     root = make_repo(tmp_path)
     write(root, "README.md", "changed\n")
     write(root, "src/new.py", "print(1)\n")
@@ -150,7 +166,9 @@ def test_commit_worktree_leaves_out_ignored_files(tmp_path: Path) -> None:
     assert set(tree_files(root, sha)) == {".gitignore", "README.md", "params/train.yaml"}
 
 
-def test_commit_worktree_keeps_a_tracked_file_that_matches_an_ignore_pattern(tmp_path: Path) -> None:
+def test_commit_worktree_keeps_a_tracked_file_that_matches_an_ignore_pattern(
+    tmp_path: Path,
+) -> None:
     root = make_repo(tmp_path)
     write(root, "keep.log", "tracked on purpose\n")
     git(root, "add", "-f", "keep.log")
@@ -318,7 +336,10 @@ def test_run_git_raises_external_tool_error_with_gits_message(tmp_path: Path) ->
 
 
 def rich_repo(tmp_path: Path) -> Path:
-    root = make_repo(tmp_path, {"README.md": "hello\n", "params/train.yaml": "seed: 1\n", "src/a/b.py": "b = 1\n"})
+    root = make_repo(
+        tmp_path,
+        {"README.md": "hello\n", "params/train.yaml": "seed: 1\n", "src/a/b.py": "b = 1\n"},
+    )
     write(root, "scripts/run.sh", "#!/bin/sh\necho run\n", executable=True)
     write(root, "model.bin", bytes(range(256)) * 4)
     os.symlink("README.md", root / "readme-link")
@@ -359,7 +380,13 @@ def test_restore_worktree_returns_the_changed_paths(tmp_path: Path) -> None:
     changed = restore_worktree(root, sha)
 
     assert changed == [
-        "README.md", "model.bin", "notes/new.md", "params/train.yaml", "readme-link", "scripts/run.sh", "src/a/b.py",
+        "README.md",
+        "model.bin",
+        "notes/new.md",
+        "params/train.yaml",
+        "readme-link",
+        "scripts/run.sh",
+        "src/a/b.py",
     ]
 
 
@@ -514,7 +541,9 @@ def test_saving_an_existing_snapshot_ref_is_refused(tmp_path: Path) -> None:
     save_snapshot_ref(root, "baseline", first)
     write(root, "README.md", "changed\n")
 
-    with pytest.raises(BadInputError, match="snapshot 'baseline' exists already; choose another name"):
+    with pytest.raises(
+        BadInputError, match="snapshot 'baseline' exists already; choose another name"
+    ):
         save_snapshot_ref(root, "baseline", commit_worktree(root, "second"))
     assert snapshot_ref(root, "baseline") == first
 
@@ -571,13 +600,50 @@ def test_snapshot_commits_survive_git_gc(tmp_path: Path) -> None:
 
 # Boundary cases of git check-ref-format too: '.lock' and '.' only at the end are forbidden.
 GOOD_NAMES = [
-    "a", "9", "v1", "2024-01-01", "best_model.v2", "A-b_c.d", "x" * 100, "release-1.0_rc.2", "HEAD",
-    "a-", "a_", "a.lock.b", "x.lockx", "a.b.c",
+    "a",
+    "9",
+    "v1",
+    "2024-01-01",
+    "best_model.v2",
+    "A-b_c.d",
+    "x" * 100,
+    "release-1.0_rc.2",
+    "HEAD",
+    "a-",
+    "a_",
+    "a.lock.b",
+    "x.lockx",
+    "a.b.c",
 ]
 BAD_NAMES = [
-    "..", "a/b", "/abs", "x y", "a;rm", "", "x" * 101, "x.lock", "-x",
-    ".hidden", "_x", "a..b", "x.", "a\tb", "a\nb", "$(rm -rf ~)", "a:b", "a~1", "a^", "a@{1}", "a*", "a?",
-    "a[0]", "a\\b", "é", "a|b", "a>b", "`x`",
+    "..",
+    "a/b",
+    "/abs",
+    "x y",
+    "a;rm",
+    "",
+    "x" * 101,
+    "x.lock",
+    "-x",
+    ".hidden",
+    "_x",
+    "a..b",
+    "x.",
+    "a\tb",
+    "a\nb",
+    "$(rm -rf ~)",
+    "a:b",
+    "a~1",
+    "a^",
+    "a@{1}",
+    "a*",
+    "a?",
+    "a[0]",
+    "a\\b",
+    "é",
+    "a|b",
+    "a>b",
+    "`x`",
 ]
 
 

@@ -12,14 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from mlvs import dvcstore
-from mlvs.dvcstore import HashCache, ObjectStore, dir_object, dvc_outputs, output_files
+from mlvs._io import FileHash, copy_checked, copy_verified, durable_writes
+from mlvs.backends.dvc import hashcache
+from mlvs.backends.dvc.hashcache import (
+    HASH_DB,
+    PASSED_KEPT,
+    WRITTEN_BYTES_WORTH_WAITING_FOR,
+    HashCache,
+    file_identity,
+)
+from mlvs.backends.dvc.objects import TEMP_DIR, TEMP_SUFFIX, ObjectStore
+from mlvs.backends.dvc.outputs import dir_object, dvc_outputs, output_files
+from mlvs.backends.git.refs import MAX_NAME_LENGTH, validate_snapshot_name
+from mlvs.backends.mlflow.registry import RegistryState, VersionInfo
+from mlvs.backends.uris import safe_uri
 from mlvs.errors import BadInputError, IntegrityError
-from mlvs.gitstate import MAX_NAME_LENGTH, validate_snapshot_name
+from mlvs.ops.rollback.plan import auto_snapshot_name, parse_parts
+from mlvs.ops.snapshot.diff import flatten
+from mlvs.ops.snapshot.manifest import FORMAT, PARTS, Manifest
 from mlvs.paths import ProjectPaths
-from mlvs.registry import RegistryState, VersionInfo, safe_uri
-from mlvs.rollback import auto_snapshot_name, parse_parts
-from mlvs.snapshots import FORMAT, PARTS, Manifest, flatten
 
 
 def _manifest(**overrides: object) -> Manifest:
@@ -30,12 +41,24 @@ def _manifest(**overrides: object) -> Manifest:
         automatic=False,
         base_commit="a" * 40,
         branch="main",
-        outputs={"models": {"part": "models", "stage": "train", "cache": True, "kind": "dir", "md5": "x.dir"}},
-        files={"models/m.bin": {"md5": "1" * 32, "sha256": "2" * 64, "size": 3, "output": "models"}},
+        outputs={
+            "models": {
+                "part": "models",
+                "stage": "train",
+                "cache": True,
+                "kind": "dir",
+                "md5": "x.dir",
+            }
+        },
+        files={
+            "models/m.bin": {"md5": "1" * 32, "sha256": "2" * 64, "size": 3, "output": "models"}
+        },
         params={"train": {"seed": 1, "nested": {"a": 2}}},
         metrics={"test_f1": 0.5},
         registry=RegistryState(
-            "sqlite:///x.db", "model", VersionInfo("1", "run", "m-1", "models:/m-1"),
+            "sqlite:///x.db",
+            "model",
+            VersionInfo("1", "run", "m-1", "models:/m-1"),
             {"champion": VersionInfo("1", "run", "m-1", "models:/m-1")},
         ),
         environment={"python": "3.11"},
@@ -54,7 +77,10 @@ def test_manifest_round_trips_through_its_file_bytes() -> None:
     assert "commit" not in document["git"]  # a commit cannot name itself
     again = Manifest.from_dict(document, commit="c" * 40)
     assert again.commit == "c" * 40
-    assert again.to_dict() == {**manifest.to_dict(), "git": {**manifest.to_dict()["git"], "commit": "c" * 40}}
+    assert again.to_dict() == {
+        **manifest.to_dict(),
+        "git": {**manifest.to_dict()["git"], "commit": "c" * 40},
+    }
 
 
 def test_manifest_of_an_unknown_format_is_refused() -> None:
@@ -73,7 +99,11 @@ def test_manifest_knows_the_part_of_each_tracked_path() -> None:
 
 
 def test_flatten_turns_nested_params_into_dotted_keys() -> None:
-    assert flatten({"train": {"seed": 1, "rf": {"n": 2}}, "empty": {}}) == {"train.seed": 1, "train.rf.n": 2, "empty": {}}
+    assert flatten({"train": {"seed": 1, "rf": {"n": 2}}, "empty": {}}) == {
+        "train.seed": 1,
+        "train.rf.n": 2,
+        "empty": {},
+    }
 
 
 def test_registry_state_round_trips() -> None:
@@ -85,7 +115,10 @@ def test_registry_state_round_trips() -> None:
 @pytest.mark.parametrize(
     ("uri", "shown"),
     [
-        ("https://user:secret@mlflow.example.com:5000/path?token=abc", "https://mlflow.example.com:5000/path"),
+        (
+            "https://user:secret@mlflow.example.com:5000/path?token=abc",
+            "https://mlflow.example.com:5000/path",
+        ),
         ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
         ("postgresql://me:pw@db/mlflow", "postgresql://db/mlflow"),
     ],
@@ -145,16 +178,24 @@ def test_output_files_skip_interrupted_temporaries(tmp_path: Path) -> None:
     (tmp_path / "out" / "sub").mkdir(parents=True)
     (tmp_path / "out" / "a.csv").write_text("a")
     (tmp_path / "out" / "sub" / "b.csv").write_text("b")
-    (tmp_path / "out" / f"x{dvcstore.TEMP_SUFFIX}").write_text("partial")
+    (tmp_path / "out" / f"x{TEMP_SUFFIX}").write_text("partial")
     assert output_files(tmp_path, "out") == ["out/a.csv", "out/sub/b.csv"]
     assert output_files(tmp_path, "missing") == []
 
 
-def test_object_store_finds_a_relative_local_remote_and_hides_remote_credentials(tmp_path: Path) -> None:
-    paths = _project(tmp_path, "stages: {}\n", "[core]\n    remote = local\n['remote \"local\"']\n    url = ../store\n")
+def test_object_store_finds_a_relative_local_remote_and_hides_remote_credentials(
+    tmp_path: Path,
+) -> None:
+    paths = _project(
+        tmp_path,
+        "stages: {}\n",
+        "[core]\n    remote = local\n['remote \"local\"']\n    url = ../store\n",
+    )
     store = ObjectStore(paths)
     assert store.remote is not None and store.remote.directory == (paths.root / "store").resolve()
-    assert store.cache_path("ab" + "c" * 30) == paths.root / ".dvc" / "cache" / "files" / "md5" / "ab" / ("c" * 30)
+    assert store.cache_path(
+        "ab" + "c" * 30
+    ) == paths.root / ".dvc" / "cache" / "files" / "md5" / "ab" / ("c" * 30)
     (paths.root / ".dvc" / "config").write_text(
         "[core]\n    remote = s3\n['remote \"s3\"']\n    url = s3://key:secret@bucket/path\n"
     )
@@ -173,13 +214,15 @@ def test_put_file_refuses_a_source_whose_bytes_changed(tmp_path: Path) -> None:
     assert not os.access(store.cache_path(md5), os.W_OK) or os.geteuid() == 0
     with pytest.raises(IntegrityError, match="changed while"):
         store.put_file("0" * 32, "0" * 64, [source])
-    assert not (store.cache / dvcstore.TEMP_DIR).exists()  # no partial object, no empty directory left
+    assert not (store.cache / TEMP_DIR).exists()  # no partial object, no empty directory left
 
 
 # --- the hash cache ------------------------------------------------------------------
 
 
-def test_hash_cache_does_not_read_an_unchanged_file_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hash_cache_does_not_read_an_unchanged_file_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     paths = ProjectPaths(tmp_path)
     data = tmp_path / "data.bin"
     data.write_bytes(b"x" * 1000)
@@ -193,20 +236,22 @@ def test_hash_cache_does_not_read_an_unchanged_file_twice(tmp_path: Path, monkey
     def no_reading(chunks: object) -> None:
         raise AssertionError("an unchanged file was read again")
 
-    monkeypatch.setattr(dvcstore, "hash_stream", no_reading)
+    monkeypatch.setattr(hashcache, "hash_stream", no_reading)
     again = HashCache(paths)  # a later command: a new connection to the same cache
     assert again.file_hash("data.bin") == first
     again.close()
 
 
-def test_hash_cache_reuses_an_old_entry_and_rehashes_a_changed_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hash_cache_reuses_an_old_entry_and_rehashes_a_changed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     paths = ProjectPaths(tmp_path)
     data = tmp_path / "data.bin"
     data.write_bytes(b"a" * 100)
     cache = HashCache(paths)
     info = os.stat(data)
     # Pretend it was hashed a second after its last change: outside the racy window.
-    hashed = dvcstore.FileHash("m", "s", 100)
+    hashed = FileHash("m", "s", 100)
     cache.remember("data.bin", info, hashed, info.st_ctime_ns + 1_000_000_000)
     assert cache.file_hash("data.bin") == hashed  # remembered: not read
     # Same size, mtime put back: ctime still moves, so the file is read again.
@@ -223,7 +268,9 @@ def test_hash_cache_forgets_nothing_it_should_not_trust(tmp_path: Path) -> None:
     data.write_bytes(b"z")
     cache = HashCache(paths)
     info = os.stat(data)
-    cache.remember("data.bin", info, dvcstore.FileHash("m", "s", 1), info.st_ctime_ns)  # changed just now: racy
+    cache.remember(
+        "data.bin", info, FileHash("m", "s", 1), info.st_ctime_ns
+    )  # changed just now: racy
     assert cache.file_hash("data.bin").sha256 == hashlib.sha256(b"z").hexdigest()
     cache.close()
 
@@ -231,7 +278,7 @@ def test_hash_cache_forgets_nothing_it_should_not_trust(tmp_path: Path) -> None:
 def test_a_corrupt_hash_cache_is_rebuilt(tmp_path: Path) -> None:
     paths = ProjectPaths(tmp_path)
     paths.state.mkdir()
-    (paths.state / dvcstore.HASH_DB).write_bytes(b"not a database" * 100)
+    (paths.state / HASH_DB).write_bytes(b"not a database" * 100)
     (tmp_path / "f").write_bytes(b"q")
     cache = HashCache(paths)
     assert cache.file_hash("f").sha256 == hashlib.sha256(b"q").hexdigest()
@@ -243,7 +290,7 @@ def test_a_passed_check_is_remembered_by_its_fingerprint_only(tmp_path: Path) ->
     assert not cache.check_passed("f1")
     cache.remember_passed("schema", "f1")
     assert cache.check_passed("f1") and not cache.check_passed("f2")
-    for i in range(dvcstore.PASSED_KEPT + 5):
+    for i in range(PASSED_KEPT + 5):
         cache.remember_passed("schema", f"later-{i}")
     assert not cache.check_passed("f1")  # only the newest few per check are kept
     cache.close()
@@ -252,11 +299,11 @@ def test_a_passed_check_is_remembered_by_its_fingerprint_only(tmp_path: Path) ->
 def test_an_md5_seen_with_two_contents_is_never_proved_by_sha256_again(tmp_path: Path) -> None:
     cache = HashCache(ProjectPaths(tmp_path))
     assert cache.known_object("m") is None
-    cache.remember_object(dvcstore.FileHash("m", "s", 1))
-    assert cache.known_object("m") == dvcstore.FileHash("m", "s", 1)
-    cache.remember_object(dvcstore.FileHash("m", "t", 1))  # a collision: MD5 allows them
+    cache.remember_object(FileHash("m", "s", 1))
+    assert cache.known_object("m") == FileHash("m", "s", 1)
+    cache.remember_object(FileHash("m", "t", 1))  # a collision: MD5 allows them
     assert cache.known_object("m") is None
-    cache.remember_object(dvcstore.FileHash("m", "s", 1))
+    cache.remember_object(FileHash("m", "s", 1))
     assert cache.known_object("m") is None
     cache.close()
 
@@ -269,18 +316,22 @@ def test_hashing_a_file_remembers_which_sha256_its_md5_stands_for(tmp_path: Path
     cache.close()
 
 
-def test_written_files_are_remembered_only_while_they_are_the_file_that_was_verified(tmp_path: Path) -> None:
+def test_written_files_are_remembered_only_while_they_are_the_file_that_was_verified(
+    tmp_path: Path,
+) -> None:
     paths = ProjectPaths(tmp_path)
     big, small = tmp_path / "big.bin", tmp_path / "small.bin"
-    big.write_bytes(os.urandom(dvcstore.WRITTEN_BYTES_WORTH_WAITING_FOR))
+    big.write_bytes(os.urandom(WRITTEN_BYTES_WORTH_WAITING_FOR))
     small.write_bytes(b"s")
     cache = HashCache(paths)
-    claimed = dvcstore.FileHash("m", "s", big.stat().st_size)
-    changed = dvcstore.FileHash("m2", "s2", 1)
-    small_identity = dvcstore.file_identity(small)
+    claimed = FileHash("m", "s", big.stat().st_size)
+    changed = FileHash("m2", "s2", 1)
+    small_identity = file_identity(small)
     small.write_bytes(b"t")  # changed after it was verified: not the verified file any more
     os.utime(small, ns=(0, 1))
-    cache.remember_written([("big.bin", claimed, dvcstore.file_identity(big)), ("small.bin", changed, small_identity)])
+    cache.remember_written(
+        [("big.bin", claimed, file_identity(big)), ("small.bin", changed, small_identity)]
+    )
     assert cache.file_hash("big.bin") == claimed  # trusted by its unchanged stat, not read
     assert cache.file_hash("small.bin").sha256 == hashlib.sha256(b"t").hexdigest()
     cache.close()
@@ -291,8 +342,10 @@ def test_checked_copy_gives_both_hashes_of_what_landed(tmp_path: Path, size: int
     source, copy = tmp_path / "source", tmp_path / "copy"
     payload = os.urandom(size)
     source.write_bytes(payload)
-    hashed = dvcstore.copy_checked(source, copy, durable=False, with_md5=True)
-    assert hashed == dvcstore.FileHash(hashlib.md5(payload).hexdigest(), hashlib.sha256(payload).hexdigest(), size)
+    hashed = copy_checked(source, copy, durable=False, with_md5=True)
+    assert hashed == FileHash(
+        hashlib.md5(payload).hexdigest(), hashlib.sha256(payload).hexdigest(), size
+    )
     assert copy.read_bytes() == payload
 
 
@@ -325,19 +378,23 @@ def test_parts_default_to_all_and_unknown_parts_are_refused() -> None:
 def test_verified_copy_hashes_what_landed(tmp_path: Path, size: int, durable: bool) -> None:
     source, copy = tmp_path / "source", tmp_path / "copy"
     source.write_bytes(os.urandom(size))
-    assert dvcstore.copy_verified(source, copy, durable) == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert copy_verified(source, copy, durable) == hashlib.sha256(source.read_bytes()).hexdigest()
     assert copy.read_bytes() == source.read_bytes()
     with pytest.raises(FileExistsError):  # never over an existing file: callers rename into place
-        dvcstore.copy_verified(source, copy, durable)
+        copy_verified(source, copy, durable)
 
 
-@pytest.mark.parametrize(("value", "durable"), [(None, True), ("1", True), ("0", False), ("off", False), ("no", False)])
-def test_durable_writes_are_the_default(monkeypatch: pytest.MonkeyPatch, value: str | None, durable: bool) -> None:
+@pytest.mark.parametrize(
+    ("value", "durable"), [(None, True), ("1", True), ("0", False), ("off", False), ("no", False)]
+)
+def test_durable_writes_are_the_default(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, durable: bool
+) -> None:
     if value is None:
         monkeypatch.delenv("MLVS_FSYNC", raising=False)
     else:
         monkeypatch.setenv("MLVS_FSYNC", value)
-    assert dvcstore.durable_writes() is durable
+    assert durable_writes() is durable
 
 
 # --- the git pieces snapshots add ------------------------------------------------------------
@@ -346,8 +403,13 @@ def test_durable_writes_are_the_default(monkeypatch: pytest.MonkeyPatch, value: 
 def _repository(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     root.mkdir()
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     (root / "a.txt").write_text("a\n")
     subprocess.run(["git", "add", "a.txt"], cwd=root, check=True)
@@ -356,15 +418,22 @@ def _repository(tmp_path: Path) -> Path:
 
 
 def test_extra_files_go_into_the_commit_only(tmp_path: Path) -> None:
-    from mlvs.gitstate import commit_worktree, read_files_at
+    from mlvs.backends.git.tree import commit_worktree, read_files_at
 
     root = _repository(tmp_path)
-    status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True
+    ).stdout
     sha = commit_worktree(root, "snap", extra_files={".manifest.json": b'{"x": 1}\n'})
-    assert read_files_at(root, [(sha, ".manifest.json"), (sha, "a.txt"), (sha, "nope"), (sha, ".")]) == [
-        b'{"x": 1}\n', b"a\n", None, None
-    ]
+    assert read_files_at(
+        root, [(sha, ".manifest.json"), (sha, "a.txt"), (sha, "nope"), (sha, ".")]
+    ) == [b'{"x": 1}\n', b"a\n", None, None]
     assert not (root / ".manifest.json").exists()
-    assert subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout == status
+    assert (
+        subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True
+        ).stdout
+        == status
+    )
     with pytest.raises(BadInputError):
         commit_worktree(root, "snap", extra_files={"../escape": b""})

@@ -14,15 +14,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlvs.data import features_and_target, generate_customers
 from mlvs.errors import IntegrityError
-from mlvs.modelio import golden_mismatches, load_verified_model
-from mlvs.params import TrainParams, load_stage
+from mlvs.ml.data import features_and_target, generate_customers
+from mlvs.ml.modelio import golden_mismatches, load_verified_model
+from mlvs.ml.params import TrainParams, load_stage
 from mlvs.paths import ProjectPaths
-from mlvs.pipeline import PreparedData, TrainedModel, data_hash, save_trained, train_and_evaluate, write_prepared
+from mlvs.stages.prepare import PreparedData, write_prepared
+from mlvs.stages.train import TrainedModel, data_hash, save_trained, train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = {"cv_folds": 3, "golden_sample_size": 20, "hyperparameters": {"random_forest": {"n_estimators": 10}}}
+TINY = {
+    "cv_folds": 3,
+    "golden_sample_size": 20,
+    "hyperparameters": {"random_forest": {"n_estimators": 10}},
+}
 
 
 class Trained:
@@ -31,10 +36,16 @@ class Trained:
     def __init__(self, root: Path) -> None:
         self.paths = ProjectPaths(root)
         self.params: TrainParams = load_stage("train", REPO, TINY)
-        customers = generate_customers(n_rows=300, churn_rate=0.3, signal_strength=1.0, label_noise=0.0, seed=7)
+        customers = generate_customers(
+            n_rows=300, churn_rate=0.3, signal_strength=1.0, label_noise=0.0, seed=7
+        )
         self.prepared: PreparedData = write_prepared(self.paths, customers, test_size=0.2, seed=7)
-        self.model: TrainedModel = train_and_evaluate(self.prepared.train, self.prepared.test, self.params)
-        self.card: dict[str, Any] = save_trained(self.paths, self.model, self.prepared.test, self.params)
+        self.model: TrainedModel = train_and_evaluate(
+            self.prepared.train, self.prepared.test, self.params
+        )
+        self.card: dict[str, Any] = save_trained(
+            self.paths, self.model, self.prepared.test, self.params
+        )
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +74,9 @@ def record_in_card(paths: ProjectPaths) -> None:
 # --- the happy path -----------------------------------------------------------------
 
 
-def test_verified_model_predicts_exactly_as_the_trained_one(trained: Trained, paths: ProjectPaths) -> None:
+def test_verified_model_predicts_exactly_as_the_trained_one(
+    trained: Trained, paths: ProjectPaths
+) -> None:
     X_test, _ = features_and_target(trained.prepared.test)
     loaded = load_verified_model(paths)
     assert np.array_equal(loaded.predict_proba(X_test), trained.model.model.predict_proba(X_test))
@@ -73,25 +86,38 @@ def test_verified_model_reproduces_its_golden_predictions(paths: ProjectPaths) -
     assert golden_mismatches(load_verified_model(paths), paths) == []
 
 
-def test_saving_the_same_model_twice_gives_identical_files(trained: Trained, paths: ProjectPaths) -> None:
+def test_saving_the_same_model_twice_gives_identical_files(
+    trained: Trained, paths: ProjectPaths
+) -> None:
     before = {p: p.read_bytes() for p in (paths.model_file, paths.model_card, paths.golden)}
     save_trained(paths, trained.model, trained.prepared.test, trained.params)
     assert {p: p.read_bytes() for p in before} == before
 
 
-def test_retraining_with_the_same_parameters_gives_identical_model_bytes(trained: Trained, paths: ProjectPaths) -> None:
+def test_retraining_with_the_same_parameters_gives_identical_model_bytes(
+    trained: Trained, paths: ProjectPaths
+) -> None:
     original = paths.model_file.read_bytes()
     retrained = train_and_evaluate(trained.prepared.train, trained.prepared.test, trained.params)
     save_trained(paths, retrained, trained.prepared.test, trained.params)
     assert paths.model_file.read_bytes() == original
 
 
-def test_model_card_records_hashes_metrics_and_parameters(trained: Trained, paths: ProjectPaths) -> None:
+def test_model_card_records_hashes_metrics_and_parameters(
+    trained: Trained, paths: ProjectPaths
+) -> None:
     card = json.loads(paths.model_card.read_text())
     assert card["model_sha256"] == sha256(paths.model_file)
     assert card["data_sha256"] == data_hash(paths)
     assert card["params"] == json.loads(json.dumps(trained.params.model_dump()))
-    assert {"cv_roc_auc_mean", "cv_roc_auc_std", "test_roc_auc", "test_f1", "net_value", "roi"} <= set(card["metrics"])
+    assert {
+        "cv_roc_auc_mean",
+        "cv_roc_auc_std",
+        "test_roc_auc",
+        "test_f1",
+        "net_value",
+        "roi",
+    } <= set(card["metrics"])
 
 
 def test_save_trained_writes_the_metrics_of_the_card(paths: ProjectPaths) -> None:
@@ -160,7 +186,9 @@ def test_pickle_payload_creates_its_marker_when_unpickled(tmp_path: Path) -> Non
     assert marker.exists()
 
 
-def test_pickle_disguised_as_model_is_refused_without_running_it(paths: ProjectPaths, tmp_path: Path) -> None:
+def test_pickle_disguised_as_model_is_refused_without_running_it(
+    paths: ProjectPaths, tmp_path: Path
+) -> None:
     marker = tmp_path / "pwned"
     paths.model_file.write_bytes(pickle.dumps(_OpensFile(marker)))
     record_in_card(paths)
@@ -176,5 +204,6 @@ def test_skops_archive_with_untrusted_types_is_refused(paths: ProjectPaths) -> N
     record_in_card(paths)
     with pytest.raises(IntegrityError, match="untrusted types") as caught:
         load_verified_model(paths)
-    assert f"'{os.system.__module__}.system'" in str(caught.value) and "not loaded" in str(caught.value)
-
+    assert f"'{os.system.__module__}.system'" in str(caught.value) and "not loaded" in str(
+        caught.value
+    )

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlvs.errors import ParamsError
-from mlvs.modeling import RandomForestHyper
-from mlvs.params import PrepareParams, TrainParams, load_stage, stage_keys
+from mlvs.ml.modeling import RandomForestHyper
+from mlvs.ml.params import PrepareParams, TrainParams, load_stage, stage_keys
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,9 @@ def test_repository_train_params_load_with_the_chosen_models_hyperparameters() -
 
 def test_stage_keys_are_the_top_level_keys_of_each_real_file() -> None:
     for stage in ("prepare", "train"):
-        assert stage_keys(stage) == sorted(yaml.safe_load((REPO / "params" / f"{stage}.yaml").read_text()))
+        assert stage_keys(stage) == sorted(
+            yaml.safe_load((REPO / "params" / f"{stage}.yaml").read_text())
+        )
 
 
 def test_unknown_stage_is_refused(root: Path) -> None:
@@ -147,7 +149,9 @@ def edit_hyperparameters(root: Path, model: str, values: dict[str, Any]) -> None
     write(root, "train", data)
 
 
-def test_hyperparameters_for_an_unknown_model_type_name_the_section_and_known_types(root: Path) -> None:
+def test_hyperparameters_for_an_unknown_model_type_name_the_section_and_known_types(
+    root: Path,
+) -> None:
     edit_hyperparameters(root, "svm", {"C": 1.0})
     line = single_line(refusal("train", root), "train")
     assert "hyperparameters.svm" in line
@@ -195,7 +199,9 @@ def test_yaml_list_instead_of_mapping_is_refused(root: Path) -> None:
 def test_empty_file_names_every_missing_key_one_per_line(root: Path) -> None:
     (root / "params" / "prepare.yaml").write_text("")
     lines = refusal("prepare", root).splitlines()
-    assert sorted(lines) == sorted(f"params/prepare.yaml: '{key}' is missing" for key in stage_keys("prepare"))
+    assert sorted(lines) == sorted(
+        f"params/prepare.yaml: '{key}' is missing" for key in stage_keys("prepare")
+    )
 
 
 def test_missing_file_is_refused(root: Path) -> None:
@@ -227,7 +233,10 @@ def test_none_overrides_keep_the_file_values(root: Path) -> None:
 def test_nested_override_merges_into_the_file_section(root: Path) -> None:
     loaded = load_stage("train", root, {"hyperparameters": {"random_forest": {"n_estimators": 7}}})
     from_file = read(root, "train")["hyperparameters"]
-    assert loaded.hyperparameters["random_forest"] == {**from_file["random_forest"], "n_estimators": 7}
+    assert loaded.hyperparameters["random_forest"] == {
+        **from_file["random_forest"],
+        "n_estimators": 7,
+    }
     assert loaded.hyperparameters["gradient_boosting"] == from_file["gradient_boosting"]
 
 
@@ -242,19 +251,25 @@ def test_invalid_override_is_reported_as_an_override_of_the_stage(root: Path) ->
 SCALAR = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
 VALUE = st.recursive(
     SCALAR,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 PREPARE_KEYS = st.sampled_from(stage_keys("prepare")) | st.text(max_size=10) | st.integers()
 TRAIN_KEYS = st.sampled_from(stage_keys("train")) | st.text(max_size=10)
 SECTION = st.dictionaries(
-    st.sampled_from(["random_forest", "logistic_regression", "n_estimators", "max_depth", "C"]) | st.text(max_size=6),
+    st.sampled_from(["random_forest", "logistic_regression", "n_estimators", "max_depth", "C"])
+    | st.text(max_size=6),
     VALUE,
     max_size=4,
 )
 
 
-BASE = {stage: yaml.safe_load((REPO / "params" / f"{stage}.yaml").read_text()) for stage in ("prepare", "train")}
+BASE = {
+    stage: yaml.safe_load((REPO / "params" / f"{stage}.yaml").read_text())
+    for stage in ("prepare", "train")
+}
 
 
 @pytest.fixture(scope="module")
@@ -276,20 +291,36 @@ def loads_or_refuses(stage: str, root: Path, overrides: dict[str, Any] | None = 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.dictionaries(PREPARE_KEYS, VALUE, max_size=8))
-def test_any_prepare_mapping_loads_or_raises_params_error(shared_root: Path, data: dict[Any, Any]) -> None:
+def test_any_prepare_mapping_loads_or_raises_params_error(
+    shared_root: Path, data: dict[Any, Any]
+) -> None:
     write(shared_root, "prepare", {**BASE["prepare"], **data})
     loads_or_refuses("prepare", shared_root)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.dictionaries(TRAIN_KEYS, VALUE | SECTION | st.dictionaries(st.text(max_size=20), SECTION, max_size=2), max_size=6))
-def test_any_train_mapping_loads_or_raises_params_error(shared_root: Path, data: dict[str, Any]) -> None:
+@given(
+    data=st.dictionaries(
+        TRAIN_KEYS,
+        VALUE | SECTION | st.dictionaries(st.text(max_size=20), SECTION, max_size=2),
+        max_size=6,
+    )
+)
+def test_any_train_mapping_loads_or_raises_params_error(
+    shared_root: Path, data: dict[str, Any]
+) -> None:
     write(shared_root, "train", {**BASE["train"], **data})
     loads_or_refuses("train", shared_root)
 
 
 @settings(max_examples=60, deadline=None)
-@given(overrides=st.dictionaries(TRAIN_KEYS, VALUE | st.dictionaries(st.sampled_from(["random_forest", "svm"]), SECTION, max_size=2), max_size=4))
+@given(
+    overrides=st.dictionaries(
+        TRAIN_KEYS,
+        VALUE | st.dictionaries(st.sampled_from(["random_forest", "svm"]), SECTION, max_size=2),
+        max_size=4,
+    )
+)
 def test_any_override_loads_or_raises_params_error(overrides: dict[str, Any]) -> None:
     loads_or_refuses("train", REPO, overrides)
 

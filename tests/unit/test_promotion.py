@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlvs import tracking
+from mlvs.backends.mlflow import tracking
 
 NAME = "churn-classifier"
 
@@ -28,7 +28,9 @@ def add_version(client, roc_auc: float) -> str:
     run = client.create_run(experiment)
     client.log_metric(run.info.run_id, "test_roc_auc", roc_auc)
     client.set_terminated(run.info.run_id)
-    version = client.create_model_version(NAME, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    version = client.create_model_version(
+        NAME, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+    )
     return str(version.version)
 
 

@@ -10,8 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlvs.errors import BadInputError, ParamsError
+from mlvs.ops.run import (
+    check_name,
+    collect_parameters,
+    parse_value,
+    resolve_notebook,
+    validate_parameters,
+)
 from mlvs.paths import ProjectPaths
-from mlvs.runner import check_name, collect_parameters, parse_value, resolve_notebook, validate_parameters
 
 REPO = Path(__file__).resolve().parents[2]
 PATHS = ProjectPaths(REPO)
@@ -24,7 +30,17 @@ TRAIN = REPO / "notebooks" / "02_train.ipynb"
 
 @pytest.mark.parametrize(
     "name",
-    ["1x", "x-y", "x y", "import", "x;import os", "__import__('os').system('id')", "", "x\n", "x=1"],
+    [
+        "1x",
+        "x-y",
+        "x y",
+        "import",
+        "x;import os",
+        "__import__('os').system('id')",
+        "",
+        "x\n",
+        "x=1",
+    ],
 )
 def test_check_name_refuses_what_is_not_a_plain_identifier(name: str) -> None:
     with pytest.raises(BadInputError, match="not a Python identifier"):
@@ -82,12 +98,14 @@ def test_p_pairs_override_f_files_which_merge_in_order(tmp_path: Path) -> None:
 def test_f_file_keeps_nested_values(tmp_path: Path) -> None:
     path = tmp_path / "hyper.yaml"
     path.write_text("hyperparameters:\n  random_forest:\n    n_estimators: 7\n")
-    assert collect_parameters([], [path]) == {"hyperparameters": {"random_forest": {"n_estimators": 7}}}
+    assert collect_parameters([], [path]) == {
+        "hyperparameters": {"random_forest": {"n_estimators": 7}}
+    }
 
 
 def test_f_file_with_a_non_identifier_key_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("\"x;import os\": 1\n")
+    path.write_text('"x;import os": 1\n')
     with pytest.raises(BadInputError, match="not a Python identifier"):
         collect_parameters([], [path])
 
@@ -112,7 +130,10 @@ def test_resolve_notebook_accepts_stem_file_name_and_project_path(name: str) -> 
     assert resolve_notebook(PATHS, name) == PREPARE.resolve()
 
 
-@pytest.mark.parametrize("name", ["../pyproject", "/etc/passwd", "nope", "notebooks/../README.md", "notebooks/../../etc/passwd"])
+@pytest.mark.parametrize(
+    "name",
+    ["../pyproject", "/etc/passwd", "nope", "notebooks/../README.md", "notebooks/../../etc/passwd"],
+)
 def test_resolve_notebook_refuses_anything_outside_the_notebooks(name: str) -> None:
     with pytest.raises(BadInputError, match="choose one of: 01_prepare, 02_train"):
         resolve_notebook(PATHS, name)
@@ -138,9 +159,18 @@ def test_out_of_range_override_is_refused_by_the_stage_schema() -> None:
 
 def test_valid_overrides_are_accepted() -> None:
     validate_parameters(PATHS, PREPARE, {"n_rows": 500, "seed": 1, "churn_rate": 0.3})
-    validate_parameters(PATHS, TRAIN, {"model_type": "logistic_regression", "hyperparameters": {"logistic_regression": {"C": 0.5}}})
+    validate_parameters(
+        PATHS,
+        TRAIN,
+        {
+            "model_type": "logistic_regression",
+            "hyperparameters": {"logistic_regression": {"C": 0.5}},
+        },
+    )
 
 
 def test_nested_override_is_validated_against_the_stage_schema() -> None:
     with pytest.raises(ParamsError, match="hyperparameters.random_forest.n_estimators = 0 "):
-        validate_parameters(PATHS, TRAIN, {"hyperparameters": {"random_forest": {"n_estimators": 0}}})
+        validate_parameters(
+            PATHS, TRAIN, {"hyperparameters": {"random_forest": {"n_estimators": 0}}}
+        )

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from mlvs.backends.git.refs import validate_snapshot_name
 from mlvs.errors import BadInputError
-from mlvs.gitstate import validate_snapshot_name
 
 NAME_ALPHABET = st.characters(codec="utf-8")
 REF_LIKE = st.text(alphabet="abcXYZ019._-/~^:?*[\\@{} \t\n", min_size=0, max_size=12)
@@ -17,7 +17,9 @@ ANY_TEXT = st.one_of(st.text(alphabet=NAME_ALPHABET, max_size=120), REF_LIKE)
 
 
 def _git_accepts(name: str) -> bool:
-    result = subprocess.run(["git", "check-ref-format", f"refs/mlvs/snapshots/{name}"], capture_output=True)
+    result = subprocess.run(
+        ["git", "check-ref-format", f"refs/mlvs/snapshots/{name}"], capture_output=True
+    )
     return result.returncode == 0
 
 
@@ -60,10 +62,14 @@ def test_accepted_ref_like_names_pass_git_check_ref_format(name: str) -> None:
 
 
 @settings(max_examples=200)
-@given(st.text(max_size=20), st.sampled_from(["/", "..", " ", "\t", "\n", "\x00", "\x7f", "\x1b", "\u00a0", "\\"]),
-       st.text(max_size=20))
+@given(
+    st.text(max_size=20),
+    st.sampled_from(["/", "..", " ", "\t", "\n", "\x00", "\x7f", "\x1b", "\u00a0", "\\"]),
+    st.text(max_size=20),
+)
 def test_separators_dot_dot_whitespace_and_control_characters_are_always_refused(
-        before: str, bad: str, after: str) -> None:
+    before: str, bad: str, after: str
+) -> None:
     with pytest.raises(BadInputError):
         validate_snapshot_name(before + bad + after)
 

@@ -11,12 +11,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlvs import rollback
+from mlvs.ops.rollback import apply as rollback
+from mlvs.ops.rollback.plan import CACHE, FileChange
 from mlvs.paths import ProjectPaths
-from mlvs.rollback import CACHE, FileChange
 
 
-def staging_setup(tmp_path: Path) -> tuple[ProjectPaths, SimpleNamespace, SimpleNamespace, SimpleNamespace, bytes]:
+def staging_setup(
+    tmp_path: Path,
+) -> tuple[ProjectPaths, SimpleNamespace, SimpleNamespace, SimpleNamespace, bytes]:
     paths = ProjectPaths(tmp_path)
     payload = b"restored bytes\n" * 1000
     cached = tmp_path / "cache-object"
@@ -31,7 +33,9 @@ def staging_setup(tmp_path: Path) -> tuple[ProjectPaths, SimpleNamespace, Simple
 def full_disk_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     real, calls = rollback.copy_verified, []
 
-    def copy(source: Path, destination: Path, durable: bool | None = None, overwrite: bool = False) -> str:
+    def copy(
+        source: Path, destination: Path, durable: bool | None = None, overwrite: bool = False
+    ) -> str:
         calls.append(1)
         if len(calls) == 1:
             destination.write_bytes(b"partial")
@@ -62,7 +66,9 @@ def test_a_full_disk_frees_the_spares_and_copies_again(
     assert "freed the 8192 bytes of spare blocks" in caplog.text
 
 
-def test_a_full_disk_without_spares_is_reported_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_without_spares_is_reported_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     paths, target, plan, store, _ = staging_setup(tmp_path)
     calls = full_disk_once(monkeypatch)
 

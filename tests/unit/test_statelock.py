@@ -14,7 +14,8 @@ import pytest
 
 from mlvs.errors import IntegrityError, LockTimeoutError, MlvsError
 from mlvs.paths import ProjectPaths
-from mlvs.statelock import Journal, state_lock
+from mlvs.state.journal import Journal
+from mlvs.state.lock import state_lock
 
 PROJECT_SOURCE = Path(__file__).resolve().parents[2]
 
@@ -53,7 +54,7 @@ def test_a_second_process_times_out_while_the_lock_is_held(paths: ProjectPaths) 
         import sys
         from pathlib import Path
         from mlvs.paths import ProjectPaths
-        from mlvs.statelock import state_lock
+        from mlvs.state.lock import state_lock
         with state_lock(ProjectPaths(Path(sys.argv[1])), timeout=5):
             print("held", flush=True)
             sys.stdin.read()  # hold until the parent closes our stdin
@@ -158,7 +159,10 @@ def test_a_begun_operation_is_read_back_by_a_fresh_journal(paths: ProjectPaths) 
 
     assert record is not None
     assert (record["operation"], record["data"], record["step"], record["steps"]) == (
-        "rollback", {"snapshot": "baseline"}, None, [],
+        "rollback",
+        {"snapshot": "baseline"},
+        None,
+        [],
     )
 
 
@@ -173,7 +177,11 @@ def test_updates_record_the_steps_and_merge_the_data(paths: ProjectPaths) -> Non
     assert record is not None
     assert record["step"] == "files-restored"
     assert record["steps"] == ["undo-snapshot-taken", "files-restored"]
-    assert record["data"] == {"snapshot": "baseline", "undo_snapshot": "auto-1", "changed": ["params/train.yaml"]}
+    assert record["data"] == {
+        "snapshot": "baseline",
+        "undo_snapshot": "auto-1",
+        "changed": ["params/train.yaml"],
+    }
 
 
 def test_clear_forgets_the_operation(paths: ProjectPaths) -> None:

@@ -1,0 +1,182 @@
+"""DVC outputs as mlvs sees them: which files they are and their recorded hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from mlvs.backends.dvc.objects import TEMP_SUFFIX
+from mlvs.errors import BadInputError
+from mlvs.paths import ProjectPaths
+
+DATA, MODELS = "data", "models"
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely, with libyaml when it is there (ten times faster on `dvc.lock`)."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 (a safe loader)
+
+
+def _dvc_yaml_file(path: Path, root: Path) -> dict[str, Any]:
+    """A DVC file (`dvc.yaml`, `dvc.lock`, `*.dvc`) as a mapping; a broken one is bad input."""
+    try:
+        document = load_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        where = path.relative_to(root).as_posix()
+        raise BadInputError(
+            f"{where} cannot be read as YAML ({type(error).__name__}); fix or restore it (e.g. from git)"
+        ) from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise BadInputError(
+            f"{path.relative_to(root).as_posix()} is not a YAML mapping; fix or restore it"
+        )
+    return document
+
+
+@dataclass(frozen=True)
+class Output:
+    """One DVC output: a file or directory that a stage writes or a `.dvc` file tracks."""
+
+    path: str  # relative to the project root, with '/'
+    stage: str | None  # None for a `.dvc` file
+    cache: bool  # False: git keeps it (metrics), not DVC's cache
+    part: str  # DATA or MODELS: what `mlvs rollback --only` calls it
+
+
+def _entries(items: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    for item in items or []:
+        if isinstance(item, str):
+            yield item, {}
+        elif isinstance(item, dict):
+            for path, options in item.items():
+                yield str(path), dict(options or {})
+
+
+def _join(base: str, path: str) -> str:
+    joined = PurePosixPath(base) / path if base not in ("", ".") else PurePosixPath(path)
+    parts: list[str] = []
+    for part in joined.parts:
+        if part == "..":
+            if not parts:
+                raise BadInputError(
+                    f"DVC output {path!r} lies outside the project; keep outputs inside it"
+                )
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+    return "/".join(parts)
+
+
+def _uses_templating(document: Any) -> bool:
+    text = json.dumps(document, default=str)
+    return "${" in text or '"foreach"' in text or '"matrix"' in text
+
+
+def _outputs_from_dvc_api(root: Path) -> list[tuple[str, str | None, bool]]:
+    from dvc.repo import Repo
+
+    found = []
+    with Repo(str(root)) as repo:
+        for out in repo.index.outs:
+            stage = getattr(out.stage, "name", None)
+            found.append(
+                (Path(out.fs_path).relative_to(root).as_posix(), stage, bool(out.use_cache))
+            )
+    return found
+
+
+def dvc_files(root: Path) -> list[str]:
+    """The `.dvc` files of the project (tracked or untracked, not ignored)."""
+    from mlvs.backends.git.run import run_git
+
+    out = run_git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    return sorted(p for p in out.split("\0") if p.endswith(".dvc") and (root / p).is_file())
+
+
+def dvc_outputs(paths: ProjectPaths, tracking_files: list[str] | None = None) -> list[Output]:
+    """Every output of `dvc.yaml`'s stages and of the project's `.dvc` files (`tracking_files` if known)."""
+    root = paths.root
+    found: list[tuple[str, str | None, bool]] = []
+    pipeline_file = root / "dvc.yaml"
+    document = _dvc_yaml_file(pipeline_file, root) if pipeline_file.is_file() else {}
+    if _uses_templating(document):
+        found = _outputs_from_dvc_api(root)
+    else:
+        for stage, spec in ((document or {}).get("stages") or {}).items():
+            wdir = str((spec or {}).get("wdir", "."))
+            for section in ("outs", "metrics", "plots"):
+                for path, options in _entries((spec or {}).get(section)):
+                    found.append((_join(wdir, path), str(stage), bool(options.get("cache", True))))
+        for dvc_file in dvc_files(root) if tracking_files is None else tracking_files:
+            spec = _dvc_yaml_file(root / dvc_file, root)
+            base = str(PurePosixPath(dvc_file).parent)
+            for path, options in _entries(
+                [{o["path"]: o} for o in spec.get("outs") or [] if "path" in o]
+            ):
+                found.append((_join(base, path), None, bool(options.get("cache", True))))
+    models_dir = paths.models.relative_to(root).as_posix()
+
+    def under_models(path: str) -> bool:
+        return path == models_dir or path.startswith(models_dir + "/")
+
+    # A stage that writes a model owns its metrics too: they describe that model.
+    model_stages = {stage for path, stage, _ in found if stage and under_models(path)}
+    outputs = {}
+    for path, stage, cache in found:
+        part = MODELS if under_models(path) or (stage in model_stages) else DATA
+        outputs[path] = Output(path, stage, cache, part)
+    return [outputs[p] for p in sorted(outputs)]
+
+
+def lock_hashes(paths: ProjectPaths, tracking_files: list[str] | None = None) -> dict[str, str]:
+    """Output path -> MD5 as `dvc.lock` and the `.dvc` files (`tracking_files` if known) record them."""
+    recorded: dict[str, str] = {}
+    lock_file = paths.root / "dvc.lock"
+    if lock_file.is_file():
+        document = _dvc_yaml_file(lock_file, paths.root)
+        for spec in (document.get("stages") or {}).values():
+            for out in (spec or {}).get("outs") or []:
+                if isinstance(out, dict) and "path" in out and "md5" in out:
+                    recorded[_join(".", str(out["path"]))] = str(out["md5"])
+    for dvc_file in dvc_files(paths.root) if tracking_files is None else tracking_files:
+        spec = _dvc_yaml_file(paths.root / dvc_file, paths.root)
+        base = str(PurePosixPath(dvc_file).parent)
+        for out in spec.get("outs") or []:
+            if isinstance(out, dict) and "path" in out and "md5" in out:
+                recorded[_join(base, str(out["path"]))] = str(out["md5"])
+    return recorded
+
+
+def output_files(root: Path, output: str) -> list[str]:
+    """The files an output holds now (itself for a file output), relative to the root, sorted."""
+    top = root / output
+    if top.is_file():
+        return [output]
+    if not top.is_dir():
+        return []
+    files = []
+    for directory, subdirectories, names in os.walk(top):
+        subdirectories.sort()
+        for name in names:
+            if name.endswith(TEMP_SUFFIX):
+                continue  # a leftover of an interrupted mlvs write, never data
+            full = os.path.join(directory, name)
+            if os.path.isfile(full):
+                files.append(Path(full).relative_to(root).as_posix())
+    return sorted(files)
+
+
+def dir_object(files: dict[str, str]) -> tuple[str, bytes]:
+    """DVC's `.dir` object for relpath -> MD5: its name (`<md5>.dir`) and its bytes."""
+    listing = [{"md5": md5, "relpath": relpath} for relpath, md5 in sorted(files.items())]
+    payload = json.dumps(listing, sort_keys=True).encode("utf-8")
+    return hashlib.md5(payload, usedforsecurity=False).hexdigest() + ".dir", payload

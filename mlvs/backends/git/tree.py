@@ -1,0 +1,255 @@
+"""Committing the working tree through a throwaway index, and reading commits and the tree."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+
+from mlvs.backends.git.run import (
+    _COMMITS,
+    _EXECUTABLE,
+    _REGULAR,
+    _SYMLINK,
+    _TREES,
+    Entry,
+    _git_bytes,
+    _head,
+    _head_index,
+    _identity_env,
+    _require_toplevel,
+    _resolve_commit,
+    run_git,
+)
+from mlvs.errors import BadInputError
+
+
+def commit_worktree(
+    root: Path,
+    message: str,
+    parent: str | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
+) -> str:
+    """Commit the whole working tree without moving HEAD, the branch or the index.
+
+    The commit holds every tracked file as it is on disk (deletions included) and
+    every untracked file that git does not ignore. Its parent is `parent`, else
+    HEAD, else none (a repository without commits). `extra_files` (path -> bytes)
+    are added to the commit only, never to the working tree; they replace a
+    working-tree file of the same path. Returns the commit sha.
+    """
+    root = Path(root)
+    _require_toplevel(root)
+    head = _head(root)
+    parents = [_resolve_commit(root, parent)] if parent else ([head] if head else [])
+    with _head_index(root, head) as env:
+        # Seeding from HEAD keeps tracked files that match an ignore pattern, as
+        # `git commit -a` would; `add -A` then records edits, deletions and new files.
+        run_git(root, "add", "-A", env=env)
+        for path, content in (extra_files or {}).items():
+            relative = _relative_path(path)
+            if not relative or not _is_safe_tree_path(relative):
+                raise BadInputError(
+                    f"extra file path {path!r} is not allowed: give a plain relative path"
+                )
+            oid = run_git(root, "hash-object", "-w", "--stdin", input=content).strip()
+            run_git(
+                root,
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                f"{_REGULAR},{oid},{relative}",
+                env=env,
+            )
+        tree = run_git(root, "write-tree", env=env).strip()
+    args = ["commit-tree", "--no-gpg-sign"]
+    for sha in parents:
+        args += ["-p", sha]
+    text = message if message.endswith("\n") else message + "\n"
+    commit = run_git(
+        root, *args, "-F", "-", tree, input=text.encode(), env=_identity_env(root)
+    ).strip()
+    _COMMITS[(os.path.realpath(root), commit)] = commit
+    return commit
+
+
+def _tree_entries(root: Path, sha: str) -> dict[str, Entry]:
+    commit = _resolve_commit(root, sha)
+    key = (os.path.realpath(root), commit)
+    if key in _TREES:
+        return dict(_TREES[key])
+    out = _git_bytes(root, "ls-tree", "-r", "-z", "--full-tree", commit)
+    entries: dict[str, Entry] = {}
+    for record in out.split(b"\0"):
+        if not record:
+            continue
+        meta, _, path = record.partition(b"\t")
+        mode, kind, oid = meta.decode().split(" ")
+        if kind == "blob":  # submodules ('commit') are not files of this repository
+            # Old gits wrote modes like 100664; git itself reads them as 100644.
+            normal = mode if mode in (_EXECUTABLE, _SYMLINK) else _REGULAR
+            entries[os.fsdecode(path)] = (normal, oid)
+    if len(_TREES) > 16:
+        _TREES.clear()
+    _TREES[key] = entries
+    return dict(entries)
+
+
+def tree_files(root: Path, sha: str) -> dict[str, str]:
+    """Return path -> blob sha of every file in commit `sha`, recursively."""
+    return {path: oid for path, (_, oid) in _tree_entries(root, sha).items()}
+
+
+def read_file_at(root: Path, sha: str, path: str) -> bytes | None:
+    """Return the bytes of `path` in commit `sha`, or None when it holds no such file."""
+    relative = _relative_path(path)
+    if not relative:
+        return None
+    out = _git_bytes(
+        root, "ls-tree", "-z", "--full-tree", _resolve_commit(root, sha), "--", relative
+    )
+    record = out.split(b"\0")[0]
+    if not record:
+        return None
+    _, kind, oid = record.partition(b"\t")[0].decode().split(" ")
+    if kind != "blob":
+        return None
+    return _git_bytes(root, "cat-file", "blob", oid)
+
+
+def read_files_at(root: Path, items: list[tuple[str, str]]) -> list[bytes | None]:
+    """Return the bytes of each (commit sha, path), None where there is no such file.
+
+    One `git cat-file --batch` process reads them all, so listing many snapshots stays cheap.
+    """
+    if not items:
+        return []
+    requests = []
+    for sha, path in items:
+        relative = _relative_path(path)
+        if "\n" in relative or not re.fullmatch(r"[0-9a-fA-F]{4,64}", sha):
+            raise BadInputError(
+                f"cannot read {path!r} at {sha!r}: give a commit sha and a one-line path"
+            )
+        requests.append(f"{sha}:{relative}\n")
+    out = _git_bytes(root, "cat-file", "--batch", input="".join(requests).encode())
+    found: list[bytes | None] = []
+    position = 0
+    for _ in items:
+        end = out.index(b"\n", position)
+        header = out[position:end].decode("utf-8", "surrogateescape").split(" ")
+        if len(header) == 3 and header[1] == "blob":
+            size = int(header[2])
+            found.append(out[end + 1 : end + 1 + size])
+            position = end + 1 + size + 1
+        elif len(header) == 3:  # a tree or other object at that path: not a file
+            position = end + 1 + int(header[2]) + 1
+            found.append(None)
+        else:  # "<request> missing"
+            position = end + 1
+            found.append(None)
+    return found
+
+
+def _worktree_files(root: Path) -> dict[str, str]:
+    """Return path -> git mode of every file `commit_worktree` would include."""
+    root = Path(root)
+    _require_toplevel(root)
+    with _head_index(root, _head(root)) as env:
+        # Against a HEAD-seeded index, --cached is what HEAD tracks and --others is
+        # exactly the untracked files that git does not ignore.
+        out = _git_bytes(
+            root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", env=env
+        )
+    files: dict[str, str] = {}
+    symlinked: dict[str, bool] = {}
+    for raw in out.split(b"\0"):
+        if not raw:
+            continue
+        path = os.fsdecode(raw)
+        if _behind_symlink(root, path, symlinked):
+            continue  # git sees a file beyond a symlink as deleted
+        try:
+            info = os.lstat(root / path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # tracked but deleted on disk
+        if stat.S_ISLNK(info.st_mode):
+            files[path] = _SYMLINK
+        elif stat.S_ISREG(info.st_mode):
+            files[path] = _EXECUTABLE if info.st_mode & stat.S_IXUSR else _REGULAR
+        # anything else is a nested repository or submodule: not a file of ours
+    return files
+
+
+def _behind_symlink(root: Path, path: str, cache: dict[str, bool] | None = None) -> bool:
+    """Tell whether a directory on the way to `path` is a symlink."""
+    cache = {} if cache is None else cache
+    parts = path.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        directory = "/".join(parts[:depth])
+        if directory not in cache:
+            cache[directory] = (root / directory).is_symlink()
+        if cache[directory]:
+            return True
+    return False
+
+
+def _symlink_blob_sha(root: Path, path: str, algorithm: str) -> str:
+    # `git hash-object` follows symlinks; git stores the link text itself.
+    target = os.fsencode(os.readlink(root / path))
+    digest = hashlib.new(algorithm)
+    digest.update(b"blob %d\0" % len(target) + target)
+    return digest.hexdigest()
+
+
+def _worktree_entries(root: Path) -> dict[str, Entry]:
+    root = Path(root)
+    files = _worktree_files(root)
+    regular = [p for p, mode in files.items() if mode != _SYMLINK]
+    # --stdin-paths reads lines and C-unquotes a line that starts with '"'.
+    one_by_one = [p for p in regular if "\n" in p or p.startswith('"')]
+    batch = [p for p in regular if p not in one_by_one]
+    shas: dict[str, str] = {}
+    if batch:
+        # One process hashes every file, applying the same clean filters as `git add`.
+        out = run_git(
+            root,
+            "hash-object",
+            "--stdin-paths",
+            input=b"".join(os.fsencode(p) + b"\n" for p in batch),
+        )
+        shas.update(zip(batch, out.split(), strict=True))
+    for path in one_by_one:
+        shas[path] = run_git(root, "hash-object", "--", path).strip()
+    links = [p for p, mode in files.items() if mode == _SYMLINK]
+    if links:
+        algorithm = run_git(root, "rev-parse", "--show-object-format").strip() or "sha1"
+        for path in links:
+            shas[path] = _symlink_blob_sha(root, path, algorithm)
+    return {path: (mode, shas[path]) for path, mode in files.items()}
+
+
+def worktree_blob_hashes(root: Path) -> dict[str, str]:
+    """Return path -> blob sha of every file `commit_worktree` would include now.
+
+    Reads only: no object is written and the index is left alone.
+    """
+    return {path: oid for path, (_, oid) in _worktree_entries(root).items()}
+
+
+def _relative_path(path: str | os.PathLike[str]) -> str:
+    text = os.fspath(path).replace("\\", "/")
+    pure = PurePosixPath(text)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise BadInputError(
+            f"path {text!r} is not allowed: give a path relative to the project root, without '..'"
+        )
+    return "" if str(pure) == "." else str(pure)
+
+
+def _is_safe_tree_path(path: str) -> bool:
+    parts = path.split("/")
+    return all(part not in ("", ".", "..") and part.casefold() != ".git" for part in parts)

@@ -1,0 +1,69 @@
+"""Where the MLflow store is, and whether a tracking server answers."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+from mlvs.errors import ExternalToolError
+from mlvs.paths import ProjectPaths
+
+
+def tracking_uri(paths: ProjectPaths) -> str:
+    """The tracking URI in force: the environment's, or the project's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlflow_db}"
+
+
+# How long a reachability probe waits: MLflow's own client retries a refused
+# connection for minutes, which is right for a busy server but not for a dead one.
+PROBE_TIMEOUT_S = 10.0
+
+
+def is_tracking_server(uri: str) -> bool:
+    """Tell whether `uri` names an MLflow tracking server (over HTTP) rather than a store mlvs opens itself."""
+    return urlsplit(uri).scheme in ("http", "https")
+
+
+def server_problem(paths: ProjectPaths) -> str | None:
+    """Why the tracking server cannot be reached; None when it answers or when the store is local."""
+    import urllib.error
+    import urllib.request
+
+    from mlvs.backends.uris import safe_uri
+
+    uri = tracking_uri(paths)
+    if not is_tracking_server(uri):
+        return None
+    # Credentials stay out of the probe: any HTTP answer, even 401 or 404, proves the server is up.
+    probe = safe_uri(uri).rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(probe, timeout=PROBE_TIMEOUT_S):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        return str(getattr(reason, "strerror", None) or reason)
+
+
+def unreachable_message(paths: ProjectPaths, problem: str, then: str) -> str:
+    """One sentence: which server (credentials stripped) is unreachable, why, and what to do."""
+    from mlvs.backends.uris import safe_uri
+
+    return (
+        f"the MLflow tracking server at {safe_uri(tracking_uri(paths))} is unreachable ({problem}); "
+        f"start it or point MLFLOW_TRACKING_URI at a running server, then {then}"
+    )
+
+
+def require_server(paths: ProjectPaths, then: str = "run the command again") -> None:
+    """Refuse, before anything changes, to work against a tracking server that does not answer."""
+    problem = server_problem(paths)
+    if problem is not None:
+        raise ExternalToolError(unreachable_message(paths, problem, then))
+
+
+def registry_uri(paths: ProjectPaths) -> str:
+    """The registry in force: MLFLOW_REGISTRY_URI, else the tracking URI."""
+
+    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri(paths)

@@ -1,0 +1,383 @@
+"""MLflow: runs, metrics, artifacts, the registry and the champion alias.
+
+Everything honours `MLFLOW_TRACKING_URI` (and `MLFLOW_REGISTRY_URI`); without
+them the embedded default is MLflow's own `sqlite:///mlflow.db` in the project
+root, so a plain `mlflow ui` there shows the same runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from mlvs.backends.mlflow.store import is_tracking_server, server_problem, tracking_uri
+from mlvs.errors import MlvsError
+from mlvs.paths import ProjectPaths
+
+EXPERIMENT = "mlvs"
+
+
+CHAMPION = "champion"
+
+
+CHALLENGER = "challenger"
+
+
+def configure(paths: ProjectPaths) -> Any:
+    """Point MLflow at the project's store and experiment; return the `mlflow` module."""
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    # No pooled SQLite connections: a connection held open across a restore of
+    # mlflow.db from its backup would keep writing to the replaced file.
+    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+    # mlflow imports tqdm.auto, which warns inside a kernel without ipywidgets; the
+    # warning would land in every executed notebook and break nbval comparisons.
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import mlflow
+
+    # MLflow announces every new database engine at INFO; with NullPool that is every
+    # connection, which would clutter each executed notebook.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+
+    # Read before set_tracking_uri, which exports MLFLOW_TRACKING_URI itself.
+    embedded = "MLFLOW_TRACKING_URI" not in os.environ
+    mlflow.set_tracking_uri(tracking_uri(paths))
+    if os.environ.get("MLFLOW_REGISTRY_URI"):
+        mlflow.set_registry_uri(os.environ["MLFLOW_REGISTRY_URI"])
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+    if mlflow.get_experiment_by_name(name) is None:
+        # Artifacts next to the database, by absolute URI, so runs started from
+        # notebooks/ (JupyterLab, nbval) land in the same place as CLI runs.
+        location = (paths.root / "mlartifacts").as_uri() if embedded else None
+        try:
+            mlflow.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:
+            pass  # created meanwhile by a concurrent run
+    mlflow.set_experiment(name)
+    return mlflow
+
+
+def git_tags(root: Path) -> dict[str, str]:
+    """Git commit and dirty flag of the working tree, as MLflow tags."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "none"
+    dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
+    return {"mlflow.source.git.commit": commit, "git_commit": commit, "git_dirty": dirty}
+
+
+def start_notebook_run(paths: ProjectPaths, notebook: str, run_name: str | None = None) -> str:
+    """Create the MLflow run of one notebook execution and return its id (left unfinished)."""
+    mlflow = configure(paths)
+    client = mlflow.MlflowClient()
+    experiment = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    tags = {
+        **git_tags(paths.root),
+        "notebook": notebook,
+        "mlflow.source.name": f"notebooks/{notebook}.ipynb",
+    }
+    run = client.create_run(experiment.experiment_id, run_name=run_name or notebook, tags=tags)
+    return run.info.run_id
+
+
+def begin_run(notebook: str, paths: ProjectPaths) -> Any:
+    """Resume the run the runner created (MLFLOW_RUN_ID), or start one when run by hand."""
+    mlflow = configure(paths)
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if mlflow.active_run() is not None:
+        mlflow.end_run()
+    if run_id:
+        return mlflow.start_run(run_id=run_id)
+    tags = {
+        **git_tags(paths.root),
+        "notebook": notebook,
+        "mlflow.source.name": f"notebooks/{notebook}.ipynb",
+    }
+    return mlflow.start_run(run_name=notebook, tags=tags)
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameters as MLflow's flat `a.b.c` keys."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_run_data(
+    params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str] | None = None
+) -> None:
+    """Log parameters, metrics and tags of the active run in one batch."""
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.utils.time import get_current_time_millis
+
+    now = get_current_time_millis()
+    run_id = mlflow.active_run().info.run_id
+    mlflow.MlflowClient().log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)) for k, v in flatten(params).items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )
+
+
+def log_figure(figure: Any, name: str) -> None:
+    """Log a matplotlib figure of the active run under `plots/`."""
+    import mlflow
+
+    mlflow.log_figure(figure, f"plots/{name}.png")
+
+
+def _requirements() -> list[str]:
+    """Pinned requirements of a saved model, given explicitly (inference costs ~5 s)."""
+    from importlib.metadata import version
+
+    return [
+        f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "skops", "pandas", "numpy", "mlflow")
+    ]
+
+
+def log_and_register_model(
+    model: Any, input_example: Any, registry: Any, trusted_types: tuple[str, ...]
+) -> Any:
+    """Log the model (skops, signature, input example, explicit requirements) and register it."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    package_dir = Path(__file__).resolve().parent
+    with warnings.catch_warnings():
+        # The hint that integer columns cannot hold missing values: true, and the schema forbids them.
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        signature = infer_signature(input_example, model.predict_proba(input_example)[:, 1])
+    # MLflow then validates the input example by loading the model through its own
+    # loader, which mlvs keeps disabled (no pickle, no trust list read from the file),
+    # and logs a warning; mlvs proves the saved model with its golden predictions instead.
+    model_logger = logging.getLogger("mlflow.models.model")
+    level = model_logger.level
+    model_logger.setLevel(logging.ERROR)
+    try:
+        return _log_model(
+            mlflow, model, signature, input_example, registry, trusted_types, package_dir
+        )
+    finally:
+        model_logger.setLevel(level)
+
+
+def _log_model(
+    mlflow: Any,
+    model: Any,
+    signature: Any,
+    input_example: Any,
+    registry: Any,
+    trusted_types: tuple[str, ...],
+    package_dir: Path,
+) -> Any:
+    return mlflow.sklearn.log_model(
+        model,
+        name="model",
+        serialization_format="skops",
+        skops_trusted_types=list(trusted_types),
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=_requirements(),
+        # The model's preprocessing calls mlvs.ml.features: ship the package with it.
+        code_paths=[str(package_dir)],
+        registered_model_name=registry.model_name,
+    )
+
+
+def promote(
+    model_name: str, version: str, metric: str, margin: float, run_metrics: dict[str, float]
+) -> dict[str, Any]:
+    """Move `champion` to `version` if it beats the champion by `margin`, else mark it `challenger`."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    key = f"test_{metric}"
+    new_score = run_metrics[key]
+    try:
+        champion = client.get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        champion = None
+    champion_score = None
+    if champion is not None:
+        champion_score = client.get_run(champion.run_id).data.metrics.get(key)
+    promoted = champion is None or champion_score is None or new_score >= champion_score + margin
+    client.set_registered_model_alias(model_name, CHAMPION if promoted else CHALLENGER, version)
+    return {
+        "version": version,
+        "alias": CHAMPION if promoted else CHALLENGER,
+        "metric": key,
+        "score": new_score,
+        "previous_champion": None if champion is None else str(champion.version),
+        "previous_score": champion_score,
+        "margin": margin,
+    }
+
+
+def finish_run(run_id: str, paths: ProjectPaths, artifacts: list[Path], failed: bool) -> None:
+    """Attach the executed notebook (and HTML) to the run and set its final status."""
+    mlflow = configure(paths)
+    client = mlflow.MlflowClient()
+    for artifact in artifacts:
+        if artifact.exists():
+            client.log_artifact(run_id, str(artifact), artifact_path="notebook")
+    # Against a server MLflow prints the run's link on stdout, which `--json` keeps for its document.
+    with contextlib.redirect_stdout(sys.stderr):
+        client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+def end_run() -> None:
+    """End the notebook's run (the runner, when there is one, sets the final status)."""
+    import mlflow
+
+    mlflow.end_run()
+
+
+def model_id_of(version: Any) -> str | None:
+    """The LoggedModel id behind a registry version (MLflow 3 keeps it in `source` on SQLite)."""
+    if getattr(version, "model_id", None):
+        return str(version.model_id)
+    source = str(getattr(version, "source", "") or "")
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
+def log_file(path: Path, artifact_dir: str) -> None:
+    """Attach a file to the active run under `artifact_dir`."""
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_dir)
+
+
+def unfinished_dir(paths: ProjectPaths) -> Path:
+    """Where runs the tracking server could not be told the end of wait (one folder per run)."""
+    return paths.state / "unfinished-runs"
+
+
+def aliases_before_run(paths: ProjectPaths) -> tuple[str, dict[str, str]] | None:
+    """The registered model's name and aliases (alias -> version), read before a run against a server.
+
+    None with a local store: only a server can vanish between a run's registration and its end,
+    and only then are these needed, to put back the aliases the run moved.
+    """
+    if not is_tracking_server(tracking_uri(paths)):
+        return None
+    from mlvs.backends.mlflow.registry import read_registry
+    from mlvs.ml.params import load_stage
+
+    try:
+        name = load_stage("train", paths.root).registry.model_name
+    except MlvsError:
+        return None
+    state = read_registry(paths, name, None)
+    return None if state.error else (name, state.alias_versions())
+
+
+def record_unfinished_run(
+    paths: ProjectPaths,
+    run_id: str,
+    notebook: str,
+    artifacts: list[Path],
+    before: tuple[str, dict[str, str]] | None,
+) -> Path:
+    """Keep what a run could not send to the lost server: its executed notebook and the aliases before it."""
+    from mlvs._io import atomic_write_text
+
+    folder = unfinished_dir(paths) / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    for artifact in artifacts:
+        if artifact.is_file():
+            shutil.copy2(artifact, folder / artifact.name)
+    record = {
+        "run_id": run_id,
+        "notebook": notebook,
+        "model_name": before[0] if before else None,
+        "aliases_before": before[1] if before else {},
+    }
+    atomic_write_text(folder / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def unfinished_runs(paths: ProjectPaths) -> list[dict[str, Any]]:
+    """The runs a lost tracking server left open, as `record_unfinished_run` kept them."""
+    directory = unfinished_dir(paths)
+    records = []
+    for entry in sorted(directory.glob("*/run.json")) if directory.is_dir() else []:
+        try:
+            records.append(json.loads(entry.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return records
+
+
+def settle_unfinished_runs(paths: ProjectPaths) -> list[str]:
+    """Once the server answers again, close every run it lost as FAILED and withdraw what it registered.
+
+    Such a run's stage failed and its outputs were put back to the last good ones, so a
+    model version it registered describes no model in the project: the version is deleted
+    and the aliases it took are put back where they were before the run (an alias someone
+    moved elsewhere meanwhile is left alone). Each step can be repeated, so an interrupted
+    settlement is finished by the next one. Returns one label per thing put right.
+    """
+    from mlvs.backends.mlflow.store import registry_uri
+    from mlvs.logs import get_logger
+
+    records = unfinished_runs(paths)
+    if not records or server_problem(paths) is not None:
+        return []
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(paths), registry_uri=registry_uri(paths))
+    settled: list[str] = []
+    for record in records:
+        run_id, name = record["run_id"], record.get("model_name")
+        folder = unfinished_dir(paths) / run_id
+        try:
+            withdrawn = list(client.search_model_versions(f"run_id = '{run_id}'"))
+            aliases_now: dict[str, str] = {}
+            if name:
+                try:
+                    aliases_now = {
+                        a: str(v)
+                        for a, v in (client.get_registered_model(name).aliases or {}).items()
+                    }
+                except mlflow.exceptions.MlflowException:
+                    pass  # the model itself is gone: every alias it had goes back
+            for version in withdrawn:
+                client.delete_model_version(version.name, version.version)
+                settled.append(
+                    f"{version.name} version {version.version} (registered by the unfinished run {run_id})"
+                )
+            gone = {str(v.version) for v in withdrawn if v.name == name}
+            for alias, version in sorted((record.get("aliases_before") or {}).items()):
+                if name and (alias not in aliases_now or aliases_now[alias] in gone):
+                    client.set_registered_model_alias(name, alias, version)
+                    settled.append(f"{name}@{alias} (back to version {version})")
+            for kept in sorted(folder.iterdir()):
+                if kept.name != "run.json":
+                    client.log_artifact(run_id, str(kept), artifact_path="notebook")
+            with contextlib.redirect_stdout(sys.stderr):  # the run's link, printed by MLflow
+                client.set_terminated(run_id, status="FAILED")
+        except mlflow.exceptions.MlflowException as error:
+            get_logger("tracking").warning(
+                "could not settle the unfinished run %s: %s", run_id, error
+            )
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        settled.append(f"run {run_id} ({record.get('notebook')}) closed as FAILED")
+    return settled

@@ -1,0 +1,169 @@
+"""Saving and loading models safely, with their hash, card and golden predictions.
+
+A model file is trusted only after its SHA-256 matches the one recorded in
+its card, and skops is given mlvs's own list of trusted types, never the list
+stored inside the file (which an attacker would control).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlvs._io import atomic_write_bytes, atomic_write_text, sha256_file
+from mlvs.errors import IntegrityError
+from mlvs.ml.features import add_engineered_features
+from mlvs.ml.modeling import MODEL_TYPES
+from mlvs.paths import ProjectPaths
+
+# The feature step is named by where it lives, so moving it can never leave a stale name trusted.
+_FEATURE_STEP = f"{add_engineered_features.__module__}.{add_engineered_features.__qualname__}"
+TRUSTED_TYPES: tuple[str, ...] = tuple(
+    sorted({_FEATURE_STEP, *(t for m in MODEL_TYPES.values() for t in m.trusted_types)})
+)
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """What `save_model` wrote."""
+
+    sha256: str
+    size: int
+
+
+def _reproducible_zip(payload: bytes) -> bytes:
+    """The same skops archive, made byte-identical for the same model.
+
+    skops names objects and array files after `id()` (memory addresses) and
+    stamps entries with the current time, so the same model would give new
+    bytes, and a new hash, on every run. Renumbering the ids in order of first
+    appearance and fixing the stamps makes a retrained model byte-identical,
+    which `dvc.lock` and `mlvs reproduce` rely on.
+    """
+    import io
+    import re
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(payload))
+    schema = source.read("schema.json").decode("utf-8")
+    pattern = re.compile(r'("__id__": )(\d+)|"(\d+)\.npy"')
+    numbering: dict[str, str] = {}
+    for match in pattern.finditer(schema):
+        old = match.group(2) or match.group(3)
+        numbering.setdefault(old, str(len(numbering) + 1))
+
+    def renumber(match: re.Match[str]) -> str:
+        if match.group(2):
+            return match.group(1) + numbering[match.group(2)]
+        return f'"{numbering[match.group(3)]}.npy"'
+
+    renamed = {"schema.json": pattern.sub(renumber, schema).encode("utf-8")}
+    for info in source.infolist():
+        if info.filename != "schema.json":
+            stem, dot, suffix = info.filename.partition(".")
+            renamed[f"{numbering.get(stem, stem)}{dot}{suffix}"] = source.read(info.filename)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as target:
+        for name in sorted(renamed, key=lambda n: (n != "schema.json", n)):
+            target.writestr(
+                zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)),
+                renamed[name],
+                compress_type=zipfile.ZIP_DEFLATED,
+            )
+    return out.getvalue()
+
+
+def _dump_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def save_model(
+    model: Any, paths: ProjectPaths, card: dict[str, Any], golden_rows: pd.DataFrame
+) -> SavedModel:
+    """Write the model (skops), its card (with the model's SHA-256) and its golden predictions."""
+    import skops.io as sio
+
+    payload = _reproducible_zip(sio.dumps(model))
+    atomic_write_bytes(paths.model_file, payload)
+    digest = sha256_file(paths.model_file)
+    golden = {
+        "model_sha256": digest,
+        "rows": json.loads(golden_rows.to_json(orient="records")),
+        # repr() round-trips a float exactly, so "the same predictions" means bit for bit.
+        "churn_probability": [repr(float(p)) for p in model.predict_proba(golden_rows)[:, 1]],
+    }
+    atomic_write_text(paths.golden, _dump_json(golden))
+    atomic_write_text(
+        paths.model_card,
+        _dump_json({**card, "model_sha256": digest, "model_file": paths.model_file.name}),
+    )
+    return SavedModel(sha256=digest, size=len(payload))
+
+
+def read_card(paths: ProjectPaths) -> dict[str, Any]:
+    """The model card, refusing a missing or unreadable one."""
+    try:
+        return json.loads(paths.model_card.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IntegrityError(
+            f"{paths.model_card.name} is missing; run `mlvs recover` or `mlvs pipeline`"
+        ) from None
+    except (ValueError, OSError) as exc:
+        raise IntegrityError(
+            f"{paths.model_card.name} is unreadable ({exc}); run `mlvs recover`"
+        ) from None
+
+
+def load_verified_model(paths: ProjectPaths, expected_sha256: str | None = None) -> Any:
+    """Load the model only if its bytes match the recorded hash and it needs only trusted types."""
+    import skops.io as sio
+
+    expected = expected_sha256 or read_card(paths).get("model_sha256")
+    # Messages name the file relative to the project: they end up in postmortems.
+    shown = (
+        paths.model_file.relative_to(paths.root)
+        if paths.model_file.is_relative_to(paths.root)
+        else paths.model_file
+    )
+    if not paths.model_file.is_file():
+        raise IntegrityError(f"{shown} is missing; run `mlvs recover`")
+    # One read: the bytes that are hashed are the bytes that are loaded, never a second read of the file.
+    payload = paths.model_file.read_bytes()
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual != expected:
+        raise IntegrityError(
+            f"{shown} has SHA-256 {actual[:12]}…, not the recorded {str(expected)[:12]}…; "
+            "it was not loaded; run `mlvs recover`"
+        )
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:
+        # skops audits every type against `trusted` before it constructs anything.
+        return sio.loads(payload, trusted=list(TRUSTED_TYPES))
+    except UntrustedTypesFoundException:
+        untrusted = [t for t in sio.get_untrusted_types(data=payload) if t not in TRUSTED_TYPES]
+        raise IntegrityError(
+            f"{shown} needs untrusted types {untrusted}; it was not loaded"
+        ) from None
+    except Exception as exc:  # skops raises many kinds on a damaged archive
+        raise IntegrityError(f"{shown} cannot be loaded ({type(exc).__name__}: {exc})") from None
+
+
+def golden_mismatches(model: Any, paths: ProjectPaths) -> list[str]:
+    """Rows of the golden sample whose prediction differs from the recorded one."""
+    try:
+        golden = json.loads(paths.golden.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [f"golden predictions unreadable ({exc})"]
+    rows = pd.DataFrame(golden["rows"])
+    expected = np.array([float(p) for p in golden["churn_probability"]])
+    actual = model.predict_proba(rows)[:, 1]
+    return [
+        f"golden row {i}: expected {expected[i]!r}, got {float(actual[i])!r}"
+        for i in np.flatnonzero(expected != actual)
+    ]

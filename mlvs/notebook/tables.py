@@ -1,0 +1,87 @@
+"""What `04_rollback.ipynb` shows: the snapshot table, the default target, and the metrics to compare."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from mlvs.errors import BadInputError
+from mlvs.paths import ProjectPaths
+
+SHOWN_METRICS = ["test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc"]
+
+
+def snapshot_table(paths: ProjectPaths) -> pd.DataFrame:
+    """One row per snapshot: when, why, which model version, its test ROC-AUC and data hash."""
+    from mlvs.ops.snapshot.read import list_snapshots
+
+    rows = []
+    for m in list_snapshots(paths):
+        champion = m.registry.aliases.get("champion") if m.registry else None
+        raw = m.files.get("data/raw/customer_data.csv", {})
+        rows.append(
+            {
+                "snapshot": m.name,
+                "created": m.created_at,
+                "automatic": m.automatic,
+                "message": m.message,
+                "champion": champion.version if champion else None,
+                "test_roc_auc": m.metrics.get("test_roc_auc"),
+                "raw data sha256": str(raw.get("sha256", ""))[:12],
+            }
+        )
+    return pd.DataFrame(rows).set_index("snapshot") if rows else pd.DataFrame()
+
+
+def default_target(paths: ProjectPaths) -> str:
+    """The snapshot before the latest one the user made (automatic snapshots are skipped)."""
+    from mlvs.ops.snapshot.read import list_snapshots
+
+    made = [m.name for m in list_snapshots(paths) if not m.automatic]
+    if len(made) < 2:
+        raise BadInputError(
+            "there is no snapshot before the latest one; take two with `mlvs snapshot create NAME`"
+        )
+    return made[-2]
+
+
+def diff_frame(paths: ProjectPaths, target: str) -> pd.DataFrame:
+    """The differences between snapshot `target` and the current state, one row per change."""
+    from mlvs.ops.snapshot.diff import diff_snapshots
+
+    diff = diff_snapshots(paths, target).to_dict()
+    rows = []
+    for kind in ("params", "metrics", "outputs", "registry"):
+        for key, (old, new) in diff[kind].items():
+            rows.append(
+                {"kind": kind, "what": key, "in snapshot": str(old)[:40], "now": str(new)[:40]}
+            )
+    for path in diff["code"]:
+        rows.append({"kind": "code", "what": path, "in snapshot": "", "now": "changed"})
+    return pd.DataFrame(rows)
+
+
+def current_metrics(paths: ProjectPaths) -> dict[str, float]:
+    """The test metrics of the model now in `models/`."""
+    from mlvs.ops.pipeline import read_metrics
+
+    metrics = read_metrics(paths)
+    return {k: metrics[k] for k in SHOWN_METRICS if k in metrics}
+
+
+def report_frame(report: Any) -> pd.DataFrame:
+    """The files and aliases a rollback changed."""
+    rows = [
+        {"what": f.path, "part": f.part, "action": f.action, "from": f.source} for f in report.files
+    ]
+    rows += [
+        {
+            "what": f"{report.model_name}@{alias}",
+            "part": "registry",
+            "action": f"{old} -> {new}",
+            "from": "registry",
+        }
+        for alias, (old, new) in report.aliases.items()
+    ]
+    return pd.DataFrame(rows)

@@ -1,0 +1,302 @@
+"""Incident drills: the steady-state discipline, one step per call, timed.
+
+A drill verifies the healthy state, injects one scenario, detects it, recovers
+through the ladder, verifies again and proves with its own hashes that every
+tracked byte is back. `03_incident.ipynb` calls the steps one by one so the
+executed notebook reads as the postmortem; `run_drill` runs them in one go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlvs._io import atomic_write_text
+from mlvs.errors import BadInputError, MlvsError
+from mlvs.ops.drill.incidents import Scenario, inject, not_applicable, scenario
+from mlvs.ops.recover import recover
+from mlvs.ops.repair import RecoveryOutcome
+from mlvs.ops.verify import Report, verify
+from mlvs.paths import ProjectPaths
+
+# Runtime state that a drill legitimately changes (locks, logs, its own record).
+UNCOMPARED = (
+    ".git/",
+    ".mlvs/",
+    ".dvc/tmp/",
+    ".dvc/cache/",
+    "reports/",
+    "mlartifacts/",
+    "mlruns/",
+    "mlflow.db",
+)
+
+
+# Not project content: the virtual environment, and the bytecode Python writes when it imports
+# the project's own modules (a drill's pipeline run may compile a module for the first time).
+_NOT_PROJECT_DIRS = frozenset({".venv", "__pycache__"})
+
+
+def tracked_hashes(root: Path) -> dict[str, str]:
+    """SHA-256 of every project file a drill must leave byte-identical."""
+    hashes = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if any(rel.startswith(prefix) for prefix in UNCOMPARED) or not _NOT_PROJECT_DIRS.isdisjoint(
+            rel.split("/")
+        ):
+            continue
+        if path.is_file() and not path.is_symlink():
+            hashes[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def run_ids(paths: ProjectPaths) -> set[str]:
+    """Ids of every MLflow run in the embedded store, or in mlvs's experiment on a tracking server."""
+    from mlvs.backends.mlflow.store import is_tracking_server, tracking_uri
+
+    if is_tracking_server(tracking_uri(paths)):
+        return _server_run_ids(paths)
+    if not paths.mlflow_db.is_file():
+        return set()
+    try:
+        with sqlite3.connect(f"{paths.mlflow_db.resolve().as_uri()}?mode=ro", uri=True) as db:
+            return {row[0] for row in db.execute("SELECT run_uuid FROM runs")}
+    except sqlite3.Error:
+        return set()
+
+
+def _server_run_ids(paths: ProjectPaths) -> set[str]:
+    # Only mlvs's own experiment: a team's server holds other work that no drill touches.
+    import os
+
+    import mlflow
+
+    from mlvs.backends.mlflow.store import tracking_uri
+    from mlvs.backends.mlflow.tracking import EXPERIMENT
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(paths))
+    try:
+        experiment = client.get_experiment_by_name(
+            os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+        )
+        if experiment is None:
+            return set()
+        ids: set[str] = set()
+        token = None
+        while True:
+            page = client.search_runs(
+                [experiment.experiment_id], max_results=1000, page_token=token
+            )
+            ids.update(run.info.run_id for run in page)
+            token = page.token
+            if not token:
+                return ids
+    except mlflow.exceptions.MlflowException:
+        return set()  # an unreachable server shows no run: the drill cannot prove none was lost
+
+
+@dataclass
+class Drill:
+    """One drill in progress: its scenario, events and evidence."""
+
+    paths: ProjectPaths
+    scenario: Scenario
+    seed: int = 0
+    record_dir: Path | None = None
+    started: float = field(default_factory=time.perf_counter)
+    events: list[tuple[str, float, float]] = field(default_factory=list)
+    before: dict[str, str] = field(default_factory=dict)
+    runs_before: set[str] = field(default_factory=set)
+    injected: dict[str, Any] = field(default_factory=dict)
+    detection: Report | None = None
+    outcome: RecoveryOutcome | None = None
+    final: Report | None = None
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, paths: ProjectPaths, name: str, seed: int = 0) -> "Drill":
+        """A drill of scenario `name`, its record under `reports/incidents/<name>/`."""
+        chosen = scenario(paths.root, name)
+        record = paths.reports / "incidents" / name
+        record.mkdir(parents=True, exist_ok=True)
+        (record / "record.json").unlink(missing_ok=True)  # the previous postmortem is in MLflow
+        return cls(paths, chosen, seed, record)
+
+    def _timed(self, label: str, work: Any) -> Any:
+        begin = time.perf_counter()
+        result = work()
+        self.events.append((label, begin - self.started, time.perf_counter() - begin))
+        return result
+
+    def _data_frame(self) -> pd.DataFrame | None:
+        target = self.scenario.target
+        if self.scenario.family != "data" or not target:
+            return None
+        try:
+            return pd.read_csv(self.paths.root / target)
+        except Exception:  # a truncated or deleted file has no distribution to show
+            return None
+
+    def steady_state(self) -> Report:
+        """Verify the healthy state and back up the MLflow store; refuse to drill a sick system."""
+        from mlvs.backends.mlflow.backups import backup_mlflow_db
+
+        report = self._timed("steady state", lambda: verify(self.paths))
+        if not report.healthy:
+            raise MlvsError(
+                "the system is not healthy before the drill ("
+                + "; ".join(str(f) for f in report.findings[:3])
+                + "); run `mlvs recover` first"
+            )
+        backup_mlflow_db(self.paths)
+        self.before = tracked_hashes(self.paths.root)
+        self.runs_before = run_ids(self.paths)
+        if (frame := self._data_frame()) is not None:
+            self.frames["before"] = frame
+        return report
+
+    def inject(self) -> dict[str, Any]:
+        """Break the system as the scenario says."""
+        self.injected = self._timed("inject", lambda: inject(self.paths, self.scenario, self.seed))
+        if (frame := self._data_frame()) is not None:
+            self.frames["during"] = frame
+        return self.injected
+
+    def detect(self) -> Report:
+        """Run every check; the drill fails if nothing notices."""
+        self.detection = self._timed("detect", lambda: verify(self.paths))
+        return self.detection
+
+    def recover(self) -> RecoveryOutcome:
+        """Climb the recovery ladder (damaged bytes go to the record's evidence folder)."""
+        # One folder per drill: evidence of earlier drills of the same scenario is kept,
+        # also of one that finished within the same second.
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        folders = (self.record_dir or self.paths.state) / "evidence"
+        evidence, count = folders / stamp, 1
+        while evidence.exists():
+            count += 1
+            evidence = folders / f"{stamp}-{count}"
+        self.outcome = self._timed("recover", lambda: recover(self.paths, evidence, self.detection))
+        if (frame := self._data_frame()) is not None:
+            self.frames["after"] = frame
+        return self.outcome
+
+    def verify_again(self) -> dict[str, Any]:
+        """Verify the steady state again and compare every tracked byte with the state before."""
+        self.final = self._timed("verify", lambda: verify(self.paths))
+        after = tracked_hashes(self.paths.root)
+        changed = sorted(
+            k for k in self.before.keys() | after.keys() if self.before.get(k) != after.get(k)
+        )
+        lost_runs = sorted(self.runs_before - run_ids(self.paths))
+        return {
+            "healthy": self.final.healthy,
+            "changed_files": changed,
+            "lost_runs": lost_runs,
+            "byte_identical": not changed,
+        }
+
+    @property
+    def detected(self) -> bool:
+        return bool(self.detection and self.detection.findings)
+
+    def write_record(self, verification: dict[str, Any]) -> dict[str, Any]:
+        """Write the postmortem's JSON record next to its executed notebook; return it."""
+        timings = {label: duration for label, _, duration in self.events}
+        detection = self.detection.findings[0] if self.detected else None
+        record: dict[str, Any] = {
+            "scenario": self.scenario.name,
+            "family": self.scenario.family,
+            "description": self.scenario.description,
+            "injected": self.injected,
+            "detected": self.detected,
+            "detected_by": detection.check if detection else None,
+            "detection": str(detection) if detection else None,
+            "findings": [str(f) for f in (self.detection.findings if self.detection else [])],
+            "rung": self.outcome.rung if self.outcome else None,
+            "repairs": self.outcome.to_dict()["repairs"] if self.outcome else [],
+            "evidence": [
+                Path(e).relative_to(self.paths.root).as_posix()
+                if Path(e).is_relative_to(self.paths.root)
+                else e
+                for e in (self.outcome.evidence if self.outcome else [])
+            ],
+            "bytes_restored": sum(r.bytes_restored for r in self.outcome.repairs)
+            if self.outcome
+            else 0,
+            "time_to_detect_s": round(timings.get("detect", 0.0), 4),
+            "time_to_recover_s": round(timings.get("recover", 0.0), 4),
+            "verification": verification,
+            "timeline": [
+                {"step": label, "start_s": round(start, 4), "duration_s": round(duration, 4)}
+                for label, start, duration in self.events
+            ],
+        }
+        record["recovered"] = bool(
+            self.detected
+            and self.outcome
+            and self.outcome.healthy
+            and verification["healthy"]
+            and verification["byte_identical"]
+            and not verification["lost_runs"]
+        )
+        if self.scenario.family == "pipeline" and self.injected.get("failed_report"):
+            failed = Path(self.injected["failed_report"])
+            if failed.exists():
+                shutil.copy2(failed, self.record_dir / f"failed-{failed.name}")
+                record["failed_notebook"] = f"failed-{failed.name}"
+        atomic_write_text(
+            self.record_dir / "record.json",
+            json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
+        )
+        return record
+
+
+def run_drill(paths: ProjectPaths, name: str, seed: int = 0) -> dict[str, Any]:
+    """Every step of a drill in one call (the notebook calls them one by one)."""
+    drill = Drill.start(paths, name, seed)
+    drill.steady_state()
+    drill.inject()
+    drill.detect()
+    drill.recover()
+    return drill.write_record(drill.verify_again())
+
+
+def drill_many(
+    paths: ProjectPaths, names: list[str], seed: int = 0
+) -> tuple[list[dict[str, Any]], Path]:
+    """Run `03_incident.ipynb` once per scenario (each a postmortem), then rebuild the reports index."""
+    from mlvs.errors import NotebookFailedError
+    from mlvs.ops.reports_index import write_index
+    from mlvs.ops.run import run_notebook
+
+    for name in names:  # refuse an unknown or inapplicable scenario before any drill runs
+        reason = not_applicable(paths, scenario(paths.root, name))
+        if reason is not None:
+            raise BadInputError(reason)
+    records = []
+    for name in names:
+        folder = paths.reports / "incidents" / name
+        try:
+            run_notebook(
+                paths,
+                "03_incident",
+                {"scenario": name, "seed": seed},
+                output_dir=folder,
+                progress=False,
+            )
+        except NotebookFailedError as exc:
+            records.append({"scenario": name, "recovered": False, "error": str(exc)})
+            continue
+        records.append(json.loads((folder / "record.json").read_text(encoding="utf-8")))
+    return records, write_index(paths)

@@ -1,0 +1,370 @@
+"""The incident catalog (`params/incidents.yaml`) and how each scenario is injected.
+
+Injection is deliberate damage done the way it happens in real life: a bad
+upstream extract, a half-written file, a flipped bit on disk, a failing stage,
+a broken store. Each injector returns what it did, for the postmortem.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlvs.errors import BadInputError, ParamsError
+from mlvs.paths import ProjectPaths
+
+Family = Literal["data", "model", "pipeline", "store"]
+
+
+class Scenario(BaseModel):
+    """One entry of the catalog."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    name: str = ""
+    family: Family
+    description: str
+    target: str | None = None
+    fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+    scale: float | None = Field(default=None, gt=0.0, le=100.0)
+    keep_fraction: float | None = Field(default=None, ge=0.0, lt=1.0)
+    flips: int | None = Field(default=None, ge=1, le=1_000_000)
+    stage: Literal["prepare", "train"] | None = None
+    fault: Literal["preprocess", "partial", "train", "evaluate"] | None = None
+    alias: str | None = None
+
+
+def load_catalog(root: Path) -> dict[str, Scenario]:
+    """Every scenario of `params/incidents.yaml`, validated, in catalog order."""
+    from mlvs.ml.params import read_yaml
+
+    path = root / "params" / "incidents.yaml"
+    document = read_yaml(path)
+    entries = document.get("scenarios")
+    if not isinstance(entries, dict) or not entries:
+        raise ParamsError(
+            f"{path.relative_to(root)}: needs a non-empty 'scenarios' mapping of name to scenario"
+        )
+    catalog = {}
+    for name, spec in entries.items():
+        if name not in INJECTORS:
+            raise ParamsError(
+                f"{path.relative_to(root)}: scenario '{name}' has no injector; known: {', '.join(INJECTORS)}"
+            )
+        try:
+            catalog[name] = Scenario.model_validate({**(spec or {}), "name": name})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            raise ParamsError(
+                f"{path.relative_to(root)}: scenarios.{name}.{key} = {err.get('input')!r} is not allowed: {err['msg']}"
+            ) from None
+    return catalog
+
+
+# Scenarios that break the embedded SQLite store on purpose: with a tracking server there is none here.
+EMBEDDED_STORE_ONLY = (
+    "store_alias_dangling",
+    "store_mlflow_db_deleted",
+    "store_mlflow_db_corrupted",
+)
+
+
+def not_applicable(paths: ProjectPaths, s: Scenario) -> str | None:
+    """Why scenario `s` cannot be drilled against this project's stores; None when it can."""
+    from mlvs.backends.mlflow.store import tracking_uri
+    from mlvs.backends.uris import safe_uri
+
+    uri = tracking_uri(paths)
+    if s.name in EMBEDDED_STORE_ONLY and not uri.startswith("sqlite:///"):
+        return (
+            f"scenario {s.name} breaks the embedded SQLite store, and this project's MLflow store is "
+            f"{safe_uri(uri)}; drill it in a project without MLFLOW_TRACKING_URI"
+        )
+    return None
+
+
+def scenario(root: Path, name: str) -> Scenario:
+    """The scenario called `name`, or a clear error listing the catalog."""
+    catalog = load_catalog(root)
+    if name not in catalog:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(catalog), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise BadInputError(
+            f"unknown scenario '{name}'{hint}; `mlvs incidents` lists the {len(catalog)} scenarios"
+        )
+    return catalog[name]
+
+
+def _rows(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    count = max(1, int(round(len(frame) * fraction)))
+    return np.sort(rng.choice(len(frame), size=min(count, len(frame)), replace=False))
+
+
+def _rewrite_csv(path: Path, frame: pd.DataFrame) -> None:
+    from mlvs.ml.data import write_csv
+
+    write_csv(frame, path)
+
+
+def _flip_bytes(path: Path, flips: int, rng: np.random.Generator) -> list[int]:
+    size = path.stat().st_size
+    # Skip the first bytes: a damaged header is too easy to notice; real bit rot is anywhere.
+    offsets = sorted(
+        int(o)
+        for o in rng.choice(
+            np.arange(min(64, size // 2), size), size=min(flips, size), replace=False
+        )
+    )
+    with open(path, "r+b") as handle:
+        for offset in offsets:
+            handle.seek(offset)
+            byte = handle.read(1)
+            handle.seek(offset)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+    return offsets
+
+
+def inject_data_noise(paths: ProjectPaths, s: Scenario, rng: np.random.Generator) -> dict[str, Any]:
+    path = paths.root / s.target
+    frame = pd.read_csv(path, dtype={"customer_id": str})
+    rows = _rows(frame, s.fraction or 0.1, rng)
+    for column in ("monthly_charges", "total_charges"):
+        spread = float(frame[column].std())
+        frame.loc[rows, column] = (
+            (frame.loc[rows, column] + rng.normal(0, (s.scale or 1) * spread, len(rows)))
+            .abs()
+            .round(2)
+        )
+    _rewrite_csv(path, frame)
+    return {"rows_changed": len(rows), "columns": ["monthly_charges", "total_charges"]}
+
+
+def inject_data_missing_values(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    path = paths.root / s.target
+    frame = pd.read_csv(path, dtype={"customer_id": str})
+    rows = _rows(frame, s.fraction or 0.1, rng)
+    frame["tenure_months"] = frame["tenure_months"].astype("float64")
+    frame.loc[rows, ["tenure_months", "contract"]] = np.nan
+    _rewrite_csv(path, frame)
+    return {"rows_changed": len(rows), "columns": ["tenure_months", "contract"]}
+
+
+def inject_data_duplicated_rows(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    path = paths.root / s.target
+    frame = pd.read_csv(path, dtype={"customer_id": str})
+    rows = _rows(frame, s.fraction or 0.1, rng)
+    _rewrite_csv(path, pd.concat([frame, frame.iloc[rows]], ignore_index=True))
+    return {"rows_added": len(rows)}
+
+
+def inject_data_label_flips(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    path = paths.root / s.target
+    frame = pd.read_csv(path, dtype={"customer_id": str})
+    rows = _rows(frame, s.fraction or 0.1, rng)
+    frame.loc[rows, "churn"] = 1 - frame.loc[rows, "churn"]
+    _rewrite_csv(path, frame)
+    return {"labels_flipped": len(rows)}
+
+
+def inject_data_schema_drift(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    path = paths.root / s.target
+    frame = pd.read_csv(path, dtype={"customer_id": str})
+    rows = _rows(frame, s.fraction or 0.05, rng)
+    frame.loc[rows, "payment_method"] = "Crypto wallet"
+    frame = frame.rename(columns={"support_calls": "support_tickets"})
+    _rewrite_csv(path, frame)
+    return {"renamed": {"support_calls": "support_tickets"}, "unknown_category_rows": len(rows)}
+
+
+def _truncate(path: Path, keep_fraction: float) -> dict[str, Any]:
+    size = path.stat().st_size
+    keep = int(size * keep_fraction)
+    with open(path, "r+b") as handle:
+        handle.truncate(keep)
+    return {"bytes_before": size, "bytes_after": keep}
+
+
+def inject_data_truncated_file(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    return _truncate(paths.root / s.target, s.keep_fraction if s.keep_fraction is not None else 0.5)
+
+
+def inject_deleted_file(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    path = paths.root / s.target
+    size = path.stat().st_size
+    path.unlink()
+    return {"deleted": s.target, "bytes": size}
+
+
+def inject_model_truncated(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    return _truncate(paths.root / s.target, s.keep_fraction if s.keep_fraction is not None else 0.3)
+
+
+def inject_bit_flips(paths: ProjectPaths, s: Scenario, rng: np.random.Generator) -> dict[str, Any]:
+    return {"offsets": _flip_bytes(paths.root / s.target, s.flips or 8, rng)}
+
+
+def inject_model_replaced_by_worse(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    """A valid model trained on shuffled labels, with its card's hash patched: only behaviour gives it away."""
+    import skops.io as sio
+
+    from mlvs._io import atomic_write_text, sha256_file
+    from mlvs.ml.data import features_and_target, read_customers
+    from mlvs.ml.features import build_model
+    from mlvs.ml.modeling import build_classifier
+    from mlvs.ml.modelio import _reproducible_zip
+    from mlvs.ml.params import load_stage
+
+    params = load_stage("train", paths.root)
+    X, y = features_and_target(read_customers(paths.train_data))
+    worse = build_model(
+        build_classifier(params.model_type, params.model_hyperparameters(), params.seed)
+    )
+    worse.fit(X, rng.permutation(y.to_numpy()))
+    from mlvs._io import atomic_write_bytes
+
+    atomic_write_bytes(paths.model_file, _reproducible_zip(sio.dumps(worse)))
+    card = json.loads(paths.model_card.read_text(encoding="utf-8"))
+    card["model_sha256"] = sha256_file(paths.model_file)
+    atomic_write_text(paths.model_card, json.dumps(card, indent=2, sort_keys=True) + "\n")
+    return {"replaced": s.target, "trained_on": "shuffled labels", "card_patched": True}
+
+
+def inject_pipeline_fault(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Re-run one stage with a fault armed at the named point; the stage must fail."""
+    from mlvs.ops.pipeline import run_stage
+
+    outcome = run_stage(paths, s.stage or "train", fault=s.fault, restore_on_failure=False)
+    return {
+        "stage": s.stage,
+        "fault": s.fault,
+        "stage_failed": not outcome.ok,
+        "failed_report": outcome.report,
+    }
+
+
+def inject_cache_corrupted(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    from mlvs.backends.dvc.objects import ObjectStore
+    from mlvs.ops.verify import recorded_files
+
+    store = ObjectStore(paths)
+    md5 = recorded_files(paths, store)[0][s.target]
+    return {"object": md5, "offsets": _flip_bytes(store.cache_path(md5), s.flips or 16, rng)}
+
+
+def inject_cache_missing(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    from mlvs.backends.dvc.objects import ObjectStore
+    from mlvs.ops.verify import recorded_files
+
+    store = ObjectStore(paths)
+    removed = []
+    for rel, md5 in recorded_files(paths, store)[0].items():
+        if rel.startswith("data/") and store.cache_path(md5).is_file():
+            store.cache_path(md5).unlink()
+            removed.append(rel)
+    return {"objects_removed": removed}
+
+
+def inject_alias_dangling(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    from mlvs.backends.mlflow.store import tracking_uri
+    from mlvs.ml.params import load_stage
+
+    name = load_stage("train", paths.root).registry.model_name
+    database = Path(tracking_uri(paths).removeprefix("sqlite:///"))
+    with sqlite3.connect(database) as db:
+        before = db.execute(
+            "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?",
+            (name, s.alias),
+        ).fetchone()
+        missing = (
+            db.execute(
+                "SELECT max(version) FROM model_versions WHERE name = ?", (name,)
+            ).fetchone()[0]
+            or 0
+        ) + 100
+        db.execute(
+            "UPDATE registered_model_aliases SET version = ? WHERE name = ? AND alias = ?",
+            (missing, name, s.alias),
+        )
+    return {"alias": s.alias, "was_version": before[0] if before else None, "now_version": missing}
+
+
+def inject_mlflow_db_deleted(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    size = paths.mlflow_db.stat().st_size
+    paths.mlflow_db.unlink()
+    return {"deleted": "mlflow.db", "bytes": size}
+
+
+def inject_mlflow_db_corrupted(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    path = paths.mlflow_db
+    size = path.stat().st_size
+    # Overwrite whole pages past the header, as a failing disk would.
+    with open(path, "r+b") as handle:
+        handle.seek(100)
+        handle.write(rng.bytes(min(s.flips or 4096, size - 100)))
+    return {"bytes_overwritten": min(s.flips or 4096, size - 100), "of": size}
+
+
+INJECTORS: dict[str, Callable[[ProjectPaths, Scenario, np.random.Generator], dict[str, Any]]] = {
+    "data_noise": inject_data_noise,
+    "data_missing_values": inject_data_missing_values,
+    "data_duplicated_rows": inject_data_duplicated_rows,
+    "data_label_flips": inject_data_label_flips,
+    "data_schema_drift": inject_data_schema_drift,
+    "data_truncated_file": inject_data_truncated_file,
+    "data_deleted_file": inject_deleted_file,
+    "model_deleted": inject_deleted_file,
+    "model_truncated": inject_model_truncated,
+    "model_bit_flips": inject_bit_flips,
+    "model_replaced_by_worse": inject_model_replaced_by_worse,
+    "pipeline_preprocessing_failure": inject_pipeline_fault,
+    "pipeline_training_failure": inject_pipeline_fault,
+    "pipeline_evaluation_failure": inject_pipeline_fault,
+    "pipeline_partial_outputs": inject_pipeline_fault,
+    "store_cache_corrupted": inject_cache_corrupted,
+    "store_cache_missing": inject_cache_missing,
+    "store_alias_dangling": inject_alias_dangling,
+    "store_mlflow_db_deleted": inject_mlflow_db_deleted,
+    "store_mlflow_db_corrupted": inject_mlflow_db_corrupted,
+}
+
+
+def inject(paths: ProjectPaths, s: Scenario, seed: int = 0) -> dict[str, Any]:
+    """Break the system as scenario `s` says; return what was done."""
+    return INJECTORS[s.name](paths, s, np.random.default_rng(seed))

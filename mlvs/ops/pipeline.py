@@ -1,0 +1,252 @@
+"""Running the whole pipeline through DVC and summarising it for the user."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mlvs.backends.dvc.command import dvc
+from mlvs.errors import (
+    BadInputError,
+    ExternalToolError,
+    MlvsError,
+    NotebookFailedError,
+    storage_failure,
+)
+from mlvs.logs import get_logger
+from mlvs.paths import ProjectPaths
+from mlvs.state.interrupted import RecoveryReport, finisher, remove_workspace_leftovers
+from mlvs.state.journal import Journal
+
+log = get_logger("pipeline")
+log = get_logger("rollback")
+
+
+def read_metrics(paths: ProjectPaths) -> dict[str, float]:
+    """The metrics of the last successful training run (`reports/metrics.json`)."""
+    try:
+        return json.loads(paths.metrics.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+@dataclass
+class StageOutcome:
+    """How one stage run ended, and where its executed notebook is."""
+
+    stage: str
+    ok: bool
+    report: str | None
+    restored: list[str]
+
+
+def restore_last_good_outputs(paths: ProjectPaths) -> list[str]:
+    """After a failed stage: put back the outputs `dvc.lock` records (DVC deleted or half-wrote them)."""
+    from mlvs.ops.repair import RecoveryOutcome, evidence_dir, restore_recorded_files
+
+    outcome = RecoveryOutcome()
+    restore_recorded_files(paths, evidence_dir(paths), outcome)
+    return [r.artifact for r in outcome.repairs]
+
+
+def run_stage(
+    paths: ProjectPaths, stage: str, fault: str | None = None, restore_on_failure: bool = True
+) -> StageOutcome:
+    """Re-run one stage (forced); with `fault`, a drill's failure is armed inside it."""
+    from mlvs.ops.run import temporary_environment
+
+    with temporary_environment({"MLVS_FAULT": fault} if fault else {}):
+        result = dvc(paths, "repro", "--force", "--single-item", stage, check=False)
+    notebook = {"prepare": "01_prepare", "train": "02_train"}.get(stage, stage)
+    report = paths.reports / f"{notebook}.ipynb"
+    restored: list[str] = []
+    if result.returncode != 0 and restore_on_failure:
+        restored = restore_last_good_outputs(paths)
+    return StageOutcome(
+        stage, result.returncode == 0, str(report) if report.exists() else None, restored
+    )
+
+
+def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
+    """`dvc repro` the pipeline, push its data to the DVC remote and summarise the result."""
+    if not (paths.root / ".dvc").is_dir():
+        raise BadInputError(f"{paths.root} is not a DVC repository; run `dvc init` there first")
+    from mlvs.ml.params import STAGES, load_stage
+
+    # A broken params file is bad input: refuse it in one line before DVC touches anything.
+    for stage in STAGES:
+        load_stage(stage, paths.root)
+    from mlvs.backends.mlflow.store import (
+        require_server,
+        server_problem,
+        unreachable_message,
+    )
+
+    # Every stage logs to MLflow: a tracking server that does not answer is refused up front.
+    require_server(paths, "run the pipeline again")
+    started = time.perf_counter()
+    args = ["repro", "--force"] if force else ["repro"]
+    journal, kept = _begin_journal(paths)
+    try:
+        result = dvc(paths, *args, check=False, echo=True)
+    except BaseException:
+        undo_pipeline(paths, kept)
+        journal.clear()
+        raise
+    ran = re.findall(r"Running stage '([^']+)'", result.stdout)
+    skipped = re.findall(r"Stage '([^']+)' didn't change, skipping", result.stdout)
+    if result.returncode != 0:
+        failed = re.findall(r"failed to reproduce '([^']+)'", result.stdout)
+        restored = undo_pipeline(paths, kept)
+        journal.clear()
+        log.info("restored the last good outputs: %s", ", ".join(restored) or "none needed")
+        reason = _failure_reason(result.stdout)
+        problem = server_problem(paths)
+        if problem is not None:
+            raise ExternalToolError(
+                f"the pipeline failed in stage {failed[0] if failed else '?'} and the last good outputs are back in "
+                f"place: "
+                + unreachable_message(
+                    paths, problem, "run `mlvs recover` to close the interrupted run"
+                )
+            )
+        storage = storage_failure(Exception(reason))
+        if storage:
+            raise MlvsError(
+                f"the pipeline could not write its outputs: {storage} ({reason}); the last good outputs are back "
+                "in place; free disk space or make the project writable, then run it again"
+            )
+        if not failed:
+            raise ExternalToolError(
+                f"`dvc {' '.join(args)}` failed before any stage ran ({reason}); "
+                "the last good outputs are back in place"
+            )
+        raise NotebookFailedError(
+            f"the pipeline failed in stage {failed[0]}; the last good outputs are back in place "
+            f"and the failed notebook is kept in {paths.reports}"
+        )
+    # From here the new outputs are complete and recorded in dvc.lock: a crash keeps them.
+    journal.update("reproduced")
+    from mlvs.backends.mlflow.backups import backup_mlflow_db
+
+    backup_mlflow_db(paths)
+    pushed = dvc(paths, "push", check=False)
+    if pushed.returncode != 0:
+        log.warning("could not push data to the DVC remote: %s", pushed.stderr.strip()[-200:])
+    seconds = time.perf_counter() - started
+    metrics = read_metrics(paths)
+    summary = {
+        "ran": ran,
+        "skipped": skipped,
+        "seconds": round(seconds, 1),
+        "metrics": metrics,
+        "reports": sorted(str(p.relative_to(paths.root)) for p in paths.reports.glob("*.html")),
+    }
+    summary["text"] = _summary_text(summary)
+    journal.clear()
+    return summary
+
+
+def _begin_journal(paths: ProjectPaths) -> tuple[Journal, dict[str, str | None]]:
+    """Journal the pipeline with the bytes DVC's cache does not keep: `dvc.lock` and git-kept outputs (metrics).
+
+    Call under the state lock. A crash before the stages are recorded is then undone
+    by the next command: these files put back, the outputs restored from the cache.
+    """
+    from mlvs.backends.dvc.outputs import dvc_outputs
+
+    kept: dict[str, str | None] = {}
+    for relative in sorted({"dvc.lock", *(o.path for o in dvc_outputs(paths) if not o.cache)}):
+        try:
+            kept[relative] = (paths.root / relative).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            kept[relative] = None
+    journal = Journal(paths)
+    journal.begin("pipeline", {"kept": kept})
+    return journal, kept
+
+
+def undo_pipeline(paths: ProjectPaths, kept: dict[str, str | None]) -> list[str]:
+    """Put back the last good outputs: the journalled `dvc.lock` and metrics, then what `dvc.lock` records."""
+    from mlvs._io import atomic_write_text
+    from mlvs.errors import IntegrityError
+    from mlvs.ops.repair import RecoveryOutcome, evidence_dir, restore_recorded_files
+
+    for relative, text in kept.items():
+        path = paths.root / relative
+        if text is None:
+            path.unlink(missing_ok=True)
+        elif not path.is_file() or path.read_text(encoding="utf-8", errors="replace") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
+    outcome = RecoveryOutcome()
+    unrestored = restore_recorded_files(paths, evidence_dir(paths), outcome)
+    if unrestored:
+        raise IntegrityError(
+            f"the last good outputs {', '.join(unrestored)} are in neither the DVC cache nor the remote; "
+            "run `mlvs recover` (it re-runs their stage)"
+        )
+    return [r.artifact for r in outcome.repairs]
+
+
+def _failure_reason(output: str) -> str:
+    """The last error line DVC or a stage's `mlvs run` printed."""
+    errors = [
+        line.strip()
+        for line in output.splitlines()
+        if line.strip().startswith(("ERROR:", "mlvs: error:"))
+    ]
+    return (
+        errors[-1].removeprefix("mlvs: error:").removeprefix("ERROR:").strip()
+        if errors
+        else "no error message"
+    )
+
+
+def _summary_text(summary: dict[str, Any]) -> str:
+    metrics = summary["metrics"]
+    shown = [
+        "test_accuracy",
+        "test_precision",
+        "test_recall",
+        "test_f1",
+        "test_roc_auc",
+        "net_value",
+        "roi",
+    ]
+    lines = [
+        f"Pipeline done in {summary['seconds']} s "
+        f"(ran: {', '.join(summary['ran']) or 'nothing'}; unchanged: {', '.join(summary['skipped']) or 'none'}).",
+        "",
+        "Metrics (test set):",
+        *(f"  {name:<15} {metrics[name]:.4f}" for name in shown if name in metrics),
+        "",
+        "Executed notebooks: " + (", ".join(summary["reports"]) or "none yet"),
+        "Open them in JupyterLab:   make lab",
+        "Browse the MLflow runs:    make ui   (then http://127.0.0.1:5000)",
+    ]
+    return "\n".join(lines)
+
+
+@finisher("pipeline")
+def _recover_pipeline(
+    paths: ProjectPaths, journal: Journal, record: dict[str, Any]
+) -> RecoveryReport:
+    if record.get("step") == "reproduced":
+        journal.clear()  # the stages finished and dvc.lock records them; only the push was left
+        return RecoveryReport(
+            "pipeline", None, "completed", "the interrupted pipeline had finished its stages"
+        )
+
+    undo_pipeline(paths, record.get("data", {}).get("kept") or {})
+    remove_workspace_leftovers(paths)
+    journal.clear()
+    return RecoveryReport(
+        "pipeline",
+        None,
+        "undone",
+        "the interrupted pipeline was undone: the last good outputs are back in place",
+    )

@@ -1,0 +1,190 @@
+"""`mlvs recover`: repair what `verify` finds by climbing a ladder of sources.
+
+Rungs, tried in order, each followed by a verification of what it repaired:
+1. local backup: a verified copy already on this machine (the newest MLflow
+   database backup; for a damaged cache object, the workspace file whose bytes
+   still match; for a dangling alias, the alias as the database backup has it);
+2. DVC cache: the object re-hashed before it is trusted;
+3. DVC remote: fetched, hashed, and the cache repaired with it;
+4. snapshot restore: the newest snapshot's registry state (aliases);
+5. re-run of the failed stage from the last good inputs (the pipeline is
+   deterministic, so it rebuilds the recorded bytes).
+
+Nothing is deleted: a damaged file or cache object is moved into the incident's
+record. On a healthy system recovery changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mlvs.backends.dvc.hashcache import HashCache
+from mlvs.backends.dvc.objects import ObjectStore
+from mlvs.backends.dvc.outputs import dvc_outputs
+from mlvs.logs import get_logger
+from mlvs.ops.repair import (
+    RecoveryOutcome,
+    Repair,
+    _cache_object_md5,
+    _install_copy,
+    _keep_evidence,
+    evidence_dir,
+    restore_recorded_files,
+)
+from mlvs.ops.verify import Report, recorded_files, verify
+from mlvs.paths import ProjectPaths
+
+log = get_logger("recover")
+
+
+def repair_cache(paths: ProjectPaths, evidence: Path, outcome: RecoveryOutcome) -> None:
+    """Replace missing or corrupt cache objects: from the workspace copy if it matches, else the remote."""
+    store = ObjectStore(paths)
+    recorded, _ = recorded_files(paths, store)
+    hashes = HashCache(paths)
+    try:
+        intact = {
+            md5
+            for md5 in set(recorded.values())
+            if store.cache_path(md5).is_file()
+            and _cache_object_md5(paths, hashes, store.cache_path(md5)) == md5
+        }
+        for rel, md5 in sorted(recorded.items()):
+            cached = store.cache_path(md5)
+            if md5 in intact:
+                continue
+            if cached.is_file():
+                _keep_evidence(cached, evidence, outcome, f"cache-{md5}")
+            workspace = paths.root / rel
+            if workspace.is_file() and _install_copy(workspace, cached, md5, hashes):
+                outcome.repairs.append(
+                    Repair(f"{rel} (cache object)", "local_backup", cached.stat().st_size)
+                )
+                intact.add(md5)
+                continue
+            remote = store.remote_path(md5)
+            if (
+                remote is not None
+                and remote.is_file()
+                and _install_copy(remote, cached, md5, hashes)
+            ):
+                outcome.repairs.append(
+                    Repair(f"{rel} (cache object)", "dvc_remote", cached.stat().st_size)
+                )
+                intact.add(md5)
+    finally:
+        hashes.close()
+
+
+def repair_mlflow_store(paths: ProjectPaths, evidence: Path, outcome: RecoveryOutcome) -> None:
+    """Put the newest good backup of the MLflow database in place; keep the damaged one as evidence."""
+    from mlvs.backends.mlflow.backups import restore_mlflow_db
+    from mlvs.backends.mlflow.tracking import settle_unfinished_runs
+
+    # A tracking server that is back: close the runs it lost and withdraw what they half-registered.
+    outcome.repairs.extend(Repair(label, "local_backup") for label in settle_unfinished_runs(paths))
+    database = paths.mlflow_db
+    if database.exists():
+        evidence.mkdir(parents=True, exist_ok=True)
+    used = restore_mlflow_db(paths, evidence_dir=evidence if database.exists() else None)
+    if used is not None:
+        if (evidence / database.name).exists():
+            outcome.evidence.append(str(evidence / database.name))
+        outcome.repairs.append(Repair(database.name, "local_backup", database.stat().st_size))
+
+
+def repair_aliases(paths: ProjectPaths, outcome: RecoveryOutcome) -> None:
+    """Point dangling aliases back where the newest database backup (else the newest snapshot) had them."""
+    import sqlite3
+
+    from mlvs.backends.mlflow.backups import latest_backup
+    from mlvs.backends.mlflow.registry import read_registry, set_aliases
+    from mlvs.ml.params import load_stage
+
+    name = load_stage("train", paths.root).registry.model_name
+    state = read_registry(paths, name, None)
+    current = {alias: info.version for alias, info in state.aliases.items()}
+    dangling = {
+        alias
+        for alias, info in state.aliases.items()
+        if info.run_id is None and info.source is None
+    }
+    if not dangling:
+        return
+    wanted, rung = dict(current), None
+    backup = latest_backup(paths)
+    if backup is not None:
+        with sqlite3.connect(f"{backup.resolve().as_uri()}?mode=ro", uri=True) as db:
+            known = dict(
+                db.execute(
+                    "SELECT alias, version FROM registered_model_aliases WHERE name = ?", (name,)
+                )
+            )
+        if dangling <= set(known):
+            wanted.update({alias: str(known[alias]) for alias in dangling})
+            rung = "local_backup"
+    if rung is None:
+        from mlvs.ops.snapshot.read import list_snapshots
+
+        for manifest in sorted(list_snapshots(paths), key=lambda m: m.created_at, reverse=True):
+            aliases = manifest.registry.aliases if manifest.registry else {}
+            if dangling <= set(aliases):
+                wanted.update({alias: str(aliases[alias].version) for alias in dangling})
+                rung = "snapshot_restore"
+                break
+    if rung is None:
+        return
+    try:
+        set_aliases(paths, name, wanted)
+        outcome.repairs.extend(Repair(f"{name}@{alias}", rung) for alias in sorted(dangling))
+    except Exception as exc:  # a version gone for good: leave the finding for the report
+        log.warning("could not repair the aliases of %s: %s", name, exc)
+
+
+def rerun_stages(paths: ProjectPaths, files: list[str], outcome: RecoveryOutcome) -> None:
+    """Rebuild outputs no store holds by re-running the stages that write them."""
+    from mlvs.ops.pipeline import run_stage
+
+    stages = sorted(
+        {
+            o.stage
+            for o in dvc_outputs(paths)
+            for rel in files
+            if o.stage and (rel == o.path or rel.startswith(o.path + "/"))
+        },
+        key=lambda s: ("prepare", "train").index(s) if s in ("prepare", "train") else 9,
+    )
+    for stage in stages:
+        result = run_stage(paths, stage, restore_on_failure=False)
+        if result.ok:
+            outcome.repairs.append(Repair(f"stage {stage}", "rerun_stage"))
+
+
+def recover(
+    paths: ProjectPaths, evidence: Path | None = None, report: Report | None = None
+) -> RecoveryOutcome:
+    """Detect, repair rung by rung, verify. Idempotent: a healthy system is left untouched."""
+    started = time.perf_counter()
+    evidence = evidence or evidence_dir(paths)
+    outcome = RecoveryOutcome()
+    report = report or verify(paths)
+    outcome.before = list(report.findings)
+    if report.healthy:
+        outcome.seconds = time.perf_counter() - started
+        return outcome
+    checks = {f.check for f in report.findings}
+    if "mlflow_store" in checks:
+        repair_mlflow_store(paths, evidence, outcome)
+    if "registry" in checks:
+        repair_aliases(paths, outcome)
+    if "dvc_cache" in checks:
+        repair_cache(paths, evidence, outcome)
+    if checks & {"file_hash", "schema", "model_hash", "golden_predictions", "metrics", "dvc_cache"}:
+        damaged = {f.artifact for f in report.findings if f.check == "file_hash"}
+        unrestored = restore_recorded_files(paths, evidence, outcome, damaged)
+        if unrestored:
+            rerun_stages(paths, unrestored, outcome)
+    outcome.after = verify(paths).findings
+    outcome.seconds = time.perf_counter() - started
+    return outcome

@@ -1,0 +1,297 @@
+"""Staging every file a rollback writes, applying it, and verifying what landed."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlvs._io import (
+    FileHash,
+    copy_verified,
+    durable_writes,
+    fsync_directories,
+    is_regular_file,
+)
+from mlvs.backends.dvc.hashcache import HashCache
+from mlvs.backends.dvc.objects import TEMP_SUFFIX, ObjectStore
+from mlvs.backends.dvc.outputs import output_files
+from mlvs.backends.git.restore import restore_worktree
+from mlvs.backends.mlflow.registry import read_registry, set_aliases
+from mlvs.errors import IntegrityError, storage_failure
+from mlvs.logs import get_logger
+from mlvs.ops.rollback.plan import CACHE, REMOTE, FileChange, _git_differences, _Plan
+from mlvs.ops.snapshot.manifest import Manifest
+from mlvs.paths import ProjectPaths
+from mlvs.state.interrupted import staging_directory
+from mlvs.state.spares import free_spares, retire, settle_retired, take_spare
+from mlvs.testing.faults import failpoint
+
+log = get_logger("rollback")
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A verified copy waiting in the staging area, and the stat it was verified with."""
+
+    temporary: Path
+    identity: tuple[int, int, int]  # inode, size, mtime: unchanged means the verified bytes
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    info = os.stat(path)
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _stage(
+    paths: ProjectPaths, target: Manifest, plan: _Plan, store: ObjectStore
+) -> tuple[dict[str, _Staged], list[FileChange]]:
+    """Copy every file to write into the staging area, each one verified by reading it back."""
+    staging = staging_directory(paths)
+    staging.mkdir(parents=True, exist_ok=True)
+    staged: dict[str, _Staged] = {}
+    sources: list[FileChange] = []
+    for change in plan.writes:
+        info = target.files[change.path]
+        temporary = staging / f"{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        source = CACHE
+        reuse = take_spare(paths, int(info.get("size") or 0), temporary)
+        if not _copy_making_room(
+            paths, store.cache_path(info["md5"]), temporary, info["sha256"], reuse
+        ):
+            log.warning(
+                "the DVC cache's copy of %s (object %s) is missing or corrupt; fetching it from the remote",
+                change.path,
+                info["md5"],
+            )
+            source = REMOTE
+            if not (
+                store.fetch_to_cache(info["md5"], info["sha256"])
+                and _copy_if_correct(store.cache_path(info["md5"]), temporary, info["sha256"])
+            ):
+                raise IntegrityError(
+                    f"{change.path} of snapshot {target.name!r} (DVC object {info['md5']}) is missing or corrupt "
+                    "in both the DVC cache and the DVC remote; nothing was changed. Restore the object "
+                    "(e.g. `dvc fetch` from another remote) and try again"
+                )
+        staged[change.path] = _Staged(temporary, _identity(temporary))
+        sources.append(FileChange(change.path, change.part, "write", source))
+    return staged, sources
+
+
+def _copy_making_room(
+    paths: ProjectPaths, source: Path, destination: Path, sha256: str, overwrite: bool
+) -> bool:
+    """`_copy_if_correct`, and on a full disk, free the spare blocks mlvs keeps and try once more."""
+    try:
+        return _copy_if_correct(source, destination, sha256, overwrite)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        freed = free_spares(paths)
+        if not freed:
+            raise
+        log.warning(
+            "the disk is full: freed the %d bytes of spare blocks mlvs kept, and copying again",
+            freed,
+        )
+        return _copy_if_correct(source, destination, sha256)
+
+
+def _copy_if_correct(source: Path, destination: Path, sha256: str, overwrite: bool = False) -> bool:
+    """Copy `source` to `destination` if the copy, read back, has `sha256`; else leave nothing.
+
+    `overwrite`: `destination` is a spare whose blocks the copy reuses.
+    """
+    if not is_regular_file(source):
+        destination.unlink(missing_ok=True)
+        return False
+    try:
+        if copy_verified(source, destination, overwrite=overwrite) == sha256:
+            return True
+    except OSError as error:
+        if error.filename in (None, str(destination)) and storage_failure(error):
+            # The destination refused the bytes (a full disk): another source would fare no better.
+            destination.unlink(missing_ok=True)
+            raise
+        log.warning("could not copy %s: %s", source, error)
+    destination.unlink(missing_ok=True)
+    return False
+
+
+def _clear_way(root: Path, destination: Path) -> None:
+    """Remove what stands where a restored file must go: a directory there, a file as a parent."""
+    if destination.is_dir() and not destination.is_symlink():
+        shutil.rmtree(destination)
+    parent = destination.parent
+    blockers = []
+    while parent != root:
+        # A file (or dangling link) where a directory must be; a link to a directory stays.
+        if os.path.lexists(parent) and not parent.is_dir():
+            blockers.append(parent)
+        parent = parent.parent
+    for blocker in blockers:
+        blocker.unlink()
+
+
+def _place(paths: ProjectPaths, temporary: Path, destination: Path) -> None:
+    retire(paths, destination)
+    if not durable_writes():
+        # ext4 flushes a file that replaces another by rename (auto_da_alloc), which would
+        # make the undurable mode slower than the durable one; the journal covers the gap.
+        destination.unlink(missing_ok=True)
+    try:
+        os.replace(temporary, destination)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        # The staging area is on another file system: copy beside the destination, then rename.
+        beside = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        try:
+            shutil.copyfile(temporary, beside)
+            with open(beside, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(beside, destination)
+        finally:
+            beside.unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
+
+
+def _prune(root: Path, start: Path, stop_at: set[Path]) -> None:
+    directory = start
+    while directory != root and directory not in stop_at:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+        directory = directory.parent
+
+
+def _apply(
+    paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Plan, staged: dict[str, _Staged]
+) -> None:
+    """Put the staged files in place, delete what the target lacks, restore git files and aliases.
+
+    Replaced and deleted files are retired, and freed once they are all out of the way.
+    """
+    root = paths.root
+    keep = {
+        root / o
+        for o, info in target.outputs.items()
+        if info.get("kind") == "dir" and info["part"] in parts
+    }
+    touched: set[Path] = set()
+    for change in plan.deletes:
+        location = root / change.path
+        retire(paths, location)
+        location.unlink(missing_ok=True)
+        _prune(root, location.parent, keep)
+        touched.add(location.parent)
+    for path, copy in staged.items():
+        destination = root / path
+        _clear_way(root, destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        _place(paths, copy.temporary, destination)
+        touched.add(destination.parent)
+    for directory in keep:
+        directory.mkdir(parents=True, exist_ok=True)  # an empty output directory is still an output
+    if durable_writes():
+        fsync_directories({d for d in touched if d.is_dir()})
+    failpoint("rollback:apply:data")
+    shutil.rmtree(staging_directory(paths), ignore_errors=True)
+    settle_retired(paths)
+    if plan.git:
+        assert target.commit is not None
+        restore_worktree(root, target.commit, [c.path for c in plan.git])
+    failpoint("rollback:apply:git")
+    if plan.model_name and plan.alias_changes:
+        assert plan.aliases_wanted is not None
+        set_aliases(paths, plan.model_name, plan.aliases_wanted)
+
+
+def _verify(
+    paths: ProjectPaths,
+    target: Manifest,
+    current: Manifest,
+    parts: set[str],
+    plan: _Plan,
+    hashes: HashCache,
+    staged: dict[str, _Staged],
+) -> tuple[int, list[str]]:
+    """Check the restored parts against the manifest; return (files checked, findings).
+
+    A written file was hashed by reading it back while it was staged; if it is still
+    that same inode, size and mtime, those are its bytes now. Any other file of the
+    restored parts is hashed (or its unchanged stat vouches for its remembered hash).
+    Git files are compared blob by blob when the rollback wrote any.
+    """
+    root = paths.root
+    findings: list[str] = []
+    checked = 0
+    written: list[tuple[str, dict[str, Any], tuple[int, int, int]]] = []
+    for path, info in sorted(target.files.items()):
+        if target.outputs[info["output"]]["part"] not in parts:
+            continue
+        checked += 1
+        location = root / path
+        if not is_regular_file(location):
+            findings.append(f"{path}: missing (expected SHA-256 {info['sha256'][:12]}…)")
+            continue
+        copy = staged.get(path)
+        if copy is not None and _identity(location) == copy.identity:
+            actual = info["sha256"]  # the staged copy's read-back hash was checked against it
+            written.append((path, info, copy.identity))
+        else:
+            actual = hashes.file_hash(path, trust_cache=copy is None).sha256
+        if actual != info["sha256"]:
+            findings.append(
+                f"{path}: SHA-256 is {actual[:12]}…, the snapshot recorded {info['sha256'][:12]}…"
+            )
+    _remember_written(root, written, hashes)
+    outputs = {o for o, i in target.outputs.items() if i.get("cache") and i["part"] in parts}
+    outputs |= {o for o, i in current.outputs.items() if i.get("cache") and i["part"] in parts}
+    for output in sorted(outputs):
+        for path in output_files(root, output):
+            if path not in target.files:
+                findings.append(f"{path}: present, but snapshot {target.name!r} does not have it")
+    # With no git file to write, the plan (made under the lock a moment ago) already
+    # found the git files equal to the snapshot's, and nothing since has touched them.
+    if plan.git:
+        for change in _git_differences(paths, target, current, parts):
+            findings.append(f"{change.path}: differs from snapshot {target.name!r} ({change.part})")
+            checked += 1
+    if plan.model_name and plan.aliases_wanted is not None:
+        now = read_registry(paths, plan.model_name, None)
+        if now.error is not None:
+            findings.append(f"registry: cannot be read ({now.error})")
+        else:
+            for alias in sorted(set(now.aliases) | set(plan.aliases_wanted)):
+                want = target.registry.aliases.get(alias)
+                have = now.aliases.get(alias)
+                if want is None or have is None or want.version != have.version:
+                    findings.append(
+                        f"registry: alias {alias!r} of {plan.model_name!r} points at version "
+                        f"{have.version if have else None}, the snapshot recorded {want.version if want else None}"
+                    )
+                elif want.run_id and have.run_id and want.run_id != have.run_id:
+                    findings.append(
+                        f"registry: version {have.version} of {plan.model_name!r} now comes from run {have.run_id}, "
+                        f"the snapshot recorded run {want.run_id}"
+                    )
+    return checked, findings
+
+
+def _remember_written(
+    root: Path, written: list[tuple[str, dict[str, Any], tuple[int, int, int]]], hashes: HashCache
+) -> None:
+    """Put the hashes of the files just restored into the hash cache, so the next snapshot reads none."""
+    hashes.remember_written(
+        [
+            (path, FileHash(info["md5"], info["sha256"], info["size"]), identity)
+            for path, info, identity in written
+        ]
+    )

@@ -1,0 +1,205 @@
+"""What a rollback will change: the plan, made under the lock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from mlvs.backends.dvc.objects import ObjectStore
+from mlvs.backends.git.refs import MAX_NAME_LENGTH, validate_snapshot_name
+from mlvs.backends.git.tree import tree_files, worktree_blob_hashes
+from mlvs.backends.mlflow.registry import missing_versions, read_registry
+from mlvs.errors import BadInputError, IntegrityError, MlvsError
+from mlvs.ops.snapshot.manifest import MANIFEST_PATH, PARTS, Manifest
+from mlvs.paths import ProjectPaths
+
+GIT, CACHE, REMOTE, MISSING = "git", "cache", "remote", "missing"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file a rollback writes or deletes, and where its bytes come from."""
+
+    path: str
+    part: str
+    action: str  # "write" or "delete"
+    source: str  # GIT, CACHE, REMOTE, MISSING, or "" for a deletion
+
+
+@dataclass
+class RollbackReport:
+    """What a rollback changed (or, dry, would change) and what its verification found."""
+
+    snapshot: str
+    commit: str
+    parts: list[str]
+    dry_run: bool
+    automatic_snapshot: str | None = None
+    files: list[FileChange] = field(default_factory=list)
+    model_name: str | None = None
+    aliases: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    verified: bool = False
+    checked_files: int = 0
+    findings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        document = asdict(self)
+        document["aliases"] = {k: list(v) for k, v in sorted(self.aliases.items())}
+        return document
+
+
+class VerificationError(IntegrityError):
+    """Raised when a rollback finished but its result does not match the snapshot."""
+
+    def __init__(self, report: RollbackReport) -> None:
+        self.report = report
+        shown = "; ".join(report.findings[:5]) + ("; ..." if len(report.findings) > 5 else "")
+        undo = (
+            f" (undo with `mlvs rollback {report.automatic_snapshot}`)"
+            if report.automatic_snapshot
+            else ""
+        )
+        super().__init__(
+            f"the rollback to {report.snapshot!r} could not be verified, {len(report.findings)} finding(s): "
+            f"{shown}{undo}"
+        )
+
+
+def parse_parts(only: str | Iterable[str] | None) -> set[str]:
+    """The parts to restore: all when `only` is empty, else the named ones (comma-separated)."""
+    if only is None:
+        return set(PARTS)
+    names = only.split(",") if isinstance(only, str) else list(only)
+    wanted = {n.strip().lower() for n in names if n.strip()}
+    unknown = sorted(wanted - set(PARTS))
+    if unknown or not wanted:
+        what = (
+            f"unknown part(s) {', '.join(repr(u) for u in unknown)}" if unknown else "no part given"
+        )
+        raise BadInputError(f"{what}; choose from {','.join(PARTS)} (e.g. --only models,registry)")
+    return wanted
+
+
+def auto_snapshot_name(target: str, taken: set[str], now: datetime | None = None) -> str:
+    """`auto-<UTC time>-before-<target>`, shortened to a valid name, made unique among `taken`."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    base = f"auto-{stamp}-before-{target}"
+    folded = {t.casefold() for t in taken}
+    for counter in range(1, 1000):
+        suffix = "" if counter == 1 else f"-{counter}"
+        name = base[: MAX_NAME_LENGTH - len(suffix)].rstrip(".") + suffix
+        while name.endswith(".lock") or name.endswith("."):
+            name = name[:-1]
+        if name.casefold() not in folded:
+            return validate_snapshot_name(name)
+    raise MlvsError(f"could not find a free name for the automatic snapshot before {target!r}")
+
+
+@dataclass
+class _Plan:
+    git: list[FileChange] = field(default_factory=list)
+    writes: list[FileChange] = field(default_factory=list)
+    deletes: list[FileChange] = field(default_factory=list)
+    model_name: str | None = None
+    aliases_now: dict[str, str] = field(default_factory=dict)
+    aliases_wanted: dict[str, str] | None = None
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what makes the plan impossible
+
+    @property
+    def alias_changes(self) -> dict[str, tuple[str | None, str | None]]:
+        if self.aliases_wanted is None:
+            return {}
+        names = set(self.aliases_now) | set(self.aliases_wanted)
+        return {
+            a: (self.aliases_now.get(a), self.aliases_wanted.get(a))
+            for a in sorted(names)
+            if self.aliases_now.get(a) != self.aliases_wanted.get(a)
+        }
+
+    @property
+    def files(self) -> list[FileChange]:
+        return sorted([*self.git, *self.writes, *self.deletes], key=lambda c: (c.path, c.action))
+
+
+def _git_part(path: str, target: Manifest, current: Manifest) -> str:
+    if path.startswith("params/"):
+        return "params"
+    return target.part_of(path) or current.part_of(path) or "code"
+
+
+def _git_differences(
+    paths: ProjectPaths, target: Manifest, current: Manifest, parts: set[str]
+) -> list[FileChange]:
+    assert target.commit is not None
+    wanted = tree_files(paths.root, target.commit)
+    present = worktree_blob_hashes(paths.root)
+    # The manifest lives only inside snapshot commits; a working-tree file of that name is the user's.
+    wanted.pop(MANIFEST_PATH, None)
+    present.pop(MANIFEST_PATH, None)
+    changes = []
+    for path in sorted(set(wanted) | set(present)):
+        if wanted.get(path) == present.get(path):
+            continue
+        part = _git_part(path, target, current)
+        if part in parts:
+            changes.append(FileChange(path, part, "write" if path in wanted else "delete", GIT))
+    return changes
+
+
+def _plan(
+    paths: ProjectPaths, target: Manifest, current: Manifest, parts: set[str], store: ObjectStore
+) -> _Plan:
+    plan = _Plan()
+    if parts & {"code", "params", "data", "models"}:
+        plan.git = _git_differences(paths, target, current, parts)
+    for path, info in sorted(target.files.items()):
+        part = target.outputs[info["output"]]["part"]
+        have = current.files.get(path)
+        if part in parts and (have is None or have["sha256"] != info["sha256"]):
+            source = CACHE if store.in_cache(info["md5"]) else (REMOTE if store.remote else MISSING)
+            plan.writes.append(FileChange(path, part, "write", source))
+    for path, info in sorted(current.files.items()):
+        part = current.outputs[info["output"]]["part"]
+        if part in parts and path not in target.files:
+            plan.deletes.append(FileChange(path, part, "delete", ""))
+    if "registry" in parts:
+        _plan_registry(paths, target, current, plan)
+    return plan
+
+
+def _plan_registry(paths: ProjectPaths, target: Manifest, current: Manifest, plan: _Plan) -> None:
+    recorded = target.registry
+    if recorded.error is not None:
+        plan.notes.append(
+            f"snapshot {target.name!r} could not read the registry ({recorded.error}); registry left as it is"
+        )
+        return
+    if not recorded.model_name:
+        plan.notes.append(
+            f"snapshot {target.name!r} names no registered model; registry left as it is"
+        )
+        return
+    plan.model_name = recorded.model_name
+    now = current.registry
+    if now.model_name != recorded.model_name or now.error is not None:
+        now = read_registry(paths, recorded.model_name, None)
+        if now.error is not None:
+            raise IntegrityError(
+                f"the MLflow registry cannot be read ({now.error}), so its aliases cannot be restored; "
+                "run `mlvs recover`, or roll back without the registry (--only code,params,data,models)"
+            )
+    plan.aliases_now = now.alias_versions()
+    plan.aliases_wanted = recorded.alias_versions()
+    needed = {new for new in (c[1] for c in plan.alias_changes.values()) if new is not None}
+    for version in missing_versions(paths, recorded.model_name, needed):
+        aliases = sorted(a for a, v in plan.aliases_wanted.items() if v == version)
+        plan.problems.append(
+            f"registry: version {version} of {recorded.model_name!r} (alias {', '.join(aliases)}) no longer exists"
+        )

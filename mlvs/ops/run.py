@@ -1,0 +1,273 @@
+"""Running a notebook headless with papermill, safely parameterised and always reported.
+
+papermill escapes parameter values but writes parameter names verbatim into
+code, so every name is checked here first: a Python identifier, and one the
+notebook's parameters cell declares. Values given with `-p` must be scalars
+(papermill would turn lists and dicts into strings); `-f FILE.yaml` keeps types.
+"""
+
+from __future__ import annotations
+
+import datetime
+import keyword
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from mlvs.backends.mlflow.store import require_server, unreachable_message
+from mlvs.errors import BadInputError, NotebookFailedError
+from mlvs.logs import get_logger
+from mlvs.paths import ProjectPaths
+
+log = get_logger("runner")
+
+
+# Notebook stem -> the params stage its overrides are validated against.
+NOTEBOOK_STAGES = {"01_prepare": "prepare", "02_train": "train"}
+
+
+SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass
+class NotebookResult:
+    """What one notebook execution produced."""
+
+    notebook: str
+    output: Path
+    html: Path
+    run_id: str | None
+    seconds: float
+    failed: bool = False
+    error: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_notebook(paths: ProjectPaths, name: str) -> Path:
+    """The notebook `name` refers to (a path in `notebooks/` or a bare stem), refusing anything else."""
+    if not name or "\x00" in name:
+        raise BadInputError("the notebook name is empty; give one of the notebooks in notebooks/")
+    candidate = Path(name)
+    if candidate.suffix != ".ipynb":
+        candidate = candidate.with_name(candidate.name + ".ipynb")
+    if not candidate.is_absolute() and candidate.parts[:1] != ("notebooks",):
+        candidate = Path("notebooks") / candidate
+    resolved = (
+        (paths.root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
+    )
+    available = sorted(p.stem for p in paths.notebooks.glob("*.ipynb"))
+    if resolved.parent != paths.notebooks.resolve() or not resolved.is_file():
+        raise BadInputError(
+            f"notebook '{name}' is not one of this project's notebooks; choose one of: {', '.join(available)}"
+        )
+    return resolved
+
+
+def check_name(name: str) -> str:
+    """Refuse a parameter name that is not a plain Python identifier."""
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise BadInputError(
+            f"parameter name {name!r} is not a Python identifier; use letters, digits and '_', not starting with a digit"
+        )
+    return name
+
+
+def parse_value(name: str, text: str) -> Any:
+    """A `-p` value: YAML scalar typing (42, 0.5, true, null), never a list or mapping."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return text  # YAML reads 2020-01-01 as a date; a notebook parameter wants the text
+    if not isinstance(value, SCALARS):
+        raise BadInputError(
+            f"parameter {name} = {text!r} is a {type(value).__name__}; -p takes a single value, "
+            "put lists and mappings in a YAML file given with -f"
+        )
+    return value
+
+
+def collect_parameters(pairs: list[tuple[str, str]], files: list[Path]) -> dict[str, Any]:
+    """Merge `-f` files (in order) then `-p` pairs into one validated mapping."""
+    from mlvs.ml.params import read_yaml
+
+    merged: dict[str, Any] = {}
+    for path in files:
+        data = read_yaml(Path(path))
+        for name, value in data.items():
+            merged[check_name(name)] = value
+    for name, text in pairs:
+        merged[check_name(name)] = parse_value(name, text)
+    return merged
+
+
+def notebook_parameters(notebook: Path) -> dict[str, Any]:
+    """The parameters the notebook's `parameters` cell declares, with their defaults."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    return {name: info["default"] for name, info in declared.items()}
+
+
+def validate_parameters(paths: ProjectPaths, notebook: Path, parameters: dict[str, Any]) -> None:
+    """Refuse names the notebook does not declare and values its stage's params schema forbids."""
+    import difflib
+
+    declared = notebook_parameters(notebook)
+    for name in parameters:
+        if name not in declared:
+            close = difflib.get_close_matches(name, list(declared), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise BadInputError(
+                f"{notebook.name} has no parameter '{name}'{hint}; its parameters are: {', '.join(declared) or 'none'}"
+            )
+    stage = NOTEBOOK_STAGES.get(notebook.stem)
+    if stage:
+        from mlvs.ml.params import load_stage
+
+        load_stage(stage, paths.root, overrides=parameters)
+
+
+@contextmanager
+def temporary_environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a block, then put the old values back."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def render_html(notebook: Path, html: Path) -> None:
+    """Render an executed notebook to a standalone HTML page, titled with the notebook's own title."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from mlvs._io import atomic_write_text
+    from mlvs.ops.reports_index import notebook_title
+
+    node = nbformat.read(notebook, as_version=4)
+    title = notebook_title(node) or notebook.stem
+    body, _ = HTMLExporter().from_notebook_node(node, resources={"metadata": {"name": title}})
+    atomic_write_text(html, body)
+
+
+def _finish_tracked_run(
+    paths: ProjectPaths,
+    run_id: str,
+    notebook: Path,
+    artifacts: list[Path],
+    failed: bool,
+    before: tuple[str, dict[str, str]] | None,
+) -> None:
+    """Attach the report to the run and close it; if the tracking server is gone, keep both for `mlvs recover`.
+
+    The server is asked first when the notebook failed: MLflow's client would retry a
+    refused connection for minutes, and a notebook that failed may have failed for that reason.
+    """
+    from mlvs.backends.mlflow import tracking
+    from mlvs.errors import ExternalToolError
+
+    problem = tracking.server_problem(paths) if failed else None
+    if problem is None:
+        try:
+            tracking.finish_run(run_id, paths, artifacts, failed=failed)
+            return
+        except Exception:
+            problem = tracking.server_problem(paths)
+            if problem is None:
+                raise
+    tracking.record_unfinished_run(paths, run_id, notebook.stem, artifacts, before)
+    raise ExternalToolError(
+        unreachable_message(
+            paths,
+            problem,
+            f"run `mlvs recover` to close run {run_id} of {notebook.name} and withdraw what it registered "
+            f"(its executed notebook is kept at {artifacts[0]})",
+        )
+    ) from None
+
+
+def run_notebook(
+    paths: ProjectPaths,
+    name: str,
+    parameters: dict[str, Any] | None = None,
+    output_dir: Path | None = None,
+    track: bool = True,
+    progress: bool = True,
+) -> NotebookResult:
+    """Execute one notebook with papermill and keep its executed copy and HTML as a report.
+
+    The MLflow run is created here and handed to the kernel through
+    MLFLOW_RUN_ID, so the notebook's own logging lands in it; the report is
+    attached afterwards and the run is marked FAILED when a cell fails.
+    Raises NotebookFailedError (exit 1) after the report is written.
+    """
+    parameters = dict(parameters or {})
+    notebook = resolve_notebook(paths, name)
+    validate_parameters(paths, notebook, parameters)
+    # Imported only now: a refused name or parameter should not pay for papermill.
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    out_dir = output_dir or paths.reports
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / notebook.name
+    html = output.with_suffix(".html")
+
+    run_id = None
+    before = None
+    if track:
+        from mlvs.backends.mlflow import tracking
+
+        # A tracking server that does not answer: refuse now, with nothing run or written.
+        require_server(paths, f"run {notebook.name} again")
+        before = tracking.aliases_before_run(paths)
+        run_id = tracking.start_notebook_run(paths, notebook.stem)
+    env = {"MLVS_ROOT": str(paths.root)}
+    if run_id:
+        env["MLFLOW_RUN_ID"] = run_id
+    log.info("running %s%s", notebook.name, f" (MLflow run {run_id})" if run_id else "")
+    started = time.perf_counter()
+    failed, error = False, ""
+    try:
+        with temporary_environment(env):
+            papermill.execute_notebook(
+                str(notebook),
+                str(output),
+                parameters=parameters,
+                kernel_name="python3",
+                progress_bar=progress,
+                request_save_on_cell_execute=False,
+                cwd=str(paths.notebooks),
+            )
+    except PapermillExecutionError as exc:
+        failed, error = True, f"{exc.ename}: {exc.evalue}"
+    except Exception as exc:  # the kernel died or could not start: still a failed, reported run
+        failed, error = True, f"{type(exc).__name__}: {exc}"
+    seconds = time.perf_counter() - started
+    if output.exists():
+        render_html(output, html)
+    if run_id:
+        _finish_tracked_run(paths, run_id, notebook, [output, html], failed, before)
+    from mlvs.ops.reports_index import refresh_index
+
+    refresh_index(paths)
+    result = NotebookResult(notebook.stem, output, html, run_id, seconds, failed, error, parameters)
+    if failed:
+        raise NotebookFailedError(
+            f"{notebook.name} failed ({error}); the executed notebook with the failing cell is kept at {output}"
+        )
+    log.info("%s finished in %.1f s; report: %s", notebook.name, seconds, output)
+    return result

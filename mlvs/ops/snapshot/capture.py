@@ -1,0 +1,193 @@
+"""Capturing the current state of the whole system as a manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlvs._io import write_json_atomically
+from mlvs.backends.dvc.hashcache import HashCache
+from mlvs.backends.dvc.objects import ObjectStore
+from mlvs.backends.dvc.outputs import (
+    dir_object,
+    dvc_files,
+    dvc_outputs,
+    load_yaml,
+    lock_hashes,
+    output_files,
+)
+from mlvs.backends.git.run import run_git
+from mlvs.backends.mlflow.registry import read_registry
+from mlvs.errors import ExternalToolError
+from mlvs.ops.snapshot.manifest import PACKAGES, Manifest
+from mlvs.paths import ProjectPaths
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _git_head(root: Path) -> str | None:
+    try:
+        return run_git(root, "rev-parse", "--verify", "-q", "HEAD^{commit}").strip() or None
+    except ExternalToolError:
+        return None  # a repository without commits
+
+
+def _git_branch(root: Path) -> str | None:
+    try:
+        return run_git(root, "symbolic-ref", "-q", "--short", "HEAD").strip() or None
+    except ExternalToolError:
+        return None  # detached HEAD
+
+
+def _read_params(paths: ProjectPaths) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if not paths.params.is_dir():
+        return params
+    for location in sorted([*paths.params.rglob("*.yaml"), *paths.params.rglob("*.yml")]):
+        key = location.relative_to(paths.params).with_suffix("").as_posix()
+        try:
+            params[key] = load_yaml(location.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            params[key] = {"__unreadable__": f"{type(error).__name__}: {error}"}
+    return params
+
+
+def _read_metrics(paths: ProjectPaths) -> dict[str, Any]:
+    try:
+        metrics = json.loads(paths.metrics.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def _environment(paths: ProjectPaths) -> dict[str, Any]:
+    """Python and package versions, remembered in `.mlvs/` until an install changes `sys.path`.
+
+    Looking up eight package versions scans every installed distribution (tens of
+    milliseconds); installing or removing one changes its directory's mtime.
+    """
+    key = [sys.executable, sys.version]
+    for entry in sys.path:
+        if (
+            entry and os.path.abspath(entry) != os.getcwd()
+        ):  # the working directory changes all the time
+            try:
+                key.append(f"{entry}:{os.stat(entry).st_mtime_ns}")
+            except OSError:
+                key.append(f"{entry}:-")
+    remembered = paths.state / "environment.json"
+    try:
+        cached = json.loads(remembered.read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            return dict(cached["environment"])
+    except (OSError, ValueError, AttributeError, KeyError):
+        pass
+    from importlib import metadata
+
+    packages: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    environment = {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(terse=True),
+        "packages": packages,
+    }
+    try:
+        paths.state.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(remembered, {"key": key, "environment": environment})
+    except OSError:
+        pass  # only a cache
+    return environment
+
+
+def _model_name(params: dict[str, Any]) -> str | None:
+    # Read from the parsed YAML, not mlvs.ml.params: validating imports scikit-learn (seconds).
+    train = params.get("train")
+    registry = train.get("registry") if isinstance(train, dict) else None
+    name = registry.get("model_name") if isinstance(registry, dict) else None
+    return str(name) if name else None
+
+
+def capture_state(
+    paths: ProjectPaths,
+    name: str = "",
+    message: str = "",
+    automatic: bool = False,
+    hashes: HashCache | None = None,
+) -> Manifest:
+    """Record the project's current state as a manifest (nothing is written but the hash cache)."""
+    root = paths.root
+    own_cache = hashes is None
+    hashes = hashes or HashCache(paths)
+    try:
+        tracking_files = dvc_files(root)
+        recorded = lock_hashes(paths, tracking_files)
+        outputs: dict[str, dict[str, Any]] = {}
+        files: dict[str, dict[str, Any]] = {}
+        for out in dvc_outputs(paths, tracking_files):
+            info: dict[str, Any] = {"part": out.part, "stage": out.stage, "cache": out.cache}
+            if not out.cache:
+                outputs[out.path] = info  # git holds its bytes: the commit records them
+                continue
+            members = output_files(root, out.path)
+            is_dir = (root / out.path).is_dir()
+            sizes = 0
+            md5s: dict[str, str] = {}
+            for relative in members:
+                hashed = hashes.file_hash(relative)
+                files[relative] = {
+                    "md5": hashed.md5,
+                    "sha256": hashed.sha256,
+                    "size": hashed.size,
+                    "output": out.path,
+                }
+                md5s[relative[len(out.path) + 1 :] if is_dir else relative] = hashed.md5
+                sizes += hashed.size
+            if is_dir:
+                info.update(kind="dir", md5=dir_object(md5s)[0], size=sizes, nfiles=len(members))
+            elif members:
+                info.update(kind="file", md5=md5s[out.path], size=sizes)
+            else:
+                info.update(kind="missing", md5=None, size=0)
+            info["matches_dvc_lock"] = (
+                info["md5"] is not None and recorded.get(out.path) == info["md5"]
+            )
+            outputs[out.path] = info
+    finally:
+        if own_cache:
+            hashes.close()
+    params = _read_params(paths)
+    model_file = paths.model_file.relative_to(root).as_posix()
+    model_sha = files[model_file]["sha256"] if model_file in files else None
+    store = ObjectStore(paths)
+    return Manifest(
+        name=name,
+        message=message,
+        created_at=_now(),
+        automatic=automatic,
+        base_commit=_git_head(root),
+        branch=_git_branch(root),
+        outputs=outputs,
+        files=files,
+        params=params,
+        metrics=_read_metrics(paths),
+        registry=read_registry(paths, _model_name(params), model_sha),
+        environment=_environment(paths),
+        dvc={
+            "remote": store.remote.name if store.remote else None,
+            "remote_url": store.remote.url if store.remote else None,
+        },
+    )

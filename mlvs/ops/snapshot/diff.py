@@ -1,0 +1,120 @@
+"""Comparing two snapshots, or a snapshot with the current state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mlvs.backends.git.tree import tree_files, worktree_blob_hashes
+from mlvs.ops.snapshot.capture import capture_state
+from mlvs.ops.snapshot.manifest import MANIFEST_PATH, Manifest
+from mlvs.ops.snapshot.read import show_snapshot
+from mlvs.paths import ProjectPaths
+
+Change = tuple[Any, Any]
+
+
+@dataclass
+class SnapshotDiff:
+    """What differs from snapshot `a` to `b` (None: the current state), by kind."""
+
+    a: str
+    b: str | None
+    params: dict[str, Change]
+    metrics: dict[str, Change]
+    outputs: dict[str, Change]
+    files: dict[str, Change]
+    registry: dict[str, Change]
+    code: list[str]
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing differs."""
+        return not (
+            self.params or self.metrics or self.outputs or self.files or self.registry or self.code
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: every change as [old, new]."""
+        pairs = lambda d: {k: list(v) for k, v in sorted(d.items())}  # noqa: E731
+        return {
+            "a": self.a,
+            "b": self.b if self.b is not None else "(current)",
+            "params": pairs(self.params),
+            "metrics": pairs(self.metrics),
+            "outputs": pairs(self.outputs),
+            "files": pairs(self.files),
+            "registry": pairs(self.registry),
+            "code": self.code,
+        }
+
+
+def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys: {'a': {'b': 1}} -> {'a.b': 1}."""
+    if not isinstance(values, dict):
+        return {prefix: values} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Change]:
+    return {
+        k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+    }
+
+
+def _code_paths(files: dict[str, str], a: Manifest, b: Manifest) -> dict[str, str]:
+    def is_code(path: str) -> bool:
+        return (
+            path != MANIFEST_PATH
+            and not path.startswith("params/")
+            and a.part_of(path) is None
+            and b.part_of(path) is None
+        )
+
+    return {p: oid for p, oid in files.items() if is_code(p)}
+
+
+def diff_snapshots(paths: ProjectPaths, a: str, b: str | None = None) -> SnapshotDiff:
+    """Compare snapshot `a` with snapshot `b`, or with the current state when `b` is None."""
+    first = show_snapshot(paths, a)
+    second = show_snapshot(paths, b) if b is not None else capture_state(paths)
+    assert first.commit is not None
+    old_tree = tree_files(paths.root, first.commit)
+    new_tree = (
+        tree_files(paths.root, second.commit) if second.commit else worktree_blob_hashes(paths.root)
+    )
+    old_code, new_code = _code_paths(old_tree, first, second), _code_paths(new_tree, first, second)
+    code = sorted(p for p in set(old_code) | set(new_code) if old_code.get(p) != new_code.get(p))
+    registry = _changes(
+        {
+            "model_version": first.model_version,
+            **{f"alias.{k}": v for k, v in first.registry.alias_versions().items()},
+        },
+        {
+            "model_version": second.model_version,
+            **{f"alias.{k}": v for k, v in second.registry.alias_versions().items()},
+        },
+    )
+    return SnapshotDiff(
+        a=a,
+        b=b,
+        params=_changes(flatten(first.params), flatten(second.params)),
+        metrics=_changes(flatten(first.metrics), flatten(second.metrics)),
+        outputs=_changes(
+            {p: i.get("md5") for p, i in first.outputs.items() if i.get("cache")},
+            {p: i.get("md5") for p, i in second.outputs.items() if i.get("cache")},
+        ),
+        files=_changes(
+            {p: i["sha256"] for p, i in first.files.items()},
+            {p: i["sha256"] for p, i in second.files.items()},
+        ),
+        registry=registry,
+        code=code,
+    )

@@ -1,0 +1,574 @@
+"""`mlvs verify`: check the current state and name everything that is wrong.
+
+Each check returns findings: which check, which artifact, what was expected and
+what was found. The checks never change anything and never trust a file before
+its hash: the model is hashed before it is loaded, DVC's cache objects are
+re-hashed before anyone would copy from them.
+
+The deep checks (schema, model and golden predictions, metrics) are pure
+functions of bytes and code: the same data, model, card, golden sample, metrics
+and parameters, read by the same interpreter, packages and check code, give the
+same verdict. So a deep check that passed is remembered by a fingerprint of all
+of those (in `.mlvs/hashes.sqlite`, beside the file hashes it is built from), and
+is not run again while the fingerprint holds. The file hashes behind a
+fingerprint come from the hash cache only while a file's size, times and inode
+are unchanged, so a file whose bytes changed since its last deep check always
+gets that check again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sqlite3
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mlvs._io import hash_stream, read_chunks, sha256_only
+from mlvs.backends.dvc.hashcache import HashCache
+from mlvs.backends.dvc.objects import ObjectStore
+from mlvs.backends.dvc.outputs import dvc_outputs, lock_hashes, output_files
+from mlvs.errors import BadInputError, IntegrityError, MlvsError
+from mlvs.paths import ProjectPaths
+
+METRIC_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing found wrong."""
+
+    check: str
+    artifact: str
+    expected: str
+    actual: str
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.artifact}: expected {self.expected}, found {self.actual}"
+
+
+@dataclass
+class Report:
+    """The outcome of `verify`: findings, and how long each check took."""
+
+    findings: list[Finding] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    # Deep checks not run again because they passed on exactly these bytes and code.
+    reused: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "healthy": self.healthy,
+            "findings": [asdict(f) for f in self.findings],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "reused": list(self.reused),
+        }
+
+
+# The modules whose code decides a deep check's verdict: a change to any of them re-runs every deep check.
+DEEP_CHECK_CODE = (
+    "mlvs.ml.data",
+    "mlvs.ml.features",
+    "mlvs.ml.modeling",
+    "mlvs.ml.modelio",
+    "mlvs.ml.params",
+    __name__,
+)
+
+
+def _code_identity() -> bytes:
+    """The interpreter, the installed packages and mlvs's check code, as bytes to fingerprint.
+
+    Installing or removing a package changes the mtime of its `sys.path` directory
+    (as `snapshots._environment` relies on too); only the interpreter's own
+    directories count, not a project or test folder that changes all the time.
+    mlvs's own check modules are hashed.
+    """
+    parts = [sys.executable, sys.version]
+    prefixes = tuple(
+        os.path.join(os.path.abspath(p), "") for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    )
+    for entry in sys.path:
+        if entry and os.path.join(os.path.abspath(entry), "").startswith(prefixes):
+            try:
+                parts.append(f"{entry}:{os.stat(entry).st_mtime_ns}")
+            except OSError:
+                parts.append(f"{entry}:-")
+    digest = hashlib.sha256("\0".join(parts).encode("utf-8"))
+    for name in DEEP_CHECK_CODE:
+        # Found by module name without importing it: a module moved or renamed fails here, loudly.
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(
+                f"the deep-check module {name} is missing; DEEP_CHECK_CODE names a module that moved"
+            )
+        digest.update(Path(spec.origin).read_bytes())
+    return digest.digest()
+
+
+class PassedChecks:
+    """Deep checks that passed, remembered by the fingerprint of every byte they read.
+
+    `fingerprint` reads each input's SHA-256 through the hash cache, which trusts a
+    remembered hash only while the file's size, mtime, ctime and inode hold. A
+    check is recorded as passed only if its inputs hashed the same before and
+    after it ran, so a file changed while it was being checked is never vouched for.
+    """
+
+    def __init__(self, paths: ProjectPaths, hashes: HashCache, reuse: bool = True) -> None:
+        self.paths = paths
+        self.hashes = hashes
+        self.reuse = reuse
+        self._code: bytes | None = None
+
+    def fingerprint(self, check: str, inputs: list[Path]) -> str:
+        """SHA-256 over the check's name, the code identity, and each input's path and SHA-256 (or absence)."""
+        if self._code is None:
+            self._code = _code_identity()
+        digest = hashlib.sha256(self._code)
+        digest.update(check.encode("utf-8"))
+        for path in inputs:
+            relative, sha256 = self._hash(path)
+            digest.update(b"\0" + relative.encode("utf-8") + b"\0" + sha256.encode("ascii"))
+        return digest.hexdigest()
+
+    def _hash(self, path: Path) -> tuple[str, str]:
+        """The input's name (relative to the project when inside it) and its SHA-256, or why there is none."""
+        try:
+            relative = path.resolve().relative_to(self.paths.root.resolve()).as_posix()
+        except (OSError, ValueError):
+            relative = ""
+        try:
+            if not path.is_file():
+                return relative or str(path), "absent"
+            if not relative:  # outside the project: not in the hash cache
+                return str(path), sha256_only(path)
+            return relative, self.hashes.file_hash(relative).sha256
+        except OSError:
+            return relative or str(path), "unreadable"
+
+    def passed(self, fingerprint: str) -> bool:
+        """Whether a check already passed on the inputs `fingerprint` stands for."""
+        return self.reuse and self.hashes.check_passed(fingerprint)
+
+    def record(self, check: str, fingerprint: str, inputs: list[Path]) -> None:
+        """Remember that `check` passed, if its inputs are still the ones fingerprinted before it ran."""
+        if self.fingerprint(check, inputs) == fingerprint:
+            self.hashes.remember_passed(check, fingerprint)
+
+
+def recorded_files(paths: ProjectPaths, store: ObjectStore) -> tuple[dict[str, str], list[Finding]]:
+    """relpath -> MD5 of every file DVC recorded (directory outputs expanded through their `.dir` objects)."""
+    files: dict[str, str] = {}
+    findings: list[Finding] = []
+    for output, md5 in sorted(lock_hashes(paths).items()):
+        if not md5.endswith(".dir"):
+            files[output] = md5
+            continue
+        listing = _read_dir_object(store, md5)
+        if listing is None:
+            findings.append(
+                Finding(
+                    "dvc_cache",
+                    f"{output} ({md5})",
+                    "the directory listing in the DVC cache or remote",
+                    "missing or unreadable in both",
+                )
+            )
+            continue
+        for entry in listing:
+            files[f"{output}/{entry['relpath']}"] = entry["md5"]
+    return files, findings
+
+
+def _read_dir_object(store: ObjectStore, md5: str) -> list[dict[str, str]] | None:
+    name = md5.removesuffix(".dir")
+    for candidate in (store.cache_path(md5), store.remote_path(md5)):
+        if candidate is None or not candidate.is_file():
+            continue
+        payload = candidate.read_bytes()
+        import hashlib
+
+        if hashlib.md5(payload, usedforsecurity=False).hexdigest() != name:
+            continue
+        try:
+            return json.loads(payload)
+        except ValueError:
+            continue
+    return None
+
+
+def check_tracked_files(
+    paths: ProjectPaths, store: ObjectStore, hashes: HashCache
+) -> list[Finding]:
+    """Every DVC-tracked file against the MD5 `dvc.lock` recorded; unexpected extra files too."""
+    recorded, findings = recorded_files(paths, store)
+    for rel, md5 in recorded.items():
+        path = paths.root / rel
+        if not path.is_file():
+            findings.append(Finding("file_hash", rel, f"md5 {md5}", "the file is missing"))
+            continue
+        actual = hashes.file_hash(rel).md5
+        if actual != md5:
+            findings.append(Finding("file_hash", rel, f"md5 {md5}", f"md5 {actual}"))
+    for output, md5 in lock_hashes(paths).items():
+        if md5.endswith(".dir"):
+            for rel in output_files(paths.root, output):
+                if rel not in recorded:
+                    findings.append(
+                        Finding(
+                            "file_hash", rel, "no such file in the recorded output", "an extra file"
+                        )
+                    )
+    return findings
+
+
+def check_schema(
+    paths: ProjectPaths, passed: PassedChecks | None = None, report: Report | None = None
+) -> list[Finding]:
+    """The raw and processed data against the declared schema (each file unless it passed on these bytes)."""
+    findings = []
+    for path in (paths.raw_data, paths.train_data, paths.test_data):
+        rel = path.relative_to(paths.root).as_posix()
+        if not path.is_file():
+            continue  # reported by the hash check
+        fingerprint = passed.fingerprint("schema", [path]) if passed is not None else ""
+        if passed is not None and passed.passed(fingerprint):
+            if report is not None:
+                report.reused.append(f"schema:{rel}")
+            continue
+        from mlvs.ml.data import read_customers, validate_schema
+
+        try:
+            problems = validate_schema(read_customers(path))
+        except MlvsError as exc:
+            problems = [str(exc)]
+        for problem in problems:
+            findings.append(Finding("schema", rel, "a frame that satisfies the schema", problem))
+        if passed is not None and not problems:
+            passed.record("schema", fingerprint, [path])
+    return findings
+
+
+def _model_inputs(paths: ProjectPaths) -> list[Path]:
+    return [paths.model_file, paths.model_card, paths.golden]
+
+
+def _metrics_inputs(paths: ProjectPaths) -> list[Path]:
+    from mlvs.ml.params import stage_file
+
+    return [
+        paths.model_file,
+        paths.model_card,
+        paths.test_data,
+        paths.metrics,
+        stage_file(paths.root, "train"),
+    ]
+
+
+def check_model(
+    paths: ProjectPaths, passed: PassedChecks | None = None, report: Report | None = None
+) -> tuple[list[Finding], Any]:
+    """The model file's hash against its card, then (only then) its golden predictions.
+
+    Returns the findings and the loaded model (None when it was not loaded: broken,
+    or not needed because this model, card and golden sample passed before).
+    """
+    rel = paths.model_file.relative_to(paths.root).as_posix()
+    if not paths.model_card.is_file():
+        return [], None  # nothing trained yet, or reported by the hash check
+    inputs = _model_inputs(paths)
+    fingerprint = passed.fingerprint("model", inputs) if passed is not None else ""
+    if passed is not None and passed.passed(fingerprint):
+        if report is not None:
+            report.reused.append(f"model:{rel}")
+        return [], None
+    from mlvs.ml.modelio import golden_mismatches, load_verified_model
+
+    try:
+        model = load_verified_model(paths)
+    except IntegrityError as exc:
+        return [
+            Finding(
+                "model_hash",
+                rel,
+                "the SHA-256 in model_card.json, loadable with trusted types",
+                str(exc),
+            )
+        ], None
+    mismatches = golden_mismatches(model, paths)
+    if mismatches:
+        return [
+            Finding(
+                "golden_predictions",
+                rel,
+                "the recorded golden predictions",
+                f"{len(mismatches)} differ, first: {mismatches[0]}",
+            )
+        ], model
+    if passed is not None:
+        passed.record("model", fingerprint, inputs)
+    return [], model
+
+
+def check_metrics(
+    paths: ProjectPaths,
+    model: Any,
+    passed: PassedChecks | None = None,
+    report: Report | None = None,
+) -> list[Finding]:
+    """The model's test metrics, recomputed, within tolerance of `reports/metrics.json`.
+
+    `model` may be a function that loads it: then it is loaded only when the metrics
+    did not pass before on these bytes.
+    """
+    if model is None or not paths.metrics.is_file() or not paths.test_data.is_file():
+        return []
+    inputs = _metrics_inputs(paths)
+    fingerprint = passed.fingerprint("metrics", inputs) if passed is not None else ""
+    if passed is not None and passed.passed(fingerprint):
+        if report is not None:
+            report.reused.append("metrics:reports/metrics.json")
+        return []
+    if not hasattr(model, "predict_proba"):
+        model = model()
+        if model is None:
+            return []  # the model could not be loaded: the model check says why
+    from mlvs.ml.data import features_and_target, read_customers
+    from mlvs.ml.modeling import holdout_metrics
+    from mlvs.ml.params import load_stage
+
+    try:
+        recorded = json.loads(paths.metrics.read_text(encoding="utf-8"))
+        threshold = load_stage("train", paths.root).decision_threshold
+        X, y = features_and_target(read_customers(paths.test_data))
+        actual = holdout_metrics(y, model.predict_proba(X)[:, 1], threshold)
+    except (MlvsError, ValueError, KeyError) as exc:
+        return [
+            Finding(
+                "metrics", "reports/metrics.json", "metrics recomputable on the test set", str(exc)
+            )
+        ]
+    findings = [
+        Finding("metrics", f"reports/metrics.json:{key}", f"{recorded.get(key)!r}", f"{value!r}")
+        for key, value in actual.items()
+        if recorded.get(key) is None or abs(recorded[key] - value) > METRIC_TOLERANCE
+    ]
+    if passed is not None and not findings:
+        passed.record("metrics", fingerprint, inputs)
+    return findings
+
+
+def check_registry(paths: ProjectPaths) -> list[Finding]:
+    """Every alias of the registered model points at an existing version."""
+    from mlvs.backends.mlflow.registry import read_registry
+    from mlvs.ml.params import load_stage
+
+    try:
+        name = load_stage("train", paths.root).registry.model_name
+    except MlvsError:
+        return []
+    state = read_registry(paths, name, None)
+    if state.error:
+        return [Finding("registry", name, "a readable registry", state.error)]
+    return [
+        Finding(
+            "registry",
+            f"{name}@{alias}",
+            f"version {info.version} to exist",
+            "no such version (deleted?)",
+        )
+        for alias, info in sorted(state.aliases.items())
+        if info.run_id is None and info.source is None
+    ]
+
+
+def check_mlflow_store(paths: ProjectPaths) -> list[Finding]:
+    """The embedded MLflow database present and passing SQLite's own check; or the tracking server answering."""
+    from mlvs.backends.mlflow.backups import latest_backup
+    from mlvs.backends.mlflow.store import tracking_uri
+
+    uri = tracking_uri(paths)
+    if not uri.startswith("sqlite:///"):
+        # No database here to check (nor to back up): the server must answer instead.
+        return _tracking_server_findings(paths)
+    database = Path(uri.removeprefix("sqlite:///"))
+    rel = database.name
+    if not database.is_file():
+        if latest_backup(paths) is not None:
+            return [
+                Finding(
+                    "mlflow_store",
+                    rel,
+                    "the MLflow database (a backup of it exists)",
+                    "the file is missing",
+                )
+            ]
+        return []
+    try:
+        with sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=10) as db:
+            result = db.execute("PRAGMA quick_check").fetchone()[0]
+            db.execute("SELECT count(*) FROM runs").fetchone()
+    except sqlite3.Error as exc:
+        return [
+            Finding(
+                "mlflow_store", rel, "an SQLite database that passes its integrity check", f"{exc}"
+            )
+        ]
+    if result != "ok":
+        return [Finding("mlflow_store", rel, "integrity_check ok", str(result)[:200])]
+    return []
+
+
+def _tracking_server_findings(paths: ProjectPaths) -> list[Finding]:
+    """A tracking server: it answers, and no run it lost (the server gone mid-run) is left open."""
+    from mlvs.backends.mlflow.store import server_problem, tracking_uri
+    from mlvs.backends.mlflow.tracking import unfinished_runs
+    from mlvs.backends.uris import safe_uri
+
+    problem = server_problem(paths)
+    if problem is not None:
+        return [
+            Finding(
+                "mlflow_store",
+                safe_uri(tracking_uri(paths)),
+                "a reachable MLflow tracking server",
+                problem,
+            )
+        ]
+    return [
+        Finding(
+            "mlflow_store",
+            f"run {record['run_id']} ({record.get('notebook')})",
+            "closed, its notebook logged, nothing it registered left behind",
+            "left open when the tracking server was unreachable",
+        )
+        for record in unfinished_runs(paths)
+    ]
+
+
+def check_dvc_cache(paths: ProjectPaths, store: ObjectStore, hashes: HashCache) -> list[Finding]:
+    """Every cache object `dvc.lock` needs: present, and its bytes re-hashed to its name."""
+    recorded, _ = recorded_files(paths, store)
+    findings = []
+    cache_root = paths.root
+    # An output DVC does not cache (metrics, `cache: false`) comes with git: a fresh clone has no object for it.
+    uncached = {o.path for o in dvc_outputs(paths) if not o.cache}
+    for rel, md5 in sorted(recorded.items()):
+        if rel in uncached:
+            continue
+        cached = store.cache_path(md5)
+        label = f"{rel} (cache object {md5[:12]}…)"
+        if not cached.is_file():
+            findings.append(Finding("dvc_cache", label, "the object in the DVC cache", "missing"))
+            continue
+        try:
+            relative = cached.resolve().relative_to(cache_root.resolve()).as_posix()
+            actual = hashes.file_hash(relative).md5
+        except ValueError:  # a cache outside the project: hash it directly
+            actual = hash_stream(read_chunks(cached)).md5
+        if actual != md5:
+            findings.append(Finding("dvc_cache", label, f"md5 {md5}", f"md5 {actual}"))
+    return findings
+
+
+def verify(
+    paths: ProjectPaths, checks: tuple[str, ...] | None = None, reuse_passed: bool = True
+) -> Report:
+    """Run every check (or the named ones) and collect the findings in order.
+
+    A deep check that passed before on exactly the same bytes and code is not run
+    again (`reuse_passed=False` runs every one).
+    """
+    report = Report()
+    store = ObjectStore(paths)
+    hashes = HashCache(paths)
+    passed = PassedChecks(paths, hashes, reuse=reuse_passed)
+    model_holder: dict[str, Any] = {}
+
+    def model_check() -> list[Finding]:
+        found, model_holder["model"] = check_model(paths, passed, report)
+        model_holder["findings"] = found
+        return found
+
+    def load_model() -> Any:
+        # The model check did not load it: either it passed before (load it now) or it was not run.
+        from mlvs.ml.modelio import load_verified_model
+
+        if model_holder.get("findings"):
+            return None  # broken: the model check said so
+        try:
+            return load_verified_model(paths)
+        except IntegrityError as exc:
+            if "findings" in model_holder:  # it passed a moment ago: changed since, so say so
+                rel = paths.model_file.relative_to(paths.root).as_posix()
+                report.findings.append(
+                    Finding(
+                        "model_hash",
+                        rel,
+                        "the SHA-256 in model_card.json, loadable with trusted types",
+                        str(exc),
+                    )
+                )
+            return None
+
+    plan: list[tuple[str, Callable[[], list[Finding]]]] = [
+        ("file_hash", lambda: check_tracked_files(paths, store, hashes)),
+        ("schema", lambda: check_schema(paths, passed, report)),
+        ("model", model_check),
+        (
+            "metrics",
+            lambda: check_metrics(
+                paths,
+                model_holder.get("model") if model_holder.get("model") is not None else load_model,
+                passed,
+                report,
+            ),
+        ),
+        ("mlflow_store", lambda: check_mlflow_store(paths)),
+        # A broken store is one finding, not a second one from reading through it.
+        (
+            "registry",
+            lambda: (
+                []
+                if any(f.check == "mlflow_store" for f in report.findings)
+                else check_registry(paths)
+            ),
+        ),
+        ("dvc_cache", lambda: check_dvc_cache(paths, store, hashes)),
+    ]
+    try:
+        for name, run in plan:
+            if checks and name not in checks:
+                continue
+            started = time.perf_counter()
+            report.findings.extend(run())
+            report.timings[name] = time.perf_counter() - started
+    finally:
+        hashes.close()
+    return report
+
+
+CHECKS = ("file_hash", "schema", "model", "metrics", "mlflow_store", "registry", "dvc_cache")
+
+
+def parse_checks(text: str | None) -> tuple[str, ...] | None:
+    """`--only a,b` for verify, refusing unknown check names."""
+    if not text:
+        return None
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in CHECKS]
+    if unknown:
+        raise BadInputError(
+            f"unknown check(s) {', '.join(unknown)}; choose from {', '.join(CHECKS)}"
+        )
+    return names

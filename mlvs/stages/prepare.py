@@ -1,0 +1,94 @@
+"""What the prepare notebook calls: the schema report, the split written to disk."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mlvs._io import atomic_write_text
+from mlvs.ml import data as datamod
+from mlvs.paths import ProjectPaths
+from mlvs.testing.faults import fault_point
+
+
+def schema_report(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per declared column: what was found and whether it holds."""
+    rows = []
+    problems = datamod.validate_schema(frame)
+    for column in datamod.SCHEMA:
+        present = column.name in frame.columns
+        values = frame[column.name] if present else pd.Series(dtype=object)
+        issues = [
+            p for p in problems if f"'{column.name}'" in p or (not present and column.name in p)
+        ]
+        rows.append(
+            {
+                "column": column.name,
+                "kind": column.kind,
+                "allowed": (
+                    ", ".join(column.allowed)
+                    if column.allowed
+                    else (
+                        f"{column.minimum:g} to {column.maximum:g}"
+                        if column.minimum is not None
+                        else "unique"
+                    )
+                ),
+                "missing": int(values.isna().sum()) if present else len(frame),
+                "distinct": int(values.nunique()) if present else 0,
+                "status": "ok" if not issues else "; ".join(issues),
+            }
+        )
+    return pd.DataFrame(rows).set_index("column")
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The outputs of the prepare stage and their hashes."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    hashes: dict[str, str]
+
+
+def write_prepared(
+    paths: ProjectPaths, customers: pd.DataFrame, test_size: float, seed: int
+) -> PreparedData:
+    """Write raw data, the stratified split and a summary; return the split and the SHA-256 of each file."""
+    datamod.check_schema(customers)
+    fault_point("preprocess")
+    raw_hash = datamod.write_csv(customers, paths.raw_data)
+    fault_point("partial")
+    train, test = datamod.split_customers(customers, test_size, seed)
+    hashes = {
+        "raw": raw_hash,
+        "train": datamod.write_csv(train, paths.train_data),
+        "test": datamod.write_csv(test, paths.test_data),
+    }
+    summary = {
+        "rows": {"raw": len(customers), "train": len(train), "test": len(test)},
+        "churn_rate": {
+            "raw": round(float(customers[datamod.TARGET].mean()), 6),
+            "train": round(float(train[datamod.TARGET].mean()), 6),
+            "test": round(float(test[datamod.TARGET].mean()), 6),
+        },
+        "sha256": hashes,
+    }
+    atomic_write_text(
+        paths.processed / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n"
+    )
+    return PreparedData(train, test, hashes)
+
+
+def feature_preview(train: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+    """The first rows of the feature matrix the classifier sees, after engineering and scaling."""
+    from mlvs.ml.features import build_preprocessor
+
+    X, _ = datamod.features_and_target(train)
+    preprocessor = build_preprocessor().fit(X)
+    names = list(preprocessor.named_steps["encode"].get_feature_names_out())
+    return pd.DataFrame(
+        preprocessor.transform(X.head(rows)), columns=names, index=X.head(rows).index
+    ).round(3)

@@ -1,0 +1,131 @@
+"""The crash journal of the command that holds the state lock."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from mlvs._io import _fsync_directory, _write_all, _write_atomically
+from mlvs.errors import IntegrityError, MlvsError
+from mlvs.logs import get_logger
+from mlvs.paths import ProjectPaths
+from mlvs.testing.faults import failpoint
+
+log = get_logger("snapshots")
+
+
+JOURNAL_FILE = "journal.json"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Journal:
+    """The record of the one state-changing operation in progress, kept on disk.
+
+    The record is a dict: `operation`, `data` (merged from `begin` and every
+    `update`), `step` (the last step reached), `steps` (all, in order), `pid`,
+    `started_at` and `updated_at`. Call `begin` under `state_lock`.
+
+    On disk it is JSON lines, a write-ahead log: `begin` writes the whole record
+    atomically (a rename), each `update` appends one line and flushes it (one
+    `fdatasync`, where a rewrite-and-rename needs a file and a directory flush). A
+    line is counted once its newline is there: a last line cut short by a power cut
+    is a step not reached.
+    """
+
+    def __init__(self, paths: ProjectPaths) -> None:
+        self.path = paths.state / JOURNAL_FILE
+
+    def _unreadable(self) -> IntegrityError:
+        return IntegrityError(
+            f"the mlvs journal at {self.path} is unreadable; inspect it, then delete it and run `mlvs verify`"
+        )
+
+    def current(self) -> dict[str, Any] | None:
+        """Return the recorded operation, or None when none is in progress."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        *complete, _torn = text.split("\n")
+        try:
+            record = json.loads(complete[0]) if complete else None
+            updates = [json.loads(line) for line in complete[1:] if line]
+        except json.JSONDecodeError:
+            raise self._unreadable() from None
+        if not isinstance(record, dict) or "operation" not in record:
+            raise self._unreadable()
+        for update in updates:
+            if not isinstance(update, dict) or "step" not in update:
+                raise self._unreadable()
+            record["step"] = update["step"]
+            record["steps"].append(update["step"])
+            record["data"].update(update.get("data") or {})
+            record["updated_at"] = update.get("updated_at", record["updated_at"])
+        return record
+
+    def begin(self, operation: str, data: dict[str, Any]) -> None:
+        """Record that `operation` starts; refuse while another one is recorded."""
+        unfinished = self.current()
+        if unfinished is not None:
+            # Overwriting it would lose what recovery needs to finish that operation.
+            raise MlvsError(
+                f"an interrupted {unfinished['operation']!r} is recorded in {self.path}; "
+                "run `mlvs recover` first"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        now = _now()
+        record = {
+            "operation": operation,
+            "data": dict(data),
+            "step": None,
+            "steps": [],
+            "pid": os.getpid(),
+            "started_at": now,
+            "updated_at": now,
+        }
+        _write_atomically(self.path, (json.dumps(record, sort_keys=True) + "\n").encode())
+
+    def update(self, step: str, **data: Any) -> None:
+        """Record that the operation reached `step`, merging `data` into its data."""
+        line = (
+            json.dumps({"step": step, "data": data, "updated_at": _now()}, sort_keys=True) + "\n"
+        ).encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0))
+        except FileNotFoundError:
+            raise RuntimeError(f"Journal.update({step!r}) called with no operation begun") from None
+        try:
+            _write_all(fd, line)
+            getattr(os, "fdatasync", os.fsync)(fd)
+        finally:
+            os.close(fd)
+
+    def clear(self) -> None:
+        """Forget the operation: it finished, or recovery finished or undid it."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_directory(self.path.parent)
+
+
+Record = Callable[..., None]  # record(step, **data): one journal step
+
+
+def journal_recorder(
+    journal: Journal, operation: str, step_prefix: str = "", key_prefix: str = ""
+) -> Record:
+    """A `record(step, **data)` that writes one journal step, then passes its failpoint."""
+
+    def record(step: str, **data: Any) -> None:
+        full = step_prefix + step
+        journal.update(full, **{key_prefix + key: value for key, value in data.items()})
+        failpoint(f"{operation}:{full}")
+
+    return record
