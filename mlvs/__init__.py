@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import mlvs._fastimport  # noqa: F401  (first: it keeps a slow import out)
+from mlvs.ml.params import load_stage
 from mlvs.paths import ProjectPaths, project
 
 __version__ = "0.1.0"
@@ -15,8 +16,6 @@ __version__ = "0.1.0"
 
 def load_params(stage: str, **overrides: Any) -> Any:
     """Validated parameters of `stage` from `params/`, with a notebook's non-None overrides on top."""
-    from mlvs.ml.params import load_stage
-
     return load_stage(stage, project().root, overrides)
 
 

@@ -83,6 +83,7 @@ def cv_scores(cv: dict[str, float]) -> Any:
 
 def confusion(y_true: Any, probability: Any, threshold: float) -> Any:
     """Confusion matrix of the test set at the decision threshold."""
+    # deferred: scikit-learn (~2.5 s) is imported only when this runs
     from sklearn.metrics import ConfusionMatrixDisplay
 
     predicted = (np.asarray(probability) >= threshold).astype(int)
@@ -97,6 +98,7 @@ def confusion(y_true: Any, probability: Any, threshold: float) -> Any:
 
 def roc(y_true: Any, probability: Any) -> Any:
     """ROC curve of the test set."""
+    # deferred: scikit-learn (~2.5 s) is imported only when this runs
     from sklearn.metrics import RocCurveDisplay
 
     fig, ax = plt.subplots(figsize=(4, 3.6))

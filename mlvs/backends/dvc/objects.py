@@ -128,6 +128,7 @@ class ObjectStore:
             return []
         if self.remote.directory is not None:
             return [m for m in wanted if not (self.remote.directory / object_relpath(m)).is_file()]
+        # deferred: DVC (~0.4 s) is imported only when this runs
         from dvc.repo import Repo
         from dvc_data.hashfile.hash_info import HashInfo
 
@@ -213,6 +214,7 @@ class ObjectStore:
             for md5 in dir_objects:
                 self.put_bytes(md5, self.cache_path(md5).read_bytes(), to_remote=True)
             return
+        # deferred: DVC (~0.4 s) is imported only when this runs
         from dvc.repo import Repo
         from dvc_data.hashfile.hash_info import HashInfo
 
@@ -248,6 +250,7 @@ class ObjectStore:
         return self._fetch_through_dvc(md5, sha256)
 
     def _fetch_through_dvc(self, md5: str, sha256: str) -> bool:
+        # deferred: DVC (~0.4 s) is imported only when this runs
         from dvc.repo import Repo
         from dvc_data.hashfile.hash_info import HashInfo
 

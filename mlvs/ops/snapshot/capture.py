@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,6 @@ def _environment(paths: ProjectPaths) -> dict[str, Any]:
             return dict(cached["environment"])
     except (OSError, ValueError, AttributeError, KeyError):
         pass
-    from importlib import metadata
 
     packages: dict[str, str | None] = {}
     for name in PACKAGES:
