@@ -7,8 +7,9 @@ builder. Adding one here (and a section under `hyperparameters:` in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 

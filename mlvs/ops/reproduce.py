@@ -128,7 +128,7 @@ def _compare_golden(expected: list[str] | None, actual_file: Path) -> list[str]:
         return [f"golden predictions: {len(actual)} rows, the snapshot recorded {len(expected)}"]
     return [
         f"golden prediction {i}: recorded {e}, reproduced {a}"
-        for i, (e, a) in enumerate(zip(expected, actual))
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True))
         if e != a
     ]
 

@@ -25,9 +25,10 @@ import os
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mlvs._io import hash_stream, read_chunks, sha256_only
 from mlvs.backends.dvc.hashcache import HashCache

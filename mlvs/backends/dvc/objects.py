@@ -21,6 +21,7 @@ either no object or a whole, correct one, and `remove_leftovers` deletes the res
 from __future__ import annotations
 
 import configparser
+import contextlib
 import hashlib
 import os
 import secrets
@@ -149,10 +150,8 @@ class ObjectStore:
     @staticmethod
     def _tidy(temporary: Path) -> None:
         temporary.unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):
             temporary.parent.rmdir()  # leave no empty `.mlvs-tmp` in DVC's directories
-        except OSError:
-            pass
 
     @staticmethod
     def _install(temporary: Path, destination: Path) -> None:

@@ -22,7 +22,8 @@ DATA, MODELS = "data", "models"
 
 def load_yaml(text: str) -> Any:
     """Parse YAML safely, with libyaml when it is there (ten times faster on `dvc.lock`)."""
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 (a safe loader)
+    # yaml.load, not safe_load, to choose the loader: either one is a safe loader.
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _dvc_yaml_file(path: Path, root: Path) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -111,11 +112,20 @@ def scenario(root: Path, name: str) -> Scenario:
     return catalog[name]
 
 
+def _target(s: Scenario) -> str:
+    """The project file scenario `s` damages, as the catalog names it."""
+    if s.target is None:
+        raise ParamsError(
+            f"params/incidents.yaml: scenario '{s.name}' needs a 'target', the file it damages"
+        )
+    return s.target
+
+
 def _rows(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> np.ndarray:
     # deferred: numpy (~0.2 s) is imported only when this runs
     import numpy as np
 
-    count = max(1, int(round(len(frame) * fraction)))
+    count = max(1, round(len(frame) * fraction))
     return np.sort(rng.choice(len(frame), size=min(count, len(frame)), replace=False))
 
 
@@ -148,7 +158,7 @@ def inject_data_noise(paths: ProjectPaths, s: Scenario, rng: np.random.Generator
     # deferred: pandas (~1 s) is imported only when this runs
     import pandas as pd
 
-    path = paths.root / s.target
+    path = paths.root / _target(s)
     frame = pd.read_csv(path, dtype={"customer_id": str})
     rows = _rows(frame, s.fraction or 0.1, rng)
     for column in ("monthly_charges", "total_charges"):
@@ -169,7 +179,7 @@ def inject_data_missing_values(
     import numpy as np
     import pandas as pd
 
-    path = paths.root / s.target
+    path = paths.root / _target(s)
     frame = pd.read_csv(path, dtype={"customer_id": str})
     rows = _rows(frame, s.fraction or 0.1, rng)
     frame["tenure_months"] = frame["tenure_months"].astype("float64")
@@ -184,7 +194,7 @@ def inject_data_duplicated_rows(
     # deferred: pandas (~1 s) is imported only when this runs
     import pandas as pd
 
-    path = paths.root / s.target
+    path = paths.root / _target(s)
     frame = pd.read_csv(path, dtype={"customer_id": str})
     rows = _rows(frame, s.fraction or 0.1, rng)
     _rewrite_csv(path, pd.concat([frame, frame.iloc[rows]], ignore_index=True))
@@ -197,7 +207,7 @@ def inject_data_label_flips(
     # deferred: pandas (~1 s) is imported only when this runs
     import pandas as pd
 
-    path = paths.root / s.target
+    path = paths.root / _target(s)
     frame = pd.read_csv(path, dtype={"customer_id": str})
     rows = _rows(frame, s.fraction or 0.1, rng)
     frame.loc[rows, "churn"] = 1 - frame.loc[rows, "churn"]
@@ -211,7 +221,7 @@ def inject_data_schema_drift(
     # deferred: pandas (~1 s) is imported only when this runs
     import pandas as pd
 
-    path = paths.root / s.target
+    path = paths.root / _target(s)
     frame = pd.read_csv(path, dtype={"customer_id": str})
     rows = _rows(frame, s.fraction or 0.05, rng)
     frame.loc[rows, "payment_method"] = "Crypto wallet"
@@ -231,13 +241,15 @@ def _truncate(path: Path, keep_fraction: float) -> dict[str, Any]:
 def inject_data_truncated_file(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
-    return _truncate(paths.root / s.target, s.keep_fraction if s.keep_fraction is not None else 0.5)
+    return _truncate(
+        paths.root / _target(s), s.keep_fraction if s.keep_fraction is not None else 0.5
+    )
 
 
 def inject_deleted_file(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
-    path = paths.root / s.target
+    path = paths.root / _target(s)
     size = path.stat().st_size
     path.unlink()
     return {"deleted": s.target, "bytes": size}
@@ -246,11 +258,13 @@ def inject_deleted_file(
 def inject_model_truncated(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
-    return _truncate(paths.root / s.target, s.keep_fraction if s.keep_fraction is not None else 0.3)
+    return _truncate(
+        paths.root / _target(s), s.keep_fraction if s.keep_fraction is not None else 0.3
+    )
 
 
 def inject_bit_flips(paths: ProjectPaths, s: Scenario, rng: np.random.Generator) -> dict[str, Any]:
-    return {"offsets": _flip_bytes(paths.root / s.target, s.flips or 8, rng)}
+    return {"offsets": _flip_bytes(paths.root / _target(s), s.flips or 8, rng)}
 
 
 def inject_model_replaced_by_worse(
@@ -291,7 +305,7 @@ def inject_cache_corrupted(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
     store = ObjectStore(paths)
-    md5 = recorded_files(paths, store)[0][s.target]
+    md5 = recorded_files(paths, store)[0][_target(s)]
     return {"object": md5, "offsets": _flip_bytes(store.cache_path(md5), s.flips or 16, rng)}
 
 
