@@ -74,9 +74,10 @@ def test_a_second_process_times_out_while_the_lock_is_held(paths: ProjectPaths) 
         with pytest.raises(LockTimeoutError), state_lock(paths, timeout=0.2):
             pytest.fail("the lock was granted while another process held it")
     finally:
-        assert holder.stdin is not None
+        assert holder.stdin is not None and holder.stdout is not None
         holder.stdin.close()
         assert holder.wait(10) == 0
+        holder.stdout.close()
 
 
 def test_a_second_thread_times_out_while_the_lock_is_held(paths: ProjectPaths) -> None:
