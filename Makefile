@@ -17,7 +17,7 @@ KERNEL_PREFIX ?= $(abspath $(VENV))
 LAB_AS_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test bench fuzz demo golden lab ui clean
+.PHONY: help setup run lint test bench fuzz demo golden lab ui clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,7 +34,13 @@ setup: $(STAMP) ## Create the virtual environment (once)
 run: $(STAMP) ## Set up, then run the pipeline (prepare -> train) on the embedded default
 	$(BIN)/mlvs pipeline
 
-test: $(STAMP) ## Set up, then run the whole test suite
+lint: $(STAMP) ## Lint: ruff, the formatting, mypy and the import contracts
+	$(BIN)/ruff check mlvs tests
+	$(BIN)/ruff format --check mlvs tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint ## Set up, lint, then run the whole test suite
 	.ci/system-deps
 	HYPOTHESIS_STORAGE_DIRECTORY=$$(mktemp -d) $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
@@ -61,5 +67,5 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over the project's runs
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(UI_PORT) --workers 1
 
 clean: ## Remove executed reports and caches (keeps data, models, the MLflow store and the venv)
-	rm -rf reports/*.ipynb reports/*.html .pytest_cache .hypothesis
+	rm -rf reports/*.ipynb reports/*.html .pytest_cache .hypothesis .ruff_cache .mypy_cache .import_linter_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -5,18 +5,18 @@ The names below are what the notebooks call; everything else is internal.
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 import mlvs._fastimport  # noqa: F401  (first: it keeps a slow import out)
+from mlvs.ml.params import load_stage
 from mlvs.paths import ProjectPaths, project
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("mlvs")  # pyproject.toml is the one place it is written
 
 
 def load_params(stage: str, **overrides: Any) -> Any:
     """Validated parameters of `stage` from `params/`, with a notebook's non-None overrides on top."""
-    from mlvs.ml.params import load_stage
-
     return load_stage(stage, project().root, overrides)
 
 

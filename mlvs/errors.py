@@ -94,12 +94,8 @@ def storage_failure(error: BaseException) -> str | None:
     Looks through the chain of causes, since tools (SQLAlchemy, papermill) wrap the
     operating system's error in their own.
     """
-    import errno as errnos
-
     codes = {
-        getattr(errnos, name): text
-        for name, text in _STORAGE_ERRNOS.items()
-        if hasattr(errnos, name)
+        getattr(errno, name): text for name, text in _STORAGE_ERRNOS.items() if hasattr(errno, name)
     }
     seen: set[int] = set()
     current: BaseException | None = error

@@ -21,7 +21,7 @@ class _QuietFileHandler(logging.handlers.RotatingFileHandler):
         if not self.failed:
             super().emit(record)
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+    def handleError(self, record: logging.LogRecord) -> None:  # logging's name for it
         self.failed = True
 
 

@@ -127,10 +127,7 @@ def make_story_workspace(dest: Path, trained: Path | None = None) -> Path:
     and re-executed against (nbval). `trained`: a copy of the trained template (the
     same first steps, already run) instead of training here.
     """
-    if trained is not None:
-        root = copy_workspace(trained, dest)
-    else:
-        root = _build_trained_template(dest)
+    root = copy_workspace(trained, dest) if trained is not None else _build_trained_template(dest)
     mlvs(root, "snapshot", "create", "first", "-m", "baseline", check=True)
     params = root / "params" / "train.yaml"
     data = yaml.safe_load(params.read_text())

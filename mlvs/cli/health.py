@@ -8,6 +8,11 @@ import click
 
 from mlvs.cli.render import emit_json
 from mlvs.errors import BadInputError
+from mlvs.ops.drill.drill import drill_many
+from mlvs.ops.drill.incidents import load_catalog, not_applicable
+from mlvs.ops.reproduce import expected_from_manifest, reproduce
+from mlvs.ops.snapshot.read import show_snapshot
+from mlvs.ops.verify import parse_checks, verify
 from mlvs.paths import project
 
 
@@ -16,8 +21,6 @@ from mlvs.paths import project
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def verify_command(only: str | None, as_json: bool) -> None:
     """Check every tracked file, the data schema, the model, metrics, registry and stores."""
-    from mlvs.ops.verify import parse_checks, verify
-
     report = verify(project(), parse_checks(only))
     if as_json:
         emit_json(report.to_dict())
@@ -34,8 +37,6 @@ def verify_command(only: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
 def incidents_command(as_json: bool) -> None:
     """List the incident scenarios of params/incidents.yaml."""
-    from mlvs.ops.drill.incidents import load_catalog
-
     catalog = load_catalog(project().root)
     if as_json:
         emit_json([s.model_dump(exclude_none=True) for s in catalog.values()])
@@ -51,9 +52,6 @@ def incidents_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the postmortem records as JSON.")
 def drill_command(scenario: str | None, seed: int, as_json: bool) -> None:
     """Drill SCENARIO (or `all`): inject, detect, recover, verify; keep a postmortem of each."""
-    from mlvs.ops.drill.drill import drill_many
-    from mlvs.ops.drill.incidents import load_catalog
-
     paths = project()
     catalog = load_catalog(paths.root)
     if scenario is None:
@@ -62,7 +60,6 @@ def drill_command(scenario: str | None, seed: int, as_json: bool) -> None:
         scenario = click.prompt(
             "scenario to drill", type=click.Choice([*catalog, "all"]), show_choices=True
         )
-    from mlvs.ops.drill.incidents import not_applicable
 
     # `all` means every scenario that can break something here (a server has no SQLite store to break).
     names = (
@@ -90,9 +87,6 @@ def drill_command(scenario: str | None, seed: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def reproduce_command(name: str, as_json: bool) -> None:
     """Re-run snapshot NAME's pipeline in isolation; compare data bytes, metrics, golden predictions."""
-    from mlvs.ops.reproduce import expected_from_manifest, reproduce
-    from mlvs.ops.snapshot.read import show_snapshot
-
     paths = project()
     manifest = show_snapshot(paths, name)
     result = reproduce(paths, name, expected_from_manifest(paths, manifest))

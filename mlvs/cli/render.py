@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -32,8 +33,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def fingerprint(manifest: Manifest, part: str) -> str | None:
     """A short digest of every file of `part` (DATA or MODELS): equal digests, equal bytes."""
-    import hashlib
-
     lines = sorted(
         f"{p}\0{i['sha256']}"
         for p, i in manifest.files.items()

@@ -8,8 +8,21 @@ from pathlib import Path
 
 import click
 
-from mlvs.cli.render import emit_json
+from mlvs.cli.render import diff_text, emit_json, manifest_text, report_text, snapshots_table
+from mlvs.errors import BadInputError
+from mlvs.ops.pipeline import run_pipeline
+from mlvs.ops.recover import recover
+from mlvs.ops.reports_index import refresh_index
+from mlvs.ops.rollback.plan import VerificationError, parse_parts
+from mlvs.ops.rollback.restore import rollback
+from mlvs.ops.run import collect_parameters, run_notebook
+from mlvs.ops.snapshot.create import create_snapshot
+from mlvs.ops.snapshot.diff import diff_snapshots
+from mlvs.ops.snapshot.read import list_snapshots, show_snapshot
 from mlvs.paths import project
+from mlvs.settings import lock_timeout
+from mlvs.state.interrupted import recover_interrupted
+from mlvs.state.lock import state_lock
 
 
 @click.command("run")
@@ -36,8 +49,6 @@ def run_command(
     notebook: str, pairs: tuple[tuple[str, str], ...], files: tuple[Path, ...], as_json: bool
 ) -> None:
     """Execute NOTEBOOK with papermill, keep it as a report and log it to MLflow."""
-    from mlvs.ops.run import collect_parameters, run_notebook
-
     paths = project()
     parameters = collect_parameters(list(pairs), list(files))
     result = run_notebook(paths, notebook, parameters, progress=sys.stderr.isatty())
@@ -58,11 +69,6 @@ def run_command(
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def pipeline_command(force: bool, as_json: bool) -> None:
     """Run prepare -> train through DVC (`dvc repro`), skipping unchanged stages."""
-    from mlvs.ops.pipeline import run_pipeline
-    from mlvs.settings import lock_timeout
-    from mlvs.state.interrupted import recover_interrupted
-    from mlvs.state.lock import state_lock
-
     paths = project()
     # The pipeline changes data, models and the registry: never beside a rollback or snapshot.
     with state_lock(paths, lock_timeout()):
@@ -85,9 +91,6 @@ def snapshot_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def snapshot_create_command(name: str, message: str, as_json: bool) -> None:
     """Snapshot code, params, data, models and registry as NAME."""
-    from mlvs.ops.reports_index import refresh_index
-    from mlvs.ops.snapshot.create import create_snapshot
-
     paths = project()
     manifest = create_snapshot(paths, name, message)
     refresh_index(paths)
@@ -104,9 +107,6 @@ def snapshot_create_command(name: str, message: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshots as JSON.")
 def snapshot_list_command(as_json: bool) -> None:
     """List the snapshots, oldest first."""
-    from mlvs.cli.render import snapshots_table
-    from mlvs.ops.snapshot.read import list_snapshots
-
     manifests = list_snapshots(project())
     if as_json:
         emit_json([m.to_dict() for m in manifests])
@@ -119,9 +119,6 @@ def snapshot_list_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def snapshot_show_command(name: str, as_json: bool) -> None:
     """Show what snapshot NAME recorded."""
-    from mlvs.cli.render import manifest_text
-    from mlvs.ops.snapshot.read import show_snapshot
-
     manifest = show_snapshot(project(), name)
     if as_json:
         emit_json(manifest.to_dict())
@@ -135,9 +132,6 @@ def snapshot_show_command(name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
 def snapshot_diff_command(a: str, b: str | None, as_json: bool) -> None:
     """Compare snapshot A with snapshot B (default: the current state)."""
-    from mlvs.cli.render import diff_text
-    from mlvs.ops.snapshot.diff import diff_snapshots
-
     diff = diff_snapshots(project(), a, b)
     if as_json:
         emit_json(diff.to_dict())
@@ -147,10 +141,6 @@ def snapshot_diff_command(a: str, b: str | None, as_json: bool) -> None:
 
 def _choose_snapshot() -> str:
     """Offer the snapshots in a terminal; refuse elsewhere (a script must name one)."""
-    from mlvs.cli.render import snapshots_table
-    from mlvs.errors import BadInputError
-    from mlvs.ops.snapshot.read import list_snapshots
-
     if not sys.stdin.isatty():
         raise BadInputError(
             "give a snapshot name: `mlvs rollback NAME` (`mlvs snapshot list` shows them)"
@@ -185,11 +175,6 @@ def _choose_snapshot() -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def rollback_command(name: str | None, only: str | None, dry_run: bool, as_json: bool) -> None:
     """Restore the whole state of snapshot NAME (or some parts of it), verified."""
-    from mlvs.cli.render import report_text
-    from mlvs.ops.reports_index import refresh_index
-    from mlvs.ops.rollback.plan import VerificationError, parse_parts
-    from mlvs.ops.rollback.restore import rollback
-
     parts = parse_parts(only)
     chosen = name or _choose_snapshot()
     paths = project()
@@ -220,11 +205,6 @@ def rollback_command(name: str | None, only: str | None, dry_run: bool, as_json:
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def recover_command(interrupted_only: bool, as_json: bool) -> None:
     """Finish or undo an interrupted command, then repair what `verify` finds (the recovery ladder)."""
-    from mlvs.ops.recover import recover
-    from mlvs.settings import lock_timeout
-    from mlvs.state.interrupted import recover_interrupted
-    from mlvs.state.lock import state_lock
-
     paths = project()
     with state_lock(paths, lock_timeout()):
         interrupted = recover_interrupted(paths)

@@ -10,11 +10,14 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
+from mlvs._io import atomic_write_bytes
 from mlvs.errors import BadInputError, SchemaViolationError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 TARGET = "churn"
 
@@ -66,6 +69,9 @@ CATEGORICAL_FEATURES = tuple(c.name for c in SCHEMA if c.kind == "category")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # deferred: numpy (~0.2 s) is imported only when this runs
+    import numpy as np
+
     return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -79,6 +85,10 @@ def generate_customers(
     scales the effects, an intercept found by bisection hits `churn_rate`, and
     `label_noise` flips that share of labels afterwards.
     """
+    # deferred: numpy (~0.2 s) and pandas (~1 s) are imported only when this runs
+    import numpy as np
+    import pandas as pd
+
     rng = np.random.default_rng(seed)
     contract = rng.choice(CONTRACTS, size=n_rows, p=[0.55, 0.25, 0.20])
     # Longer contracts go with longer tenure: a mixture of new and loyal customers.
@@ -145,8 +155,6 @@ def to_csv_bytes(frame: pd.DataFrame) -> bytes:
 
 def write_csv(frame: pd.DataFrame, path: Path) -> str:
     """Write `frame` as canonical CSV atomically; return the SHA-256 of the bytes written."""
-    from mlvs._io import atomic_write_bytes
-
     payload = to_csv_bytes(frame)
     atomic_write_bytes(path, payload)
     return hashlib.sha256(payload).hexdigest()
@@ -154,6 +162,9 @@ def write_csv(frame: pd.DataFrame, path: Path) -> str:
 
 def read_customers(path: Path) -> pd.DataFrame:
     """Read a customer CSV, refusing a missing, empty or unparsable file with a clear error."""
+    # deferred: pandas (~1 s) is imported only when this runs
+    import pandas as pd
+
     if not path.is_file():
         raise BadInputError(
             f"{path} does not exist; run `mlvs pipeline` (or the prepare notebook) to create it"
@@ -175,6 +186,10 @@ def read_customers(path: Path) -> pd.DataFrame:
 
 def validate_schema(frame: pd.DataFrame) -> list[str]:
     """Every way `frame` breaks the declared schema, as readable sentences (empty when valid)."""
+    # deferred: numpy (~0.2 s) and pandas (~1 s) are imported only when this runs
+    import numpy as np
+    import pandas as pd
+
     problems: list[str] = []
     if frame.empty:
         problems.append("the data set has no rows")
@@ -248,6 +263,7 @@ def split_customers(
     frame: pd.DataFrame, test_size: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A stratified train/test split, rows kept in their original order within each part."""
+    # deferred: scikit-learn (~2.5 s) is imported only when this runs
     from sklearn.model_selection import train_test_split
 
     train, test = train_test_split(

@@ -8,18 +8,21 @@ stored inside the file (which an attacker would control).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import re
+import zipfile
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mlvs._io import atomic_write_bytes, atomic_write_text, sha256_file
 from mlvs.errors import IntegrityError
 from mlvs.ml.features import add_engineered_features
 from mlvs.ml.modeling import MODEL_TYPES
 from mlvs.paths import ProjectPaths
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The feature step is named by where it lives, so moving it can never leave a stale name trusted.
 _FEATURE_STEP = f"{add_engineered_features.__module__}.{add_engineered_features.__qualname__}"
@@ -45,10 +48,6 @@ def _reproducible_zip(payload: bytes) -> bytes:
     appearance and fixing the stamps makes a retrained model byte-identical,
     which `dvc.lock` and `mlvs reproduce` rely on.
     """
-    import io
-    import re
-    import zipfile
-
     source = zipfile.ZipFile(io.BytesIO(payload))
     schema = source.read("schema.json").decode("utf-8")
     pattern = re.compile(r'("__id__": )(\d+)|"(\d+)\.npy"')
@@ -86,6 +85,7 @@ def save_model(
     model: Any, paths: ProjectPaths, card: dict[str, Any], golden_rows: pd.DataFrame
 ) -> SavedModel:
     """Write the model (skops), its card (with the model's SHA-256) and its golden predictions."""
+    # deferred: skops (~4 s, with scikit-learn) is imported only when this runs
     import skops.io as sio
 
     payload = _reproducible_zip(sio.dumps(model))
@@ -121,7 +121,9 @@ def read_card(paths: ProjectPaths) -> dict[str, Any]:
 
 def load_verified_model(paths: ProjectPaths, expected_sha256: str | None = None) -> Any:
     """Load the model only if its bytes match the recorded hash and it needs only trusted types."""
+    # deferred: skops (~4 s, with scikit-learn) is imported only when this runs
     import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
 
     expected = expected_sha256 or read_card(paths).get("model_sha256")
     # Messages name the file relative to the project: they end up in postmortems.
@@ -140,8 +142,6 @@ def load_verified_model(paths: ProjectPaths, expected_sha256: str | None = None)
             f"{shown} has SHA-256 {actual[:12]}…, not the recorded {str(expected)[:12]}…; "
             "it was not loaded; run `mlvs recover`"
         )
-    from skops.io.exceptions import UntrustedTypesFoundException
-
     try:
         # skops audits every type against `trusted` before it constructs anything.
         return sio.loads(payload, trusted=list(TRUSTED_TYPES))
@@ -156,6 +156,10 @@ def load_verified_model(paths: ProjectPaths, expected_sha256: str | None = None)
 
 def golden_mismatches(model: Any, paths: ProjectPaths) -> list[str]:
     """Rows of the golden sample whose prediction differs from the recorded one."""
+    # deferred: numpy (~0.2 s) and pandas (~1 s) are imported only when this runs
+    import numpy as np
+    import pandas as pd
+
     try:
         golden = json.loads(paths.golden.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

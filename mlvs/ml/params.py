@@ -41,7 +41,7 @@ class PrepareParams(_Strict):
     test_size: float = Field(ge=0.05, le=0.5)
 
     @model_validator(mode="after")
-    def _reachable_churn_rate(self) -> "PrepareParams":
+    def _reachable_churn_rate(self) -> PrepareParams:
         # Flipped labels pull the rate towards label_noise, so some pairs cannot be met.
         if not self.label_noise < self.churn_rate < 1 - self.label_noise:
             raise ValueError(
@@ -89,7 +89,7 @@ class TrainParams(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _valid_hyperparameters(self) -> "TrainParams":
+    def _valid_hyperparameters(self) -> TrainParams:
         for name, values in self.hyperparameters.items():
             if name not in MODEL_TYPES:
                 raise ValueError(

@@ -21,7 +21,7 @@ def distributions(frame: pd.DataFrame) -> Any:
     cols = 4
     rows = int(np.ceil(len(panels) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows))
-    for ax, column in zip(axes.ravel(), panels):
+    for ax, column in zip(axes.ravel(), panels, strict=False):
         if column in numeric:
             for label, group in frame.groupby(TARGET):
                 ax.hist(
@@ -48,9 +48,9 @@ def distributions(frame: pd.DataFrame) -> Any:
 def compare_distributions(frames: dict[str, pd.DataFrame], columns: list[str]) -> Any:
     """The same columns across several states of a data set (e.g. before, during, after an incident)."""
     fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.2), squeeze=False)
-    for ax, column in zip(axes[0], columns):
+    for ax, column in zip(axes[0], columns, strict=True):
         # Distinct line styles: identical states (before and after a full recovery) overlap exactly.
-        for (label, frame), style in zip(frames.items(), ("-", ":", "--", "-.")):
+        for (label, frame), style in zip(frames.items(), ("-", ":", "--", "-."), strict=False):
             if column in frame.columns:
                 values = pd.to_numeric(frame[column], errors="coerce").dropna()
                 ax.hist(
@@ -83,6 +83,7 @@ def cv_scores(cv: dict[str, float]) -> Any:
 
 def confusion(y_true: Any, probability: Any, threshold: float) -> Any:
     """Confusion matrix of the test set at the decision threshold."""
+    # deferred: scikit-learn (~2.5 s) is imported only when this runs
     from sklearn.metrics import ConfusionMatrixDisplay
 
     predicted = (np.asarray(probability) >= threshold).astype(int)
@@ -97,6 +98,7 @@ def confusion(y_true: Any, probability: Any, threshold: float) -> Any:
 
 def roc(y_true: Any, probability: Any) -> Any:
     """ROC curve of the test set."""
+    # deferred: scikit-learn (~2.5 s) is imported only when this runs
     from sklearn.metrics import RocCurveDisplay
 
     fig, ax = plt.subplots(figsize=(4, 3.6))

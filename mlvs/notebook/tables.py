@@ -7,6 +7,9 @@ from typing import Any
 import pandas as pd
 
 from mlvs.errors import BadInputError
+from mlvs.ops.pipeline import read_metrics
+from mlvs.ops.snapshot.diff import diff_snapshots
+from mlvs.ops.snapshot.read import list_snapshots
 from mlvs.paths import ProjectPaths
 
 SHOWN_METRICS = ["test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc"]
@@ -14,8 +17,6 @@ SHOWN_METRICS = ["test_accuracy", "test_precision", "test_recall", "test_f1", "t
 
 def snapshot_table(paths: ProjectPaths) -> pd.DataFrame:
     """One row per snapshot: when, why, which model version, its test ROC-AUC and data hash."""
-    from mlvs.ops.snapshot.read import list_snapshots
-
     rows = []
     for m in list_snapshots(paths):
         champion = m.registry.aliases.get("champion") if m.registry else None
@@ -36,8 +37,6 @@ def snapshot_table(paths: ProjectPaths) -> pd.DataFrame:
 
 def default_target(paths: ProjectPaths) -> str:
     """The snapshot before the latest one the user made (automatic snapshots are skipped)."""
-    from mlvs.ops.snapshot.read import list_snapshots
-
     made = [m.name for m in list_snapshots(paths) if not m.automatic]
     if len(made) < 2:
         raise BadInputError(
@@ -48,8 +47,6 @@ def default_target(paths: ProjectPaths) -> str:
 
 def diff_frame(paths: ProjectPaths, target: str) -> pd.DataFrame:
     """The differences between snapshot `target` and the current state, one row per change."""
-    from mlvs.ops.snapshot.diff import diff_snapshots
-
     diff = diff_snapshots(paths, target).to_dict()
     rows = []
     for kind in ("params", "metrics", "outputs", "registry"):
@@ -64,8 +61,6 @@ def diff_frame(paths: ProjectPaths, target: str) -> pd.DataFrame:
 
 def current_metrics(paths: ProjectPaths) -> dict[str, float]:
     """The test metrics of the model now in `models/`."""
-    from mlvs.ops.pipeline import read_metrics
-
     metrics = read_metrics(paths)
     return {k: metrics[k] for k in SHOWN_METRICS if k in metrics}
 

@@ -8,15 +8,23 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mlvs._io import atomic_write_text
 from mlvs.backends.dvc.command import dvc
+from mlvs.backends.dvc.outputs import dvc_outputs
+from mlvs.backends.mlflow.backups import backup_mlflow_db
+from mlvs.backends.mlflow.store import require_server, server_problem, unreachable_message
 from mlvs.errors import (
     BadInputError,
     ExternalToolError,
+    IntegrityError,
     MlvsError,
     NotebookFailedError,
     storage_failure,
 )
 from mlvs.logs import get_logger
+from mlvs.ml.params import STAGES, load_stage
+from mlvs.ops.repair import RecoveryOutcome, evidence_dir, restore_recorded_files
+from mlvs.ops.run import temporary_environment
 from mlvs.paths import ProjectPaths
 from mlvs.state.interrupted import RecoveryReport, finisher, remove_workspace_leftovers
 from mlvs.state.journal import Journal
@@ -45,8 +53,6 @@ class StageOutcome:
 
 def restore_last_good_outputs(paths: ProjectPaths) -> list[str]:
     """After a failed stage: put back the outputs `dvc.lock` records (DVC deleted or half-wrote them)."""
-    from mlvs.ops.repair import RecoveryOutcome, evidence_dir, restore_recorded_files
-
     outcome = RecoveryOutcome()
     restore_recorded_files(paths, evidence_dir(paths), outcome)
     return [r.artifact for r in outcome.repairs]
@@ -56,8 +62,6 @@ def run_stage(
     paths: ProjectPaths, stage: str, fault: str | None = None, restore_on_failure: bool = True
 ) -> StageOutcome:
     """Re-run one stage (forced); with `fault`, a drill's failure is armed inside it."""
-    from mlvs.ops.run import temporary_environment
-
     with temporary_environment({"MLVS_FAULT": fault} if fault else {}):
         result = dvc(paths, "repro", "--force", "--single-item", stage, check=False)
     notebook = {"prepare": "01_prepare", "train": "02_train"}.get(stage, stage)
@@ -74,16 +78,10 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
     """`dvc repro` the pipeline, push its data to the DVC remote and summarise the result."""
     if not (paths.root / ".dvc").is_dir():
         raise BadInputError(f"{paths.root} is not a DVC repository; run `dvc init` there first")
-    from mlvs.ml.params import STAGES, load_stage
 
     # A broken params file is bad input: refuse it in one line before DVC touches anything.
     for stage in STAGES:
         load_stage(stage, paths.root)
-    from mlvs.backends.mlflow.store import (
-        require_server,
-        server_problem,
-        unreachable_message,
-    )
 
     # Every stage logs to MLflow: a tracking server that does not answer is refused up front.
     require_server(paths, "run the pipeline again")
@@ -130,7 +128,6 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
         )
     # From here the new outputs are complete and recorded in dvc.lock: a crash keeps them.
     journal.update("reproduced")
-    from mlvs.backends.mlflow.backups import backup_mlflow_db
 
     backup_mlflow_db(paths)
     pushed = dvc(paths, "push", check=False)
@@ -156,8 +153,6 @@ def _begin_journal(paths: ProjectPaths) -> tuple[Journal, dict[str, str | None]]
     Call under the state lock. A crash before the stages are recorded is then undone
     by the next command: these files put back, the outputs restored from the cache.
     """
-    from mlvs.backends.dvc.outputs import dvc_outputs
-
     kept: dict[str, str | None] = {}
     for relative in sorted({"dvc.lock", *(o.path for o in dvc_outputs(paths) if not o.cache)}):
         try:
@@ -171,10 +166,6 @@ def _begin_journal(paths: ProjectPaths) -> tuple[Journal, dict[str, str | None]]
 
 def undo_pipeline(paths: ProjectPaths, kept: dict[str, str | None]) -> list[str]:
     """Put back the last good outputs: the journalled `dvc.lock` and metrics, then what `dvc.lock` records."""
-    from mlvs._io import atomic_write_text
-    from mlvs.errors import IntegrityError
-    from mlvs.ops.repair import RecoveryOutcome, evidence_dir, restore_recorded_files
-
     for relative, text in kept.items():
         path = paths.root / relative
         if text is None:

@@ -16,13 +16,19 @@ record. On a healthy system recovery changes nothing.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
 from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.dvc.outputs import dvc_outputs
+from mlvs.backends.mlflow.backups import latest_backup, restore_mlflow_db
+from mlvs.backends.mlflow.registry import read_registry, set_aliases
+from mlvs.backends.mlflow.tracking import settle_unfinished_runs
 from mlvs.logs import get_logger
+from mlvs.ml.params import load_stage
+from mlvs.ops.pipeline import run_stage
 from mlvs.ops.repair import (
     RecoveryOutcome,
     Repair,
@@ -32,6 +38,7 @@ from mlvs.ops.repair import (
     evidence_dir,
     restore_recorded_files,
 )
+from mlvs.ops.snapshot.read import list_snapshots
 from mlvs.ops.verify import Report, recorded_files, verify
 from mlvs.paths import ProjectPaths
 
@@ -79,9 +86,6 @@ def repair_cache(paths: ProjectPaths, evidence: Path, outcome: RecoveryOutcome) 
 
 def repair_mlflow_store(paths: ProjectPaths, evidence: Path, outcome: RecoveryOutcome) -> None:
     """Put the newest good backup of the MLflow database in place; keep the damaged one as evidence."""
-    from mlvs.backends.mlflow.backups import restore_mlflow_db
-    from mlvs.backends.mlflow.tracking import settle_unfinished_runs
-
     # A tracking server that is back: close the runs it lost and withdraw what they half-registered.
     outcome.repairs.extend(Repair(label, "local_backup") for label in settle_unfinished_runs(paths))
     database = paths.mlflow_db
@@ -96,12 +100,6 @@ def repair_mlflow_store(paths: ProjectPaths, evidence: Path, outcome: RecoveryOu
 
 def repair_aliases(paths: ProjectPaths, outcome: RecoveryOutcome) -> None:
     """Point dangling aliases back where the newest database backup (else the newest snapshot) had them."""
-    import sqlite3
-
-    from mlvs.backends.mlflow.backups import latest_backup
-    from mlvs.backends.mlflow.registry import read_registry, set_aliases
-    from mlvs.ml.params import load_stage
-
     name = load_stage("train", paths.root).registry.model_name
     state = read_registry(paths, name, None)
     current = {alias: info.version for alias, info in state.aliases.items()}
@@ -125,8 +123,6 @@ def repair_aliases(paths: ProjectPaths, outcome: RecoveryOutcome) -> None:
             wanted.update({alias: str(known[alias]) for alias in dangling})
             rung = "local_backup"
     if rung is None:
-        from mlvs.ops.snapshot.read import list_snapshots
-
         for manifest in sorted(list_snapshots(paths), key=lambda m: m.created_at, reverse=True):
             aliases = manifest.registry.aliases if manifest.registry else {}
             if dangling <= set(aliases):
@@ -144,8 +140,6 @@ def repair_aliases(paths: ProjectPaths, outcome: RecoveryOutcome) -> None:
 
 def rerun_stages(paths: ProjectPaths, files: list[str], outcome: RecoveryOutcome) -> None:
     """Rebuild outputs no store holds by re-running the stages that write them."""
-    from mlvs.ops.pipeline import run_stage
-
     stages = sorted(
         {
             o.stage

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mlvs._io import FileHash, copy_checked, fsync_dir, hash_stream, read_chunks
+from mlvs.backends.dvc.command import dvc
 from mlvs.backends.dvc.hashcache import HashCache, file_identity
 from mlvs.backends.dvc.objects import TEMP_SUFFIX, ObjectStore
 from mlvs.backends.dvc.outputs import lock_hashes, output_files
@@ -128,8 +129,6 @@ def _restore_one(
         return ("dvc_remote", hashed) if hashed else None
     if remote is None and store.remote is not None:
         # A remote DVC reaches over the network: let DVC fetch, then check the bytes ourselves.
-        from mlvs.backends.dvc.command import dvc
-
         dvc(store.paths, "fetch", check=False)
         if cached.is_file() and (hashed := _install_copy(cached, destination, md5, hashes)):
             return "dvc_remote", hashed

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from mlvs._io import atomic_write_text
 from mlvs.logs import get_logger
+from mlvs.ops.snapshot.read import list_snapshots
 from mlvs.paths import ProjectPaths
 
 log = get_logger("reports")
@@ -145,8 +146,6 @@ def _drill_rows(paths: ProjectPaths) -> list[tuple[str, bool]]:
 
 def _snapshot_rows(paths: ProjectPaths) -> list[str]:
     try:
-        from mlvs.ops.snapshot.read import list_snapshots
-
         manifests = list_snapshots(paths)
     except Exception:  # no git repository, or an unreadable ref: the index still renders
         return []

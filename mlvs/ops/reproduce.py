@@ -24,6 +24,7 @@ from typing import Any
 
 from mlvs._io import sha256_file
 from mlvs.backends.dvc.command import tool_env
+from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.git.run import run_git
 from mlvs.errors import BadInputError, ExternalToolError
 from mlvs.logs import get_logger
@@ -127,7 +128,7 @@ def _compare_golden(expected: list[str] | None, actual_file: Path) -> list[str]:
         return [f"golden predictions: {len(actual)} rows, the snapshot recorded {len(expected)}"]
     return [
         f"golden prediction {i}: recorded {e}, reproduced {a}"
-        for i, (e, a) in enumerate(zip(expected, actual))
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True))
         if e != a
     ]
 
@@ -196,8 +197,6 @@ def reproduce(
 
 def expected_from_manifest(paths: ProjectPaths, manifest: Any) -> Expected:
     """What a snapshot's manifest says its pipeline produced (golden predictions read from the cache)."""
-    from mlvs.backends.dvc.objects import ObjectStore
-
     files = {rel: info["sha256"] for rel, info in manifest.files.items()}
     golden = None
     info = manifest.files.get(GOLDEN)

@@ -9,19 +9,25 @@ notebook's parameters cell declares. Values given with `-p` must be scalars
 from __future__ import annotations
 
 import datetime
+import difflib
 import keyword
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
+from mlvs._io import atomic_write_text
+from mlvs.backends.mlflow import tracking
 from mlvs.backends.mlflow.store import require_server, unreachable_message
-from mlvs.errors import BadInputError, NotebookFailedError
+from mlvs.errors import BadInputError, ExternalToolError, NotebookFailedError
 from mlvs.logs import get_logger
+from mlvs.ml.params import load_stage, read_yaml
+from mlvs.ops.reports_index import notebook_title, refresh_index
 from mlvs.paths import ProjectPaths
 
 log = get_logger("runner")
@@ -95,8 +101,6 @@ def parse_value(name: str, text: str) -> Any:
 
 def collect_parameters(pairs: list[tuple[str, str]], files: list[Path]) -> dict[str, Any]:
     """Merge `-f` files (in order) then `-p` pairs into one validated mapping."""
-    from mlvs.ml.params import read_yaml
-
     merged: dict[str, Any] = {}
     for path in files:
         data = read_yaml(Path(path))
@@ -109,6 +113,7 @@ def collect_parameters(pairs: list[tuple[str, str]], files: list[Path]) -> dict[
 
 def notebook_parameters(notebook: Path) -> dict[str, Any]:
     """The parameters the notebook's `parameters` cell declares, with their defaults."""
+    # deferred: papermill (~0.7 s) is imported only when this runs
     import papermill
 
     declared = papermill.inspect_notebook(str(notebook))
@@ -117,8 +122,6 @@ def notebook_parameters(notebook: Path) -> dict[str, Any]:
 
 def validate_parameters(paths: ProjectPaths, notebook: Path, parameters: dict[str, Any]) -> None:
     """Refuse names the notebook does not declare and values its stage's params schema forbids."""
-    import difflib
-
     declared = notebook_parameters(notebook)
     for name in parameters:
         if name not in declared:
@@ -129,8 +132,6 @@ def validate_parameters(paths: ProjectPaths, notebook: Path, parameters: dict[st
             )
     stage = NOTEBOOK_STAGES.get(notebook.stem)
     if stage:
-        from mlvs.ml.params import load_stage
-
         load_stage(stage, paths.root, overrides=parameters)
 
 
@@ -151,11 +152,9 @@ def temporary_environment(values: dict[str, str]) -> Iterator[None]:
 
 def render_html(notebook: Path, html: Path) -> None:
     """Render an executed notebook to a standalone HTML page, titled with the notebook's own title."""
+    # deferred: nbformat (~0.2 s) and nbconvert (~0.8 s) are imported only when this runs
     import nbformat
     from nbconvert import HTMLExporter
-
-    from mlvs._io import atomic_write_text
-    from mlvs.ops.reports_index import notebook_title
 
     node = nbformat.read(notebook, as_version=4)
     title = notebook_title(node) or notebook.stem
@@ -176,9 +175,6 @@ def _finish_tracked_run(
     The server is asked first when the notebook failed: MLflow's client would retry a
     refused connection for minutes, and a notebook that failed may have failed for that reason.
     """
-    from mlvs.backends.mlflow import tracking
-    from mlvs.errors import ExternalToolError
-
     problem = tracking.server_problem(paths) if failed else None
     if problem is None:
         try:
@@ -217,7 +213,7 @@ def run_notebook(
     parameters = dict(parameters or {})
     notebook = resolve_notebook(paths, name)
     validate_parameters(paths, notebook, parameters)
-    # Imported only now: a refused name or parameter should not pay for papermill.
+    # deferred: a refused name or parameter should not pay for papermill (~0.7 s).
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -229,8 +225,6 @@ def run_notebook(
     run_id = None
     before = None
     if track:
-        from mlvs.backends.mlflow import tracking
-
         # A tracking server that does not answer: refuse now, with nothing run or written.
         require_server(paths, f"run {notebook.name} again")
         before = tracking.aliases_before_run(paths)
@@ -261,7 +255,6 @@ def run_notebook(
         render_html(output, html)
     if run_id:
         _finish_tracked_run(paths, run_id, notebook, [output, html], failed, before)
-    from mlvs.ops.reports_index import refresh_index
 
     refresh_index(paths)
     result = NotebookResult(notebook.stem, output, html, run_id, seconds, failed, error, parameters)

@@ -25,15 +25,25 @@ import os
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mlvs._io import hash_stream, read_chunks, sha256_only
 from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.dvc.outputs import dvc_outputs, lock_hashes, output_files
+from mlvs.backends.mlflow.backups import latest_backup
+from mlvs.backends.mlflow.registry import read_registry
+from mlvs.backends.mlflow.store import server_problem, tracking_uri
+from mlvs.backends.mlflow.tracking import unfinished_runs
+from mlvs.backends.uris import safe_uri
 from mlvs.errors import BadInputError, IntegrityError, MlvsError
+from mlvs.ml.data import features_and_target, read_customers, validate_schema
+from mlvs.ml.modeling import holdout_metrics
+from mlvs.ml.modelio import golden_mismatches, load_verified_model
+from mlvs.ml.params import load_stage, stage_file
 from mlvs.paths import ProjectPaths
 
 METRIC_TOLERANCE = 1e-6
@@ -196,7 +206,6 @@ def _read_dir_object(store: ObjectStore, md5: str) -> list[dict[str, str]] | Non
         if candidate is None or not candidate.is_file():
             continue
         payload = candidate.read_bytes()
-        import hashlib
 
         if hashlib.md5(payload, usedforsecurity=False).hexdigest() != name:
             continue
@@ -246,7 +255,6 @@ def check_schema(
             if report is not None:
                 report.reused.append(f"schema:{rel}")
             continue
-        from mlvs.ml.data import read_customers, validate_schema
 
         try:
             problems = validate_schema(read_customers(path))
@@ -264,8 +272,6 @@ def _model_inputs(paths: ProjectPaths) -> list[Path]:
 
 
 def _metrics_inputs(paths: ProjectPaths) -> list[Path]:
-    from mlvs.ml.params import stage_file
-
     return [
         paths.model_file,
         paths.model_card,
@@ -292,7 +298,6 @@ def check_model(
         if report is not None:
             report.reused.append(f"model:{rel}")
         return [], None
-    from mlvs.ml.modelio import golden_mismatches, load_verified_model
 
     try:
         model = load_verified_model(paths)
@@ -343,9 +348,6 @@ def check_metrics(
         model = model()
         if model is None:
             return []  # the model could not be loaded: the model check says why
-    from mlvs.ml.data import features_and_target, read_customers
-    from mlvs.ml.modeling import holdout_metrics
-    from mlvs.ml.params import load_stage
 
     try:
         recorded = json.loads(paths.metrics.read_text(encoding="utf-8"))
@@ -370,9 +372,6 @@ def check_metrics(
 
 def check_registry(paths: ProjectPaths) -> list[Finding]:
     """Every alias of the registered model points at an existing version."""
-    from mlvs.backends.mlflow.registry import read_registry
-    from mlvs.ml.params import load_stage
-
     try:
         name = load_stage("train", paths.root).registry.model_name
     except MlvsError:
@@ -394,9 +393,6 @@ def check_registry(paths: ProjectPaths) -> list[Finding]:
 
 def check_mlflow_store(paths: ProjectPaths) -> list[Finding]:
     """The embedded MLflow database present and passing SQLite's own check; or the tracking server answering."""
-    from mlvs.backends.mlflow.backups import latest_backup
-    from mlvs.backends.mlflow.store import tracking_uri
-
     uri = tracking_uri(paths)
     if not uri.startswith("sqlite:///"):
         # No database here to check (nor to back up): the server must answer instead.
@@ -431,10 +427,6 @@ def check_mlflow_store(paths: ProjectPaths) -> list[Finding]:
 
 def _tracking_server_findings(paths: ProjectPaths) -> list[Finding]:
     """A tracking server: it answers, and no run it lost (the server gone mid-run) is left open."""
-    from mlvs.backends.mlflow.store import server_problem, tracking_uri
-    from mlvs.backends.mlflow.tracking import unfinished_runs
-    from mlvs.backends.uris import safe_uri
-
     problem = server_problem(paths)
     if problem is not None:
         return [
@@ -502,8 +494,6 @@ def verify(
 
     def load_model() -> Any:
         # The model check did not load it: either it passed before (load it now) or it was not run.
-        from mlvs.ml.modelio import load_verified_model
-
         if model_holder.get("findings"):
             return None  # broken: the model check said so
         try:

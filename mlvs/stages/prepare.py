@@ -9,6 +9,7 @@ import pandas as pd
 
 from mlvs._io import atomic_write_text
 from mlvs.ml import data as datamod
+from mlvs.ml.features import build_preprocessor
 from mlvs.paths import ProjectPaths
 from mlvs.testing.faults import fault_point
 
@@ -84,8 +85,6 @@ def write_prepared(
 
 def feature_preview(train: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
     """The first rows of the feature matrix the classifier sees, after engineering and scaling."""
-    from mlvs.ml.features import build_preprocessor
-
     X, _ = datamod.features_and_target(train)
     preprocessor = build_preprocessor().fit(X)
     names = list(preprocessor.named_steps["encode"].get_feature_names_out())

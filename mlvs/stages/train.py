@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -10,14 +11,15 @@ import pandas as pd
 
 from mlvs._io import atomic_write_text, sha256_file
 from mlvs.ml import data as datamod
+from mlvs.ml.features import build_model
+from mlvs.ml.modeling import build_classifier, business_value, cross_validate_model, holdout_metrics
+from mlvs.ml.modelio import save_model
 from mlvs.paths import ProjectPaths
 from mlvs.testing.faults import fault_point
 
 
 def data_hash(paths: ProjectPaths) -> str:
     """One SHA-256 over the prepared train and test files: the data a model was trained on."""
-    import hashlib
-
     digest = hashlib.sha256()
     for path in (paths.train_data, paths.test_data):
         digest.update(sha256_file(path).encode())
@@ -46,14 +48,6 @@ class TrainedModel:
 
 def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, params: Any) -> TrainedModel:
     """Cross-validate the configured model on `train`, fit it, and score it on `test`."""
-    from mlvs.ml.features import build_model
-    from mlvs.ml.modeling import (
-        build_classifier,
-        business_value,
-        cross_validate_model,
-        holdout_metrics,
-    )
-
     X, y = datamod.features_and_target(train)
     X_test, y_test = datamod.features_and_target(test)
     classifier = build_classifier(params.model_type, params.model_hyperparameters(), params.seed)
@@ -87,8 +81,6 @@ def save_trained(
     paths: ProjectPaths, trained: TrainedModel, test: pd.DataFrame, params: Any
 ) -> dict[str, Any]:
     """Save model, card, golden predictions and `reports/metrics.json`; return the card."""
-    from mlvs.ml.modelio import save_model
-
     metrics = all_metrics(trained)
     card = {
         "model_type": params.model_type,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from mlvs._io import _fsync_directory, _write_all, _write_atomically
@@ -21,7 +21,7 @@ JOURNAL_FILE = "journal.json"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Journal:
@@ -80,7 +80,7 @@ class Journal:
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         now = _now()
-        record = {
+        record: dict[str, Any] = {
             "operation": operation,
             "data": dict(data),
             "step": None,

@@ -31,7 +31,5 @@ class InjectedFault(RuntimeError):
 
 def fault_point(name: str) -> None:
     """Fail here if a drill injected a fault named `name` (chaos testing of the pipeline)."""
-    import os
-
     if os.environ.get("MLVS_FAULT") == name:
         raise InjectedFault(f"injected fault at '{name}' (incident drill)")

@@ -7,8 +7,9 @@ import os
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from conftest import REPO
 
@@ -58,6 +59,6 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     print(f"\n== {title} ==")
     for i, row in enumerate(cells):
-        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)))
         if i == 0:
             print("  " + "  ".join("-" * w for w in widths))

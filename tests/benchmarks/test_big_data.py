@@ -9,6 +9,7 @@ branch (commits cA, cB) so the DVC way (`git checkout cA -- .` + `dvc checkout`)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -352,7 +353,9 @@ def test_recover_1gib_corrupted(big: Big, tmp_path: Path, monkeypatch: pytest.Mo
             str(f) for f in report.findings
         ]
         detect.append(seconds)
-        seconds, outcome = timed(lambda: recover(paths, tmp_path / f"evidence-{i}", report))
+        seconds, outcome = timed(
+            functools.partial(recover, paths, tmp_path / f"evidence-{i}", report)
+        )
         assert outcome.healthy, outcome.to_dict()
         recov.append(seconds)
         if i == 0:
@@ -472,7 +475,7 @@ def test_snapshot_grows_with_the_change_not_the_tracked_size(scaled: dict[str, P
     table(
         "snapshot_small_change_scaling (median of 5, wall clock)",
         ["tracked", "seconds"],
-        rows + [["allowed at 1 GiB", allowed], ["met", str(result["met"])]],
+        [*rows, ["allowed at 1 GiB", allowed], ["met", str(result["met"])]],
     )
     assert result["met"], result
 

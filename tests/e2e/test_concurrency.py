@@ -198,6 +198,6 @@ def test_reads_answer_while_a_snapshot_is_being_written(ws: Path) -> None:
     assert shown.returncode == 2 and "no snapshot named 'held'" in shown.stderr, shown.stderr
     assert verified.returncode == 0, verified.stdout
     release.touch()
-    stdout, stderr = holder.communicate(timeout=120)
+    _, stderr = holder.communicate(timeout=120)
     assert holder.returncode == 0, stderr
     assert not snapshot_problems(ws, "held")

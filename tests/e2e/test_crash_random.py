@@ -18,6 +18,7 @@ data, the models, `dvc.lock` and the metrics).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -124,10 +125,8 @@ def killed_run(root: Path, delay: float, *args: str) -> int | None:
         start_new_session=True,
     )
     time.sleep(delay)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     return proc.wait(timeout=60)
 
 
@@ -506,10 +505,8 @@ def killed_at(
         time.sleep(0.02)
     hit = proc.poll() is None
     time.sleep(delay)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     return proc.wait(timeout=60), hit
 
 

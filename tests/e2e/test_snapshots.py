@@ -50,7 +50,7 @@ def git_view(root: Path) -> dict[str, str]:
         "log": git(root, "log", "--format=%H %s"),
         "index": git(root, "ls-files", "--stage"),
         "refs": "\n".join(
-            l for l in git(root, "for-each-ref").splitlines() if "refs/mlvs/" not in l
+            line for line in git(root, "for-each-ref").splitlines() if "refs/mlvs/" not in line
         ),
     }
 

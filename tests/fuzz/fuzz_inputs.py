@@ -9,6 +9,7 @@ prefix): run `python tests/fuzz/fuzz_inputs.py`, `FUZZ_SECONDS` bounds it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -106,10 +107,8 @@ def fuzz_load_stage(stage: str, content: str | bytes, overrides: dict) -> None:
     path.write_bytes(
         content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass")
     )
-    try:
+    with contextlib.suppress(BadInputError):
         load_stage(stage, WORKDIR, overrides=overrides)
-    except BadInputError:
-        pass
 
 
 @ROUND
@@ -125,10 +124,8 @@ def fuzz_notebook_parameters(pairs: list[tuple[str, str]], files: list[str | byt
             content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass")
         )
         paths.append(path)
-    try:
+    with contextlib.suppress(BadInputError):
         collect_parameters(pairs, paths)
-    except BadInputError:
-        pass
     for name, text in pairs:
         try:
             check_name(name)

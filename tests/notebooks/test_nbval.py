@@ -21,9 +21,25 @@ PIPELINE_NOTEBOOKS = ["notebooks/01_prepare.ipynb", "notebooks/02_train.ipynb"]
 
 def run_nbval(root: Path, notebooks: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "mlvs._fastimport", "--nbval", "--nbval-kernel-name", "python3",
-         "-p", "no:cacheprovider", "-q", *notebooks],
-        cwd=root, env=clean_env(root), capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "mlvs._fastimport",
+            "--nbval",
+            "--nbval-kernel-name",
+            "python3",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            *notebooks,
+        ],
+        cwd=root,
+        env=clean_env(root),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 

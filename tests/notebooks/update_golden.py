@@ -16,12 +16,14 @@ import nbformat
 from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import REPO, clean_env, make_story_workspace, make_workspace  # noqa: E402
+from conftest import REPO, clean_env, make_story_workspace, make_workspace
 
 # Pipeline notebooks run on the default parameters in a fresh copy; the incident and
 # rollback notebooks on a tiny copy with two snapshots (see make_story_workspace).
-GROUPS = ((("01_prepare", "02_train"), lambda d: make_workspace(d, tiny=False)),
-          (("03_incident", "04_rollback"), make_story_workspace))
+GROUPS = (
+    (("01_prepare", "02_train"), lambda d: make_workspace(d, tiny=False)),
+    (("03_incident", "04_rollback"), make_story_workspace),
+)
 
 
 def main() -> None:
@@ -39,8 +41,12 @@ def execute(root: Path, notebooks: tuple[str, ...]) -> None:
         for name in notebooks:
             path = root / "notebooks" / f"{name}.ipynb"
             notebook = nbformat.read(path, as_version=4)
-            NotebookClient(notebook, kernel_name="python3", timeout=600,
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            NotebookClient(
+                notebook,
+                kernel_name="python3",
+                timeout=600,
+                resources={"metadata": {"path": str(path.parent)}},
+            ).execute()
             for cell in notebook.cells:
                 cell.metadata.pop("execution", None)
             nbformat.write(notebook, REPO / "notebooks" / f"{name}.ipynb")

@@ -257,7 +257,7 @@ def static_server(directory: Path) -> Iterator[str]:
     """Serve `directory` on 127.0.0.1 (as `python -m http.server` does); yields its base URL."""
 
     class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
+        def log_message(self, format: str, *args: Any) -> None:  # `format`: the stdlib's name
             pass
 
     server = ThreadingHTTPServer(
@@ -480,7 +480,7 @@ class KernelChannel:
                         "session": self.session,
                         "username": "test",
                         "version": "5.3",
-                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                        "date": datetime.datetime.now(datetime.UTC).isoformat(),
                     },
                     "parent_header": {},
                     "metadata": {},

@@ -9,6 +9,7 @@ do not skip. PostgreSQL refuses to run as root, so as root it runs as the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -298,10 +299,8 @@ class FlakyLink:
                 self._listener.close()
                 self._listener = None
             for sock in list(self._sockets):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()
             self._sockets.clear()
 
@@ -350,10 +349,8 @@ class FlakyLink:
                 self.go_down()  # the marked request was answered: the "server" is gone from now on
                 break
         for sock in (source, sink):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 @pytest.fixture(scope="session")

@@ -17,12 +17,13 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+import mlvs
 from mlvs.ml.params import stage_keys
 from mlvs.ops.run import NOTEBOOK_STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-REQUIRED_TARGETS = ("help", "run", "test", "bench", "lab", "ui", "clean")
+REQUIRED_TARGETS = ("help", "run", "lint", "test", "bench", "lab", "ui", "clean")
 
 
 def requirement_set(lines: list[str]) -> set[tuple[str, str, str]]:
@@ -43,11 +44,31 @@ def pip_section(environment: dict) -> list[str]:
 # --- dependencies -------------------------------------------------------------------
 
 
-def test_environment_yml_lists_the_same_runtime_requirements_as_pyproject() -> None:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+def pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def test_environment_yml_lists_the_same_requirements_as_pyproject() -> None:
+    project = pyproject()["project"]
     assert requirement_set(pip_section(conda_environment())) == requirement_set(
-        project["dependencies"]
+        project["dependencies"] + project["optional-dependencies"]["dev"]
     )
+
+
+@pytest.mark.parametrize("tool", ["ruff", "mypy", "import-linter", "pre-commit"])
+def test_the_dev_extra_brings_the_linters_with_a_lower_bound(tool: str) -> None:
+    dev = [Requirement(line) for line in pyproject()["project"]["optional-dependencies"]["dev"]]
+    (requirement,) = [r for r in dev if canonicalize_name(r.name) == tool]
+    assert any(spec.operator == ">=" for spec in requirement.specifier), requirement
+
+
+# --- version ------------------------------------------------------------------------
+
+
+def test_the_version_is_written_once_in_pyproject() -> None:
+    assert mlvs.__version__ == pyproject()["project"]["version"]
+    literal = re.compile(r"""^\s*__version__\s*=\s*["']""", re.M)
+    assert not [p for p in (REPO / "mlvs").rglob("*.py") if literal.search(p.read_text())]
 
 
 def test_environment_yml_needs_python_3_11_or_newer() -> None:
@@ -115,6 +136,23 @@ def test_lab_and_ui_bind_to_localhost_by_default(
     commands = make(makefile_dir, "-n", "-o", ".venv/.installed", target)
     assert bind in commands, commands
     assert "0.0.0.0" not in commands
+
+
+def test_make_test_lints_first(makefile_dir: Path) -> None:
+    commands = make(makefile_dir, "-n", "-o", ".venv/.installed", "test").splitlines()
+    checks = ["ruff check", "ruff format --check", "mypy", "lint-imports"]
+    positions = [next(i for i, c in enumerate(commands) if check in c) for check in checks]
+    tests = next(i for i, c in enumerate(commands) if "pytest" in c)
+    assert max(positions) < tests, commands
+
+
+def test_pre_commit_runs_the_linters_from_the_project_environment() -> None:
+    config = yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())
+    hooks = {hook["id"]: hook for repo in config["repos"] for hook in repo["hooks"]}
+    assert {"ruff", "ruff-format", "mypy", "import-linter"} <= set(hooks)
+    assert all(repo["repo"] == "local" for repo in config["repos"])
+    for hook in hooks.values():
+        assert hook["language"] == "system" and hook["entry"].startswith(".venv/bin/"), hook
 
 
 def test_ci_runs_make_test() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -328,7 +329,7 @@ def test_read_file_at_an_unknown_commit_raises_external_tool_error(tmp_path: Pat
 def test_run_git_raises_external_tool_error_with_gits_message(tmp_path: Path) -> None:
     root = make_repo(tmp_path)
 
-    with pytest.raises(ExternalToolError, match="git cat-file failed .*no-such-object"):
+    with pytest.raises(ExternalToolError, match=r"git cat-file failed .*no-such-object"):
         run_git(root, "cat-file", "-p", "no-such-object")
 
 
@@ -512,7 +513,7 @@ def test_restore_worktree_rejects_a_path_outside_the_project(tmp_path: Path) -> 
     root = rich_repo(tmp_path)
     sha = commit_worktree(root, "snapshot")
 
-    with pytest.raises(BadInputError, match="'../secret'"):
+    with pytest.raises(BadInputError, match=re.escape("'../secret'")):
         restore_worktree(root, sha, ["../secret"])
 
 

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -353,7 +353,7 @@ def test_checked_copy_gives_both_hashes_of_what_landed(tmp_path: Path, size: int
 
 
 def test_automatic_snapshot_names_are_valid_unique_and_short_enough() -> None:
-    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert auto_snapshot_name("best", set(), now) == "auto-20260102T030405Z-before-best"
     assert auto_snapshot_name("best", {"auto-20260102T030405Z-before-best"}, now).endswith("-2")
     long_name = "x" * MAX_NAME_LENGTH

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,7 @@ def test_card_with_another_hash_is_refused(paths: ProjectPaths) -> None:
 
 def test_missing_card_is_refused(paths: ProjectPaths) -> None:
     paths.model_card.unlink()
-    with pytest.raises(IntegrityError, match="model_card.json is missing"):
+    with pytest.raises(IntegrityError, match=re.escape("model_card.json is missing")):
         load_verified_model(paths)
 
 

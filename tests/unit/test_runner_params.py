@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keyword
+import re
 from pathlib import Path
 
 import pytest
@@ -170,7 +171,9 @@ def test_valid_overrides_are_accepted() -> None:
 
 
 def test_nested_override_is_validated_against_the_stage_schema() -> None:
-    with pytest.raises(ParamsError, match="hyperparameters.random_forest.n_estimators = 0 "):
+    with pytest.raises(
+        ParamsError, match=re.escape("hyperparameters.random_forest.n_estimators = 0 ")
+    ):
         validate_parameters(
             PATHS, TRAIN, {"hyperparameters": {"random_forest": {"n_estimators": 0}}}
         )

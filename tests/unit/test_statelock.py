@@ -71,21 +71,20 @@ def test_a_second_process_times_out_while_the_lock_is_held(paths: ProjectPaths) 
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
 
-        with pytest.raises(LockTimeoutError):
-            with state_lock(paths, timeout=0.2):
-                pytest.fail("the lock was granted while another process held it")
+        with pytest.raises(LockTimeoutError), state_lock(paths, timeout=0.2):
+            pytest.fail("the lock was granted while another process held it")
     finally:
-        assert holder.stdin is not None
+        assert holder.stdin is not None and holder.stdout is not None
         holder.stdin.close()
         assert holder.wait(10) == 0
+        holder.stdout.close()
 
 
 def test_a_second_thread_times_out_while_the_lock_is_held(paths: ProjectPaths) -> None:
     thread, release = hold_lock_in_thread(paths)
     try:
-        with pytest.raises(LockTimeoutError):
-            with state_lock(paths, timeout=0.2):
-                pytest.fail("the lock was granted while another thread held it")
+        with pytest.raises(LockTimeoutError), state_lock(paths, timeout=0.2):
+            pytest.fail("the lock was granted while another thread held it")
     finally:
         release.set()
         thread.join(5)
@@ -94,9 +93,8 @@ def test_a_second_thread_times_out_while_the_lock_is_held(paths: ProjectPaths) -
 def test_the_timeout_message_names_the_lock_and_what_to_do(paths: ProjectPaths) -> None:
     thread, release = hold_lock_in_thread(paths)
     try:
-        with pytest.raises(LockTimeoutError) as caught:
-            with state_lock(paths, timeout=0.05):
-                pass
+        with pytest.raises(LockTimeoutError) as caught, state_lock(paths, timeout=0.05):
+            pass
     finally:
         release.set()
         thread.join(5)
@@ -117,9 +115,8 @@ def test_the_lock_is_free_again_after_the_block(paths: ProjectPaths) -> None:
 
 
 def test_the_lock_is_released_when_the_block_raises(paths: ProjectPaths) -> None:
-    with pytest.raises(ValueError):
-        with state_lock(paths):
-            raise ValueError("boom")
+    with pytest.raises(ValueError), state_lock(paths):
+        raise ValueError("boom")
 
     with state_lock(paths, timeout=0.2):
         pass
@@ -197,7 +194,7 @@ def test_clear_forgets_the_operation(paths: ProjectPaths) -> None:
 def test_begin_refuses_while_an_interrupted_operation_is_recorded(paths: ProjectPaths) -> None:
     Journal(paths).begin("rollback", {"snapshot": "baseline"})
 
-    with pytest.raises(MlvsError, match="interrupted 'rollback'.*mlvs recover"):
+    with pytest.raises(MlvsError, match=r"interrupted 'rollback'.*mlvs recover"):
         Journal(paths).begin("snapshot", {"name": "other"})
     record = Journal(paths).current()
     assert record is not None and record["operation"] == "rollback"
@@ -238,7 +235,7 @@ def test_a_damaged_line_before_the_last_makes_the_journal_unreadable(paths: Proj
     with open(paths.state / "journal.json", "a", encoding="utf-8") as log:
         log.write('{"step": "sta\n{"step": "applied", "data": {}}\n')
 
-    with pytest.raises(IntegrityError, match="journal.*unreadable"):
+    with pytest.raises(IntegrityError, match=r"journal.*unreadable"):
         journal.current()
 
 
@@ -246,5 +243,5 @@ def test_an_unreadable_journal_raises_integrity_error(paths: ProjectPaths) -> No
     paths.state.mkdir(parents=True)
     (paths.state / "journal.json").write_text('{"operation": "rollb')
 
-    with pytest.raises(IntegrityError, match="journal.*unreadable"):
+    with pytest.raises(IntegrityError, match=r"journal.*unreadable"):
         Journal(paths).current()

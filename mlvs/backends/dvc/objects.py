@@ -21,6 +21,7 @@ either no object or a whole, correct one, and `remove_leftovers` deletes the res
 from __future__ import annotations
 
 import configparser
+import contextlib
 import hashlib
 import os
 import secrets
@@ -128,6 +129,7 @@ class ObjectStore:
             return []
         if self.remote.directory is not None:
             return [m for m in wanted if not (self.remote.directory / object_relpath(m)).is_file()]
+        # deferred: DVC (~0.4 s) is imported only when this runs
         from dvc.repo import Repo
         from dvc_data.hashfile.hash_info import HashInfo
 
@@ -148,10 +150,8 @@ class ObjectStore:
     @staticmethod
     def _tidy(temporary: Path) -> None:
         temporary.unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):
             temporary.parent.rmdir()  # leave no empty `.mlvs-tmp` in DVC's directories
-        except OSError:
-            pass
 
     @staticmethod
     def _install(temporary: Path, destination: Path) -> None:
@@ -213,6 +213,7 @@ class ObjectStore:
             for md5 in dir_objects:
                 self.put_bytes(md5, self.cache_path(md5).read_bytes(), to_remote=True)
             return
+        # deferred: DVC (~0.4 s) is imported only when this runs
         from dvc.repo import Repo
         from dvc_data.hashfile.hash_info import HashInfo
 
@@ -248,6 +249,7 @@ class ObjectStore:
         return self._fetch_through_dvc(md5, sha256)
 
     def _fetch_through_dvc(self, md5: str, sha256: str) -> bool:
+        # deferred: DVC (~0.4 s) is imported only when this runs
         from dvc.repo import Repo
         from dvc_data.hashfile.hash_info import HashInfo
 

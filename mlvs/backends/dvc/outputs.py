@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from mlvs.backends.dvc.objects import TEMP_SUFFIX
+from mlvs.backends.git.run import run_git
 from mlvs.errors import BadInputError
 from mlvs.paths import ProjectPaths
 
@@ -21,7 +22,8 @@ DATA, MODELS = "data", "models"
 
 def load_yaml(text: str) -> Any:
     """Parse YAML safely, with libyaml when it is there (ten times faster on `dvc.lock`)."""
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 (a safe loader)
+    # yaml.load, not safe_load, to choose the loader: either one is a safe loader.
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _dvc_yaml_file(path: Path, root: Path) -> dict[str, Any]:
@@ -82,6 +84,7 @@ def _uses_templating(document: Any) -> bool:
 
 
 def _outputs_from_dvc_api(root: Path) -> list[tuple[str, str | None, bool]]:
+    # deferred: DVC (~0.4 s) is imported only when this runs
     from dvc.repo import Repo
 
     found = []
@@ -96,8 +99,6 @@ def _outputs_from_dvc_api(root: Path) -> list[tuple[str, str | None, bool]]:
 
 def dvc_files(root: Path) -> list[str]:
     """The `.dvc` files of the project (tracked or untracked, not ignored)."""
-    from mlvs.backends.git.run import run_git
-
     out = run_git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
     return sorted(p for p in out.split("\0") if p.endswith(".dvc") and (root / p).is_file())
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from mlvs._io import fsync_dir
+from mlvs.backends.mlflow.store import tracking_uri
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
 
@@ -30,8 +31,6 @@ def backup_dir(paths: ProjectPaths) -> Path:
 
 
 def _database(paths: ProjectPaths) -> Path | None:
-    from mlvs.backends.mlflow.store import tracking_uri
-
     uri = tracking_uri(paths)
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 

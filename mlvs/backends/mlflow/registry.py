@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlvs.backends.mlflow.store import registry_uri
+from mlvs.backends.mlflow.store import registry_uri, tracking_uri
 from mlvs.backends.uris import safe_uri
 from mlvs.errors import ExternalToolError, storage_failure
 from mlvs.logs import get_logger
@@ -242,9 +242,8 @@ class _ClientRegistry:
     """Any MLflow registry, through MlflowClient (seconds to start, works everywhere)."""
 
     def __init__(self, paths: ProjectPaths) -> None:
+        # deferred: mlflow (~1.7 s) is imported only when this runs
         import mlflow
-
-        from mlvs.backends.mlflow.store import tracking_uri
 
         self.mlflow = mlflow
         # A bare client: reading the registry must not create experiments or runs.

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from urllib.parse import urlsplit
 
+from mlvs.backends.uris import safe_uri
 from mlvs.errors import ExternalToolError
 from mlvs.paths import ProjectPaths
 
@@ -26,11 +29,6 @@ def is_tracking_server(uri: str) -> bool:
 
 def server_problem(paths: ProjectPaths) -> str | None:
     """Why the tracking server cannot be reached; None when it answers or when the store is local."""
-    import urllib.error
-    import urllib.request
-
-    from mlvs.backends.uris import safe_uri
-
     uri = tracking_uri(paths)
     if not is_tracking_server(uri):
         return None
@@ -48,8 +46,6 @@ def server_problem(paths: ProjectPaths) -> str | None:
 
 def unreachable_message(paths: ProjectPaths, problem: str, then: str) -> str:
     """One sentence: which server (credentials stripped) is unreachable, why, and what to do."""
-    from mlvs.backends.uris import safe_uri
-
     return (
         f"the MLflow tracking server at {safe_uri(tracking_uri(paths))} is unreachable ({problem}); "
         f"start it or point MLFLOW_TRACKING_URI at a running server, then {then}"

@@ -15,11 +15,21 @@ import shutil
 import subprocess
 import sys
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from mlvs.backends.mlflow.store import is_tracking_server, server_problem, tracking_uri
+from mlvs._io import atomic_write_text
+from mlvs.backends.mlflow.registry import read_registry
+from mlvs.backends.mlflow.store import (
+    is_tracking_server,
+    registry_uri,
+    server_problem,
+    tracking_uri,
+)
 from mlvs.errors import MlvsError
+from mlvs.logs import get_logger
+from mlvs.ml.params import load_stage
 from mlvs.paths import ProjectPaths
 
 EXPERIMENT = "mlvs"
@@ -40,6 +50,7 @@ def configure(paths: ProjectPaths) -> Any:
     # mlflow imports tqdm.auto, which warns inside a kernel without ipywidgets; the
     # warning would land in every executed notebook and break nbval comparisons.
     warnings.filterwarnings("ignore", message="IProgress not found")
+    # deferred: mlflow (~1.7 s) is imported only when this runs
     import mlflow
 
     # MLflow announces every new database engine at INFO; with NullPool that is every
@@ -122,6 +133,7 @@ def log_run_data(
     params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str] | None = None
 ) -> None:
     """Log parameters, metrics and tags of the active run in one batch."""
+    # deferred: mlflow (~1.7 s) is imported only when this runs
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.utils.time import get_current_time_millis
@@ -138,6 +150,7 @@ def log_run_data(
 
 def log_figure(figure: Any, name: str) -> None:
     """Log a matplotlib figure of the active run under `plots/`."""
+    # deferred: mlflow (~1.7 s) is imported only when this runs
     import mlflow
 
     mlflow.log_figure(figure, f"plots/{name}.png")
@@ -145,8 +158,6 @@ def log_figure(figure: Any, name: str) -> None:
 
 def _requirements() -> list[str]:
     """Pinned requirements of a saved model, given explicitly (inference costs ~5 s)."""
-    from importlib.metadata import version
-
     return [
         f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "skops", "pandas", "numpy", "mlflow")
     ]
@@ -156,6 +167,7 @@ def log_and_register_model(
     model: Any, input_example: Any, registry: Any, trusted_types: tuple[str, ...]
 ) -> Any:
     """Log the model (skops, signature, input example, explicit requirements) and register it."""
+    # deferred: mlflow (~1.7 s) is imported only when this runs
     import mlflow
     from mlflow.models import infer_signature
 
@@ -205,6 +217,7 @@ def promote(
     model_name: str, version: str, metric: str, margin: float, run_metrics: dict[str, float]
 ) -> dict[str, Any]:
     """Move `champion` to `version` if it beats the champion by `margin`, else mark it `challenger`."""
+    # deferred: mlflow (~1.7 s) is imported only when this runs
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -244,6 +257,7 @@ def finish_run(run_id: str, paths: ProjectPaths, artifacts: list[Path], failed: 
 
 def end_run() -> None:
     """End the notebook's run (the runner, when there is one, sets the final status)."""
+    # deferred: mlflow (~1.7 s) is imported only when this runs
     import mlflow
 
     mlflow.end_run()
@@ -259,6 +273,7 @@ def model_id_of(version: Any) -> str | None:
 
 def log_file(path: Path, artifact_dir: str) -> None:
     """Attach a file to the active run under `artifact_dir`."""
+    # deferred: mlflow (~1.7 s) is imported only when this runs
     import mlflow
 
     mlflow.log_artifact(str(path), artifact_dir)
@@ -277,8 +292,6 @@ def aliases_before_run(paths: ProjectPaths) -> tuple[str, dict[str, str]] | None
     """
     if not is_tracking_server(tracking_uri(paths)):
         return None
-    from mlvs.backends.mlflow.registry import read_registry
-    from mlvs.ml.params import load_stage
 
     try:
         name = load_stage("train", paths.root).registry.model_name
@@ -296,8 +309,6 @@ def record_unfinished_run(
     before: tuple[str, dict[str, str]] | None,
 ) -> Path:
     """Keep what a run could not send to the lost server: its executed notebook and the aliases before it."""
-    from mlvs._io import atomic_write_text
-
     folder = unfinished_dir(paths) / run_id
     folder.mkdir(parents=True, exist_ok=True)
     for artifact in artifacts:
@@ -334,12 +345,10 @@ def settle_unfinished_runs(paths: ProjectPaths) -> list[str]:
     moved elsewhere meanwhile is left alone). Each step can be repeated, so an interrupted
     settlement is finished by the next one. Returns one label per thing put right.
     """
-    from mlvs.backends.mlflow.store import registry_uri
-    from mlvs.logs import get_logger
-
     records = unfinished_runs(paths)
     if not records or server_problem(paths) is not None:
         return []
+    # deferred: mlflow (~1.7 s) is imported only when this runs
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(paths), registry_uri=registry_uri(paths))

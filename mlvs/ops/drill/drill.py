@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mlvs._io import atomic_write_text
-from mlvs.errors import BadInputError, MlvsError
+from mlvs.backends.mlflow.backups import backup_mlflow_db
+from mlvs.backends.mlflow.store import is_tracking_server, tracking_uri
+from mlvs.backends.mlflow.tracking import EXPERIMENT
+from mlvs.errors import BadInputError, MlvsError, NotebookFailedError
 from mlvs.ops.drill.incidents import Scenario, inject, not_applicable, scenario
 from mlvs.ops.recover import recover
 from mlvs.ops.repair import RecoveryOutcome
+from mlvs.ops.reports_index import write_index
+from mlvs.ops.run import run_notebook
 from mlvs.ops.verify import Report, verify
 from mlvs.paths import ProjectPaths
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Runtime state that a drill legitimately changes (locks, logs, its own record).
 UNCOMPARED = (
@@ -61,8 +68,6 @@ def tracked_hashes(root: Path) -> dict[str, str]:
 
 def run_ids(paths: ProjectPaths) -> set[str]:
     """Ids of every MLflow run in the embedded store, or in mlvs's experiment on a tracking server."""
-    from mlvs.backends.mlflow.store import is_tracking_server, tracking_uri
-
     if is_tracking_server(tracking_uri(paths)):
         return _server_run_ids(paths)
     if not paths.mlflow_db.is_file():
@@ -76,12 +81,8 @@ def run_ids(paths: ProjectPaths) -> set[str]:
 
 def _server_run_ids(paths: ProjectPaths) -> set[str]:
     # Only mlvs's own experiment: a team's server holds other work that no drill touches.
-    import os
-
+    # deferred: mlflow (~1.7 s) is imported only when this runs
     import mlflow
-
-    from mlvs.backends.mlflow.store import tracking_uri
-    from mlvs.backends.mlflow.tracking import EXPERIMENT
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(paths))
     try:
@@ -138,6 +139,9 @@ class Drill:
         return result
 
     def _data_frame(self) -> pd.DataFrame | None:
+        # deferred: pandas (~1 s) is imported only when this runs
+        import pandas as pd
+
         target = self.scenario.target
         if self.scenario.family != "data" or not target:
             return None
@@ -148,8 +152,6 @@ class Drill:
 
     def steady_state(self) -> Report:
         """Verify the healthy state and back up the MLflow store; refuse to drill a sick system."""
-        from mlvs.backends.mlflow.backups import backup_mlflow_db
-
         report = self._timed("steady state", lambda: verify(self.paths))
         if not report.healthy:
             raise MlvsError(
@@ -276,10 +278,6 @@ def drill_many(
     paths: ProjectPaths, names: list[str], seed: int = 0
 ) -> tuple[list[dict[str, Any]], Path]:
     """Run `03_incident.ipynb` once per scenario (each a postmortem), then rebuild the reports index."""
-    from mlvs.errors import NotebookFailedError
-    from mlvs.ops.reports_index import write_index
-    from mlvs.ops.run import run_notebook
-
     for name in names:  # refuse an unknown or inapplicable scenario before any drill runs
         reason = not_applicable(paths, scenario(paths.root, name))
         if reason is not None:

@@ -7,17 +7,32 @@ a broken store. Each injector returns what it did, for the postmortem.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mlvs._io import atomic_write_bytes, atomic_write_text, sha256_file
+from mlvs.backends.dvc.objects import ObjectStore
+from mlvs.backends.mlflow.store import tracking_uri
+from mlvs.backends.uris import safe_uri
 from mlvs.errors import BadInputError, ParamsError
+from mlvs.ml.data import features_and_target, read_customers, write_csv
+from mlvs.ml.features import build_model
+from mlvs.ml.modeling import build_classifier
+from mlvs.ml.modelio import _reproducible_zip
+from mlvs.ml.params import load_stage, read_yaml
+from mlvs.ops.pipeline import run_stage
+from mlvs.ops.verify import recorded_files
 from mlvs.paths import ProjectPaths
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 Family = Literal["data", "model", "pipeline", "store"]
 
@@ -42,8 +57,6 @@ class Scenario(BaseModel):
 
 def load_catalog(root: Path) -> dict[str, Scenario]:
     """Every scenario of `params/incidents.yaml`, validated, in catalog order."""
-    from mlvs.ml.params import read_yaml
-
     path = root / "params" / "incidents.yaml"
     document = read_yaml(path)
     entries = document.get("scenarios")
@@ -78,9 +91,6 @@ EMBEDDED_STORE_ONLY = (
 
 def not_applicable(paths: ProjectPaths, s: Scenario) -> str | None:
     """Why scenario `s` cannot be drilled against this project's stores; None when it can."""
-    from mlvs.backends.mlflow.store import tracking_uri
-    from mlvs.backends.uris import safe_uri
-
     uri = tracking_uri(paths)
     if s.name in EMBEDDED_STORE_ONLY and not uri.startswith("sqlite:///"):
         return (
@@ -94,8 +104,6 @@ def scenario(root: Path, name: str) -> Scenario:
     """The scenario called `name`, or a clear error listing the catalog."""
     catalog = load_catalog(root)
     if name not in catalog:
-        import difflib
-
         close = difflib.get_close_matches(name, list(catalog), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise BadInputError(
@@ -104,18 +112,31 @@ def scenario(root: Path, name: str) -> Scenario:
     return catalog[name]
 
 
+def _target(s: Scenario) -> str:
+    """The project file scenario `s` damages, as the catalog names it."""
+    if s.target is None:
+        raise ParamsError(
+            f"params/incidents.yaml: scenario '{s.name}' needs a 'target', the file it damages"
+        )
+    return s.target
+
+
 def _rows(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    count = max(1, int(round(len(frame) * fraction)))
+    # deferred: numpy (~0.2 s) is imported only when this runs
+    import numpy as np
+
+    count = max(1, round(len(frame) * fraction))
     return np.sort(rng.choice(len(frame), size=min(count, len(frame)), replace=False))
 
 
 def _rewrite_csv(path: Path, frame: pd.DataFrame) -> None:
-    from mlvs.ml.data import write_csv
-
     write_csv(frame, path)
 
 
 def _flip_bytes(path: Path, flips: int, rng: np.random.Generator) -> list[int]:
+    # deferred: numpy (~0.2 s) is imported only when this runs
+    import numpy as np
+
     size = path.stat().st_size
     # Skip the first bytes: a damaged header is too easy to notice; real bit rot is anywhere.
     offsets = sorted(
@@ -134,7 +155,10 @@ def _flip_bytes(path: Path, flips: int, rng: np.random.Generator) -> list[int]:
 
 
 def inject_data_noise(paths: ProjectPaths, s: Scenario, rng: np.random.Generator) -> dict[str, Any]:
-    path = paths.root / s.target
+    # deferred: pandas (~1 s) is imported only when this runs
+    import pandas as pd
+
+    path = paths.root / _target(s)
     frame = pd.read_csv(path, dtype={"customer_id": str})
     rows = _rows(frame, s.fraction or 0.1, rng)
     for column in ("monthly_charges", "total_charges"):
@@ -151,7 +175,11 @@ def inject_data_noise(paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 def inject_data_missing_values(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
-    path = paths.root / s.target
+    # deferred: numpy (~0.2 s) and pandas (~1 s) are imported only when this runs
+    import numpy as np
+    import pandas as pd
+
+    path = paths.root / _target(s)
     frame = pd.read_csv(path, dtype={"customer_id": str})
     rows = _rows(frame, s.fraction or 0.1, rng)
     frame["tenure_months"] = frame["tenure_months"].astype("float64")
@@ -163,7 +191,10 @@ def inject_data_missing_values(
 def inject_data_duplicated_rows(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
-    path = paths.root / s.target
+    # deferred: pandas (~1 s) is imported only when this runs
+    import pandas as pd
+
+    path = paths.root / _target(s)
     frame = pd.read_csv(path, dtype={"customer_id": str})
     rows = _rows(frame, s.fraction or 0.1, rng)
     _rewrite_csv(path, pd.concat([frame, frame.iloc[rows]], ignore_index=True))
@@ -173,7 +204,10 @@ def inject_data_duplicated_rows(
 def inject_data_label_flips(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
-    path = paths.root / s.target
+    # deferred: pandas (~1 s) is imported only when this runs
+    import pandas as pd
+
+    path = paths.root / _target(s)
     frame = pd.read_csv(path, dtype={"customer_id": str})
     rows = _rows(frame, s.fraction or 0.1, rng)
     frame.loc[rows, "churn"] = 1 - frame.loc[rows, "churn"]
@@ -184,7 +218,10 @@ def inject_data_label_flips(
 def inject_data_schema_drift(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
-    path = paths.root / s.target
+    # deferred: pandas (~1 s) is imported only when this runs
+    import pandas as pd
+
+    path = paths.root / _target(s)
     frame = pd.read_csv(path, dtype={"customer_id": str})
     rows = _rows(frame, s.fraction or 0.05, rng)
     frame.loc[rows, "payment_method"] = "Crypto wallet"
@@ -204,13 +241,15 @@ def _truncate(path: Path, keep_fraction: float) -> dict[str, Any]:
 def inject_data_truncated_file(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
-    return _truncate(paths.root / s.target, s.keep_fraction if s.keep_fraction is not None else 0.5)
+    return _truncate(
+        paths.root / _target(s), s.keep_fraction if s.keep_fraction is not None else 0.5
+    )
 
 
 def inject_deleted_file(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
-    path = paths.root / s.target
+    path = paths.root / _target(s)
     size = path.stat().st_size
     path.unlink()
     return {"deleted": s.target, "bytes": size}
@@ -219,25 +258,21 @@ def inject_deleted_file(
 def inject_model_truncated(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
-    return _truncate(paths.root / s.target, s.keep_fraction if s.keep_fraction is not None else 0.3)
+    return _truncate(
+        paths.root / _target(s), s.keep_fraction if s.keep_fraction is not None else 0.3
+    )
 
 
 def inject_bit_flips(paths: ProjectPaths, s: Scenario, rng: np.random.Generator) -> dict[str, Any]:
-    return {"offsets": _flip_bytes(paths.root / s.target, s.flips or 8, rng)}
+    return {"offsets": _flip_bytes(paths.root / _target(s), s.flips or 8, rng)}
 
 
 def inject_model_replaced_by_worse(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
     """A valid model trained on shuffled labels, with its card's hash patched: only behaviour gives it away."""
+    # deferred: skops (~4 s, with scikit-learn) is imported only when this runs
     import skops.io as sio
-
-    from mlvs._io import atomic_write_text, sha256_file
-    from mlvs.ml.data import features_and_target, read_customers
-    from mlvs.ml.features import build_model
-    from mlvs.ml.modeling import build_classifier
-    from mlvs.ml.modelio import _reproducible_zip
-    from mlvs.ml.params import load_stage
 
     params = load_stage("train", paths.root)
     X, y = features_and_target(read_customers(paths.train_data))
@@ -245,7 +280,6 @@ def inject_model_replaced_by_worse(
         build_classifier(params.model_type, params.model_hyperparameters(), params.seed)
     )
     worse.fit(X, rng.permutation(y.to_numpy()))
-    from mlvs._io import atomic_write_bytes
 
     atomic_write_bytes(paths.model_file, _reproducible_zip(sio.dumps(worse)))
     card = json.loads(paths.model_card.read_text(encoding="utf-8"))
@@ -258,8 +292,6 @@ def inject_pipeline_fault(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
     """Re-run one stage with a fault armed at the named point; the stage must fail."""
-    from mlvs.ops.pipeline import run_stage
-
     outcome = run_stage(paths, s.stage or "train", fault=s.fault, restore_on_failure=False)
     return {
         "stage": s.stage,
@@ -272,20 +304,14 @@ def inject_pipeline_fault(
 def inject_cache_corrupted(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
-    from mlvs.backends.dvc.objects import ObjectStore
-    from mlvs.ops.verify import recorded_files
-
     store = ObjectStore(paths)
-    md5 = recorded_files(paths, store)[0][s.target]
+    md5 = recorded_files(paths, store)[0][_target(s)]
     return {"object": md5, "offsets": _flip_bytes(store.cache_path(md5), s.flips or 16, rng)}
 
 
 def inject_cache_missing(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
-    from mlvs.backends.dvc.objects import ObjectStore
-    from mlvs.ops.verify import recorded_files
-
     store = ObjectStore(paths)
     removed = []
     for rel, md5 in recorded_files(paths, store)[0].items():
@@ -298,9 +324,6 @@ def inject_cache_missing(
 def inject_alias_dangling(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
-    from mlvs.backends.mlflow.store import tracking_uri
-    from mlvs.ml.params import load_stage
-
     name = load_stage("train", paths.root).registry.model_name
     database = Path(tracking_uri(paths).removeprefix("sqlite:///"))
     with sqlite3.connect(database) as db:
@@ -367,4 +390,7 @@ INJECTORS: dict[str, Callable[[ProjectPaths, Scenario, np.random.Generator], dic
 
 def inject(paths: ProjectPaths, s: Scenario, seed: int = 0) -> dict[str, Any]:
     """Break the system as scenario `s` says; return what was done."""
+    # deferred: numpy (~0.2 s) is imported only when this runs
+    import numpy as np
+
     return INJECTORS[s.name](paths, s, np.random.default_rng(seed))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from mlvs.backends.dvc.objects import ObjectStore
@@ -88,7 +88,7 @@ def parse_parts(only: str | Iterable[str] | None) -> set[str]:
 
 def auto_snapshot_name(target: str, taken: set[str], now: datetime | None = None) -> str:
     """`auto-<UTC time>-before-<target>`, shortened to a valid name, made unique among `taken`."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     base = f"auto-{stamp}-before-{target}"
     folded = {t.casefold() for t in taken}
     for counter in range(1, 1000):

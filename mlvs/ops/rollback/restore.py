@@ -84,7 +84,7 @@ def _restore(
     parts: set[str],
     record: Callable[..., None],
     report: RollbackReport,
-    before_apply: Callable[[], None] | None = None,
+    before_apply: Callable[[], object] | None = None,
 ) -> None:
     """Plan, stage, (run `before_apply`), apply and verify a restore of `target`; fill `report`."""
     store = ObjectStore(paths)

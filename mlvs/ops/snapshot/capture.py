@@ -6,7 +6,8 @@ import json
 import os
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from mlvs.paths import ProjectPaths
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _git_head(root: Path) -> str | None:
@@ -91,7 +92,6 @@ def _environment(paths: ProjectPaths) -> dict[str, Any]:
             return dict(cached["environment"])
     except (OSError, ValueError, AttributeError, KeyError):
         pass
-    from importlib import metadata
 
     packages: dict[str, str | None] = {}
     for name in PACKAGES:

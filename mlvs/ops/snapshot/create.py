@@ -39,7 +39,12 @@ from mlvs.ops.snapshot.capture import capture_state
 from mlvs.ops.snapshot.manifest import MANIFEST_PATH, Manifest
 from mlvs.paths import ProjectPaths
 from mlvs.settings import lock_timeout
-from mlvs.state.interrupted import RecoveryReport, finisher, remove_workspace_leftovers
+from mlvs.state.interrupted import (
+    RecoveryReport,
+    finisher,
+    recover_interrupted,
+    remove_workspace_leftovers,
+)
 from mlvs.state.journal import Journal, Record, journal_recorder
 from mlvs.state.lock import state_lock
 
@@ -157,8 +162,6 @@ def create_snapshot(
     paths: ProjectPaths, name: str, message: str = "", automatic: bool = False
 ) -> Manifest:
     """Snapshot the whole current state as `name`; refuse a bad or existing name (changing nothing)."""
-    from mlvs.state.interrupted import recover_interrupted
-
     _refuse_existing(paths, name)
     with state_lock(paths, lock_timeout()):
         recover_interrupted(paths)
