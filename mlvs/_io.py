@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlvs.errors import IntegrityError
+from mlvs.settings import FSYNC
 
 
 def sha256_file(path: Path) -> str:
@@ -127,7 +128,7 @@ def durable_writes() -> bool:
     Off, a killed process still leaves exactly the old or the new state (the page
     cache outlives processes); only a power cut could then lose recent copies.
     """
-    return os.environ.get("MLVS_FSYNC", "1").strip().lower() not in ("0", "false", "no", "off")
+    return FSYNC.get()
 
 
 def _copy_range(source_fd: int, destination_fd: int, offset: int, count: int) -> int:

@@ -59,15 +59,8 @@ def run_command(
 def pipeline_command(force: bool, as_json: bool) -> None:
     """Run prepare -> train through DVC (`dvc repro`), skipping unchanged stages."""
     from mlvs.ops.pipeline import run_pipeline
-    from mlvs.settings import lock_timeout
-    from mlvs.state.interrupted import recover_interrupted
-    from mlvs.state.lock import state_lock
 
-    paths = project()
-    # The pipeline changes data, models and the registry: never beside a rollback or snapshot.
-    with state_lock(paths, lock_timeout()):
-        recover_interrupted(paths)
-        summary = run_pipeline(paths, force=force)
+    summary = run_pipeline(project(), force=force)
     if as_json:
         emit_json(summary)
     else:
@@ -220,21 +213,15 @@ def rollback_command(name: str | None, only: str | None, dry_run: bool, as_json:
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def recover_command(interrupted_only: bool, as_json: bool) -> None:
     """Finish or undo an interrupted command, then repair what `verify` finds (the recovery ladder)."""
-    from mlvs.ops.recover import recover
-    from mlvs.settings import lock_timeout
-    from mlvs.state.interrupted import recover_interrupted
-    from mlvs.state.lock import state_lock
+    from mlvs.ops.recover import recover_project
 
-    paths = project()
-    with state_lock(paths, lock_timeout()):
-        interrupted = recover_interrupted(paths)
-        if interrupted_only:
-            if as_json:
-                emit_json({"interrupted": interrupted.to_dict()})
-            else:
-                click.echo(f"Interrupted operations: {interrupted.detail}.")
-            return
-        outcome = recover(paths)
+    interrupted, outcome = recover_project(project(), interrupted_only)
+    if outcome is None:
+        if as_json:
+            emit_json({"interrupted": interrupted.to_dict()})
+        else:
+            click.echo(f"Interrupted operations: {interrupted.detail}.")
+        return
     if as_json:
         emit_json({"interrupted": interrupted.to_dict(), **outcome.to_dict()})
     else:

@@ -18,8 +18,15 @@ from mlvs.errors import (
 )
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
-from mlvs.state.interrupted import RecoveryReport, finisher, remove_workspace_leftovers
+from mlvs.state.interrupted import (
+    RecoveryReport,
+    finisher,
+    recover_interrupted,
+    remove_workspace_leftovers,
+)
 from mlvs.state.journal import Journal
+from mlvs.state.lock import locked
+from mlvs.testing.faults import armed
 
 log = get_logger("pipeline")
 log = get_logger("rollback")
@@ -52,13 +59,14 @@ def restore_last_good_outputs(paths: ProjectPaths) -> list[str]:
     return [r.artifact for r in outcome.repairs]
 
 
+@locked
 def run_stage(
     paths: ProjectPaths, stage: str, fault: str | None = None, restore_on_failure: bool = True
 ) -> StageOutcome:
-    """Re-run one stage (forced); with `fault`, a drill's failure is armed inside it."""
+    """Re-run one stage (forced); with `fault`, a drill's failure is armed at its point `<stage>:<fault>`."""
     from mlvs.ops.run import temporary_environment
 
-    with temporary_environment({"MLVS_FAULT": fault} if fault else {}):
+    with temporary_environment(armed(f"{stage}:{fault}") if fault else {}):
         result = dvc(paths, "repro", "--force", "--single-item", stage, check=False)
     notebook = {"prepare": "01_prepare", "train": "02_train"}.get(stage, stage)
     report = paths.reports / f"{notebook}.ipynb"
@@ -70,8 +78,14 @@ def run_stage(
     )
 
 
+@locked
 def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
-    """`dvc repro` the pipeline, push its data to the DVC remote and summarise the result."""
+    """`dvc repro` the pipeline, push its data to the DVC remote and summarise the result.
+
+    The stages' own `mlvs run` share the lock this holds (`mlvs.state.lock`).
+    """
+    # The pipeline changes data, models and the registry: never beside a rollback or snapshot.
+    recover_interrupted(paths)
     if not (paths.root / ".dvc").is_dir():
         raise BadInputError(f"{paths.root} is not a DVC repository; run `dvc init` there first")
     from mlvs.ml.params import STAGES, load_stage

@@ -23,6 +23,8 @@ from mlvs.backends.mlflow.store import require_server, unreachable_message
 from mlvs.errors import BadInputError, NotebookFailedError
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
+from mlvs.settings import ROOT
+from mlvs.state.lock import state_lock
 
 log = get_logger("runner")
 
@@ -212,11 +214,25 @@ def run_notebook(
     The MLflow run is created here and handed to the kernel through
     MLFLOW_RUN_ID, so the notebook's own logging lands in it; the report is
     attached afterwards and the run is marked FAILED when a cell fails.
-    Raises NotebookFailedError (exit 1) after the report is written.
+    Raises NotebookFailedError (exit 1) after the report is written. The run
+    holds the state lock, which the kernel's own operations share.
     """
     parameters = dict(parameters or {})
     notebook = resolve_notebook(paths, name)
     validate_parameters(paths, notebook, parameters)
+    with state_lock(paths):
+        return _execute_notebook(paths, notebook, parameters, output_dir, track, progress)
+
+
+def _execute_notebook(
+    paths: ProjectPaths,
+    notebook: Path,
+    parameters: dict[str, Any],
+    output_dir: Path | None,
+    track: bool,
+    progress: bool,
+) -> NotebookResult:
+    """`run_notebook` once its inputs are checked and the lock is held."""
     # Imported only now: a refused name or parameter should not pay for papermill.
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -235,7 +251,7 @@ def run_notebook(
         require_server(paths, f"run {notebook.name} again")
         before = tracking.aliases_before_run(paths)
         run_id = tracking.start_notebook_run(paths, notebook.stem)
-    env = {"MLVS_ROOT": str(paths.root)}
+    env = {ROOT.name: str(paths.root)}
     if run_id:
         env["MLFLOW_RUN_ID"] = run_id
     log.info("running %s%s", notebook.name, f" (MLflow run {run_id})" if run_id else "")

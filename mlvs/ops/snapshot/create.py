@@ -38,7 +38,6 @@ from mlvs.logs import get_logger
 from mlvs.ops.snapshot.capture import capture_state
 from mlvs.ops.snapshot.manifest import MANIFEST_PATH, Manifest
 from mlvs.paths import ProjectPaths
-from mlvs.settings import lock_timeout
 from mlvs.state.interrupted import RecoveryReport, finisher, remove_workspace_leftovers
 from mlvs.state.journal import Journal, Record, journal_recorder
 from mlvs.state.lock import state_lock
@@ -160,7 +159,7 @@ def create_snapshot(
     from mlvs.state.interrupted import recover_interrupted
 
     _refuse_existing(paths, name)
-    with state_lock(paths, lock_timeout()):
+    with state_lock(paths):
         recover_interrupted(paths)
         _refuse_existing(paths, name)  # another command may have taken the name meanwhile
         journal = Journal(paths)
