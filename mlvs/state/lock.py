@@ -96,9 +96,14 @@ def _shared_with_children(paths: ProjectPaths) -> Iterator[None]:
     """For the outermost hold of the lock: publish a fresh token for the processes started meanwhile."""
     token = secrets.token_hex(16)
     holder = paths.state / HOLDER_FILE
-    fd = os.open(holder, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(
+        holder, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600
+    )
     try:
         os.write(fd, json.dumps({"pid": os.getpid(), "token": token}).encode("utf-8"))
+    except BaseException:
+        holder.unlink(missing_ok=True)
+        raise
     finally:
         os.close(fd)
     previous = os.environ.get(LOCK_TOKEN.name)
