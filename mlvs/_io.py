@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlvs.errors import IntegrityError
+from mlvs.settings import FSYNC
 
 
 def sha256_file(path: Path) -> str:
@@ -127,7 +128,7 @@ def durable_writes() -> bool:
     Off, a killed process still leaves exactly the old or the new state (the page
     cache outlives processes); only a power cut could then lose recent copies.
     """
-    return os.environ.get("MLVS_FSYNC", "1").strip().lower() not in ("0", "false", "no", "off")
+    return FSYNC.get()
 
 
 def _copy_range(source_fd: int, destination_fd: int, offset: int, count: int) -> int:
@@ -203,11 +204,13 @@ def copy_checked(
                     # Mapped, the page cache is hashed in place: no copy into Python objects.
                     base = start - start % mmap.ALLOCATIONGRANULARITY
                     try:
-                        with mmap.mmap(
-                            reader_fd, end - base, offset=base, access=mmap.ACCESS_READ
-                        ) as mapped:
-                            with memoryview(mapped) as view:
-                                digest.update(view[start - base : end - base])
+                        with (
+                            mmap.mmap(
+                                reader_fd, end - base, offset=base, access=mmap.ACCESS_READ
+                            ) as mapped,
+                            memoryview(mapped) as view,
+                        ):
+                            digest.update(view[start - base : end - base])
                         return
                     except (OSError, ValueError):
                         pass  # a file system that cannot map: read it

@@ -8,11 +8,11 @@ anywhere inside the project find the same root.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlvs.errors import BadInputError
+from mlvs.settings import ROOT
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,9 @@ class ProjectPaths:
 
 def find_root(start: Path | None = None) -> Path:
     """Return the project root above `start` (default: the working directory)."""
-    env_root = os.environ.get("MLVS_ROOT")
-    if env_root:
-        return Path(env_root).resolve()
+    env_root = ROOT.get()
+    if env_root is not None:
+        return env_root
     here = (start or Path.cwd()).resolve()
     for candidate in (here, *here.parents):
         if (candidate / "dvc.yaml").is_file() and (candidate / "params").is_dir():

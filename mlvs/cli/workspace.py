@@ -11,7 +11,7 @@ import click
 from mlvs.cli.render import diff_text, emit_json, manifest_text, report_text, snapshots_table
 from mlvs.errors import BadInputError
 from mlvs.ops.pipeline import run_pipeline
-from mlvs.ops.recover import recover
+from mlvs.ops.recover import recover_project
 from mlvs.ops.reports_index import refresh_index
 from mlvs.ops.rollback.plan import VerificationError, parse_parts
 from mlvs.ops.rollback.restore import rollback
@@ -20,9 +20,6 @@ from mlvs.ops.snapshot.create import create_snapshot
 from mlvs.ops.snapshot.diff import diff_snapshots
 from mlvs.ops.snapshot.read import list_snapshots, show_snapshot
 from mlvs.paths import project
-from mlvs.settings import lock_timeout
-from mlvs.state.interrupted import recover_interrupted
-from mlvs.state.lock import state_lock
 
 
 @click.command("run")
@@ -49,6 +46,7 @@ def run_command(
     notebook: str, pairs: tuple[tuple[str, str], ...], files: tuple[Path, ...], as_json: bool
 ) -> None:
     """Execute NOTEBOOK with papermill, keep it as a report and log it to MLflow."""
+
     paths = project()
     parameters = collect_parameters(list(pairs), list(files))
     result = run_notebook(paths, notebook, parameters, progress=sys.stderr.isatty())
@@ -69,11 +67,8 @@ def run_command(
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def pipeline_command(force: bool, as_json: bool) -> None:
     """Run prepare -> train through DVC (`dvc repro`), skipping unchanged stages."""
-    paths = project()
-    # The pipeline changes data, models and the registry: never beside a rollback or snapshot.
-    with state_lock(paths, lock_timeout()):
-        recover_interrupted(paths)
-        summary = run_pipeline(paths, force=force)
+
+    summary = run_pipeline(project(), force=force)
     if as_json:
         emit_json(summary)
     else:
@@ -91,6 +86,7 @@ def snapshot_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def snapshot_create_command(name: str, message: str, as_json: bool) -> None:
     """Snapshot code, params, data, models and registry as NAME."""
+
     paths = project()
     manifest = create_snapshot(paths, name, message)
     refresh_index(paths)
@@ -107,6 +103,7 @@ def snapshot_create_command(name: str, message: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshots as JSON.")
 def snapshot_list_command(as_json: bool) -> None:
     """List the snapshots, oldest first."""
+
     manifests = list_snapshots(project())
     if as_json:
         emit_json([m.to_dict() for m in manifests])
@@ -119,6 +116,7 @@ def snapshot_list_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def snapshot_show_command(name: str, as_json: bool) -> None:
     """Show what snapshot NAME recorded."""
+
     manifest = show_snapshot(project(), name)
     if as_json:
         emit_json(manifest.to_dict())
@@ -132,6 +130,7 @@ def snapshot_show_command(name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
 def snapshot_diff_command(a: str, b: str | None, as_json: bool) -> None:
     """Compare snapshot A with snapshot B (default: the current state)."""
+
     diff = diff_snapshots(project(), a, b)
     if as_json:
         emit_json(diff.to_dict())
@@ -141,6 +140,7 @@ def snapshot_diff_command(a: str, b: str | None, as_json: bool) -> None:
 
 def _choose_snapshot() -> str:
     """Offer the snapshots in a terminal; refuse elsewhere (a script must name one)."""
+
     if not sys.stdin.isatty():
         raise BadInputError(
             "give a snapshot name: `mlvs rollback NAME` (`mlvs snapshot list` shows them)"
@@ -175,6 +175,7 @@ def _choose_snapshot() -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def rollback_command(name: str | None, only: str | None, dry_run: bool, as_json: bool) -> None:
     """Restore the whole state of snapshot NAME (or some parts of it), verified."""
+
     parts = parse_parts(only)
     chosen = name or _choose_snapshot()
     paths = project()
@@ -205,16 +206,14 @@ def rollback_command(name: str | None, only: str | None, dry_run: bool, as_json:
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def recover_command(interrupted_only: bool, as_json: bool) -> None:
     """Finish or undo an interrupted command, then repair what `verify` finds (the recovery ladder)."""
-    paths = project()
-    with state_lock(paths, lock_timeout()):
-        interrupted = recover_interrupted(paths)
-        if interrupted_only:
-            if as_json:
-                emit_json({"interrupted": interrupted.to_dict()})
-            else:
-                click.echo(f"Interrupted operations: {interrupted.detail}.")
-            return
-        outcome = recover(paths)
+
+    interrupted, outcome = recover_project(project(), interrupted_only)
+    if outcome is None:
+        if as_json:
+            emit_json({"interrupted": interrupted.to_dict()})
+        else:
+            click.echo(f"Interrupted operations: {interrupted.detail}.")
+        return
     if as_json:
         emit_json({"interrupted": interrupted.to_dict(), **outcome.to_dict()})
     else:

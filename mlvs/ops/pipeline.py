@@ -26,8 +26,15 @@ from mlvs.ml.params import STAGES, load_stage
 from mlvs.ops.repair import RecoveryOutcome, evidence_dir, restore_recorded_files
 from mlvs.ops.run import temporary_environment
 from mlvs.paths import ProjectPaths
-from mlvs.state.interrupted import RecoveryReport, finisher, remove_workspace_leftovers
+from mlvs.state.interrupted import (
+    RecoveryReport,
+    finisher,
+    recover_interrupted,
+    remove_workspace_leftovers,
+)
 from mlvs.state.journal import Journal
+from mlvs.state.lock import locked
+from mlvs.testing.faults import armed
 
 log = get_logger("pipeline")
 log = get_logger("rollback")
@@ -53,16 +60,19 @@ class StageOutcome:
 
 def restore_last_good_outputs(paths: ProjectPaths) -> list[str]:
     """After a failed stage: put back the outputs `dvc.lock` records (DVC deleted or half-wrote them)."""
+
     outcome = RecoveryOutcome()
     restore_recorded_files(paths, evidence_dir(paths), outcome)
     return [r.artifact for r in outcome.repairs]
 
 
+@locked
 def run_stage(
     paths: ProjectPaths, stage: str, fault: str | None = None, restore_on_failure: bool = True
 ) -> StageOutcome:
-    """Re-run one stage (forced); with `fault`, a drill's failure is armed inside it."""
-    with temporary_environment({"MLVS_FAULT": fault} if fault else {}):
+    """Re-run one stage (forced); with `fault`, a drill's failure is armed at its point `<stage>:<fault>`."""
+
+    with temporary_environment(armed(f"{stage}:{fault}") if fault else {}):
         result = dvc(paths, "repro", "--force", "--single-item", stage, check=False)
     notebook = {"prepare": "01_prepare", "train": "02_train"}.get(stage, stage)
     report = paths.reports / f"{notebook}.ipynb"
@@ -74,8 +84,14 @@ def run_stage(
     )
 
 
+@locked
 def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
-    """`dvc repro` the pipeline, push its data to the DVC remote and summarise the result."""
+    """`dvc repro` the pipeline, push its data to the DVC remote and summarise the result.
+
+    The stages' own `mlvs run` share the lock this holds (`mlvs.state.lock`).
+    """
+    # The pipeline changes data, models and the registry: never beside a rollback or snapshot.
+    recover_interrupted(paths)
     if not (paths.root / ".dvc").is_dir():
         raise BadInputError(f"{paths.root} is not a DVC repository; run `dvc init` there first")
 
@@ -153,6 +169,7 @@ def _begin_journal(paths: ProjectPaths) -> tuple[Journal, dict[str, str | None]]
     Call under the state lock. A crash before the stages are recorded is then undone
     by the next command: these files put back, the outputs restored from the cache.
     """
+
     kept: dict[str, str | None] = {}
     for relative in sorted({"dvc.lock", *(o.path for o in dvc_outputs(paths) if not o.cache)}):
         try:
@@ -166,6 +183,7 @@ def _begin_journal(paths: ProjectPaths) -> tuple[Journal, dict[str, str | None]]
 
 def undo_pipeline(paths: ProjectPaths, kept: dict[str, str | None]) -> list[str]:
     """Put back the last good outputs: the journalled `dvc.lock` and metrics, then what `dvc.lock` records."""
+
     for relative, text in kept.items():
         path = paths.root / relative
         if text is None:

@@ -41,6 +41,8 @@ from mlvs.ops.repair import (
 from mlvs.ops.snapshot.read import list_snapshots
 from mlvs.ops.verify import Report, recorded_files, verify
 from mlvs.paths import ProjectPaths
+from mlvs.state.interrupted import RecoveryReport, recover_interrupted
+from mlvs.state.lock import locked
 
 log = get_logger("recover")
 
@@ -155,6 +157,7 @@ def rerun_stages(paths: ProjectPaths, files: list[str], outcome: RecoveryOutcome
             outcome.repairs.append(Repair(f"stage {stage}", "rerun_stage"))
 
 
+@locked
 def recover(
     paths: ProjectPaths, evidence: Path | None = None, report: Report | None = None
 ) -> RecoveryOutcome:
@@ -182,3 +185,15 @@ def recover(
     outcome.after = verify(paths).findings
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+@locked
+def recover_project(
+    paths: ProjectPaths, interrupted_only: bool = False
+) -> tuple[RecoveryReport, RecoveryOutcome | None]:
+    """`mlvs recover`: finish or undo an interrupted command, then (unless `interrupted_only`) climb the ladder.
+
+    Both in one hold of the lock, so no other command comes between them.
+    """
+    interrupted = recover_interrupted(paths)
+    return interrupted, None if interrupted_only else recover(paths)

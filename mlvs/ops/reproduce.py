@@ -29,6 +29,7 @@ from mlvs.backends.git.run import run_git
 from mlvs.errors import BadInputError, ExternalToolError
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
+from mlvs.settings import ROOT
 
 log = get_logger("reproduce")
 
@@ -145,7 +146,7 @@ def reproduce(
         env = tool_env()
         env.update(
             {
-                "MLVS_ROOT": str(work),
+                ROOT.name: str(work),
                 "PYTHONPATH": str(work)
                 + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
                 "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",

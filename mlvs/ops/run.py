@@ -29,6 +29,8 @@ from mlvs.logs import get_logger
 from mlvs.ml.params import load_stage, read_yaml
 from mlvs.ops.reports_index import notebook_title, refresh_index
 from mlvs.paths import ProjectPaths
+from mlvs.settings import ROOT
+from mlvs.state.lock import state_lock
 
 log = get_logger("runner")
 
@@ -101,6 +103,7 @@ def parse_value(name: str, text: str) -> Any:
 
 def collect_parameters(pairs: list[tuple[str, str]], files: list[Path]) -> dict[str, Any]:
     """Merge `-f` files (in order) then `-p` pairs into one validated mapping."""
+
     merged: dict[str, Any] = {}
     for path in files:
         data = read_yaml(Path(path))
@@ -122,6 +125,7 @@ def notebook_parameters(notebook: Path) -> dict[str, Any]:
 
 def validate_parameters(paths: ProjectPaths, notebook: Path, parameters: dict[str, Any]) -> None:
     """Refuse names the notebook does not declare and values its stage's params schema forbids."""
+
     declared = notebook_parameters(notebook)
     for name in parameters:
         if name not in declared:
@@ -175,6 +179,7 @@ def _finish_tracked_run(
     The server is asked first when the notebook failed: MLflow's client would retry a
     refused connection for minutes, and a notebook that failed may have failed for that reason.
     """
+
     problem = tracking.server_problem(paths) if failed else None
     if problem is None:
         try:
@@ -208,11 +213,25 @@ def run_notebook(
     The MLflow run is created here and handed to the kernel through
     MLFLOW_RUN_ID, so the notebook's own logging lands in it; the report is
     attached afterwards and the run is marked FAILED when a cell fails.
-    Raises NotebookFailedError (exit 1) after the report is written.
+    Raises NotebookFailedError (exit 1) after the report is written. The run
+    holds the state lock, which the kernel's own operations share.
     """
     parameters = dict(parameters or {})
     notebook = resolve_notebook(paths, name)
     validate_parameters(paths, notebook, parameters)
+    with state_lock(paths):
+        return _execute_notebook(paths, notebook, parameters, output_dir, track, progress)
+
+
+def _execute_notebook(
+    paths: ProjectPaths,
+    notebook: Path,
+    parameters: dict[str, Any],
+    output_dir: Path | None,
+    track: bool,
+    progress: bool,
+) -> NotebookResult:
+    """`run_notebook` once its inputs are checked and the lock is held."""
     # deferred: a refused name or parameter should not pay for papermill (~0.7 s).
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -229,7 +248,7 @@ def run_notebook(
         require_server(paths, f"run {notebook.name} again")
         before = tracking.aliases_before_run(paths)
         run_id = tracking.start_notebook_run(paths, notebook.stem)
-    env = {"MLVS_ROOT": str(paths.root)}
+    env = {ROOT.name: str(paths.root)}
     if run_id:
         env["MLFLOW_RUN_ID"] = run_id
     log.info("running %s%s", notebook.name, f" (MLflow run {run_id})" if run_id else "")

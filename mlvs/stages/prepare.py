@@ -59,9 +59,9 @@ def write_prepared(
 ) -> PreparedData:
     """Write raw data, the stratified split and a summary; return the split and the SHA-256 of each file."""
     datamod.check_schema(customers)
-    fault_point("preprocess")
+    fault_point("prepare:preprocess")
     raw_hash = datamod.write_csv(customers, paths.raw_data)
-    fault_point("partial")
+    fault_point("prepare:partial")
     train, test = datamod.split_customers(customers, test_size, seed)
     hashes = {
         "raw": raw_hash,

@@ -52,10 +52,10 @@ def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, params: Any) -> 
     X_test, y_test = datamod.features_and_target(test)
     classifier = build_classifier(params.model_type, params.model_hyperparameters(), params.seed)
     model = build_model(classifier)
-    fault_point("train")
+    fault_point("train:train")
     cv = cross_validate_model(model, X, y, params.cv_folds, params.seed)
     model.fit(X, y)
-    fault_point("evaluate")
+    fault_point("train:evaluate")
     proba = model.predict_proba(X_test)[:, 1]
     return TrainedModel(
         model=model,

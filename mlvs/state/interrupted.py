@@ -17,7 +17,6 @@ from mlvs.backends.git.run import run_git
 from mlvs.errors import MlvsError
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
-from mlvs.settings import lock_timeout
 from mlvs.state.journal import Journal
 from mlvs.state.lock import state_lock
 from mlvs.state.spares import settle_retired
@@ -100,7 +99,7 @@ def recover_interrupted(paths: ProjectPaths) -> RecoveryReport:
     journal = Journal(paths)
     if not journal.path.exists():
         return RecoveryReport(None, None, "none", "no interrupted operation")
-    with state_lock(paths, lock_timeout()):
+    with state_lock(paths):
         record = journal.current()
         if record is None:
             return RecoveryReport(None, None, "none", "no interrupted operation")

@@ -12,7 +12,7 @@ from mlvs._io import _fsync_directory, _write_all, _write_atomically
 from mlvs.errors import IntegrityError, MlvsError
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
-from mlvs.testing.faults import failpoint
+from mlvs.testing.faults import fault_point
 
 log = get_logger("snapshots")
 
@@ -121,11 +121,11 @@ Record = Callable[..., None]  # record(step, **data): one journal step
 def journal_recorder(
     journal: Journal, operation: str, step_prefix: str = "", key_prefix: str = ""
 ) -> Record:
-    """A `record(step, **data)` that writes one journal step, then passes its failpoint."""
+    """A `record(step, **data)` that writes one journal step, then passes its fault point."""
 
     def record(step: str, **data: Any) -> None:
         full = step_prefix + step
         journal.update(full, **{key_prefix + key: value for key, value in data.items()})
-        failpoint(f"{operation}:{full}")
+        fault_point(f"{operation}:{full}")
 
     return record

@@ -37,6 +37,7 @@ from mlvs.backends.dvc.objects import TEMP_SUFFIX
 from mlvs.errors import BadInputError
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
+from mlvs.settings import SPARE_BYTES
 
 try:
     import fcntl
@@ -84,17 +85,8 @@ def spare_directory(paths: ProjectPaths) -> Path:
 
 def spare_budget(paths: ProjectPaths) -> int:
     """Bytes of spares to keep: `MLVS_SPARE_BYTES`, else a tenth of the free space, at most 8 GiB."""
-    value = os.environ.get("MLVS_SPARE_BYTES", "").strip()
-    if value:
-        try:
-            budget = int(value)
-        except ValueError:
-            budget = -1
-        if budget < 0:
-            raise BadInputError(
-                f"MLVS_SPARE_BYTES={value!r} is not a number of bytes; set it to e.g. 0 (keep no spare blocks) "
-                "or 4294967296, or unset it"
-            )
+    budget = SPARE_BYTES.get()
+    if budget is not None:
         return budget
     try:
         free = shutil.disk_usage(paths.state).free

@@ -7,6 +7,10 @@ and a second rollback are started together, and `verify`, `snapshot list` and
 shorter than the wait, fails with the lock message alone and changes nothing.
 Afterwards every snapshot that reported success exists, is complete (commit,
 manifest, cached objects with the recorded bytes) and the project verifies.
+
+A drill and `mlvs run` hold the lock too, for as long as they change the workspace:
+a rollback or a snapshot started meanwhile waits for them (or, impatient, gives up
+with the lock message) and nothing either of them did is lost.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, clean_env, copy_workspace, git, mlvs
+
+from mlvs.state.lock import HOLDER_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +69,30 @@ def wait_for_step(
             pass
         time.sleep(0.05)
     raise AssertionError(f"the held command never reached {step}")
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def wait_for_lock(root: Path, holder: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Until `holder` holds the state lock (its holder publishes the token file beside it)."""
+    published = root / ".mlvs" / HOLDER_FILE
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert holder.poll() is None, holder.communicate()
+        if published.is_file():
+            return
+        time.sleep(0.05)
+    raise AssertionError("the command never took the state lock")
+
+
+def refused_for_the_lock(proc: subprocess.Popen[str]) -> None:
+    """`proc` gave up waiting for the lock: exit 1 and the lock message as its one error line."""
+    stdout, stderr = proc.communicate(timeout=120)
+    errors = [line for line in stderr.splitlines() if line.startswith("mlvs: error:")]
+    assert proc.returncode == 1, stdout + stderr
+    assert len(errors) == 1 and LOCK_MESSAGE in errors[0], stderr
 
 
 def snapshot_refs(root: Path) -> dict[str, str]:
@@ -201,3 +231,61 @@ def test_reads_answer_while_a_snapshot_is_being_written(ws: Path) -> None:
     _, stderr = holder.communicate(timeout=120)
     assert holder.returncode == 0, stderr
     assert not snapshot_problems(ws, "held")
+
+
+def test_a_rollback_waits_for_a_drill_from_its_injection_to_its_verification(ws: Path) -> None:
+    model = ws / "models" / "model.skops"
+    healthy_model = sha256_of(model)
+    hold, release = held(ws, "drill:injected")
+    drill = start(ws, "drill", "model_bit_flips", "--json", **hold)
+    wait_for_lock(ws, drill)
+    deadline = time.monotonic() + 90
+    while sha256_of(model) == healthy_model:  # the drill is held right after its injection
+        assert drill.poll() is None and time.monotonic() < deadline, drill.communicate()
+        time.sleep(0.1)
+    patient = start(ws, "rollback", "base", "--json", MLVS_LOCK_TIMEOUT="120")
+    impatient = start(ws, "rollback", "base", MLVS_LOCK_TIMEOUT="0.5")
+
+    refused_for_the_lock(impatient)
+    assert patient.poll() is None, "the rollback did not wait for the drill"
+    assert sha256_of(model) != healthy_model  # nothing restored the model behind the drill's back
+    assert not any(name.startswith("auto-") for name in snapshot_refs(ws))
+    release.touch()
+
+    drilled, rolled = drill.communicate(timeout=180), patient.communicate(timeout=180)
+    assert drill.returncode == 0, drilled
+    (record,) = json.loads(drilled[0])["drills"]
+    assert record["recovered"] and record["verification"]["byte_identical"], record
+    assert patient.returncode == 0, rolled
+    assert json.loads(rolled[0])["verified"] is True
+    assert sha256_of(model) == healthy_model
+    assert (ws / "README.md").read_text() == git(ws, "show", "refs/mlvs/snapshots/base:README.md")
+    automatic = [name for name in snapshot_refs(ws) if name.startswith("auto-")]
+    assert len(automatic) == 1 and not snapshot_problems(ws, automatic[0])
+    final = mlvs(ws, "verify")
+    assert final.returncode == 0, final.stdout + final.stderr
+
+
+def test_a_snapshot_waits_for_a_notebook_run_and_both_are_kept(ws: Path) -> None:
+    # The notebook is held inside its prepare step, under the lock of `mlvs run`.
+    hold, release = held(ws, "prepare:preprocess")
+    run = start(ws, "run", "01_prepare", "--json", **hold)
+    wait_for_lock(ws, run)
+    patient = start(ws, "snapshot", "create", "after-run", MLVS_LOCK_TIMEOUT="120")
+    impatient = start(ws, "snapshot", "create", "during-run", MLVS_LOCK_TIMEOUT="0.5")
+
+    refused_for_the_lock(impatient)
+    assert patient.poll() is None, "the snapshot did not wait for the run"
+    assert "after-run" not in snapshot_refs(ws)
+    release.touch()
+
+    ran, snapped = run.communicate(timeout=180), patient.communicate(timeout=180)
+    assert run.returncode == 0, ran
+    result = json.loads(ran[0])
+    assert result["run_id"] and Path(result["report"]).is_file()
+    assert patient.returncode == 0, snapped
+    refs = snapshot_refs(ws)
+    assert "after-run" in refs and "during-run" not in refs, sorted(refs)
+    assert not snapshot_problems(ws, "after-run")
+    final = mlvs(ws, "verify")
+    assert final.returncode == 0, final.stdout + final.stderr

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from mlvs.errors import IntegrityError, LockTimeoutError, MlvsError
 from mlvs.paths import ProjectPaths
 from mlvs.state.journal import Journal
-from mlvs.state.lock import state_lock
+from mlvs.state.lock import HOLDER_FILE, locked, state_lock
 
 PROJECT_SOURCE = Path(__file__).resolve().parents[2]
 
@@ -140,6 +141,167 @@ def test_nested_use_in_one_thread_reenters_the_lock(paths: ProjectPaths) -> None
         other.start()
         other.join(5)
         assert len(thread_result) == 1
+
+
+# --- sharing the lock with the processes the holder starts -------------------------------
+
+# Tries the lock for 0.2 s and prints what happened; with an argument, first starts itself again
+# as a child and prints what that child saw (a grandchild of whoever started it).
+TRY_LOCK = textwrap.dedent(
+    """
+    import subprocess, sys
+    from pathlib import Path
+    from mlvs.errors import LockTimeoutError
+    from mlvs.paths import ProjectPaths
+    from mlvs.state.lock import state_lock
+    if len(sys.argv) > 2:
+        print(subprocess.run([sys.executable, "-c", sys.argv[2], sys.argv[1]], capture_output=True,
+                             text=True).stdout.strip())
+        sys.exit()
+    try:
+        with state_lock(ProjectPaths(Path(sys.argv[1])), timeout=0.2):
+            with state_lock(ProjectPaths(Path(sys.argv[1])), timeout=0.2):
+                print("inside")
+    except LockTimeoutError:
+        print("timed out")
+    """
+)
+
+# Holds the lock and prints the token it shares, until its stdin closes.
+HOLD_LOCK = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from mlvs.paths import ProjectPaths
+    from mlvs.state.lock import state_lock
+    with state_lock(ProjectPaths(Path(sys.argv[1])), timeout=5):
+        print(os.environ["MLVS_LOCK_TOKEN"], flush=True)
+        sys.stdin.read()
+    """
+)
+
+
+def python_env(**changes: str | None) -> dict[str, str]:
+    """This process's environment with the project importable, and `changes` (None removes one)."""
+    python_path = os.pathsep.join(filter(None, [str(PROJECT_SOURCE), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": python_path}
+    for name, value in changes.items():
+        env.pop(name, None)
+        if value is not None:
+            env[name] = value
+    return env
+
+
+def try_lock_in_child(paths: ProjectPaths, grandchild: bool = False, **env: str | None) -> str:
+    """What a child process (or its child) saw when it tried the lock: "inside" or "timed out"."""
+    args = [sys.executable, "-c", TRY_LOCK, str(paths.root)] + ([TRY_LOCK] if grandchild else [])
+    done = subprocess.run(
+        args, capture_output=True, text=True, env=python_env(**env), timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def other_holder(paths: ProjectPaths) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Another process that holds the lock (not an ancestor of this one), and its token."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(paths.root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=python_env(MLVS_LOCK_TOKEN=None),
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    token = holder.stdout.readline().strip()
+    assert token, "the holder shared no token"
+    yield holder, token
+    if holder.poll() is None:
+        holder.stdin.close()
+        holder.wait(10)
+
+
+def test_a_process_started_by_the_holder_shares_the_lock(paths: ProjectPaths) -> None:
+    with state_lock(paths, timeout=0.2):
+        assert try_lock_in_child(paths) == "inside"
+
+
+def test_a_process_started_by_a_process_the_holder_started_shares_it_too(
+    paths: ProjectPaths,
+) -> None:
+    with state_lock(paths, timeout=0.2):
+        assert try_lock_in_child(paths, grandchild=True) == "inside"
+
+
+def test_a_child_without_the_token_waits_and_times_out(paths: ProjectPaths) -> None:
+    with state_lock(paths, timeout=0.2):
+        assert try_lock_in_child(paths, MLVS_LOCK_TOKEN=None) == "timed out"
+
+
+def test_a_forged_token_does_not_open_the_lock(paths: ProjectPaths) -> None:
+    with state_lock(paths, timeout=0.2):
+        assert try_lock_in_child(paths, MLVS_LOCK_TOKEN="0" * 32) == "timed out"
+
+
+def test_the_holders_token_does_not_open_it_for_a_process_the_holder_did_not_start(
+    paths: ProjectPaths, other_holder: tuple[subprocess.Popen[str], str]
+) -> None:
+    _, token = other_holder
+
+    assert try_lock_in_child(paths, MLVS_LOCK_TOKEN=token) == "timed out"
+    with pytest.raises(LockTimeoutError):
+        os.environ["MLVS_LOCK_TOKEN"] = token
+        try:
+            with state_lock(paths, timeout=0.2):
+                pytest.fail("a copied token opened the lock of another process")
+        finally:
+            del os.environ["MLVS_LOCK_TOKEN"]
+
+
+def test_the_token_of_a_killed_holder_opens_nothing_later(
+    paths: ProjectPaths, other_holder: tuple[subprocess.Popen[str], str]
+) -> None:
+    holder, stale = other_holder
+    holder.kill()
+    holder.wait(10)
+
+    with state_lock(paths, timeout=5):  # the kernel released the dead holder's lock
+        assert try_lock_in_child(paths, MLVS_LOCK_TOKEN=stale) == "timed out"
+    assert try_lock_in_child(paths, MLVS_LOCK_TOKEN=stale) == "inside"  # free: taken as usual
+
+
+def test_the_token_is_withdrawn_when_the_lock_is_released(paths: ProjectPaths) -> None:
+    os.environ.pop("MLVS_LOCK_TOKEN", None)
+    with state_lock(paths):
+        token = os.environ["MLVS_LOCK_TOKEN"]
+        with state_lock(paths):
+            assert os.environ["MLVS_LOCK_TOKEN"] == token  # re-entered: the same token
+        assert token in (paths.state / HOLDER_FILE).read_text()
+
+    assert "MLVS_LOCK_TOKEN" not in os.environ
+    assert not (paths.state / HOLDER_FILE).exists()
+    with state_lock(paths):
+        assert os.environ["MLVS_LOCK_TOKEN"] != token  # every hold has a token of its own
+
+
+def test_a_second_thread_of_the_holder_does_not_share_the_lock(paths: ProjectPaths) -> None:
+    thread, release = hold_lock_in_thread(paths)
+    try:
+        assert os.environ.get("MLVS_LOCK_TOKEN")  # published process-wide, for children
+        with pytest.raises(LockTimeoutError), state_lock(paths, timeout=0.2):
+            pytest.fail("a thread that does not hold the lock entered it")
+    finally:
+        release.set()
+        thread.join(5)
+
+
+def test_an_operation_marked_locked_holds_the_lock_and_reenters_it(paths: ProjectPaths) -> None:
+    @locked
+    def operation(paths: ProjectPaths, depth: int) -> str:
+        return try_lock_in_child(paths, MLVS_LOCK_TOKEN=None) if depth == 0 else operation(paths, 0)
+
+    assert operation(paths, 1) == "timed out"
+    assert try_lock_in_child(paths, MLVS_LOCK_TOKEN=None) == "inside"
 
 
 # --- Journal -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 from mlvs.errors import ExternalToolError
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
+from mlvs.settings import ROOT
 
 log = get_logger("pipeline")
 
@@ -29,7 +30,7 @@ def dvc(
     """Run a DVC command in the project; raise ExternalToolError when `check` and it fails."""
     command = [sys.executable, "-m", "dvc", *args]
     log.debug("dvc %s", " ".join(args))
-    env = {**tool_env(), "MLVS_ROOT": str(paths.root)}
+    env = {**tool_env(), ROOT.name: str(paths.root)}
     if echo:
         # Stage commands print their own progress; let it through as it happens.
         proc = subprocess.Popen(

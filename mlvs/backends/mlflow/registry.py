@@ -28,6 +28,7 @@ from mlvs.backends.uris import safe_uri
 from mlvs.errors import ExternalToolError, storage_failure
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
+from mlvs.settings import REGISTRY_BACKEND
 
 log = get_logger("registry")
 
@@ -105,7 +106,7 @@ def _model_id(source: str | None) -> str | None:
 def _sqlite_file(uri: str) -> Path | None:
     if not uri.startswith(_SQLITE):
         return None
-    if os.environ.get("MLVS_REGISTRY_BACKEND", "").lower() == "mlflow":
+    if REGISTRY_BACKEND.get().strip().lower() == "mlflow":
         return None
     if os.environ.get("MLFLOW_WORKSPACE") or os.environ.get(
         "MLFLOW_ENABLE_WORKSPACES", ""

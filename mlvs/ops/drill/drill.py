@@ -4,6 +4,11 @@ A drill verifies the healthy state, injects one scenario, detects it, recovers
 through the ladder, verifies again and proves with its own hashes that every
 tracked byte is back. `03_incident.ipynb` calls the steps one by one so the
 executed notebook reads as the postmortem; `run_drill` runs them in one go.
+
+A drill changes the workspace, so it holds the state lock from its injection to
+its last verification (`run_drill`, `drill_many`): no other command sees the
+system broken or changes it while it heals. The notebook's kernel, started under
+that lock, shares it, and so do the stages a pipeline scenario re-runs.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from mlvs.ops.reports_index import write_index
 from mlvs.ops.run import run_notebook
 from mlvs.ops.verify import Report, verify
 from mlvs.paths import ProjectPaths
+from mlvs.state.lock import locked, state_lock
+from mlvs.testing.faults import fault_point
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,7 +131,7 @@ class Drill:
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, paths: ProjectPaths, name: str, seed: int = 0) -> "Drill":
+    def start(cls, paths: ProjectPaths, name: str, seed: int = 0) -> Drill:
         """A drill of scenario `name`, its record under `reports/incidents/<name>/`."""
         chosen = scenario(paths.root, name)
         record = paths.reports / "incidents" / name
@@ -168,7 +175,11 @@ class Drill:
 
     def inject(self) -> dict[str, Any]:
         """Break the system as the scenario says."""
-        self.injected = self._timed("inject", lambda: inject(self.paths, self.scenario, self.seed))
+        with state_lock(self.paths):
+            self.injected = self._timed(
+                "inject", lambda: inject(self.paths, self.scenario, self.seed)
+            )
+        fault_point("drill:injected")
         if (frame := self._data_frame()) is not None:
             self.frames["during"] = frame
         return self.injected
@@ -264,6 +275,7 @@ class Drill:
         return record
 
 
+@locked
 def run_drill(paths: ProjectPaths, name: str, seed: int = 0) -> dict[str, Any]:
     """Every step of a drill in one call (the notebook calls them one by one)."""
     drill = Drill.start(paths, name, seed)
@@ -283,18 +295,19 @@ def drill_many(
         if reason is not None:
             raise BadInputError(reason)
     records = []
-    for name in names:
-        folder = paths.reports / "incidents" / name
-        try:
-            run_notebook(
-                paths,
-                "03_incident",
-                {"scenario": name, "seed": seed},
-                output_dir=folder,
-                progress=False,
-            )
-        except NotebookFailedError as exc:
-            records.append({"scenario": name, "recovered": False, "error": str(exc)})
-            continue
-        records.append(json.loads((folder / "record.json").read_text(encoding="utf-8")))
-    return records, write_index(paths)
+    with state_lock(paths):  # every drill as a whole, and the index of their postmortems
+        for name in names:
+            folder = paths.reports / "incidents" / name
+            try:
+                run_notebook(
+                    paths,
+                    "03_incident",
+                    {"scenario": name, "seed": seed},
+                    output_dir=folder,
+                    progress=False,
+                )
+            except NotebookFailedError as exc:
+                records.append({"scenario": name, "recovered": False, "error": str(exc)})
+                continue
+            records.append(json.loads((folder / "record.json").read_text(encoding="utf-8")))
+        return records, write_index(paths)

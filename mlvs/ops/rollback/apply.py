@@ -29,7 +29,7 @@ from mlvs.ops.snapshot.manifest import Manifest
 from mlvs.paths import ProjectPaths
 from mlvs.state.interrupted import staging_directory
 from mlvs.state.spares import free_spares, retire, settle_retired, take_spare
-from mlvs.testing.faults import failpoint
+from mlvs.testing.faults import fault_point
 
 log = get_logger("rollback")
 
@@ -201,13 +201,13 @@ def _apply(
         directory.mkdir(parents=True, exist_ok=True)  # an empty output directory is still an output
     if durable_writes():
         fsync_directories({d for d in touched if d.is_dir()})
-    failpoint("rollback:apply:data")
+    fault_point("rollback:apply:data")
     shutil.rmtree(staging_directory(paths), ignore_errors=True)
     settle_retired(paths)
     if plan.git:
         assert target.commit is not None
         restore_worktree(root, target.commit, [c.path for c in plan.git])
-    failpoint("rollback:apply:git")
+    fault_point("rollback:apply:git")
     if plan.model_name and plan.alias_changes:
         assert plan.aliases_wanted is not None
         set_aliases(paths, plan.model_name, plan.aliases_wanted)

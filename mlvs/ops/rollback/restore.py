@@ -56,7 +56,6 @@ from mlvs.ops.snapshot.create import save_snapshot, undo_unsaved_snapshot
 from mlvs.ops.snapshot.manifest import PARTS, Manifest
 from mlvs.ops.snapshot.read import manifest_at, show_snapshot
 from mlvs.paths import ProjectPaths
-from mlvs.settings import lock_timeout
 from mlvs.state.interrupted import (
     RecoveryReport,
     finisher,
@@ -158,7 +157,7 @@ def rollback(
         report.seconds = round(time.perf_counter() - started, 3)
         return report
 
-    with state_lock(paths, lock_timeout()):
+    with state_lock(paths):
         recover_interrupted(paths)
         target = show_snapshot(paths, name)  # it may have changed while we waited for the lock
         assert target.commit is not None

@@ -38,7 +38,6 @@ from mlvs.logs import get_logger
 from mlvs.ops.snapshot.capture import capture_state
 from mlvs.ops.snapshot.manifest import MANIFEST_PATH, Manifest
 from mlvs.paths import ProjectPaths
-from mlvs.settings import lock_timeout
 from mlvs.state.interrupted import (
     RecoveryReport,
     finisher,
@@ -162,8 +161,9 @@ def create_snapshot(
     paths: ProjectPaths, name: str, message: str = "", automatic: bool = False
 ) -> Manifest:
     """Snapshot the whole current state as `name`; refuse a bad or existing name (changing nothing)."""
+
     _refuse_existing(paths, name)
-    with state_lock(paths, lock_timeout()):
+    with state_lock(paths):
         recover_interrupted(paths)
         _refuse_existing(paths, name)  # another command may have taken the name meanwhile
         journal = Journal(paths)
