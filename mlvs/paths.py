@@ -14,6 +14,9 @@ from pathlib import Path
 
 from mlvs.errors import BadInputError
 
+# The notebook each pipeline stage executes (`notebooks/<name>.ipynb`, the stage's cmd in dvc.yaml).
+STAGE_NOTEBOOKS = {"prepare": "01_prepare", "train": "02_train"}
+
 
 @dataclass(frozen=True)
 class ProjectPaths:

@@ -17,12 +17,11 @@ from mlvs.errors import (
     storage_failure,
 )
 from mlvs.logs import get_logger
-from mlvs.paths import ProjectPaths
+from mlvs.paths import STAGE_NOTEBOOKS, ProjectPaths
 from mlvs.state.interrupted import RecoveryReport, finisher, remove_workspace_leftovers
 from mlvs.state.journal import Journal
 
 log = get_logger("pipeline")
-log = get_logger("rollback")
 
 
 def read_metrics(paths: ProjectPaths) -> dict[str, float]:
@@ -60,7 +59,7 @@ def run_stage(
 
     with temporary_environment({"MLVS_FAULT": fault} if fault else {}):
         result = dvc(paths, "repro", "--force", "--single-item", stage, check=False)
-    notebook = {"prepare": "01_prepare", "train": "02_train"}.get(stage, stage)
+    notebook = STAGE_NOTEBOOKS.get(stage, stage)
     report = paths.reports / f"{notebook}.ipynb"
     restored: list[str] = []
     if result.returncode != 0 and restore_on_failure:

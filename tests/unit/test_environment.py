@@ -18,7 +18,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from mlvs.ml.params import stage_keys
-from mlvs.ops.run import NOTEBOOK_STAGES
+from mlvs.paths import STAGE_NOTEBOOKS
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -192,7 +192,7 @@ def parameters_cells(notebook: Path) -> list[dict]:
 
 
 def test_there_are_notebooks() -> None:
-    assert {n.stem for n in NOTEBOOKS} >= set(NOTEBOOK_STAGES)
+    assert {n.stem for n in NOTEBOOKS} >= set(STAGE_NOTEBOOKS.values())
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
@@ -213,12 +213,13 @@ def test_parameters_cell_only_assigns_literals(notebook: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "notebook", [n for n in NOTEBOOKS if n.stem in NOTEBOOK_STAGES], ids=lambda p: p.name
+    "stage", sorted(STAGE_NOTEBOOKS), ids=lambda s: STAGE_NOTEBOOKS[s]
 )
-def test_parameters_cell_declares_exactly_its_stage_keys(notebook: Path) -> None:
+def test_parameters_cell_declares_exactly_its_stage_keys(stage: str) -> None:
+    notebook = REPO / "notebooks" / f"{STAGE_NOTEBOOKS[stage]}.ipynb"
     tree = ast.parse(source(parameters_cells(notebook)[0]))
     declared = sorted(s.targets[0].id for s in tree.body if isinstance(s, ast.Assign))
-    assert declared == stage_keys(NOTEBOOK_STAGES[notebook.stem])
+    assert declared == stage_keys(stage)
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)

@@ -12,12 +12,12 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+from mlvs.backends.git.run import git_answer
 from mlvs.backends.mlflow.store import is_tracking_server, server_problem, tracking_uri
 from mlvs.errors import MlvsError
 from mlvs.paths import ProjectPaths
@@ -66,13 +66,8 @@ def configure(paths: ProjectPaths) -> Any:
 
 def git_tags(root: Path) -> dict[str, str]:
     """Git commit and dirty flag of the working tree, as MLflow tags."""
-
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-        return result.stdout.strip() if result.returncode == 0 else ""
-
-    commit = git("rev-parse", "HEAD") or "none"
-    dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
+    commit = git_answer(root, "rev-parse", "HEAD") or "none"
+    dirty = "true" if git_answer(root, "status", "--porcelain", "--untracked-files=no") else "false"
     return {"mlflow.source.git.commit": commit, "git_commit": commit, "git_dirty": dirty}
 
 
@@ -106,13 +101,18 @@ def begin_run(notebook: str, paths: ProjectPaths) -> Any:
     return mlflow.start_run(run_name=notebook, tags=tags)
 
 
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested parameters as MLflow's flat `a.b.c` keys."""
+def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as MLflow's flat dotted keys: {'a': {'b': 1}} -> {'a.b': 1}.
+
+    An empty mapping stays a value of its own, so that a section emptied is still seen.
+    """
+    if not isinstance(values, dict):
+        return {prefix: values} if prefix else {}
     flat: dict[str, Any] = {}
     for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name))
         else:
             flat[name] = value
     return flat
@@ -247,14 +247,6 @@ def end_run() -> None:
     import mlflow
 
     mlflow.end_run()
-
-
-def model_id_of(version: Any) -> str | None:
-    """The LoggedModel id behind a registry version (MLflow 3 keeps it in `source` on SQLite)."""
-    if getattr(version, "model_id", None):
-        return str(version.model_id)
-    source = str(getattr(version, "source", "") or "")
-    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
 
 
 def log_file(path: Path, artifact_dir: str) -> None:

@@ -8,7 +8,6 @@ executed notebook reads as the postmortem; `run_drill` runs them in one go.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sqlite3
@@ -19,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlvs._io import atomic_write_text
+from mlvs._io import atomic_write_text, sha256_file
 from mlvs.errors import BadInputError, MlvsError
 from mlvs.ops.drill.incidents import Scenario, inject, not_applicable, scenario
 from mlvs.ops.recover import recover
@@ -55,7 +54,7 @@ def tracked_hashes(root: Path) -> dict[str, str]:
         ):
             continue
         if path.is_file() and not path.is_symlink():
-            hashes[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+            hashes[rel] = sha256_file(path)
     return hashes
 
 
