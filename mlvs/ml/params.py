@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from mlvs.errors import ParamsError
-from mlvs.ml.modeling import MODEL_TYPES
+from mlvs.ml.modeling import METRICS, MODEL_TYPES
 
 
 class _Strict(BaseModel):
@@ -65,7 +65,7 @@ class RegistryParams(_Strict):
     """Where the model is registered and when a new version becomes champion."""
 
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-    promotion_metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc"]
+    promotion_metric: Literal[METRICS]  # type: ignore[valid-type]  (one of the model's metrics)
     promotion_margin: float = Field(ge=0.0, le=1.0)
 
 

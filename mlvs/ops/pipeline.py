@@ -206,16 +206,10 @@ def _failure_reason(output: str) -> str:
 
 
 def _summary_text(summary: dict[str, Any]) -> str:
+    from mlvs.ml.modeling import TEST_METRICS
+
     metrics = summary["metrics"]
-    shown = [
-        "test_accuracy",
-        "test_precision",
-        "test_recall",
-        "test_f1",
-        "test_roc_auc",
-        "net_value",
-        "roi",
-    ]
+    shown = [*TEST_METRICS, "net_value", "roi"]
     lines = [
         f"Pipeline done in {summary['seconds']} s "
         f"(ran: {', '.join(summary['ran']) or 'nothing'}; unchanged: {', '.join(summary['skipped']) or 'none'}).",

@@ -212,9 +212,7 @@ def test_parameters_cell_only_assigns_literals(notebook: Path) -> None:
         ast.literal_eval(statement.value)  # raises ValueError on anything but a literal
 
 
-@pytest.mark.parametrize(
-    "stage", sorted(STAGE_NOTEBOOKS), ids=lambda s: STAGE_NOTEBOOKS[s]
-)
+@pytest.mark.parametrize("stage", sorted(STAGE_NOTEBOOKS), ids=lambda s: STAGE_NOTEBOOKS[s])
 def test_parameters_cell_declares_exactly_its_stage_keys(stage: str) -> None:
     notebook = REPO / "notebooks" / f"{STAGE_NOTEBOOKS[stage]}.ipynb"
     tree = ast.parse(source(parameters_cells(notebook)[0]))

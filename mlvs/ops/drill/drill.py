@@ -260,6 +260,38 @@ class Drill:
         )
         return record
 
+    def log_run(self, record: dict[str, Any], timeline: Any) -> str:
+        """Log the postmortem as an MLflow run of kind `incident`: its timings, record and timeline figure.
+
+        Called once the drill is over: a run written while a drill breaks and restores
+        the MLflow store could go with it. Returns the run's id.
+        """
+        from mlvs.backends.mlflow import tracking
+
+        return tracking.log_kind_run(
+            self.paths,
+            "03_incident",
+            tracking.INCIDENT,
+            params={
+                "scenario": self.scenario.name,
+                "family": self.scenario.family,
+                "seed": self.seed,
+            },
+            metrics={
+                "time_to_detect_s": record["time_to_detect_s"],
+                "time_to_recover_s": record["time_to_recover_s"],
+                "bytes_restored": record["bytes_restored"],
+                "recovered": float(record["recovered"]),
+            },
+            details={
+                "incident": self.scenario.name,
+                "detected_by": record["detected_by"],
+                "rung": record["rung"],
+            },
+            figures={"timeline": timeline},
+            files=[(self.record_dir / "record.json", "postmortem")],
+        )
+
 
 def run_drill(paths: ProjectPaths, name: str, seed: int = 0) -> dict[str, Any]:
     """Every step of a drill in one call (the notebook calls them one by one)."""

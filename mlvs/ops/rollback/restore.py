@@ -237,7 +237,8 @@ def _recover_rollback(
     data = record.get("data", {})
     target_name = data.get("target")
     auto_name = data.get("auto_name")
-    if not auto_name or not undo_unsaved_snapshot(paths, auto_name, _automatic_snapshot_data(data)):
+    auto = _automatic_snapshot_data(data)
+    if not auto_name or not undo_unsaved_snapshot(paths, auto_name, auto):
         remove_workspace_leftovers(paths)
         journal.clear()
         return RecoveryReport(
