@@ -1,18 +1,16 @@
 """Bytes on disk: hashing, atomic and durable writes, checked copies.
 
-The primitives every integrity promise rests on, one of each: SHA-256 and MD5 of
-a file or a stream, an atomic replace, a directory flush, and a copy that hashes
-the bytes that landed."""
+The primitives every integrity promise rests on, one of each: SHA-256 (and MD5)
+of a file or a stream, an atomic replace, a directory flush, and a copy that
+hashes the bytes that landed."""
 
 from __future__ import annotations
 
 import errno
 import functools
 import hashlib
-import json
 import mmap
 import os
-import secrets
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -28,15 +26,6 @@ from mlvs.settings import FSYNC
 def sha256_file(path: Path) -> str:
     """SHA-256 of a file's bytes, read in chunks so large files stay cheap on memory."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def md5_file(path: Path) -> str:
-    """MD5 of a file's bytes: the content address DVC uses for its cache and lock file."""
-    digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
@@ -65,12 +54,23 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable."""
+    """Make a rename or a deletion in `directory` durable (only POSIX can open a directory for it)."""
+    if os.name != "posix":
+        return
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_directories(directories: Iterable[Path]) -> None:
+    """`fsync_dir` on each of `directories`, best effort: one that cannot be opened is skipped."""
+    for directory in directories:
+        try:
+            fsync_dir(directory)
+        except OSError:
+            continue
 
 
 CHUNK = 4 << 20
@@ -107,16 +107,29 @@ def read_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def write_file(destination: Path, chunks: Iterable[bytes]) -> None:
-    """Write chunks to a new file and flush them to disk (the file must not exist)."""
+def hash_file(path: Path) -> FileHash:
+    """MD5 and SHA-256 of a file's bytes, read once."""
+    return hash_stream(read_chunks(path))
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to the open file `fd` (`os.write` may write less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_file(destination: Path, chunks: Iterable[bytes], mode: int = 0o666) -> None:
+    """Write chunks to a new file and flush them to disk (the file must not exist).
+
+    The file gets `mode` less the umask, as a file created by any program would.
+    """
     fd = os.open(
-        destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+        destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode
     )
     try:
         for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, chunk)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -264,72 +277,9 @@ def copy_checked(
     return FileHash(md5.hexdigest() if md5 is not None else "", sha.hexdigest(), offset)
 
 
-def sha256_only(path: Path) -> str:
-    """SHA-256 of a file, for verifying bytes whose expected hash is known."""
-    sha = hashlib.sha256()
-    for chunk in read_chunks(path):
-        sha.update(chunk)
-    return sha.hexdigest()
-
-
 def is_regular_file(path: Path) -> bool:
     """Tell whether `path` is a regular file (following symlinks, as DVC's link caches need)."""
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
-
-
-def fsync_directories(directories: set[Path]) -> None:
-    """Make renames and deletions in these directories durable (best effort, POSIX only)."""
-    if os.name != "posix":  # directories cannot be opened for fsync elsewhere
-        return
-    for directory in directories:
-        try:
-            fd = os.open(directory, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes a rename or unlink durable; only POSIX can open a directory for it.
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomically(path: Path, document: Any) -> None:
-    """Write `document` as JSON to `path` so that a crash leaves the old or the new file."""
-    _write_atomically(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(
-        temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644
-    )
-    try:
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)

@@ -14,6 +14,13 @@ from pathlib import Path
 from mlvs.errors import BadInputError
 from mlvs.settings import ROOT
 
+# The notebook each pipeline stage executes (`notebooks/<name>.ipynb`, the stage's cmd in dvc.yaml).
+STAGE_NOTEBOOKS = {"prepare": "01_prepare", "train": "02_train"}
+
+
+# The installed mlvs package itself (shipped beside a logged model, whose feature step it holds).
+PACKAGE_DIR = Path(__file__).resolve().parent
+
 
 @dataclass(frozen=True)
 class ProjectPaths:

@@ -76,7 +76,10 @@ MODEL_TYPES: dict[str, ModelType] = {
 }
 
 
+# The model's quality metrics, by scikit-learn scorer name: cross-validated as `cv_<name>_mean`
+# and `cv_<name>_std`, held out as `test_<name>`. Every list of metrics derives from this one.
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+TEST_METRICS = tuple(f"test_{name}" for name in METRICS)
 
 
 def build_classifier(model_type: str, hyperparameters: BaseModel, seed: int) -> Any:
@@ -113,13 +116,14 @@ def holdout_metrics(y_true: Any, proba: Any, threshold: float) -> dict[str, floa
     )
 
     y_pred = (np.asarray(proba) >= threshold).astype(int)
-    return {
-        "test_accuracy": float(accuracy_score(y_true, y_pred)),
-        "test_precision": float(precision_score(y_true, y_pred, zero_division=0)),
-        "test_recall": float(recall_score(y_true, y_pred, zero_division=0)),
-        "test_f1": float(f1_score(y_true, y_pred, zero_division=0)),
-        "test_roc_auc": float(roc_auc_score(y_true, proba)),
+    scores = {
+        "accuracy": accuracy_score(y_true, y_pred),
+        "precision": precision_score(y_true, y_pred, zero_division=0),
+        "recall": recall_score(y_true, y_pred, zero_division=0),
+        "f1": f1_score(y_true, y_pred, zero_division=0),
+        "roc_auc": roc_auc_score(y_true, proba),  # of the probabilities, not the threshold
     }
+    return {f"test_{name}": float(scores[name]) for name in METRICS}
 
 
 def business_value(y_true: Any, proba: Any, threshold: float, business: Any) -> dict[str, float]:

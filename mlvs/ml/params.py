@@ -22,7 +22,8 @@ from pydantic import (
 )
 
 from mlvs.errors import ParamsError
-from mlvs.ml.modeling import MODEL_TYPES
+from mlvs.ml.modeling import METRICS, MODEL_TYPES
+from mlvs.paths import project
 
 
 class _Strict(BaseModel):
@@ -65,7 +66,7 @@ class RegistryParams(_Strict):
     """Where the model is registered and when a new version becomes champion."""
 
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-    promotion_metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc"]
+    promotion_metric: Literal[METRICS]  # type: ignore[valid-type]  (one of the model's metrics)
     promotion_margin: float = Field(ge=0.0, le=1.0)
 
 
@@ -210,3 +211,8 @@ def load_stage(stage: str, root: Path, overrides: dict[str, Any] | None = None) 
 def stage_keys(stage: str) -> list[str]:
     """Top-level parameter names of `stage`: the names its notebook may override."""
     return sorted(STAGES[stage].model_fields)
+
+
+def load_params(stage: str, **overrides: Any) -> Any:
+    """Validated parameters of `stage` from `params/`, with a notebook's non-None overrides on top."""
+    return load_stage(stage, project().root, overrides)

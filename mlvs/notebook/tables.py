@@ -1,18 +1,24 @@
-"""What `04_rollback.ipynb` shows: the snapshot table, the default target, and the metrics to compare."""
+"""The tables the notebooks show: records (findings, repairs), and what `04_rollback.ipynb` compares."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
 from mlvs.errors import BadInputError
+from mlvs.ml.modeling import TEST_METRICS
 from mlvs.ops.pipeline import read_metrics
 from mlvs.ops.snapshot.diff import diff_snapshots
 from mlvs.ops.snapshot.read import list_snapshots
 from mlvs.paths import ProjectPaths
 
-SHOWN_METRICS = ["test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc"]
+
+def records_frame(records: Sequence[Any]) -> pd.DataFrame:
+    """One row per record (a verify finding, a recovery repair...), one column per field."""
+    return pd.DataFrame([dataclasses.asdict(record) for record in records])
 
 
 def snapshot_table(paths: ProjectPaths) -> pd.DataFrame:
@@ -62,7 +68,7 @@ def diff_frame(paths: ProjectPaths, target: str) -> pd.DataFrame:
 def current_metrics(paths: ProjectPaths) -> dict[str, float]:
     """The test metrics of the model now in `models/`."""
     metrics = read_metrics(paths)
-    return {k: metrics[k] for k in SHOWN_METRICS if k in metrics}
+    return {k: metrics[k] for k in TEST_METRICS if k in metrics}
 
 
 def report_frame(report: Any) -> pd.DataFrame:

@@ -22,10 +22,11 @@ from mlvs.errors import (
     storage_failure,
 )
 from mlvs.logs import get_logger
+from mlvs.ml.modeling import TEST_METRICS
 from mlvs.ml.params import STAGES, load_stage
 from mlvs.ops.repair import RecoveryOutcome, evidence_dir, restore_recorded_files
 from mlvs.ops.run import temporary_environment
-from mlvs.paths import ProjectPaths
+from mlvs.paths import STAGE_NOTEBOOKS, ProjectPaths
 from mlvs.state.interrupted import (
     RecoveryReport,
     finisher,
@@ -37,7 +38,6 @@ from mlvs.state.lock import locked
 from mlvs.testing.faults import armed
 
 log = get_logger("pipeline")
-log = get_logger("rollback")
 
 
 def read_metrics(paths: ProjectPaths) -> dict[str, float]:
@@ -74,7 +74,7 @@ def run_stage(
 
     with temporary_environment(armed(f"{stage}:{fault}") if fault else {}):
         result = dvc(paths, "repro", "--force", "--single-item", stage, check=False)
-    notebook = {"prepare": "01_prepare", "train": "02_train"}.get(stage, stage)
+    notebook = STAGE_NOTEBOOKS.get(stage, stage)
     report = paths.reports / f"{notebook}.ipynb"
     restored: list[str] = []
     if result.returncode != 0 and restore_on_failure:
@@ -216,16 +216,9 @@ def _failure_reason(output: str) -> str:
 
 
 def _summary_text(summary: dict[str, Any]) -> str:
+
     metrics = summary["metrics"]
-    shown = [
-        "test_accuracy",
-        "test_precision",
-        "test_recall",
-        "test_f1",
-        "test_roc_auc",
-        "net_value",
-        "roi",
-    ]
+    shown = [*TEST_METRICS, "net_value", "roi"]
     lines = [
         f"Pipeline done in {summary['seconds']} s "
         f"(ran: {', '.join(summary['ran']) or 'nothing'}; unchanged: {', '.join(summary['skipped']) or 'none'}).",

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlvs._io import FileHash, copy_checked, fsync_dir, hash_stream, read_chunks
+from mlvs._io import FileHash, copy_checked, fsync_dir, hash_file
 from mlvs.backends.dvc.command import dvc
 from mlvs.backends.dvc.hashcache import HashCache, file_identity
 from mlvs.backends.dvc.objects import TEMP_SUFFIX, ObjectStore
@@ -65,7 +65,7 @@ def _cache_object_md5(paths: ProjectPaths, hashes: HashCache, cached: Path) -> s
     try:
         relative = cached.resolve().relative_to(paths.root.resolve()).as_posix()
     except ValueError:  # a cache outside the project: hash it directly
-        return hash_stream(read_chunks(cached)).md5
+        return hash_file(cached).md5
     return hashes.file_hash(relative).md5
 
 

@@ -25,8 +25,8 @@ from typing import Any
 from mlvs._io import sha256_file
 from mlvs.backends.dvc.command import tool_env
 from mlvs.backends.dvc.objects import ObjectStore
-from mlvs.backends.git.run import run_git
-from mlvs.errors import BadInputError, ExternalToolError
+from mlvs.backends.git.run import run_git, run_git_bytes
+from mlvs.errors import BadInputError
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
 from mlvs.settings import ROOT
@@ -101,22 +101,16 @@ def _safe_extract(archive: bytes, destination: Path) -> None:
 
 def export_commit(paths: ProjectPaths, commit: str, destination: Path) -> None:
     """Write the tree of `commit` into `destination` and make it a repository of its own."""
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", commit], cwd=paths.root, capture_output=True
-    )
-    if archive.returncode != 0:
-        raise ExternalToolError(
-            f"git archive {commit[:12]} failed: {archive.stderr.decode().strip()}"
-        )
+    archive = run_git_bytes(paths.root, "archive", "--format=tar", commit)
     destination.mkdir(parents=True, exist_ok=True)
-    _safe_extract(archive.stdout, destination)
+    _safe_extract(archive, destination)
     env = {
         "GIT_AUTHOR_NAME": "mlvs",
         "GIT_AUTHOR_EMAIL": "mlvs@localhost",
         "GIT_COMMITTER_NAME": "mlvs",
         "GIT_COMMITTER_EMAIL": "mlvs@localhost",
     }
-    subprocess.run(["git", "init", "-q"], cwd=destination, check=True)
+    run_git(destination, "init", "-q")
     run_git(destination, "add", "-A")
     run_git(destination, "commit", "-qm", f"reproduce {commit[:12]}", env=env)
 
@@ -134,9 +128,7 @@ def _compare_golden(expected: list[str] | None, actual_file: Path) -> list[str]:
     ]
 
 
-def reproduce(
-    paths: ProjectPaths, name: str, expected: Expected, keep: bool = False
-) -> Reproduction:
+def reproduce(paths: ProjectPaths, name: str, expected: Expected) -> Reproduction:
     """Re-run the pipeline of `expected.commit` from scratch and list every difference."""
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="mlvs-reproduce-"))
@@ -192,8 +184,7 @@ def reproduce(
             time.perf_counter() - started,
         )
     finally:
-        if not keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def expected_from_manifest(paths: ProjectPaths, manifest: Any) -> Expected:

@@ -28,15 +28,11 @@ from mlvs.errors import BadInputError, ExternalToolError, NotebookFailedError
 from mlvs.logs import get_logger
 from mlvs.ml.params import load_stage, read_yaml
 from mlvs.ops.reports_index import notebook_title, refresh_index
-from mlvs.paths import ProjectPaths
+from mlvs.paths import STAGE_NOTEBOOKS, ProjectPaths
 from mlvs.settings import ROOT
 from mlvs.state.lock import state_lock
 
 log = get_logger("runner")
-
-
-# Notebook stem -> the params stage its overrides are validated against.
-NOTEBOOK_STAGES = {"01_prepare": "prepare", "02_train": "train"}
 
 
 SCALARS = (str, int, float, bool, type(None))
@@ -49,10 +45,8 @@ class NotebookResult:
     notebook: str
     output: Path
     html: Path
-    run_id: str | None
+    run_id: str
     seconds: float
-    failed: bool = False
-    error: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
@@ -134,7 +128,8 @@ def validate_parameters(paths: ProjectPaths, notebook: Path, parameters: dict[st
             raise BadInputError(
                 f"{notebook.name} has no parameter '{name}'{hint}; its parameters are: {', '.join(declared) or 'none'}"
             )
-    stage = NOTEBOOK_STAGES.get(notebook.stem)
+    # A stage's notebook takes its overrides through the stage's params schema.
+    stage = next((s for s, stem in STAGE_NOTEBOOKS.items() if stem == notebook.stem), None)
     if stage:
         load_stage(stage, paths.root, overrides=parameters)
 
@@ -205,7 +200,6 @@ def run_notebook(
     name: str,
     parameters: dict[str, Any] | None = None,
     output_dir: Path | None = None,
-    track: bool = True,
     progress: bool = True,
 ) -> NotebookResult:
     """Execute one notebook with papermill and keep its executed copy and HTML as a report.
@@ -220,7 +214,7 @@ def run_notebook(
     notebook = resolve_notebook(paths, name)
     validate_parameters(paths, notebook, parameters)
     with state_lock(paths):
-        return _execute_notebook(paths, notebook, parameters, output_dir, track, progress)
+        return _execute_notebook(paths, notebook, parameters, output_dir, progress)
 
 
 def _execute_notebook(
@@ -228,7 +222,6 @@ def _execute_notebook(
     notebook: Path,
     parameters: dict[str, Any],
     output_dir: Path | None,
-    track: bool,
     progress: bool,
 ) -> NotebookResult:
     """`run_notebook` once its inputs are checked and the lock is held."""
@@ -241,17 +234,12 @@ def _execute_notebook(
     output = out_dir / notebook.name
     html = output.with_suffix(".html")
 
-    run_id = None
-    before = None
-    if track:
-        # A tracking server that does not answer: refuse now, with nothing run or written.
-        require_server(paths, f"run {notebook.name} again")
-        before = tracking.aliases_before_run(paths)
-        run_id = tracking.start_notebook_run(paths, notebook.stem)
-    env = {ROOT.name: str(paths.root)}
-    if run_id:
-        env["MLFLOW_RUN_ID"] = run_id
-    log.info("running %s%s", notebook.name, f" (MLflow run {run_id})" if run_id else "")
+    # A tracking server that does not answer: refuse now, with nothing run or written.
+    require_server(paths, f"run {notebook.name} again")
+    before = tracking.aliases_before_run(paths)
+    run_id = tracking.start_notebook_run(paths, notebook.stem)
+    env = {ROOT.name: str(paths.root), "MLFLOW_RUN_ID": run_id}
+    log.info("running %s (MLflow run %s)", notebook.name, run_id)
     started = time.perf_counter()
     failed, error = False, ""
     try:
@@ -272,14 +260,12 @@ def _execute_notebook(
     seconds = time.perf_counter() - started
     if output.exists():
         render_html(output, html)
-    if run_id:
-        _finish_tracked_run(paths, run_id, notebook, [output, html], failed, before)
+    _finish_tracked_run(paths, run_id, notebook, [output, html], failed, before)
 
     refresh_index(paths)
-    result = NotebookResult(notebook.stem, output, html, run_id, seconds, failed, error, parameters)
     if failed:
         raise NotebookFailedError(
             f"{notebook.name} failed ({error}); the executed notebook with the failing cell is kept at {output}"
         )
     log.info("%s finished in %.1f s; report: %s", notebook.name, seconds, output)
-    return result
+    return NotebookResult(notebook.stem, output, html, run_id, seconds, parameters)

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlvs._io import hash_stream, read_chunks, sha256_only
+from mlvs._io import hash_file, sha256_file
 from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.dvc.outputs import dvc_outputs, lock_hashes, output_files
@@ -161,7 +161,7 @@ class PassedChecks:
             if not path.is_file():
                 return relative or str(path), "absent"
             if not relative:  # outside the project: not in the hash cache
-                return str(path), sha256_only(path)
+                return str(path), sha256_file(path)
             return relative, self.hashes.file_hash(relative).sha256
         except OSError:
             return relative or str(path), "unreadable"
@@ -467,7 +467,7 @@ def check_dvc_cache(paths: ProjectPaths, store: ObjectStore, hashes: HashCache) 
             relative = cached.resolve().relative_to(cache_root.resolve()).as_posix()
             actual = hashes.file_hash(relative).md5
         except ValueError:  # a cache outside the project: hash it directly
-            actual = hash_stream(read_chunks(cached)).md5
+            actual = hash_file(cached).md5
         if actual != md5:
             findings.append(Finding("dvc_cache", label, f"md5 {md5}", f"md5 {actual}"))
     return findings

@@ -49,9 +49,53 @@ def schema_report(frame: pd.DataFrame) -> pd.DataFrame:
 class PreparedData:
     """The outputs of the prepare stage and their hashes."""
 
+    customers: pd.DataFrame
     train: pd.DataFrame
     test: pd.DataFrame
     hashes: dict[str, str]
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """The raw data and each side of the split, by the names `hashes` uses."""
+        return {"raw": self.customers, "train": self.train, "test": self.test}
+
+    def summary(self) -> pd.DataFrame:
+        """Rows, churn rate and SHA-256 (shortened) of the raw data and of each side of the split."""
+        frames = self.frames()
+        return pd.DataFrame(
+            {
+                "rows": [len(f) for f in frames.values()],
+                "churn rate": [f[datamod.TARGET].mean() for f in frames.values()],
+                "sha256": [self.hashes[name][:16] for name in frames],
+            },
+            index=list(frames),
+        ).round(4)
+
+    def feature_preview(self, rows: int = 5) -> pd.DataFrame:
+        """The first rows of the feature matrix the classifier sees, after engineering and scaling."""
+
+        X, _ = datamod.features_and_target(self.train)
+        preprocessor = build_preprocessor().fit(X)
+        names = list(preprocessor.named_steps["encode"].get_feature_names_out())
+        return pd.DataFrame(
+            preprocessor.transform(X.head(rows)), columns=names, index=X.head(rows).index
+        ).round(3)
+
+    def run_metrics(self) -> dict[str, float]:
+        """What the prepare run logs as metrics: sizes and the churn rate."""
+        return {
+            "rows": len(self.customers),
+            "churn_rate": float(self.customers[datamod.TARGET].mean()),
+            "train_rows": len(self.train),
+            "test_rows": len(self.test),
+        }
+
+    def run_tags(self) -> dict[str, str]:
+        """What the prepare run logs as tags: the SHA-256 of each file written."""
+        return {
+            "data_sha256": self.hashes["raw"],
+            "train_sha256": self.hashes["train"],
+            "test_sha256": self.hashes["test"],
+        }
 
 
 def write_prepared(
@@ -68,26 +112,16 @@ def write_prepared(
         "train": datamod.write_csv(train, paths.train_data),
         "test": datamod.write_csv(test, paths.test_data),
     }
+    prepared = PreparedData(customers, train, test, hashes)
     summary = {
-        "rows": {"raw": len(customers), "train": len(train), "test": len(test)},
+        "rows": {name: len(frame) for name, frame in prepared.frames().items()},
         "churn_rate": {
-            "raw": round(float(customers[datamod.TARGET].mean()), 6),
-            "train": round(float(train[datamod.TARGET].mean()), 6),
-            "test": round(float(test[datamod.TARGET].mean()), 6),
+            name: round(float(frame[datamod.TARGET].mean()), 6)
+            for name, frame in prepared.frames().items()
         },
         "sha256": hashes,
     }
     atomic_write_text(
         paths.processed / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n"
     )
-    return PreparedData(train, test, hashes)
-
-
-def feature_preview(train: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
-    """The first rows of the feature matrix the classifier sees, after engineering and scaling."""
-    X, _ = datamod.features_and_target(train)
-    preprocessor = build_preprocessor().fit(X)
-    names = list(preprocessor.named_steps["encode"].get_feature_names_out())
-    return pd.DataFrame(
-        preprocessor.transform(X.head(rows)), columns=names, index=X.head(rows).index
-    ).round(3)
+    return prepared

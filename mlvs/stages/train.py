@@ -1,21 +1,35 @@
-"""What the train notebook calls: load the split, train and evaluate, save the model."""
+"""What the train notebook calls: load the split, train and evaluate, save and register the model."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mlvs._io import atomic_write_text, sha256_file
+from mlvs.backends.mlflow import tracking
 from mlvs.ml import data as datamod
-from mlvs.ml.features import build_model
-from mlvs.ml.modeling import build_classifier, business_value, cross_validate_model, holdout_metrics
+from mlvs.ml.features import build_model, feature_importances
+from mlvs.ml.modeling import (
+    METRICS,
+    build_classifier,
+    business_value,
+    cross_validate_model,
+    holdout_metrics,
+)
 from mlvs.ml.modelio import save_model
 from mlvs.paths import ProjectPaths
 from mlvs.testing.faults import fault_point
+
+if TYPE_CHECKING:
+    from mlvs.backends.mlflow.tracking import NotebookRun
+
+# Rows of the test set given to MLflow as the model's input example (its signature is inferred
+# from them); the golden sample kept beside the model file is `golden_sample_size` rows.
+INPUT_EXAMPLE_ROWS = 5
 
 
 def data_hash(paths: ProjectPaths) -> str:
@@ -26,13 +40,22 @@ def data_hash(paths: ProjectPaths) -> str:
     return digest.hexdigest()
 
 
-def load_split(paths: ProjectPaths) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The prepared train and test sets, schema-checked."""
+@dataclass(frozen=True)
+class Split:
+    """The prepared train and test sets, and their `data_hash`."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    data_sha256: str
+
+
+def load_split(paths: ProjectPaths) -> Split:
+    """The prepared train and test sets, schema-checked, with the SHA-256 of the data they are."""
     train = datamod.read_customers(paths.train_data)
     test = datamod.read_customers(paths.test_data)
     datamod.check_schema(train)
     datamod.check_schema(test)
-    return train, test
+    return Split(train, test, data_hash(paths))
 
 
 @dataclass
@@ -44,6 +67,26 @@ class TrainedModel:
     test: dict[str, float]
     business: dict[str, float]
     test_probability: Any
+
+    def metrics(self) -> dict[str, float]:
+        """Every metric in one flat mapping: cross-validated, held out, and business value."""
+        return {**self.cv, **self.test, **self.business}
+
+    def metrics_table(self) -> pd.DataFrame:
+        """Each model metric's cross-validated mean and spread, and its score on the test set."""
+
+        return pd.DataFrame(
+            {
+                "cv mean": {m: self.cv[f"cv_{m}_mean"] for m in METRICS},
+                "cv std": {m: self.cv[f"cv_{m}_std"] for m in METRICS},
+                "test": {m: self.test[f"test_{m}"] for m in METRICS},
+            }
+        ).round(4)
+
+    def feature_importances(self) -> pd.Series:
+        """The fitted model's importance of each engineered feature, largest first."""
+
+        return feature_importances(self.model)
 
 
 def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, params: Any) -> TrainedModel:
@@ -72,16 +115,12 @@ def golden_sample(test: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
     return X_test.sample(n=min(size, len(X_test)), random_state=seed).sort_index()
 
 
-def all_metrics(trained: TrainedModel) -> dict[str, float]:
-    """Every metric of a trained model in one flat mapping."""
-    return {**trained.cv, **trained.test, **trained.business}
-
-
 def save_trained(
     paths: ProjectPaths, trained: TrainedModel, test: pd.DataFrame, params: Any
 ) -> dict[str, Any]:
     """Save model, card, golden predictions and `reports/metrics.json`; return the card."""
-    metrics = all_metrics(trained)
+
+    metrics = trained.metrics()
     card = {
         "model_type": params.model_type,
         "params": params.model_dump(),
@@ -93,3 +132,31 @@ def save_trained(
     )
     atomic_write_text(paths.metrics, json.dumps(card["metrics"], indent=2, sort_keys=True) + "\n")
     return {**card, "model_sha256": saved.sha256, "model_bytes": saved.size}
+
+
+def register_model(
+    run: NotebookRun, trained: TrainedModel, card: dict[str, Any], test: pd.DataFrame, params: Any
+) -> dict[str, Any]:
+    """Log the training to `run`, register the model, and promote it if it beats the champion.
+
+    The run gets the parameters (with the chosen model's hyperparameters), every metric
+    and the data and model hashes of `card`; the model is logged to it with mlvs's
+    trusted types and registered as `params.registry.model_name`. `champion` moves to
+    the new version if it beats the champion by the promotion margin, otherwise the
+    version becomes the `challenger`. Returns that decision.
+    """
+
+    run.log(
+        {**params.model_dump(), "hyperparameters": params.model_hyperparameters().model_dump()},
+        trained.metrics(),
+        tags={"data_sha256": card["data_sha256"], "model_sha256": card["model_sha256"]},
+    )
+    example = golden_sample(test, INPUT_EXAMPLE_ROWS, params.seed)
+    info = tracking.log_and_register_model(trained.model, example, params.registry)
+    return tracking.promote(
+        params.registry.model_name,
+        str(info.registered_model_version),
+        params.registry.promotion_metric,
+        params.registry.promotion_margin,
+        trained.test,
+    )

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from mlvs._io import _fsync_directory, _write_all, _write_atomically
+from mlvs._io import atomic_write_bytes, fsync_dir, write_all
 from mlvs.errors import IntegrityError, MlvsError
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
@@ -89,7 +89,7 @@ class Journal:
             "started_at": now,
             "updated_at": now,
         }
-        _write_atomically(self.path, (json.dumps(record, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(self.path, (json.dumps(record, sort_keys=True) + "\n").encode())
 
     def update(self, step: str, **data: Any) -> None:
         """Record that the operation reached `step`, merging `data` into its data."""
@@ -101,7 +101,7 @@ class Journal:
         except FileNotFoundError:
             raise RuntimeError(f"Journal.update({step!r}) called with no operation begun") from None
         try:
-            _write_all(fd, line)
+            write_all(fd, line)
             getattr(os, "fdatasync", os.fsync)(fd)
         finally:
             os.close(fd)
@@ -112,7 +112,7 @@ class Journal:
             self.path.unlink()
         except FileNotFoundError:
             return
-        _fsync_directory(self.path.parent)
+        fsync_dir(self.path.parent)
 
 
 Record = Callable[..., None]  # record(step, **data): one journal step

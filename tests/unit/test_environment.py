@@ -19,7 +19,7 @@ from packaging.utils import canonicalize_name
 
 import mlvs
 from mlvs.ml.params import stage_keys
-from mlvs.ops.run import NOTEBOOK_STAGES
+from mlvs.paths import STAGE_NOTEBOOKS
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -230,7 +230,7 @@ def parameters_cells(notebook: Path) -> list[dict]:
 
 
 def test_there_are_notebooks() -> None:
-    assert {n.stem for n in NOTEBOOKS} >= set(NOTEBOOK_STAGES)
+    assert {n.stem for n in NOTEBOOKS} >= set(STAGE_NOTEBOOKS.values())
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
@@ -250,13 +250,12 @@ def test_parameters_cell_only_assigns_literals(notebook: Path) -> None:
         ast.literal_eval(statement.value)  # raises ValueError on anything but a literal
 
 
-@pytest.mark.parametrize(
-    "notebook", [n for n in NOTEBOOKS if n.stem in NOTEBOOK_STAGES], ids=lambda p: p.name
-)
-def test_parameters_cell_declares_exactly_its_stage_keys(notebook: Path) -> None:
+@pytest.mark.parametrize("stage", sorted(STAGE_NOTEBOOKS), ids=lambda s: STAGE_NOTEBOOKS[s])
+def test_parameters_cell_declares_exactly_its_stage_keys(stage: str) -> None:
+    notebook = REPO / "notebooks" / f"{STAGE_NOTEBOOKS[stage]}.ipynb"
     tree = ast.parse(source(parameters_cells(notebook)[0]))
     declared = sorted(s.targets[0].id for s in tree.body if isinstance(s, ast.Assign))
-    assert declared == stage_keys(NOTEBOOK_STAGES[notebook.stem])
+    assert declared == stage_keys(stage)
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)

@@ -28,7 +28,7 @@ from mlvs.backends.mlflow.registry import RegistryState, VersionInfo
 from mlvs.backends.uris import safe_uri
 from mlvs.errors import BadInputError, IntegrityError
 from mlvs.ops.rollback.plan import auto_snapshot_name, parse_parts
-from mlvs.ops.snapshot.diff import flatten
+from mlvs.backends.mlflow.tracking import flatten
 from mlvs.ops.snapshot.manifest import FORMAT, PARTS, Manifest
 from mlvs.paths import ProjectPaths
 
@@ -233,10 +233,10 @@ def test_hash_cache_does_not_read_an_unchanged_file_twice(
     assert first.md5 == hashlib.md5(b"x" * 1000).hexdigest()
     cache.close()
 
-    def no_reading(chunks: object) -> None:
+    def no_reading(path: object) -> None:
         raise AssertionError("an unchanged file was read again")
 
-    monkeypatch.setattr(hashcache, "hash_stream", no_reading)
+    monkeypatch.setattr(hashcache, "hash_file", no_reading)
     again = HashCache(paths)  # a later command: a new connection to the same cache
     assert again.file_hash("data.bin") == first
     again.close()

@@ -7,7 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from mlvs._io import FileHash, hash_stream, read_chunks
+from mlvs._io import FileHash, hash_file
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
 
@@ -223,7 +223,7 @@ class HashCache:
             if known is not None:
                 return known
         started = time.time_ns()
-        hashed = hash_stream(read_chunks(path))
+        hashed = hash_file(path)
         self.remember_object(
             hashed
         )  # both digests of the same bytes, whatever happened to the file since

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mlvs._io import copy_verified, is_regular_file, sha256_only, write_file
+from mlvs._io import copy_verified, is_regular_file, sha256_file, write_file
 from mlvs.backends.uris import safe_uri
 from mlvs.errors import BadInputError, ExternalToolError, IntegrityError
 from mlvs.logs import get_logger
@@ -262,7 +262,7 @@ class ObjectStore:
         try:
             with Repo(str(self.paths.root)) as repo:
                 repo.cloud.pull([HashInfo("md5", md5)], remote=self.remote.name)
-            if cached.is_file() and sha256_only(cached) == sha256:
+            if cached.is_file() and sha256_file(cached) == sha256:
                 aside.unlink(missing_ok=True)
                 return True
         except Exception as error:  # DVC raises many kinds for an unreachable remote

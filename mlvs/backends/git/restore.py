@@ -8,8 +8,8 @@ import secrets
 import stat
 from pathlib import Path
 
-from mlvs._io import fsync_directories
-from mlvs.backends.git.run import _EXECUTABLE, _SYMLINK, _git_bytes
+from mlvs._io import fsync_directories, write_file
+from mlvs.backends.git.run import _EXECUTABLE, _SYMLINK, run_git_bytes
 from mlvs.backends.git.tree import (
     _behind_symlink,
     _is_safe_tree_path,
@@ -27,7 +27,7 @@ def _read_blobs(root: Path, oids: set[str]) -> dict[str, bytes]:
     if not oids:
         return {}
     order = sorted(oids)
-    out = _git_bytes(
+    out = run_git_bytes(
         root, "cat-file", "--batch", input="".join(f"{oid}\n" for oid in order).encode()
     )
     blobs: dict[str, bytes] = {}
@@ -75,20 +75,8 @@ def _write_entry(destination: Path, mode: str, content: bytes) -> None:
         if mode == _SYMLINK:
             os.symlink(os.fsdecode(content), temporary)
         else:
-            # Like git checkout: 0777 or 0666, less the umask that os.open applies.
-            permissions = 0o777 if mode == _EXECUTABLE else 0o666
-            fd = os.open(
-                temporary,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                permissions,
-            )
-            try:
-                view = memoryview(content)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            # Like git checkout: 0777 or 0666, less the umask.
+            write_file(temporary, [content], 0o777 if mode == _EXECUTABLE else 0o666)
         os.replace(temporary, destination)
     except BaseException:
         temporary.unlink(missing_ok=True)

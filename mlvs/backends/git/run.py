@@ -79,9 +79,10 @@ def exit_text(code: int) -> str:
     return f"killed by {name}"
 
 
-def _git_bytes(
+def run_git_bytes(
     root: Path, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None
 ) -> bytes:
+    """Run `git ARGS` in `root` and return its stdout as bytes (as `run_git`, for binary answers)."""
     done = _run(root, args, input, env)
     if done.returncode != 0:
         stderr = done.stderr.decode("utf-8", "replace").strip()
@@ -99,7 +100,15 @@ def run_git(
     `env` adds to (and overrides) the inherited environment. Raises ExternalToolError
     carrying git's stderr when git fails.
     """
-    return _git_bytes(root, *args, input=input, env=env).decode("utf-8", "surrogateescape")
+    return run_git_bytes(root, *args, input=input, env=env).decode("utf-8", "surrogateescape")
+
+
+def git_answer(root: Path, *args: str) -> str:
+    """The stripped stdout of `git ARGS` in `root`, or "" when git fails: for optional answers."""
+    done = _run(root, args, None, None)
+    if done.returncode != 0:
+        return ""
+    return done.stdout.decode("utf-8", "surrogateescape").strip()
 
 
 # Within one command a checked answer stays true while `.git` is the same entry; a git

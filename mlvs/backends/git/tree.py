@@ -16,13 +16,13 @@ from mlvs.backends.git.run import (
     _SYMLINK,
     _TREES,
     Entry,
-    _git_bytes,
     _head,
     _head_index,
     _identity_env,
     _require_toplevel,
     _resolve_commit,
     run_git,
+    run_git_bytes,
 )
 from mlvs.errors import BadInputError
 
@@ -81,7 +81,7 @@ def _tree_entries(root: Path, sha: str) -> dict[str, Entry]:
     key = (os.path.realpath(root), commit)
     if key in _TREES:
         return dict(_TREES[key])
-    out = _git_bytes(root, "ls-tree", "-r", "-z", "--full-tree", commit)
+    out = run_git_bytes(root, "ls-tree", "-r", "-z", "--full-tree", commit)
     entries: dict[str, Entry] = {}
     for record in out.split(b"\0"):
         if not record:
@@ -108,7 +108,7 @@ def read_file_at(root: Path, sha: str, path: str) -> bytes | None:
     relative = _relative_path(path)
     if not relative:
         return None
-    out = _git_bytes(
+    out = run_git_bytes(
         root, "ls-tree", "-z", "--full-tree", _resolve_commit(root, sha), "--", relative
     )
     record = out.split(b"\0")[0]
@@ -117,7 +117,7 @@ def read_file_at(root: Path, sha: str, path: str) -> bytes | None:
     _, kind, oid = record.partition(b"\t")[0].decode().split(" ")
     if kind != "blob":
         return None
-    return _git_bytes(root, "cat-file", "blob", oid)
+    return run_git_bytes(root, "cat-file", "blob", oid)
 
 
 def read_files_at(root: Path, items: list[tuple[str, str]]) -> list[bytes | None]:
@@ -135,7 +135,7 @@ def read_files_at(root: Path, items: list[tuple[str, str]]) -> list[bytes | None
                 f"cannot read {path!r} at {sha!r}: give a commit sha and a one-line path"
             )
         requests.append(f"{sha}:{relative}\n")
-    out = _git_bytes(root, "cat-file", "--batch", input="".join(requests).encode())
+    out = run_git_bytes(root, "cat-file", "--batch", input="".join(requests).encode())
     found: list[bytes | None] = []
     position = 0
     for _ in items:
@@ -161,7 +161,7 @@ def _worktree_files(root: Path) -> dict[str, str]:
     with _head_index(root, _head(root)) as env:
         # Against a HEAD-seeded index, --cached is what HEAD tracks and --others is
         # exactly the untracked files that git does not ignore.
-        out = _git_bytes(
+        out = run_git_bytes(
             root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", env=env
         )
     files: dict[str, str] = {}

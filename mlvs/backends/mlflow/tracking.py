@@ -12,14 +12,16 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from mlvs._io import atomic_write_text
+from mlvs.backends.git.run import git_answer
 from mlvs.backends.mlflow.registry import read_registry
 from mlvs.backends.mlflow.store import (
     is_tracking_server,
@@ -29,8 +31,9 @@ from mlvs.backends.mlflow.store import (
 )
 from mlvs.errors import MlvsError
 from mlvs.logs import get_logger
+from mlvs.ml.modelio import TRUSTED_TYPES
 from mlvs.ml.params import load_stage
-from mlvs.paths import ProjectPaths
+from mlvs.paths import PACKAGE_DIR, ProjectPaths
 
 EXPERIMENT = "mlvs"
 
@@ -77,83 +80,148 @@ def configure(paths: ProjectPaths) -> Any:
 
 def git_tags(root: Path) -> dict[str, str]:
     """Git commit and dirty flag of the working tree, as MLflow tags."""
-
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-        return result.stdout.strip() if result.returncode == 0 else ""
-
-    commit = git("rev-parse", "HEAD") or "none"
-    dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
+    commit = git_answer(root, "rev-parse", "HEAD") or "none"
+    dirty = "true" if git_answer(root, "status", "--porcelain", "--untracked-files=no") else "false"
     return {"mlflow.source.git.commit": commit, "git_commit": commit, "git_dirty": dirty}
 
 
-def start_notebook_run(paths: ProjectPaths, notebook: str, run_name: str | None = None) -> str:
-    """Create the MLflow run of one notebook execution and return its id (left unfinished)."""
-    mlflow = configure(paths)
-    client = mlflow.MlflowClient()
-    experiment = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
-    tags = {
+def _notebook_tags(paths: ProjectPaths, notebook: str) -> dict[str, str]:
+    """The tags of a notebook's run: the code it ran (git) and the notebook."""
+    return {
         **git_tags(paths.root),
         "notebook": notebook,
         "mlflow.source.name": f"notebooks/{notebook}.ipynb",
     }
-    run = client.create_run(experiment.experiment_id, run_name=run_name or notebook, tags=tags)
+
+
+def start_notebook_run(paths: ProjectPaths, notebook: str) -> str:
+    """Create the MLflow run of one notebook execution and return its id (left unfinished)."""
+    mlflow = configure(paths)
+    client = mlflow.MlflowClient()
+    experiment = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    run = client.create_run(
+        experiment.experiment_id, run_name=notebook, tags=_notebook_tags(paths, notebook)
+    )
     return run.info.run_id
 
 
-def begin_run(notebook: str, paths: ProjectPaths) -> Any:
-    """Resume the run the runner created (MLFLOW_RUN_ID), or start one when run by hand."""
+@dataclass(frozen=True)
+class NotebookRun:
+    """The MLflow run a notebook logs to; it stays the active run until `end`."""
+
+    notebook: str
+    run_id: str
+
+    def log(
+        self, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str] | None = None
+    ) -> None:
+        """Log parameters (nested ones flattened), metrics and tags in one batch."""
+        # deferred: mlflow (~1.7 s) is imported only when this runs
+        import mlflow
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.utils.time import get_current_time_millis
+
+        now = get_current_time_millis()
+        mlflow.MlflowClient().log_batch(
+            self.run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)) for k, v in flatten(params).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        """Log a matplotlib figure under `plots/<name>.png`."""
+        # deferred: mlflow (~1.7 s) is imported only when this runs
+        import mlflow
+
+        mlflow.MlflowClient().log_figure(self.run_id, figure, f"plots/{name}.png")
+
+    def log_file(self, path: Path, artifact_dir: str) -> None:
+        """Attach a file under `artifact_dir`."""
+        # deferred: mlflow (~1.7 s) is imported only when this runs
+        import mlflow
+
+        mlflow.MlflowClient().log_artifact(self.run_id, str(path), artifact_dir)
+
+    def end(self) -> None:
+        """End the run here (the runner, when there is one, sets its final status)."""
+        # deferred: mlflow (~1.7 s) is imported only when this runs
+        import mlflow
+
+        mlflow.end_run()
+
+
+def start_run(notebook: str, paths: ProjectPaths) -> NotebookRun:
+    """The run of `notebook`: the one `mlvs run` created (MLFLOW_RUN_ID), or a new one when run by hand."""
     mlflow = configure(paths)
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if mlflow.active_run() is not None:
         mlflow.end_run()
     if run_id:
-        return mlflow.start_run(run_id=run_id)
-    tags = {
-        **git_tags(paths.root),
-        "notebook": notebook,
-        "mlflow.source.name": f"notebooks/{notebook}.ipynb",
-    }
-    return mlflow.start_run(run_name=notebook, tags=tags)
+        return NotebookRun(notebook, mlflow.start_run(run_id=run_id).info.run_id)
+    started = mlflow.start_run(run_name=notebook, tags=_notebook_tags(paths, notebook))
+    return NotebookRun(notebook, started.info.run_id)
 
 
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested parameters as MLflow's flat `a.b.c` keys."""
+# What a run records besides a notebook's work: the `mlvs.kind` tag, and the tags each kind adds.
+KIND_TAG = "mlvs.kind"
+INCIDENT = "incident"
+ROLLBACK = "rollback"
+RUN_KIND_TAGS: dict[str, tuple[str, ...]] = {
+    INCIDENT: ("incident", "detected_by", "rung"),
+    ROLLBACK: ("automatic_snapshot",),
+}
+
+
+def kind_tags(kind: str, **details: Any) -> dict[str, str]:
+    """The tags of a run of `kind`: `mlvs.kind`, then exactly the kind's own tags, as text."""
+    expected = RUN_KIND_TAGS[kind]
+    if set(details) != set(expected):
+        raise ValueError(
+            f"a {kind} run is tagged with {', '.join(expected)}, not {sorted(details)}"
+        )
+    return {KIND_TAG: kind, **{name: str(details[name]) for name in expected}}
+
+
+def log_kind_run(
+    paths: ProjectPaths,
+    notebook: str,
+    kind: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    details: dict[str, Any],
+    figures: dict[str, Any] | None = None,
+    files: Sequence[tuple[Path, str]] = (),
+) -> str:
+    """Log a finished piece of work as one run of `kind` (its tags from `details`); return the run id.
+
+    `figures` go under `plots/` by name, each of `files` (path, artifact folder) into its folder.
+    """
+    run = start_run(notebook, paths)
+    run.log(params, metrics, tags=kind_tags(kind, **details))
+    for name, figure in (figures or {}).items():
+        run.log_figure(figure, name)
+    for path, folder in files:
+        run.log_file(path, folder)
+    run.end()
+    return run.run_id
+
+
+def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as MLflow's flat dotted keys: {'a': {'b': 1}} -> {'a.b': 1}.
+
+    An empty mapping stays a value of its own, so that a section emptied is still seen.
+    """
+    if not isinstance(values, dict):
+        return {prefix: values} if prefix else {}
     flat: dict[str, Any] = {}
     for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name))
         else:
             flat[name] = value
     return flat
-
-
-def log_run_data(
-    params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str] | None = None
-) -> None:
-    """Log parameters, metrics and tags of the active run in one batch."""
-    # deferred: mlflow (~1.7 s) is imported only when this runs
-    import mlflow
-    from mlflow.entities import Metric, Param, RunTag
-    from mlflow.utils.time import get_current_time_millis
-
-    now = get_current_time_millis()
-    run_id = mlflow.active_run().info.run_id
-    mlflow.MlflowClient().log_batch(
-        run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-        params=[Param(k, str(v)) for k, v in flatten(params).items()],
-        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
-    )
-
-
-def log_figure(figure: Any, name: str) -> None:
-    """Log a matplotlib figure of the active run under `plots/`."""
-    # deferred: mlflow (~1.7 s) is imported only when this runs
-    import mlflow
-
-    mlflow.log_figure(figure, f"plots/{name}.png")
 
 
 def _requirements() -> list[str]:
@@ -163,15 +231,16 @@ def _requirements() -> list[str]:
     ]
 
 
-def log_and_register_model(
-    model: Any, input_example: Any, registry: Any, trusted_types: tuple[str, ...]
-) -> Any:
-    """Log the model (skops, signature, input example, explicit requirements) and register it."""
+def log_and_register_model(model: Any, input_example: Any, registry: Any) -> Any:
+    """Log the model to the active run (skops, signature, input example, explicit requirements) and register it.
+
+    skops is told to trust exactly mlvs's own list of types (`mlvs.ml.modelio.TRUSTED_TYPES`).
+    """
     # deferred: mlflow (~1.7 s) is imported only when this runs
     import mlflow
     from mlflow.models import infer_signature
 
-    package_dir = Path(__file__).resolve().parent
+    package_dir = PACKAGE_DIR
     with warnings.catch_warnings():
         # The hint that integer columns cannot hold missing values: true, and the schema forbids them.
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
@@ -184,7 +253,7 @@ def log_and_register_model(
     model_logger.setLevel(logging.ERROR)
     try:
         return _log_model(
-            mlflow, model, signature, input_example, registry, trusted_types, package_dir
+            mlflow, model, signature, input_example, registry, TRUSTED_TYPES, package_dir
         )
     finally:
         model_logger.setLevel(level)
@@ -253,30 +322,6 @@ def finish_run(run_id: str, paths: ProjectPaths, artifacts: list[Path], failed: 
     # Against a server MLflow prints the run's link on stdout, which `--json` keeps for its document.
     with contextlib.redirect_stdout(sys.stderr):
         client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
-
-
-def end_run() -> None:
-    """End the notebook's run (the runner, when there is one, sets the final status)."""
-    # deferred: mlflow (~1.7 s) is imported only when this runs
-    import mlflow
-
-    mlflow.end_run()
-
-
-def model_id_of(version: Any) -> str | None:
-    """The LoggedModel id behind a registry version (MLflow 3 keeps it in `source` on SQLite)."""
-    if getattr(version, "model_id", None):
-        return str(version.model_id)
-    source = str(getattr(version, "source", "") or "")
-    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
-
-
-def log_file(path: Path, artifact_dir: str) -> None:
-    """Attach a file to the active run under `artifact_dir`."""
-    # deferred: mlflow (~1.7 s) is imported only when this runs
-    import mlflow
-
-    mlflow.log_artifact(str(path), artifact_dir)
 
 
 def unfinished_dir(paths: ProjectPaths) -> Path:

@@ -13,7 +13,6 @@ that lock, shares it, and so do the stages a pipeline scenario re-runs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlvs._io import atomic_write_text
+from mlvs._io import atomic_write_text, sha256_file
+from mlvs.backends.mlflow import tracking
 from mlvs.backends.mlflow.backups import backup_mlflow_db
 from mlvs.backends.mlflow.store import is_tracking_server, tracking_uri
 from mlvs.backends.mlflow.tracking import EXPERIMENT
@@ -69,7 +69,7 @@ def tracked_hashes(root: Path) -> dict[str, str]:
         ):
             continue
         if path.is_file() and not path.is_symlink():
-            hashes[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+            hashes[rel] = sha256_file(path)
     return hashes
 
 
@@ -273,6 +273,37 @@ class Drill:
             json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
         )
         return record
+
+    def log_run(self, record: dict[str, Any], timeline: Any) -> str:
+        """Log the postmortem as an MLflow run of kind `incident`: its timings, record and timeline figure.
+
+        Called once the drill is over: a run written while a drill breaks and restores
+        the MLflow store could go with it. Returns the run's id.
+        """
+
+        return tracking.log_kind_run(
+            self.paths,
+            "03_incident",
+            tracking.INCIDENT,
+            params={
+                "scenario": self.scenario.name,
+                "family": self.scenario.family,
+                "seed": self.seed,
+            },
+            metrics={
+                "time_to_detect_s": record["time_to_detect_s"],
+                "time_to_recover_s": record["time_to_recover_s"],
+                "bytes_restored": record["bytes_restored"],
+                "recovered": float(record["recovered"]),
+            },
+            details={
+                "incident": self.scenario.name,
+                "detected_by": record["detected_by"],
+                "rung": record["rung"],
+            },
+            figures={"timeline": timeline},
+            files=[(self.record_dir / "record.json", "postmortem")],
+        )
 
 
 @locked

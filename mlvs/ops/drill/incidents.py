@@ -8,6 +8,7 @@ a broken store. Each injector returns what it did, for the postmortem.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import sqlite3
 from collections.abc import Callable
@@ -154,13 +155,42 @@ def _flip_bytes(path: Path, flips: int, rng: np.random.Generator) -> list[int]:
     return offsets
 
 
-def inject_data_noise(paths: ProjectPaths, s: Scenario, rng: np.random.Generator) -> dict[str, Any]:
-    # deferred: pandas (~1 s) is imported only when this runs
-    import pandas as pd
+if TYPE_CHECKING:
+    Injector = Callable[[ProjectPaths, Scenario, np.random.Generator], dict[str, Any]]
+    RowsDamage = Callable[
+        [pd.DataFrame, np.ndarray, Scenario, np.random.Generator],
+        tuple[pd.DataFrame, dict[str, Any]],
+    ]
 
-    path = paths.root / _target(s)
-    frame = pd.read_csv(path, dtype={"customer_id": str})
-    rows = _rows(frame, s.fraction or 0.1, rng)
+
+def _damages_rows(fraction: float = 0.1) -> Callable[[RowsDamage], Injector]:
+    """An injector made of a change to a seeded sample of rows of the scenario's CSV file.
+
+    The sample is `s.fraction` of the rows (else `fraction`); the change returns the
+    damaged frame and what it did, and the file is rewritten with the damaged frame.
+    """
+
+    def injector(damage: RowsDamage) -> Injector:
+        @functools.wraps(damage)
+        def inject(paths: ProjectPaths, s: Scenario, rng: np.random.Generator) -> dict[str, Any]:
+            # deferred: pandas (~0.4 s) is imported only when a data injector runs
+            import pandas as pd
+
+            path = paths.root / _target(s)
+            frame = pd.read_csv(path, dtype={"customer_id": str})
+            frame, done = damage(frame, _rows(frame, s.fraction or fraction, rng), s, rng)
+            _rewrite_csv(path, frame)
+            return done
+
+        return inject
+
+    return injector
+
+
+@_damages_rows()
+def inject_data_noise(
+    frame: pd.DataFrame, rows: np.ndarray, s: Scenario, rng: np.random.Generator
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     for column in ("monthly_charges", "total_charges"):
         spread = float(frame[column].std())
         frame.loc[rows, column] = (
@@ -168,66 +198,49 @@ def inject_data_noise(paths: ProjectPaths, s: Scenario, rng: np.random.Generator
             .abs()
             .round(2)
         )
-    _rewrite_csv(path, frame)
-    return {"rows_changed": len(rows), "columns": ["monthly_charges", "total_charges"]}
+    return frame, {"rows_changed": len(rows), "columns": ["monthly_charges", "total_charges"]}
 
 
+@_damages_rows()
 def inject_data_missing_values(
-    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
-) -> dict[str, Any]:
-    # deferred: numpy (~0.2 s) and pandas (~1 s) are imported only when this runs
+    frame: pd.DataFrame, rows: np.ndarray, s: Scenario, rng: np.random.Generator
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    # deferred: numpy is imported only when this injector runs
     import numpy as np
-    import pandas as pd
 
-    path = paths.root / _target(s)
-    frame = pd.read_csv(path, dtype={"customer_id": str})
-    rows = _rows(frame, s.fraction or 0.1, rng)
     frame["tenure_months"] = frame["tenure_months"].astype("float64")
     frame.loc[rows, ["tenure_months", "contract"]] = np.nan
-    _rewrite_csv(path, frame)
-    return {"rows_changed": len(rows), "columns": ["tenure_months", "contract"]}
+    return frame, {"rows_changed": len(rows), "columns": ["tenure_months", "contract"]}
 
 
+@_damages_rows()
 def inject_data_duplicated_rows(
-    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
-) -> dict[str, Any]:
-    # deferred: pandas (~1 s) is imported only when this runs
+    frame: pd.DataFrame, rows: np.ndarray, s: Scenario, rng: np.random.Generator
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    # deferred: pandas is imported only when this injector runs
     import pandas as pd
 
-    path = paths.root / _target(s)
-    frame = pd.read_csv(path, dtype={"customer_id": str})
-    rows = _rows(frame, s.fraction or 0.1, rng)
-    _rewrite_csv(path, pd.concat([frame, frame.iloc[rows]], ignore_index=True))
-    return {"rows_added": len(rows)}
+    return pd.concat([frame, frame.iloc[rows]], ignore_index=True), {"rows_added": len(rows)}
 
 
+@_damages_rows()
 def inject_data_label_flips(
-    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
-) -> dict[str, Any]:
-    # deferred: pandas (~1 s) is imported only when this runs
-    import pandas as pd
-
-    path = paths.root / _target(s)
-    frame = pd.read_csv(path, dtype={"customer_id": str})
-    rows = _rows(frame, s.fraction or 0.1, rng)
+    frame: pd.DataFrame, rows: np.ndarray, s: Scenario, rng: np.random.Generator
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     frame.loc[rows, "churn"] = 1 - frame.loc[rows, "churn"]
-    _rewrite_csv(path, frame)
-    return {"labels_flipped": len(rows)}
+    return frame, {"labels_flipped": len(rows)}
 
 
+@_damages_rows(fraction=0.05)
 def inject_data_schema_drift(
-    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
-) -> dict[str, Any]:
-    # deferred: pandas (~1 s) is imported only when this runs
-    import pandas as pd
-
-    path = paths.root / _target(s)
-    frame = pd.read_csv(path, dtype={"customer_id": str})
-    rows = _rows(frame, s.fraction or 0.05, rng)
+    frame: pd.DataFrame, rows: np.ndarray, s: Scenario, rng: np.random.Generator
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     frame.loc[rows, "payment_method"] = "Crypto wallet"
     frame = frame.rename(columns={"support_calls": "support_tickets"})
-    _rewrite_csv(path, frame)
-    return {"renamed": {"support_calls": "support_tickets"}, "unknown_category_rows": len(rows)}
+    return frame, {
+        "renamed": {"support_calls": "support_tickets"},
+        "unknown_category_rows": len(rows),
+    }
 
 
 def _truncate(path: Path, keep_fraction: float) -> dict[str, Any]:
@@ -280,7 +293,6 @@ def inject_model_replaced_by_worse(
         build_classifier(params.model_type, params.model_hyperparameters(), params.seed)
     )
     worse.fit(X, rng.permutation(y.to_numpy()))
-
     atomic_write_bytes(paths.model_file, _reproducible_zip(sio.dumps(worse)))
     card = json.loads(paths.model_card.read_text(encoding="utf-8"))
     card["model_sha256"] = sha256_file(paths.model_file)
@@ -364,7 +376,7 @@ def inject_mlflow_db_corrupted(
     return {"bytes_overwritten": min(s.flips or 4096, size - 100), "of": size}
 
 
-INJECTORS: dict[str, Callable[[ProjectPaths, Scenario, np.random.Generator], dict[str, Any]]] = {
+INJECTORS: dict[str, Injector] = {
     "data_noise": inject_data_noise,
     "data_missing_values": inject_data_missing_values,
     "data_duplicated_rows": inject_data_duplicated_rows,

@@ -215,13 +215,17 @@ def _finish_after_failure(paths: ProjectPaths, journal: Journal, error: Exceptio
     return MlvsError(f"the rollback failed while changing the project; {outcome.detail}")
 
 
-def _undo_rollback(paths: ProjectPaths, record: dict[str, Any]) -> None:
-    data = record.get("data", {})
-    auto = {
+def _automatic_snapshot_data(data: dict[str, Any]) -> dict[str, Any]:
+    """What the journal recorded of the automatic snapshot (its `auto_` keys, unprefixed)."""
+    return {
         k[len("auto_") :]: v for k, v in data.items() if k.startswith("auto_") and k != "auto_name"
     }
+
+
+def _undo_rollback(paths: ProjectPaths, record: dict[str, Any]) -> None:
+    data = record.get("data", {})
     if data.get("auto_name"):
-        undo_unsaved_snapshot(paths, data["auto_name"], auto)
+        undo_unsaved_snapshot(paths, data["auto_name"], _automatic_snapshot_data(data))
     remove_workspace_leftovers(paths)
 
 
@@ -232,9 +236,7 @@ def _recover_rollback(
     data = record.get("data", {})
     target_name = data.get("target")
     auto_name = data.get("auto_name")
-    auto = {
-        k[len("auto_") :]: v for k, v in data.items() if k.startswith("auto_") and k != "auto_name"
-    }
+    auto = _automatic_snapshot_data(data)
     if not auto_name or not undo_unsaved_snapshot(paths, auto_name, auto):
         remove_workspace_leftovers(paths)
         journal.clear()

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from mlvs._io import write_json_atomically
+from mlvs._io import atomic_write_text
 from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.dvc.outputs import (
@@ -107,7 +107,10 @@ def _environment(paths: ProjectPaths) -> dict[str, Any]:
     }
     try:
         paths.state.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(remembered, {"key": key, "environment": environment})
+        atomic_write_text(
+            remembered,
+            json.dumps({"key": key, "environment": environment}, indent=2, sort_keys=True) + "\n",
+        )
     except OSError:
         pass  # only a cache
     return environment

@@ -48,7 +48,6 @@ from mlvs.state.journal import Journal, Record, journal_recorder
 from mlvs.state.lock import state_lock
 
 log = get_logger("snapshots")
-log = get_logger("rollback")
 
 
 def _dir_objects(manifest: Manifest) -> dict[str, bytes]:
@@ -157,9 +156,7 @@ def _refuse_existing(paths: ProjectPaths, name: str) -> None:
             raise BadInputError(f"snapshot {existing!r} exists already; choose another name")
 
 
-def create_snapshot(
-    paths: ProjectPaths, name: str, message: str = "", automatic: bool = False
-) -> Manifest:
+def create_snapshot(paths: ProjectPaths, name: str, message: str = "") -> Manifest:
     """Snapshot the whole current state as `name`; refuse a bad or existing name (changing nothing)."""
 
     _refuse_existing(paths, name)
@@ -167,10 +164,10 @@ def create_snapshot(
         recover_interrupted(paths)
         _refuse_existing(paths, name)  # another command may have taken the name meanwhile
         journal = Journal(paths)
-        journal.begin("snapshot", {"name": name, "automatic": automatic})
+        journal.begin("snapshot", {"name": name})
         record = journal_recorder(journal, "snapshot")
         try:
-            manifest = capture_state(paths, name, message, automatic)
+            manifest = capture_state(paths, name, message)
             record("captured")
             save_snapshot(paths, manifest, record)
         except Exception as error:

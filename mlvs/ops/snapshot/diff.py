@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlvs.backends.git.tree import tree_files, worktree_blob_hashes
+from mlvs.backends.mlflow.tracking import flatten
 from mlvs.ops.snapshot.capture import capture_state
 from mlvs.ops.snapshot.manifest import MANIFEST_PATH, Manifest
 from mlvs.ops.snapshot.read import show_snapshot
@@ -47,20 +48,6 @@ class SnapshotDiff:
             "registry": pairs(self.registry),
             "code": self.code,
         }
-
-
-def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as dotted keys: {'a': {'b': 1}} -> {'a.b': 1}."""
-    if not isinstance(values, dict):
-        return {prefix: values} if prefix else {}
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Change]:
