@@ -35,9 +35,9 @@ def fingerprint(manifest: Manifest, part: str) -> str | None:
     import hashlib
 
     lines = sorted(
-        f"{p}\0{i['sha256']}"
-        for p, i in manifest.files.items()
-        if manifest.outputs[i["output"]]["part"] == part
+        f"{path}\0{entry.sha256}"
+        for path, entry in manifest.files.items()
+        if manifest.part_of_file(path) == part
     )
     if not lines:
         return None
@@ -80,18 +80,15 @@ def manifest_text(manifest: Manifest) -> str:
         f"registry     {registry.model_name or '-'}: model version {manifest.model_version or '-'}, "
         f"aliases {', '.join(f'{a}={v}' for a, v in registry.alias_versions().items()) or '-'}"
         + (f" (unreadable: {registry.error})" if registry.error else ""),
-        f"environment  Python {manifest.environment.get('python')}, "
-        + ", ".join(
-            f"{k} {v}" for k, v in (manifest.environment.get("packages") or {}).items() if v
-        ),
+        f"environment  Python {manifest.environment.python}, "
+        + ", ".join(f"{k} {v}" for k, v in manifest.environment.packages.items() if v),
         "",
     ]
     rows = []
-    for path, info in sorted(manifest.outputs.items()):
-        where = "git" if not info.get("cache") else _short(info.get("md5"), 16)
-        rows.append(
-            [path, info["part"], info.get("kind", "git"), where, str(info.get("size", "-"))]
-        )
+    for path, entry in sorted(manifest.outputs.items()):
+        where = "git" if not entry.cache else _short(entry.md5, 16)
+        size = "-" if entry.size is None else str(entry.size)
+        rows.append([path, entry.part, entry.kind or "git", where, size])
     lines.append(_table(["OUTPUT", "PART", "KIND", "MD5", "BYTES"], rows))
     if manifest.metrics:
         lines += [

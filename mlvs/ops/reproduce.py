@@ -27,6 +27,7 @@ from mlvs.backends.dvc.command import tool_env
 from mlvs.backends.git.run import run_git
 from mlvs.errors import BadInputError, ExternalToolError
 from mlvs.logs import get_logger
+from mlvs.ops.snapshot.manifest import Manifest
 from mlvs.paths import ProjectPaths
 
 log = get_logger("reproduce")
@@ -194,15 +195,15 @@ def reproduce(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def expected_from_manifest(paths: ProjectPaths, manifest: Any) -> Expected:
+def expected_from_manifest(paths: ProjectPaths, manifest: Manifest) -> Expected:
     """What a snapshot's manifest says its pipeline produced (golden predictions read from the cache)."""
     from mlvs.backends.dvc.objects import ObjectStore
 
-    files = {rel: info["sha256"] for rel, info in manifest.files.items()}
+    files = {rel: entry.sha256 for rel, entry in manifest.files.items()}
     golden = None
-    info = manifest.files.get(GOLDEN)
-    if info:
-        cached = ObjectStore(paths).cache_path(info["md5"])
+    entry = manifest.files.get(GOLDEN)
+    if entry:
+        cached = ObjectStore(paths).cache_path(entry.md5)
         if cached.is_file():
             try:
                 golden = json.loads(cached.read_bytes())["churn_probability"]
