@@ -6,12 +6,14 @@ its own preprocessing and takes raw customer rows.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from mlvs.ml.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where a frame is made: see mlvs.ml.data
 
 ENGINEERED_FEATURES = ("charges_per_tenure_month", "is_new_customer", "calls_per_tenure_year")
 
@@ -67,6 +69,8 @@ def transformed_feature_names(model: Any) -> list[str]:
 
 def feature_importances(model: Any) -> pd.Series:
     """Importance of each transformed feature, largest first (|coefficient| for linear models)."""
+    import pandas as pd
+
     classifier = model.named_steps["classifier"]
     if hasattr(classifier, "feature_importances_"):
         values = np.asarray(classifier.feature_importances_, dtype=float)

@@ -10,16 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from mlvs._io import atomic_write_bytes, atomic_write_text, sha256_file
 from mlvs.errors import IntegrityError
 from mlvs.ml.features import add_engineered_features
 from mlvs.ml.modeling import MODEL_TYPES
 from mlvs.paths import ProjectPaths
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where a frame is made: see mlvs.ml.data
 
 # The feature step is named by where it lives, so moving it can never leave a stale name trusted.
 _FEATURE_STEP = f"{add_engineered_features.__module__}.{add_engineered_features.__qualname__}"
@@ -160,6 +162,8 @@ def golden_mismatches(model: Any, paths: ProjectPaths) -> list[str]:
         golden = json.loads(paths.golden.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return [f"golden predictions unreadable ({exc})"]
+    import pandas as pd
+
     rows = pd.DataFrame(golden["rows"])
     expected = np.array([float(p) for p in golden["churn_probability"]])
     actual = model.predict_proba(rows)[:, 1]

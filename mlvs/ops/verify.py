@@ -14,12 +14,16 @@ is not run again while the fingerprint holds. The file hashes behind a
 fingerprint come from the hash cache only while a file's size, times and inode
 are unchanged, so a file whose bytes changed since its last deep check always
 gets that check again.
+
+The check code is named by the modules themselves (imported here, not spelled
+as strings), and each one's source is read from the file it was loaded from: a
+module that moves or is renamed breaks the import above, never the fingerprint.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import inspect
 import json
 import os
 import sqlite3
@@ -27,13 +31,25 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
+import mlvs.errors
+import mlvs.ml.data
+import mlvs.ml.features
+import mlvs.ml.modeling
+import mlvs.ml.modelio
+import mlvs.ml.params
+import mlvs.paths
 from mlvs._io import hash_stream, read_chunks, sha256_only
 from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.dvc.outputs import dvc_outputs, lock_hashes, output_files
 from mlvs.errors import BadInputError, IntegrityError, MlvsError
+from mlvs.ml.data import features_and_target, read_customers, validate_schema
+from mlvs.ml.modeling import holdout_metrics
+from mlvs.ml.modelio import golden_mismatches, load_verified_model
+from mlvs.ml.params import load_stage, stage_file
 from mlvs.paths import ProjectPaths
 
 METRIC_TOLERANCE = 1e-6
@@ -75,14 +91,40 @@ class Report:
 
 
 # The modules whose code decides a deep check's verdict: a change to any of them re-runs every deep check.
-DEEP_CHECK_CODE = (
-    "mlvs.ml.data",
-    "mlvs.ml.features",
-    "mlvs.ml.modeling",
-    "mlvs.ml.modelio",
-    "mlvs.ml.params",
-    __name__,
+# `features` runs inside the loaded model (its first step); `errors` decides what a check catches;
+# `paths` decides which files a check reads. A test traces the deep checks and fails if any other
+# mlvs module's code runs in them.
+DEEP_CHECK_CODE: tuple[ModuleType, ...] = (
+    mlvs.ml.data,
+    mlvs.ml.features,
+    mlvs.ml.modeling,
+    mlvs.ml.modelio,
+    mlvs.ml.params,
+    mlvs.errors,
+    mlvs.paths,
+    sys.modules[__name__],
 )
+
+
+def _module_source(module: ModuleType) -> bytes:
+    """The source of `module`, read from the file it was loaded from; an error when there is none."""
+    try:
+        location = inspect.getsourcefile(module) or getattr(module, "__file__", None)
+    except TypeError:  # a built-in module has no file
+        location = None
+    if not location or not location.endswith(".py"):
+        raise IntegrityError(
+            f"{module.__name__} (code of verify's deep checks) was loaded from "
+            f"{location or 'no file'}, not from its source; reinstall mlvs with its sources "
+            "so that its checks can be fingerprinted"
+        )
+    try:
+        return Path(location).read_bytes()
+    except OSError as error:
+        raise IntegrityError(
+            f"the source of {module.__name__} ({location}) cannot be read ({error.strerror or error}); "
+            "reinstall mlvs or fix its permissions so that verify's deep checks can be fingerprinted"
+        ) from None
 
 
 def _code_identity() -> bytes:
@@ -91,7 +133,8 @@ def _code_identity() -> bytes:
     Installing or removing a package changes the mtime of its `sys.path` directory
     (as `snapshots._environment` relies on too); only the interpreter's own
     directories count, not a project or test folder that changes all the time.
-    mlvs's own check modules are hashed.
+    Each module of DEEP_CHECK_CODE is hashed with its name, so code moved from one
+    to another changes the fingerprint too.
     """
     parts = [sys.executable, sys.version]
     prefixes = tuple(
@@ -104,14 +147,10 @@ def _code_identity() -> bytes:
             except OSError:
                 parts.append(f"{entry}:-")
     digest = hashlib.sha256("\0".join(parts).encode("utf-8"))
-    for name in DEEP_CHECK_CODE:
-        # Found by module name without importing it: a module moved or renamed fails here, loudly.
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise RuntimeError(
-                f"the deep-check module {name} is missing; DEEP_CHECK_CODE names a module that moved"
-            )
-        digest.update(Path(spec.origin).read_bytes())
+    for module in DEEP_CHECK_CODE:
+        source = _module_source(module)
+        digest.update(f"\0{module.__name__}\0{len(source)}\0".encode())
+        digest.update(source)
     return digest.digest()
 
 
@@ -196,8 +235,6 @@ def _read_dir_object(store: ObjectStore, md5: str) -> list[dict[str, str]] | Non
         if candidate is None or not candidate.is_file():
             continue
         payload = candidate.read_bytes()
-        import hashlib
-
         if hashlib.md5(payload, usedforsecurity=False).hexdigest() != name:
             continue
         try:
@@ -246,8 +283,6 @@ def check_schema(
             if report is not None:
                 report.reused.append(f"schema:{rel}")
             continue
-        from mlvs.ml.data import read_customers, validate_schema
-
         try:
             problems = validate_schema(read_customers(path))
         except MlvsError as exc:
@@ -264,8 +299,6 @@ def _model_inputs(paths: ProjectPaths) -> list[Path]:
 
 
 def _metrics_inputs(paths: ProjectPaths) -> list[Path]:
-    from mlvs.ml.params import stage_file
-
     return [
         paths.model_file,
         paths.model_card,
@@ -292,8 +325,6 @@ def check_model(
         if report is not None:
             report.reused.append(f"model:{rel}")
         return [], None
-    from mlvs.ml.modelio import golden_mismatches, load_verified_model
-
     try:
         model = load_verified_model(paths)
     except IntegrityError as exc:
@@ -343,10 +374,6 @@ def check_metrics(
         model = model()
         if model is None:
             return []  # the model could not be loaded: the model check says why
-    from mlvs.ml.data import features_and_target, read_customers
-    from mlvs.ml.modeling import holdout_metrics
-    from mlvs.ml.params import load_stage
-
     try:
         recorded = json.loads(paths.metrics.read_text(encoding="utf-8"))
         threshold = load_stage("train", paths.root).decision_threshold
@@ -371,7 +398,6 @@ def check_metrics(
 def check_registry(paths: ProjectPaths) -> list[Finding]:
     """Every alias of the registered model points at an existing version."""
     from mlvs.backends.mlflow.registry import read_registry
-    from mlvs.ml.params import load_stage
 
     try:
         name = load_stage("train", paths.root).registry.model_name
@@ -502,8 +528,6 @@ def verify(
 
     def load_model() -> Any:
         # The model check did not load it: either it passed before (load it now) or it was not run.
-        from mlvs.ml.modelio import load_verified_model
-
         if model_holder.get("findings"):
             return None  # broken: the model check said so
         try:
