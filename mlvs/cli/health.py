@@ -6,7 +6,13 @@ import sys
 
 import click
 
-from mlvs.cli.render import emit_json
+from mlvs.cli.render import (
+    drills_text,
+    emit_json,
+    incidents_table,
+    reproduction_text,
+    verify_text,
+)
 from mlvs.errors import BadInputError
 from mlvs.paths import project
 
@@ -21,12 +27,8 @@ def verify_command(only: str | None, as_json: bool) -> None:
     report = verify(project(), parse_checks(only))
     if as_json:
         emit_json(report.to_dict())
-    elif report.healthy:
-        click.echo("healthy: every check passed")
     else:
-        click.echo(f"{len(report.findings)} finding(s):")
-        for finding in report.findings:
-            click.echo(f"  {finding}")
+        click.echo(verify_text(report))
     sys.exit(0 if report.healthy else 1)
 
 
@@ -39,10 +41,8 @@ def incidents_command(as_json: bool) -> None:
     catalog = load_catalog(project().root)
     if as_json:
         emit_json([s.model_dump(exclude_none=True) for s in catalog.values()])
-        return
-    width = max(len(n) for n in catalog)
-    for name, s in catalog.items():
-        click.echo(f"{name:<{width}}  {s.family:<8}  {s.description}")
+    else:
+        click.echo(incidents_table(catalog))
 
 
 @click.command("drill")
@@ -70,19 +70,12 @@ def drill_command(scenario: str | None, seed: int, as_json: bool) -> None:
         if scenario == "all"
         else [scenario]
     )
-    records, index = drill_many(paths, names, seed)
+    results, index = drill_many(paths, names, seed)
     if as_json:
-        emit_json({"drills": records, "index": str(index)})
+        emit_json({"drills": [r.to_dict() for r in results], "index": str(index)})
     else:
-        for record in records:
-            mark = "recovered" if record.get("recovered") else "NOT RECOVERED"
-            click.echo(
-                f"{record['scenario']:<32} {mark:<14} detected by {record.get('detected_by')}, "
-                f"repaired by {record.get('rung')} "
-                f"({record.get('time_to_detect_s', 0):.3f} s + {record.get('time_to_recover_s', 0):.3f} s)"
-            )
-        click.echo(f"postmortems: {index}")
-    sys.exit(0 if records and all(r.get("recovered") for r in records) else 1)
+        click.echo(drills_text(results, index))
+    sys.exit(0 if results and all(r.recovered for r in results) else 1)
 
 
 @click.command("reproduce")
@@ -98,16 +91,6 @@ def reproduce_command(name: str, as_json: bool) -> None:
     result = reproduce(paths, name, expected_from_manifest(paths, manifest))
     if as_json:
         emit_json(result.to_dict())
-    elif result.reproduces:
-        click.echo(
-            f"snapshot {name!r} reproduces: {result.compared_files} file(s) byte for byte, "
-            f"{result.compared_metrics} metric(s) exactly, golden predictions identical "
-            f"({result.seconds:.0f} s)"
-        )
     else:
-        click.echo(
-            f"snapshot {name!r} does not reproduce, {len(result.differences)} difference(s):"
-        )
-        for difference in result.differences:
-            click.echo(f"  {difference}")
+        click.echo(reproduction_text(result))
     sys.exit(0 if result.reproduces else 1)

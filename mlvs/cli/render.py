@@ -1,9 +1,15 @@
-"""Text for people: snapshots, diffs and rollback reports as the CLI prints them."""
+"""Text for people: every command's typed result as the CLI prints it.
+
+The operations return records; only this module turns them into lines. (The
+records of the heavier operations are imported for their types only: a command
+starts without what it does not run.)
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +20,15 @@ from mlvs.backends.dvc.outputs import (
 from mlvs.ops.rollback.plan import RollbackReport
 from mlvs.ops.snapshot.diff import SnapshotDiff
 from mlvs.ops.snapshot.manifest import Manifest
+
+if TYPE_CHECKING:
+    from mlvs.ops.drill.drill import DrillResult
+    from mlvs.ops.drill.incidents import Scenario
+    from mlvs.ops.pipeline import PipelineResult
+    from mlvs.ops.repair import RecoveryOutcome
+    from mlvs.ops.reproduce import Reproduction
+    from mlvs.ops.verify import Report
+    from mlvs.state.interrupted import RecoveryReport
 
 
 def _short(value: Any, width: int = 12) -> str:
@@ -160,6 +175,112 @@ def report_text(report: RollbackReport) -> str:
     if report.automatic_snapshot:
         lines.append(f"Undo with: mlvs rollback {report.automatic_snapshot}")
     return "\n".join(lines)
+
+
+def snapshot_saved_text(manifest: Manifest) -> str:
+    """The line `mlvs snapshot create` prints."""
+    return (
+        f"Snapshot {manifest.name!r} saved: commit {str(manifest.commit)[:12]}, "
+        f"{len(manifest.files)} DVC-tracked file(s), model version {manifest.model_version or '-'}."
+    )
+
+
+# The metrics `mlvs pipeline` shows, in this order.
+PIPELINE_METRICS = (
+    "test_accuracy",
+    "test_precision",
+    "test_recall",
+    "test_f1",
+    "test_roc_auc",
+    "net_value",
+    "roi",
+)
+
+
+def pipeline_text(result: PipelineResult) -> str:
+    """A pipeline run, for people: what ran, the test metrics, where the reports are."""
+    metrics = result.metrics
+    ran, unchanged = ", ".join(result.ran) or "nothing", ", ".join(result.skipped) or "none"
+    lines = [
+        f"Pipeline done in {round(result.seconds, 1)} s (ran: {ran}; unchanged: {unchanged}).",
+        "",
+        "Metrics (test set):",
+        *(f"  {name:<15} {metrics[name]:.4f}" for name in PIPELINE_METRICS if name in metrics),
+        "",
+        "Executed notebooks: " + (", ".join(result.reports) or "none yet"),
+        "Open them in JupyterLab:   make lab",
+        "Browse the MLflow runs:    make ui   (then http://127.0.0.1:5000)",
+    ]
+    return "\n".join(lines)
+
+
+def verify_text(report: Report) -> str:
+    """A verification, for people: healthy, or each finding on its own line."""
+    if report.healthy:
+        return "healthy: every check passed"
+    return "\n".join(
+        [f"{len(report.findings)} finding(s):", *(f"  {finding}" for finding in report.findings)]
+    )
+
+
+def interrupted_text(interrupted: RecoveryReport) -> str:
+    """What finishing an interrupted command did, in one line."""
+    return f"Interrupted operations: {interrupted.detail}."
+
+
+def recovery_text(interrupted: RecoveryReport, outcome: RecoveryOutcome) -> str:
+    """A recovery, for people: what was repaired from where, what is still wrong, where the evidence is."""
+    lines = [interrupted_text(interrupted)]
+    if not outcome.before:
+        lines.append("healthy: nothing to repair")
+    lines += [f"  repaired {repair.artifact} from {repair.rung}" for repair in outcome.repairs]
+    lines += [f"  still wrong: {finding}" for finding in outcome.after]
+    if outcome.evidence:
+        lines.append(f"damaged files kept in {Path(outcome.evidence[0]).parent}")
+    return "\n".join(lines)
+
+
+def incidents_table(catalog: dict[str, Scenario]) -> str:
+    """The incident catalog, one scenario a line."""
+    width = max(len(name) for name in catalog)
+    return "\n".join(
+        f"{name:<{width}}  {s.family:<8}  {s.description}" for name, s in catalog.items()
+    )
+
+
+def drills_text(results: list[DrillResult], index: Path) -> str:
+    """Drills, for people: one line each (caught by, repaired by, how fast), then the postmortems."""
+    from mlvs.ops.drill.drill import DrillFailure  # loaded already: the drills ran
+
+    lines = []
+    for result in results:
+        if isinstance(result, DrillFailure):
+            lines.append(f"{result.scenario:<32} {'NOT RECOVERED':<14} {result.error}")
+            continue
+        mark = "recovered" if result.recovered else "NOT RECOVERED"
+        lines.append(
+            f"{result.scenario:<32} {mark:<14} detected by {result.detected_by}, "
+            f"repaired by {result.rung} "
+            f"({result.time_to_detect_s:.3f} s + {result.time_to_recover_s:.3f} s)"
+        )
+    lines.append(f"postmortems: {index}")
+    return "\n".join(lines)
+
+
+def reproduction_text(result: Reproduction) -> str:
+    """A reproduction, for people: what was compared, or each difference."""
+    if result.reproduces:
+        return (
+            f"snapshot {result.name!r} reproduces: {result.compared_files} file(s) byte for byte, "
+            f"{result.compared_metrics} metric(s) exactly, golden predictions identical "
+            f"({result.seconds:.0f} s)"
+        )
+    return "\n".join(
+        [
+            f"snapshot {result.name!r} does not reproduce, {len(result.differences)} difference(s):",
+            *(f"  {difference}" for difference in result.differences),
+        ]
+    )
 
 
 def emit_json(document: Any) -> None:

@@ -58,6 +58,7 @@ def run_command(
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def pipeline_command(force: bool, as_json: bool) -> None:
     """Run prepare -> train through DVC (`dvc repro`), skipping unchanged stages."""
+    from mlvs.cli.render import pipeline_text
     from mlvs.ops.pipeline import run_pipeline
     from mlvs.settings import lock_timeout
     from mlvs.state.interrupted import recover_interrupted
@@ -67,11 +68,11 @@ def pipeline_command(force: bool, as_json: bool) -> None:
     # The pipeline changes data, models and the registry: never beside a rollback or snapshot.
     with state_lock(paths, lock_timeout()):
         recover_interrupted(paths)
-        summary = run_pipeline(paths, force=force)
+        result = run_pipeline(paths, force=force)
     if as_json:
-        emit_json(summary)
+        emit_json({**result.to_dict(), "text": pipeline_text(result)})
     else:
-        click.echo(summary["text"])
+        click.echo(pipeline_text(result))
 
 
 @click.group("snapshot")
@@ -85,6 +86,7 @@ def snapshot_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def snapshot_create_command(name: str, message: str, as_json: bool) -> None:
     """Snapshot code, params, data, models and registry as NAME."""
+    from mlvs.cli.render import snapshot_saved_text
     from mlvs.ops.reports_index import refresh_index
     from mlvs.ops.snapshot.create import create_snapshot
 
@@ -94,10 +96,7 @@ def snapshot_create_command(name: str, message: str, as_json: bool) -> None:
     if as_json:
         emit_json(manifest.to_dict())
     else:
-        click.echo(
-            f"Snapshot {name!r} saved: commit {str(manifest.commit)[:12]}, "
-            f"{len(manifest.files)} DVC-tracked file(s), model version {manifest.model_version or '-'}."
-        )
+        click.echo(snapshot_saved_text(manifest))
 
 
 @snapshot_group.command("list")
@@ -220,6 +219,7 @@ def rollback_command(name: str | None, only: str | None, dry_run: bool, as_json:
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def recover_command(interrupted_only: bool, as_json: bool) -> None:
     """Finish or undo an interrupted command, then repair what `verify` finds (the recovery ladder)."""
+    from mlvs.cli.render import interrupted_text, recovery_text
     from mlvs.ops.recover import recover
     from mlvs.settings import lock_timeout
     from mlvs.state.interrupted import recover_interrupted
@@ -232,19 +232,11 @@ def recover_command(interrupted_only: bool, as_json: bool) -> None:
             if as_json:
                 emit_json({"interrupted": interrupted.to_dict()})
             else:
-                click.echo(f"Interrupted operations: {interrupted.detail}.")
+                click.echo(interrupted_text(interrupted))
             return
         outcome = recover(paths)
     if as_json:
         emit_json({"interrupted": interrupted.to_dict(), **outcome.to_dict()})
     else:
-        click.echo(f"Interrupted operations: {interrupted.detail}.")
-        if not outcome.before:
-            click.echo("healthy: nothing to repair")
-        for repair in outcome.repairs:
-            click.echo(f"  repaired {repair.artifact} from {repair.rung}")
-        for finding in outcome.after:
-            click.echo(f"  still wrong: {finding}")
-        if outcome.evidence:
-            click.echo(f"damaged files kept in {Path(outcome.evidence[0]).parent}")
+        click.echo(recovery_text(interrupted, outcome))
     sys.exit(0 if outcome.healthy else 1)

@@ -1,4 +1,4 @@
-"""Running the whole pipeline through DVC and summarising it for the user."""
+"""Running the whole pipeline through DVC; what it ran, skipped and measured."""
 
 from __future__ import annotations
 
@@ -43,6 +43,52 @@ class StageOutcome:
     restored: list[str]
 
 
+@dataclass(frozen=True)
+class PipelineStage:
+    """One stage of a pipeline run: run again, or skipped because nothing it depends on changed."""
+
+    stage: str
+    ran: bool
+
+
+@dataclass
+class PipelineResult:
+    """What `mlvs pipeline` did: each stage in DVC's order, how long it took, the metrics it left."""
+
+    stages: list[PipelineStage]
+    seconds: float
+    metrics: dict[str, float]
+    reports: list[str]  # the executed notebooks' HTML pages, relative to the project
+
+    @property
+    def ran(self) -> list[str]:
+        return [s.stage for s in self.stages if s.ran]
+
+    @property
+    def skipped(self) -> list[str]:
+        return [s.stage for s in self.stages if not s.ran]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ran": self.ran,
+            "skipped": self.skipped,
+            "seconds": round(self.seconds, 1),
+            "metrics": self.metrics,
+            "reports": self.reports,
+        }
+
+
+def _stages(output: str) -> list[PipelineStage]:
+    """The stages `dvc repro` reported, in its order: run, or unchanged and skipped."""
+    return [
+        PipelineStage(found["ran"] or found["skipped"], bool(found["ran"]))
+        for found in re.finditer(
+            r"Running stage '(?P<ran>[^']+)'|Stage '(?P<skipped>[^']+)' didn't change, skipping",
+            output,
+        )
+    ]
+
+
 def restore_last_good_outputs(paths: ProjectPaths) -> list[str]:
     """After a failed stage: put back the outputs `dvc.lock` records (DVC deleted or half-wrote them)."""
     from mlvs.ops.repair import RecoveryOutcome, evidence_dir, restore_recorded_files
@@ -70,8 +116,8 @@ def run_stage(
     )
 
 
-def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
-    """`dvc repro` the pipeline, push its data to the DVC remote and summarise the result."""
+def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
+    """`dvc repro` the pipeline, push its data to the DVC remote; what ran, what was skipped."""
     if not (paths.root / ".dvc").is_dir():
         raise BadInputError(f"{paths.root} is not a DVC repository; run `dvc init` there first")
     from mlvs.ml.params import STAGES, load_stage
@@ -96,8 +142,6 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
         undo_pipeline(paths, kept)
         journal.clear()
         raise
-    ran = re.findall(r"Running stage '([^']+)'", result.stdout)
-    skipped = re.findall(r"Stage '([^']+)' didn't change, skipping", result.stdout)
     if result.returncode != 0:
         failed = re.findall(r"failed to reproduce '([^']+)'", result.stdout)
         restored = undo_pipeline(paths, kept)
@@ -136,18 +180,14 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
     pushed = dvc(paths, "push", check=False)
     if pushed.returncode != 0:
         log.warning("could not push data to the DVC remote: %s", pushed.stderr.strip()[-200:])
-    seconds = time.perf_counter() - started
-    metrics = read_metrics(paths)
-    summary = {
-        "ran": ran,
-        "skipped": skipped,
-        "seconds": round(seconds, 1),
-        "metrics": metrics,
-        "reports": sorted(str(p.relative_to(paths.root)) for p in paths.reports.glob("*.html")),
-    }
-    summary["text"] = _summary_text(summary)
+    outcome = PipelineResult(
+        stages=_stages(result.stdout),
+        seconds=time.perf_counter() - started,
+        metrics=read_metrics(paths),
+        reports=sorted(str(p.relative_to(paths.root)) for p in paths.reports.glob("*.html")),
+    )
     journal.clear()
-    return summary
+    return outcome
 
 
 def _begin_journal(paths: ProjectPaths) -> tuple[Journal, dict[str, str | None]]:
@@ -204,31 +244,6 @@ def _failure_reason(output: str) -> str:
         if errors
         else "no error message"
     )
-
-
-def _summary_text(summary: dict[str, Any]) -> str:
-    metrics = summary["metrics"]
-    shown = [
-        "test_accuracy",
-        "test_precision",
-        "test_recall",
-        "test_f1",
-        "test_roc_auc",
-        "net_value",
-        "roi",
-    ]
-    lines = [
-        f"Pipeline done in {summary['seconds']} s "
-        f"(ran: {', '.join(summary['ran']) or 'nothing'}; unchanged: {', '.join(summary['skipped']) or 'none'}).",
-        "",
-        "Metrics (test set):",
-        *(f"  {name:<15} {metrics[name]:.4f}" for name in shown if name in metrics),
-        "",
-        "Executed notebooks: " + (", ".join(summary["reports"]) or "none yet"),
-        "Open them in JupyterLab:   make lab",
-        "Browse the MLflow runs:    make ui   (then http://127.0.0.1:5000)",
-    ]
-    return "\n".join(lines)
 
 
 @finisher("pipeline")

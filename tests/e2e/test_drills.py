@@ -65,9 +65,9 @@ def test_scenario_is_detected_recovered_and_byte_identical(drill_env: Path, name
     root = drill_env
     before, runs_before = tracked_state(root), mlflow_run_ids(root)
     record = run_drill(ProjectPaths(root), name, seed=1)
-    assert record["detected"], record
-    assert record["rung"] is not None
-    assert record["recovered"], record
+    assert record.detected, record
+    assert record.rung is not None
+    assert record.recovered, record
     assert tracked_state(root) == before
     assert runs_before <= mlflow_run_ids(root)
     assert (root / "reports" / "incidents" / name / "record.json").is_file()
@@ -81,7 +81,7 @@ def test_drilling_the_same_scenario_twice_works(drill_env: Path) -> None:
     before = tracked_state(drill_env)
     first = run_drill(ProjectPaths(drill_env), "model_bit_flips", seed=1)
     second = run_drill(ProjectPaths(drill_env), "model_bit_flips", seed=2)
-    assert first["recovered"] and second["recovered"]
+    assert first.recovered and second.recovered
     assert tracked_state(drill_env) == before
     evidence = list((drill_env / "reports/incidents/model_bit_flips/evidence").iterdir())
     assert len(evidence) == 2  # the first drill's evidence is kept

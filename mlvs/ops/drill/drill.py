@@ -4,6 +4,7 @@ A drill verifies the healthy state, injects one scenario, detects it, recovers
 through the ladder, verifies again and proves with its own hashes that every
 tracked byte is back. `03_incident.ipynb` calls the steps one by one so the
 executed notebook reads as the postmortem; `run_drill` runs them in one go.
+Each drill ends in a `DrillRecord`, written as `record.json` beside its notebook.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ import json
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import TypeAdapter, ValidationError
 
 from mlvs._io import atomic_write_text
-from mlvs.errors import BadInputError, MlvsError
+from mlvs.errors import BadInputError, IntegrityError, MlvsError
 from mlvs.ops.drill.incidents import Scenario, inject, not_applicable, scenario
 from mlvs.ops.recover import recover
-from mlvs.ops.repair import RecoveryOutcome
+from mlvs.ops.repair import RecoveryOutcome, Repair
 from mlvs.ops.verify import Report, verify
 from mlvs.paths import ProjectPaths
 
@@ -102,6 +104,88 @@ def _server_run_ids(paths: ProjectPaths) -> set[str]:
                 return ids
     except mlflow.exceptions.MlflowException:
         return set()  # an unreachable server shows no run: the drill cannot prove none was lost
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The steady state after a drill: healthy, and every tracked byte and MLflow run as before."""
+
+    healthy: bool
+    changed_files: list[str]
+    lost_runs: list[str]
+    byte_identical: bool
+
+
+@dataclass(frozen=True)
+class TimelineStep:
+    """One step of a drill: when it started after the drill did, and how long it took (seconds)."""
+
+    step: str
+    start_s: float
+    duration_s: float
+
+
+@dataclass
+class DrillRecord:
+    """A drill's postmortem: what was injected, what caught it, what repaired it, and the proof."""
+
+    scenario: str
+    family: str
+    description: str
+    injected: dict[str, Any]  # what the scenario's injector did (its own keys)
+    detected: bool
+    detected_by: str | None  # the check of the first finding
+    detection: str | None  # that finding, in words
+    findings: list[str]
+    rung: str | None  # the highest rung of the recovery ladder that was needed
+    repairs: list[Repair]
+    evidence: list[str]  # where the damaged bytes were kept, relative to the project
+    bytes_restored: int
+    time_to_detect_s: float
+    time_to_recover_s: float
+    verification: Verification
+    timeline: list[TimelineStep]
+    recovered: bool
+    failed_notebook: str | None = None  # a pipeline drill's failed notebook, kept beside the record
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as `record.json` holds it."""
+        document = asdict(self)
+        document["injected"] = self.injected  # as the injector gave it, not copied through asdict
+        if self.failed_notebook is None:
+            del document["failed_notebook"]
+        return document
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> DrillRecord:
+        """Read a record back (`source` names the file in an error); refuse one of the wrong shape."""
+        try:
+            return _RECORD.validate_python(data)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"]) or "(the record)"
+            raise IntegrityError(
+                f"{source}: field {where}: {problem['msg']}; the drill record is damaged, "
+                "run the drill again"
+            ) from None
+
+
+_RECORD = TypeAdapter(DrillRecord)
+
+
+@dataclass(frozen=True)
+class DrillFailure:
+    """A drill whose notebook failed before it wrote its record."""
+
+    scenario: str
+    error: str
+    recovered: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "recovered": self.recovered, "error": self.error}
+
+
+DrillResult = DrillRecord | DrillFailure
 
 
 @dataclass
@@ -191,7 +275,7 @@ class Drill:
             self.frames["after"] = frame
         return self.outcome
 
-    def verify_again(self) -> dict[str, Any]:
+    def verify_again(self) -> Verification:
         """Verify the steady state again and compare every tracked byte with the state before."""
         self.final = self._timed("verify", lambda: verify(self.paths))
         after = tracked_hashes(self.paths.root)
@@ -199,70 +283,65 @@ class Drill:
             k for k in self.before.keys() | after.keys() if self.before.get(k) != after.get(k)
         )
         lost_runs = sorted(self.runs_before - run_ids(self.paths))
-        return {
-            "healthy": self.final.healthy,
-            "changed_files": changed,
-            "lost_runs": lost_runs,
-            "byte_identical": not changed,
-        }
+        return Verification(self.final.healthy, changed, lost_runs, not changed)
 
     @property
     def detected(self) -> bool:
         return bool(self.detection and self.detection.findings)
 
-    def write_record(self, verification: dict[str, Any]) -> dict[str, Any]:
+    def write_record(self, verification: Verification) -> DrillRecord:
         """Write the postmortem's JSON record next to its executed notebook; return it."""
         timings = {label: duration for label, _, duration in self.events}
-        detection = self.detection.findings[0] if self.detected else None
-        record: dict[str, Any] = {
-            "scenario": self.scenario.name,
-            "family": self.scenario.family,
-            "description": self.scenario.description,
-            "injected": self.injected,
-            "detected": self.detected,
-            "detected_by": detection.check if detection else None,
-            "detection": str(detection) if detection else None,
-            "findings": [str(f) for f in (self.detection.findings if self.detection else [])],
-            "rung": self.outcome.rung if self.outcome else None,
-            "repairs": self.outcome.to_dict()["repairs"] if self.outcome else [],
-            "evidence": [
+        findings = self.detection.findings if self.detection else []
+        detection = findings[0] if findings else None
+        outcome = self.outcome
+        record = DrillRecord(
+            scenario=self.scenario.name,
+            family=self.scenario.family,
+            description=self.scenario.description,
+            injected=self.injected,
+            detected=self.detected,
+            detected_by=detection.check if detection else None,
+            detection=str(detection) if detection else None,
+            findings=[str(f) for f in findings],
+            rung=outcome.rung if outcome else None,
+            repairs=list(outcome.repairs) if outcome else [],
+            evidence=[
                 Path(e).relative_to(self.paths.root).as_posix()
                 if Path(e).is_relative_to(self.paths.root)
                 else e
-                for e in (self.outcome.evidence if self.outcome else [])
+                for e in (outcome.evidence if outcome else [])
             ],
-            "bytes_restored": sum(r.bytes_restored for r in self.outcome.repairs)
-            if self.outcome
-            else 0,
-            "time_to_detect_s": round(timings.get("detect", 0.0), 4),
-            "time_to_recover_s": round(timings.get("recover", 0.0), 4),
-            "verification": verification,
-            "timeline": [
-                {"step": label, "start_s": round(start, 4), "duration_s": round(duration, 4)}
+            bytes_restored=sum(r.bytes_restored for r in outcome.repairs) if outcome else 0,
+            time_to_detect_s=round(timings.get("detect", 0.0), 4),
+            time_to_recover_s=round(timings.get("recover", 0.0), 4),
+            verification=verification,
+            timeline=[
+                TimelineStep(label, round(start, 4), round(duration, 4))
                 for label, start, duration in self.events
             ],
-        }
-        record["recovered"] = bool(
-            self.detected
-            and self.outcome
-            and self.outcome.healthy
-            and verification["healthy"]
-            and verification["byte_identical"]
-            and not verification["lost_runs"]
+            recovered=bool(
+                self.detected
+                and outcome
+                and outcome.healthy
+                and verification.healthy
+                and verification.byte_identical
+                and not verification.lost_runs
+            ),
         )
         if self.scenario.family == "pipeline" and self.injected.get("failed_report"):
             failed = Path(self.injected["failed_report"])
             if failed.exists():
                 shutil.copy2(failed, self.record_dir / f"failed-{failed.name}")
-                record["failed_notebook"] = f"failed-{failed.name}"
+                record.failed_notebook = f"failed-{failed.name}"
         atomic_write_text(
             self.record_dir / "record.json",
-            json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
+            json.dumps(record.to_dict(), indent=2, sort_keys=True, default=str) + "\n",
         )
         return record
 
 
-def run_drill(paths: ProjectPaths, name: str, seed: int = 0) -> dict[str, Any]:
+def run_drill(paths: ProjectPaths, name: str, seed: int = 0) -> DrillRecord:
     """Every step of a drill in one call (the notebook calls them one by one)."""
     drill = Drill.start(paths, name, seed)
     drill.steady_state()
@@ -274,7 +353,7 @@ def run_drill(paths: ProjectPaths, name: str, seed: int = 0) -> dict[str, Any]:
 
 def drill_many(
     paths: ProjectPaths, names: list[str], seed: int = 0
-) -> tuple[list[dict[str, Any]], Path]:
+) -> tuple[list[DrillResult], Path]:
     """Run `03_incident.ipynb` once per scenario (each a postmortem), then rebuild the reports index."""
     from mlvs.errors import NotebookFailedError
     from mlvs.ops.reports_index import write_index
@@ -284,7 +363,7 @@ def drill_many(
         reason = not_applicable(paths, scenario(paths.root, name))
         if reason is not None:
             raise BadInputError(reason)
-    records = []
+    records: list[DrillResult] = []
     for name in names:
         folder = paths.reports / "incidents" / name
         try:
@@ -296,7 +375,18 @@ def drill_many(
                 progress=False,
             )
         except NotebookFailedError as exc:
-            records.append({"scenario": name, "recovered": False, "error": str(exc)})
+            records.append(DrillFailure(name, str(exc)))
             continue
-        records.append(json.loads((folder / "record.json").read_text(encoding="utf-8")))
+        records.append(_read_record(folder / "record.json"))
     return records, write_index(paths)
+
+
+def _read_record(path: Path) -> DrillRecord:
+    """The record a drill's notebook wrote; refused in one line when it is not one."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise IntegrityError(
+            f"{path} cannot be read as a drill record ({error}); run the drill again"
+        ) from None
+    return DrillRecord.from_dict(document, str(path))
