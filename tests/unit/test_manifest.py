@@ -510,3 +510,17 @@ def test_extra_files_go_into_the_commit_only(tmp_path: Path) -> None:
     )
     with pytest.raises(BadInputError):
         commit_worktree(root, "snap", extra_files={"../escape": b""})
+
+
+def test_a_snapshot_commit_with_a_damaged_manifest_is_refused_in_one_line(tmp_path: Path) -> None:
+    from mlvs.backends.git.tree import commit_worktree
+    from mlvs.ops.snapshot.read import manifest_at
+
+    root = _repository(tmp_path)
+    document = json.loads(_manifest().to_bytes())
+    document["files"]["models/m.bin"]["md5"] = None
+    sha = commit_worktree(
+        root, "snap", extra_files={".mlvs-snapshot.json": json.dumps(document).encode()}
+    )
+    with pytest.raises(IntegrityError, match=r"files\['models/m.bin'\]\.md5 should be a string"):
+        manifest_at(ProjectPaths(root), sha)
