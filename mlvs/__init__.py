@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from mlvs.stages.prepare import schema_report, write_prepared
     from mlvs.stages.train import load_split, register_model, save_trained, train_and_evaluate
 
-__version__ = importlib.metadata.version("mlvs")  # pyproject.toml is the one place it is written
 
 # Where each exported name lives, imported only when first used.
 _HOMES: dict[str, tuple[str, ...]] = {
@@ -62,7 +61,9 @@ _EXPORTS = {name: module for module, names in _HOMES.items() for name in names}
 
 def __getattr__(name: str) -> Any:
     """Import an exported name on first use (PEP 562) and keep it."""
-    if name in _MODULES:
+    if name == "__version__":  # pyproject.toml is the one place it is written
+        value: Any = importlib.metadata.version("mlvs")
+    elif name in _MODULES:
         value = importlib.import_module(_MODULES[name])
     elif name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -250,7 +250,7 @@ def copy_checked(
                             copied = _copy_range(source_fd, destination_fd, offset, 64 << 20)
                             if copied == 0:
                                 break
-                            for hasher, digest in zip(hashers, digests):
+                            for hasher, digest in zip(hashers, digests, strict=True):
                                 jobs.append(
                                     hasher.submit(hash_back, digest, offset, offset + copied)
                                 )

@@ -6,6 +6,8 @@ Errors are printed as one line on stderr; a traceback only with `--debug`.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -13,7 +15,6 @@ from typing import Any
 
 import click
 
-from mlvs.cli import health, workspace
 from mlvs.errors import MlvsError, storage_error, storage_failure
 from mlvs.logs import get_logger, setup_logging
 from mlvs.paths import project
@@ -27,7 +28,19 @@ def _one_line(error: Exception) -> str:
 
 
 class _Group(click.Group):
-    """Maps every mlvs error to its exit code and one line, in one place."""
+    """Maps every mlvs error to its exit code and one line, in one place; loads commands lazily."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command), target
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -68,27 +81,25 @@ def cli(ctx: click.Context, debug: bool) -> None:
         lambda record: record.levelno < logging.ERROR
     )
     log_dir = None
-    try:
+    with contextlib.suppress(MlvsError):
         log_dir = project().logs
-    except MlvsError:
-        pass
     setup_logging(log_dir, verbose=debug)
 
 
-# Every command, registered from this one list.
-COMMANDS: tuple[click.Command, ...] = (
-    workspace.run_command,
-    workspace.pipeline_command,
-    workspace.snapshot_group,
-    workspace.rollback_command,
-    workspace.recover_command,
-    health.verify_command,
-    health.incidents_command,
-    health.drill_command,
-    health.reproduce_command,
-)
-for _command in COMMANDS:
-    cli.add_command(_command)
+# Every command, registered from this one list: name -> "module:function". A command's
+# module (and the operation it imports) is loaded only when that command runs, so
+# `mlvs rollback` does not pay for importing papermill, pydantic or the drills.
+COMMANDS: dict[str, str] = {
+    "run": "mlvs.cli.commands.run:run_command",
+    "pipeline": "mlvs.cli.commands.pipeline:pipeline_command",
+    "snapshot": "mlvs.cli.commands.snapshot:snapshot_group",
+    "rollback": "mlvs.cli.commands.rollback:rollback_command",
+    "recover": "mlvs.cli.commands.recover:recover_command",
+    "verify": "mlvs.cli.commands.verify:verify_command",
+    "incidents": "mlvs.cli.commands.incidents:incidents_command",
+    "drill": "mlvs.cli.commands.drill:drill_command",
+    "reproduce": "mlvs.cli.commands.reproduce:reproduce_command",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="mlvs", standalone_mode=True)
     except SystemExit as exc:
         return int(exc.code or 0)
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,10 +1,16 @@
-"""Text for people: snapshots, diffs and rollback reports as the CLI prints them."""
+"""Text for people: every command's typed result as the CLI prints it.
+
+The operations return records; only this module turns them into lines. (The
+records of the heavier operations are imported for their types only: a command
+starts without what it does not run.)
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,9 +18,17 @@ from mlvs.backends.dvc.outputs import (
     DATA,
     MODELS,
 )
-from mlvs.ops.rollback.plan import RollbackReport
-from mlvs.ops.snapshot.diff import SnapshotDiff
-from mlvs.ops.snapshot.manifest import Manifest
+
+if TYPE_CHECKING:
+    from mlvs.ops.drill.incidents import Scenario
+    from mlvs.ops.pipeline import PipelineResult
+    from mlvs.ops.repair import RecoveryOutcome
+    from mlvs.ops.reproduce import Reproduction
+    from mlvs.ops.rollback.plan import RollbackReport
+    from mlvs.ops.snapshot.diff import SnapshotDiff
+    from mlvs.ops.snapshot.manifest import Manifest
+    from mlvs.ops.verify import Report
+    from mlvs.state.interrupted import RecoveryReport
 
 
 def _short(value: Any, width: int = 12) -> str:
@@ -34,9 +48,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def fingerprint(manifest: Manifest, part: str) -> str | None:
     """A short digest of every file of `part` (DATA or MODELS): equal digests, equal bytes."""
     lines = sorted(
-        f"{p}\0{i['sha256']}"
-        for p, i in manifest.files.items()
-        if manifest.outputs[i["output"]]["part"] == part
+        f"{path}\0{entry.sha256}"
+        for path, entry in manifest.files.items()
+        if manifest.part_of_file(path) == part
     )
     if not lines:
         return None
@@ -79,18 +93,15 @@ def manifest_text(manifest: Manifest) -> str:
         f"registry     {registry.model_name or '-'}: model version {manifest.model_version or '-'}, "
         f"aliases {', '.join(f'{a}={v}' for a, v in registry.alias_versions().items()) or '-'}"
         + (f" (unreadable: {registry.error})" if registry.error else ""),
-        f"environment  Python {manifest.environment.get('python')}, "
-        + ", ".join(
-            f"{k} {v}" for k, v in (manifest.environment.get("packages") or {}).items() if v
-        ),
+        f"environment  Python {manifest.environment.python}, "
+        + ", ".join(f"{k} {v}" for k, v in manifest.environment.packages.items() if v),
         "",
     ]
     rows = []
-    for path, info in sorted(manifest.outputs.items()):
-        where = "git" if not info.get("cache") else _short(info.get("md5"), 16)
-        rows.append(
-            [path, info["part"], info.get("kind", "git"), where, str(info.get("size", "-"))]
-        )
+    for path, entry in sorted(manifest.outputs.items()):
+        where = "git" if not entry.cache else _short(entry.md5, 16)
+        size = "-" if entry.size is None else str(entry.size)
+        rows.append([path, entry.part, entry.kind or "git", where, size])
     lines.append(_table(["OUTPUT", "PART", "KIND", "MD5", "BYTES"], rows))
     if manifest.metrics:
         lines += [
@@ -162,6 +173,93 @@ def report_text(report: RollbackReport) -> str:
     if report.automatic_snapshot:
         lines.append(f"Undo with: mlvs rollback {report.automatic_snapshot}")
     return "\n".join(lines)
+
+
+def snapshot_saved_text(manifest: Manifest) -> str:
+    """The line `mlvs snapshot create` prints."""
+    return (
+        f"Snapshot {manifest.name!r} saved: commit {str(manifest.commit)[:12]}, "
+        f"{len(manifest.files)} DVC-tracked file(s), model version {manifest.model_version or '-'}."
+    )
+
+
+# The metrics `mlvs pipeline` shows, in this order.
+PIPELINE_METRICS = (
+    "test_accuracy",
+    "test_precision",
+    "test_recall",
+    "test_f1",
+    "test_roc_auc",
+    "net_value",
+    "roi",
+)
+
+
+def pipeline_text(result: PipelineResult) -> str:
+    """A pipeline run, for people: what ran, the test metrics, where the reports are."""
+    metrics = result.metrics
+    ran, unchanged = ", ".join(result.ran) or "nothing", ", ".join(result.skipped) or "none"
+    lines = [
+        f"Pipeline done in {round(result.seconds, 1)} s (ran: {ran}; unchanged: {unchanged}).",
+        "",
+        "Metrics (test set):",
+        *(f"  {name:<15} {metrics[name]:.4f}" for name in PIPELINE_METRICS if name in metrics),
+        "",
+        "Executed notebooks: " + (", ".join(result.reports) or "none yet"),
+        "Open them in JupyterLab:   make lab",
+        "Browse the MLflow runs:    make ui   (then http://127.0.0.1:5000)",
+    ]
+    return "\n".join(lines)
+
+
+def verify_text(report: Report) -> str:
+    """A verification, for people: healthy, or each finding on its own line."""
+    if report.healthy:
+        return "healthy: every check passed"
+    return "\n".join(
+        [f"{len(report.findings)} finding(s):", *(f"  {finding}" for finding in report.findings)]
+    )
+
+
+def interrupted_text(interrupted: RecoveryReport) -> str:
+    """What finishing an interrupted command did, in one line."""
+    return f"Interrupted operations: {interrupted.detail}."
+
+
+def recovery_text(interrupted: RecoveryReport, outcome: RecoveryOutcome) -> str:
+    """A recovery, for people: what was repaired from where, what is still wrong, where the evidence is."""
+    lines = [interrupted_text(interrupted)]
+    if not outcome.before:
+        lines.append("healthy: nothing to repair")
+    lines += [f"  repaired {repair.artifact} from {repair.rung}" for repair in outcome.repairs]
+    lines += [f"  still wrong: {finding}" for finding in outcome.after]
+    if outcome.evidence:
+        lines.append(f"damaged files kept in {Path(outcome.evidence[0]).parent}")
+    return "\n".join(lines)
+
+
+def incidents_table(catalog: dict[str, Scenario]) -> str:
+    """The incident catalog, one scenario a line."""
+    width = max(len(name) for name in catalog)
+    return "\n".join(
+        f"{name:<{width}}  {s.family:<8}  {s.description}" for name, s in catalog.items()
+    )
+
+
+def reproduction_text(result: Reproduction) -> str:
+    """A reproduction, for people: what was compared, or each difference."""
+    if result.reproduces:
+        return (
+            f"snapshot {result.name!r} reproduces: {result.compared_files} file(s) byte for byte, "
+            f"{result.compared_metrics} metric(s) exactly, golden predictions identical "
+            f"({result.seconds:.0f} s)"
+        )
+    return "\n".join(
+        [
+            f"snapshot {result.name!r} does not reproduce, {len(result.differences)} difference(s):",
+            *(f"  {difference}" for difference in result.differences),
+        ]
+    )
 
 
 def emit_json(document: Any) -> None:

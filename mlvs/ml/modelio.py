@@ -164,6 +164,7 @@ def golden_mismatches(model: Any, paths: ProjectPaths) -> list[str]:
         golden = json.loads(paths.golden.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return [f"golden predictions unreadable ({exc})"]
+
     rows = pd.DataFrame(golden["rows"])
     expected = np.array([float(p) for p in golden["churn_probability"]])
     actual = model.predict_proba(rows)[:, 1]

@@ -66,7 +66,8 @@ class RegistryParams(_Strict):
     """Where the model is registered and when a new version becomes champion."""
 
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-    promotion_metric: Literal[METRICS]  # type: ignore[valid-type]  (one of the model's metrics)
+    # One of the model's metrics (a Literal built from the tuple, which mypy cannot follow).
+    promotion_metric: Literal[METRICS]  # type: ignore[valid-type]
     promotion_margin: float = Field(ge=0.0, le=1.0)
 
 

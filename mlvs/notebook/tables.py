@@ -26,7 +26,7 @@ def snapshot_table(paths: ProjectPaths) -> pd.DataFrame:
     rows = []
     for m in list_snapshots(paths):
         champion = m.registry.aliases.get("champion") if m.registry else None
-        raw = m.files.get("data/raw/customer_data.csv", {})
+        raw = m.files.get("data/raw/customer_data.csv")
         rows.append(
             {
                 "snapshot": m.name,
@@ -35,7 +35,7 @@ def snapshot_table(paths: ProjectPaths) -> pd.DataFrame:
                 "message": m.message,
                 "champion": champion.version if champion else None,
                 "test_roc_auc": m.metrics.get("test_roc_auc"),
-                "raw data sha256": str(raw.get("sha256", ""))[:12],
+                "raw data sha256": raw.sha256[:12] if raw else "",
             }
         )
     return pd.DataFrame(rows).set_index("snapshot") if rows else pd.DataFrame()

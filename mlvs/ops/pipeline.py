@@ -1,4 +1,4 @@
-"""Running the whole pipeline through DVC and summarising it for the user."""
+"""Running the whole pipeline through DVC; what it ran, skipped and measured."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mlvs._io import atomic_write_text
 from mlvs.backends.dvc.command import dvc
 from mlvs.backends.dvc.outputs import dvc_outputs
 from mlvs.backends.mlflow.backups import backup_mlflow_db
@@ -16,22 +15,17 @@ from mlvs.backends.mlflow.store import require_server, server_problem, unreachab
 from mlvs.errors import (
     BadInputError,
     ExternalToolError,
-    IntegrityError,
     MlvsError,
     NotebookFailedError,
     storage_failure,
 )
 from mlvs.logs import get_logger
-from mlvs.ml.modeling import TEST_METRICS
 from mlvs.ml.params import STAGES, load_stage
-from mlvs.ops.repair import RecoveryOutcome, evidence_dir, restore_recorded_files
+from mlvs.ops.repair import RecoveryOutcome, evidence_dir, restore_recorded_files, undo_pipeline
 from mlvs.ops.run import temporary_environment
 from mlvs.paths import STAGE_NOTEBOOKS, ProjectPaths
 from mlvs.state.interrupted import (
-    RecoveryReport,
-    finisher,
     recover_interrupted,
-    remove_workspace_leftovers,
 )
 from mlvs.state.journal import Journal
 from mlvs.state.lock import locked
@@ -56,6 +50,52 @@ class StageOutcome:
     ok: bool
     report: str | None
     restored: list[str]
+
+
+@dataclass(frozen=True)
+class PipelineStage:
+    """One stage of a pipeline run: run again, or skipped because nothing it depends on changed."""
+
+    stage: str
+    ran: bool
+
+
+@dataclass
+class PipelineResult:
+    """What `mlvs pipeline` did: each stage in DVC's order, how long it took, the metrics it left."""
+
+    stages: list[PipelineStage]
+    seconds: float
+    metrics: dict[str, float]
+    reports: list[str]  # the executed notebooks' HTML pages, relative to the project
+
+    @property
+    def ran(self) -> list[str]:
+        return [s.stage for s in self.stages if s.ran]
+
+    @property
+    def skipped(self) -> list[str]:
+        return [s.stage for s in self.stages if not s.ran]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ran": self.ran,
+            "skipped": self.skipped,
+            "seconds": round(self.seconds, 1),
+            "metrics": self.metrics,
+            "reports": self.reports,
+        }
+
+
+def _stages(output: str) -> list[PipelineStage]:
+    """The stages `dvc repro` reported, in its order: run, or unchanged and skipped."""
+    return [
+        PipelineStage(found["ran"] or found["skipped"], bool(found["ran"]))
+        for found in re.finditer(
+            r"Running stage '(?P<ran>[^']+)'|Stage '(?P<skipped>[^']+)' didn't change, skipping",
+            output,
+        )
+    ]
 
 
 def restore_last_good_outputs(paths: ProjectPaths) -> list[str]:
@@ -85,8 +125,8 @@ def run_stage(
 
 
 @locked
-def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
-    """`dvc repro` the pipeline, push its data to the DVC remote and summarise the result.
+def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
+    """`dvc repro` the pipeline, push its data to the DVC remote; what ran, what was skipped.
 
     The stages' own `mlvs run` share the lock this holds (`mlvs.state.lock`).
     """
@@ -110,8 +150,6 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
         undo_pipeline(paths, kept)
         journal.clear()
         raise
-    ran = re.findall(r"Running stage '([^']+)'", result.stdout)
-    skipped = re.findall(r"Stage '([^']+)' didn't change, skipping", result.stdout)
     if result.returncode != 0:
         failed = re.findall(r"failed to reproduce '([^']+)'", result.stdout)
         restored = undo_pipeline(paths, kept)
@@ -149,18 +187,14 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> dict[str, Any]:
     pushed = dvc(paths, "push", check=False)
     if pushed.returncode != 0:
         log.warning("could not push data to the DVC remote: %s", pushed.stderr.strip()[-200:])
-    seconds = time.perf_counter() - started
-    metrics = read_metrics(paths)
-    summary = {
-        "ran": ran,
-        "skipped": skipped,
-        "seconds": round(seconds, 1),
-        "metrics": metrics,
-        "reports": sorted(str(p.relative_to(paths.root)) for p in paths.reports.glob("*.html")),
-    }
-    summary["text"] = _summary_text(summary)
+    outcome = PipelineResult(
+        stages=_stages(result.stdout),
+        seconds=time.perf_counter() - started,
+        metrics=read_metrics(paths),
+        reports=sorted(str(p.relative_to(paths.root)) for p in paths.reports.glob("*.html")),
+    )
     journal.clear()
-    return summary
+    return outcome
 
 
 def _begin_journal(paths: ProjectPaths) -> tuple[Journal, dict[str, str | None]]:
@@ -181,26 +215,6 @@ def _begin_journal(paths: ProjectPaths) -> tuple[Journal, dict[str, str | None]]
     return journal, kept
 
 
-def undo_pipeline(paths: ProjectPaths, kept: dict[str, str | None]) -> list[str]:
-    """Put back the last good outputs: the journalled `dvc.lock` and metrics, then what `dvc.lock` records."""
-
-    for relative, text in kept.items():
-        path = paths.root / relative
-        if text is None:
-            path.unlink(missing_ok=True)
-        elif not path.is_file() or path.read_text(encoding="utf-8", errors="replace") != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, text)
-    outcome = RecoveryOutcome()
-    unrestored = restore_recorded_files(paths, evidence_dir(paths), outcome)
-    if unrestored:
-        raise IntegrityError(
-            f"the last good outputs {', '.join(unrestored)} are in neither the DVC cache nor the remote; "
-            "run `mlvs recover` (it re-runs their stage)"
-        )
-    return [r.artifact for r in outcome.repairs]
-
-
 def _failure_reason(output: str) -> str:
     """The last error line DVC or a stage's `mlvs run` printed."""
     errors = [
@@ -212,43 +226,4 @@ def _failure_reason(output: str) -> str:
         errors[-1].removeprefix("mlvs: error:").removeprefix("ERROR:").strip()
         if errors
         else "no error message"
-    )
-
-
-def _summary_text(summary: dict[str, Any]) -> str:
-
-    metrics = summary["metrics"]
-    shown = [*TEST_METRICS, "net_value", "roi"]
-    lines = [
-        f"Pipeline done in {summary['seconds']} s "
-        f"(ran: {', '.join(summary['ran']) or 'nothing'}; unchanged: {', '.join(summary['skipped']) or 'none'}).",
-        "",
-        "Metrics (test set):",
-        *(f"  {name:<15} {metrics[name]:.4f}" for name in shown if name in metrics),
-        "",
-        "Executed notebooks: " + (", ".join(summary["reports"]) or "none yet"),
-        "Open them in JupyterLab:   make lab",
-        "Browse the MLflow runs:    make ui   (then http://127.0.0.1:5000)",
-    ]
-    return "\n".join(lines)
-
-
-@finisher("pipeline")
-def _recover_pipeline(
-    paths: ProjectPaths, journal: Journal, record: dict[str, Any]
-) -> RecoveryReport:
-    if record.get("step") == "reproduced":
-        journal.clear()  # the stages finished and dvc.lock records them; only the push was left
-        return RecoveryReport(
-            "pipeline", None, "completed", "the interrupted pipeline had finished its stages"
-        )
-
-    undo_pipeline(paths, record.get("data", {}).get("kept") or {})
-    remove_workspace_leftovers(paths)
-    journal.clear()
-    return RecoveryReport(
-        "pipeline",
-        None,
-        "undone",
-        "the interrupted pipeline was undone: the last good outputs are back in place",
     )

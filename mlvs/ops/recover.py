@@ -29,6 +29,7 @@ from mlvs.backends.mlflow.tracking import settle_unfinished_runs
 from mlvs.logs import get_logger
 from mlvs.ml.params import load_stage
 from mlvs.ops.pipeline import run_stage
+from mlvs.ops.recorded import recorded_files
 from mlvs.ops.repair import (
     RecoveryOutcome,
     Repair,
@@ -39,7 +40,7 @@ from mlvs.ops.repair import (
     restore_recorded_files,
 )
 from mlvs.ops.snapshot.read import list_snapshots
-from mlvs.ops.verify import Report, recorded_files, verify
+from mlvs.ops.verify import Report, verify
 from mlvs.paths import ProjectPaths
 from mlvs.state.interrupted import RecoveryReport, recover_interrupted
 from mlvs.state.lock import locked

@@ -9,13 +9,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlvs._io import FileHash, copy_checked, fsync_dir, hash_file
+from mlvs._io import FileHash, atomic_write_text, copy_checked, fsync_dir, hash_file
 from mlvs.backends.dvc.command import dvc
 from mlvs.backends.dvc.hashcache import HashCache, file_identity
 from mlvs.backends.dvc.objects import TEMP_SUFFIX, ObjectStore
 from mlvs.backends.dvc.outputs import lock_hashes, output_files
-from mlvs.ops.verify import Finding, recorded_files
+from mlvs.errors import IntegrityError
+from mlvs.ops.recorded import Finding, recorded_files
 from mlvs.paths import ProjectPaths
+from mlvs.state.interrupted import RecoveryReport, finisher, remove_workspace_leftovers
+from mlvs.state.journal import Journal
 
 
 @dataclass
@@ -192,3 +195,44 @@ def evidence_dir(paths: ProjectPaths) -> Path:
 
 
 RUNGS = ("local_backup", "dvc_cache", "dvc_remote", "snapshot_restore", "rerun_stage")
+
+
+def undo_pipeline(paths: ProjectPaths, kept: dict[str, str | None]) -> list[str]:
+    """Put back the last good outputs: the journalled `dvc.lock` and metrics, then what `dvc.lock` records."""
+
+    for relative, text in kept.items():
+        path = paths.root / relative
+        if text is None:
+            path.unlink(missing_ok=True)
+        elif not path.is_file() or path.read_text(encoding="utf-8", errors="replace") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
+    outcome = RecoveryOutcome()
+    unrestored = restore_recorded_files(paths, evidence_dir(paths), outcome)
+    if unrestored:
+        raise IntegrityError(
+            f"the last good outputs {', '.join(unrestored)} are in neither the DVC cache nor the remote; "
+            "run `mlvs recover` (it re-runs their stage)"
+        )
+    return [r.artifact for r in outcome.repairs]
+
+
+@finisher("pipeline")
+def _recover_pipeline(
+    paths: ProjectPaths, journal: Journal, record: dict[str, Any]
+) -> RecoveryReport:
+    if record.get("step") == "reproduced":
+        journal.clear()  # the stages finished and dvc.lock records them; only the push was left
+        return RecoveryReport(
+            "pipeline", None, "completed", "the interrupted pipeline had finished its stages"
+        )
+
+    undo_pipeline(paths, record.get("data", {}).get("kept") or {})
+    remove_workspace_leftovers(paths)
+    journal.clear()
+    return RecoveryReport(
+        "pipeline",
+        None,
+        "undone",
+        "the interrupted pipeline was undone: the last good outputs are back in place",
+    )

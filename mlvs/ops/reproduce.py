@@ -28,6 +28,7 @@ from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.git.run import run_git, run_git_bytes
 from mlvs.errors import BadInputError
 from mlvs.logs import get_logger
+from mlvs.ops.snapshot.manifest import Manifest
 from mlvs.paths import ProjectPaths
 from mlvs.settings import ROOT
 
@@ -187,13 +188,14 @@ def reproduce(paths: ProjectPaths, name: str, expected: Expected) -> Reproductio
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def expected_from_manifest(paths: ProjectPaths, manifest: Any) -> Expected:
+def expected_from_manifest(paths: ProjectPaths, manifest: Manifest) -> Expected:
     """What a snapshot's manifest says its pipeline produced (golden predictions read from the cache)."""
-    files = {rel: info["sha256"] for rel, info in manifest.files.items()}
+
+    files = {rel: entry.sha256 for rel, entry in manifest.files.items()}
     golden = None
-    info = manifest.files.get(GOLDEN)
-    if info:
-        cached = ObjectStore(paths).cache_path(info["md5"])
+    entry = manifest.files.get(GOLDEN)
+    if entry:
+        cached = ObjectStore(paths).cache_path(entry.md5)
         if cached.is_file():
             try:
                 golden = json.loads(cached.read_bytes())["churn_probability"]

@@ -14,12 +14,16 @@ is not run again while the fingerprint holds. The file hashes behind a
 fingerprint come from the hash cache only while a file's size, times and inode
 are unchanged, so a file whose bytes changed since its last deep check always
 gets that check again.
+
+The check code is named by the modules themselves (imported here, not spelled
+as strings), and each one's source is read from the file it was loaded from: a
+module that moves or is renamed breaks the import above, never the fingerprint.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import inspect
 import json
 import os
 import sqlite3
@@ -28,8 +32,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import mlvs.errors
+import mlvs.ml.data
+import mlvs.ml.features
+import mlvs.ml.modeling
+import mlvs.ml.modelio
+import mlvs.ml.params
+import mlvs.paths
 from mlvs._io import hash_file, sha256_file
 from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
@@ -44,22 +56,10 @@ from mlvs.ml.data import features_and_target, read_customers, validate_schema
 from mlvs.ml.modeling import holdout_metrics
 from mlvs.ml.modelio import golden_mismatches, load_verified_model
 from mlvs.ml.params import load_stage, stage_file
+from mlvs.ops.recorded import Finding, recorded_files
 from mlvs.paths import ProjectPaths
 
 METRIC_TOLERANCE = 1e-6
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing found wrong."""
-
-    check: str
-    artifact: str
-    expected: str
-    actual: str
-
-    def __str__(self) -> str:
-        return f"[{self.check}] {self.artifact}: expected {self.expected}, found {self.actual}"
 
 
 @dataclass
@@ -85,14 +85,40 @@ class Report:
 
 
 # The modules whose code decides a deep check's verdict: a change to any of them re-runs every deep check.
-DEEP_CHECK_CODE = (
-    "mlvs.ml.data",
-    "mlvs.ml.features",
-    "mlvs.ml.modeling",
-    "mlvs.ml.modelio",
-    "mlvs.ml.params",
-    __name__,
+# `features` runs inside the loaded model (its first step); `errors` decides what a check catches;
+# `paths` decides which files a check reads. A test traces the deep checks and fails if any other
+# mlvs module's code runs in them.
+DEEP_CHECK_CODE: tuple[ModuleType, ...] = (
+    mlvs.ml.data,
+    mlvs.ml.features,
+    mlvs.ml.modeling,
+    mlvs.ml.modelio,
+    mlvs.ml.params,
+    mlvs.errors,
+    mlvs.paths,
+    sys.modules[__name__],
 )
+
+
+def _module_source(module: ModuleType) -> bytes:
+    """The source of `module`, read from the file it was loaded from; an error when there is none."""
+    try:
+        location = inspect.getsourcefile(module) or getattr(module, "__file__", None)
+    except TypeError:  # a built-in module has no file
+        location = None
+    if not location or not location.endswith(".py"):
+        raise IntegrityError(
+            f"{module.__name__} (code of verify's deep checks) was loaded from "
+            f"{location or 'no file'}, not from its source; reinstall mlvs with its sources "
+            "so that its checks can be fingerprinted"
+        )
+    try:
+        return Path(location).read_bytes()
+    except OSError as error:
+        raise IntegrityError(
+            f"the source of {module.__name__} ({location}) cannot be read ({error.strerror or error}); "
+            "reinstall mlvs or fix its permissions so that verify's deep checks can be fingerprinted"
+        ) from None
 
 
 def _code_identity() -> bytes:
@@ -101,7 +127,8 @@ def _code_identity() -> bytes:
     Installing or removing a package changes the mtime of its `sys.path` directory
     (as `snapshots._environment` relies on too); only the interpreter's own
     directories count, not a project or test folder that changes all the time.
-    mlvs's own check modules are hashed.
+    Each module of DEEP_CHECK_CODE is hashed with its name, so code moved from one
+    to another changes the fingerprint too.
     """
     parts = [sys.executable, sys.version]
     prefixes = tuple(
@@ -114,14 +141,10 @@ def _code_identity() -> bytes:
             except OSError:
                 parts.append(f"{entry}:-")
     digest = hashlib.sha256("\0".join(parts).encode("utf-8"))
-    for name in DEEP_CHECK_CODE:
-        # Found by module name without importing it: a module moved or renamed fails here, loudly.
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise RuntimeError(
-                f"the deep-check module {name} is missing; DEEP_CHECK_CODE names a module that moved"
-            )
-        digest.update(Path(spec.origin).read_bytes())
+    for module in DEEP_CHECK_CODE:
+        source = _module_source(module)
+        digest.update(f"\0{module.__name__}\0{len(source)}\0".encode())
+        digest.update(source)
     return digest.digest()
 
 
@@ -176,46 +199,6 @@ class PassedChecks:
             self.hashes.remember_passed(check, fingerprint)
 
 
-def recorded_files(paths: ProjectPaths, store: ObjectStore) -> tuple[dict[str, str], list[Finding]]:
-    """relpath -> MD5 of every file DVC recorded (directory outputs expanded through their `.dir` objects)."""
-    files: dict[str, str] = {}
-    findings: list[Finding] = []
-    for output, md5 in sorted(lock_hashes(paths).items()):
-        if not md5.endswith(".dir"):
-            files[output] = md5
-            continue
-        listing = _read_dir_object(store, md5)
-        if listing is None:
-            findings.append(
-                Finding(
-                    "dvc_cache",
-                    f"{output} ({md5})",
-                    "the directory listing in the DVC cache or remote",
-                    "missing or unreadable in both",
-                )
-            )
-            continue
-        for entry in listing:
-            files[f"{output}/{entry['relpath']}"] = entry["md5"]
-    return files, findings
-
-
-def _read_dir_object(store: ObjectStore, md5: str) -> list[dict[str, str]] | None:
-    name = md5.removesuffix(".dir")
-    for candidate in (store.cache_path(md5), store.remote_path(md5)):
-        if candidate is None or not candidate.is_file():
-            continue
-        payload = candidate.read_bytes()
-
-        if hashlib.md5(payload, usedforsecurity=False).hexdigest() != name:
-            continue
-        try:
-            return json.loads(payload)
-        except ValueError:
-            continue
-    return None
-
-
 def check_tracked_files(
     paths: ProjectPaths, store: ObjectStore, hashes: HashCache
 ) -> list[Finding]:
@@ -255,7 +238,6 @@ def check_schema(
             if report is not None:
                 report.reused.append(f"schema:{rel}")
             continue
-
         try:
             problems = validate_schema(read_customers(path))
         except MlvsError as exc:
@@ -298,7 +280,6 @@ def check_model(
         if report is not None:
             report.reused.append(f"model:{rel}")
         return [], None
-
     try:
         model = load_verified_model(paths)
     except IntegrityError as exc:
@@ -348,7 +329,6 @@ def check_metrics(
         model = model()
         if model is None:
             return []  # the model could not be loaded: the model check says why
-
     try:
         recorded = json.loads(paths.metrics.read_text(encoding="utf-8"))
         threshold = load_stage("train", paths.root).decision_threshold
@@ -372,6 +352,7 @@ def check_metrics(
 
 def check_registry(paths: ProjectPaths) -> list[Finding]:
     """Every alias of the registered model points at an existing version."""
+
     try:
         name = load_stage("train", paths.root).registry.model_name
     except MlvsError:

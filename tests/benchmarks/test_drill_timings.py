@@ -67,9 +67,9 @@ def test_drill_timings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                 detected=drill.detected,
                 detected_by=drill.detection.findings[0].check if drill.detected else None,
                 rung=drill.outcome.rung,
-                recovered=bool(drill.outcome.healthy and verification["healthy"]),
-                byte_identical=verification["byte_identical"],
-                lost_runs=verification["lost_runs"],
+                recovered=bool(drill.outcome.healthy and verification.healthy),
+                byte_identical=verification.byte_identical,
+                lost_runs=verification.lost_runs,
                 detect_checks_s={k: round(v, 4) for k, v in drill.detection.timings.items()},
             )
             if not (

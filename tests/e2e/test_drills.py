@@ -65,9 +65,9 @@ def test_scenario_is_detected_recovered_and_byte_identical(drill_env: Path, name
     root = drill_env
     before, runs_before = tracked_state(root), mlflow_run_ids(root)
     record = run_drill(ProjectPaths(root), name, seed=1)
-    assert record["detected"], record
-    assert record["rung"] is not None
-    assert record["recovered"], record
+    assert record.detected, record
+    assert record.rung is not None
+    assert record.recovered, record
     assert tracked_state(root) == before
     assert runs_before <= mlflow_run_ids(root)
     assert (root / "reports" / "incidents" / name / "record.json").is_file()
@@ -81,7 +81,7 @@ def test_drilling_the_same_scenario_twice_works(drill_env: Path) -> None:
     before = tracked_state(drill_env)
     first = run_drill(ProjectPaths(drill_env), "model_bit_flips", seed=1)
     second = run_drill(ProjectPaths(drill_env), "model_bit_flips", seed=2)
-    assert first["recovered"] and second["recovered"]
+    assert first.recovered and second.recovered
     assert tracked_state(drill_env) == before
     evidence = list((drill_env / "reports/incidents/model_bit_flips/evidence").iterdir())
     assert len(evidence) == 2  # the first drill's evidence is kept
@@ -113,6 +113,73 @@ def test_a_deep_check_runs_again_exactly_when_the_bytes_it_read_changed(drill_en
     )
     assert "schema:data/processed/train.csv" not in changed.reused
     assert "model:models/model.skops" in changed.reused  # the model's bytes did not change
+
+
+DEEP_CHECKS = {
+    "model:models/model.skops",
+    "metrics:reports/metrics.json",
+    "schema:data/raw/customer_data.csv",
+    "schema:data/processed/train.csv",
+    "schema:data/processed/test.csv",
+}
+
+
+@pytest.mark.slow
+def test_a_deep_check_runs_again_when_one_byte_of_its_code_changed(
+    drill_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlvs.ml import modelio
+    from mlvs.ops import verify as verifying
+    from mlvs.paths import ProjectPaths
+
+    paths = ProjectPaths(drill_env)
+    assert verifying.verify(paths).healthy
+    assert set(verifying.verify(paths).reused) == DEEP_CHECKS
+
+    read = verifying._module_source
+
+    def one_byte_changed(module: object) -> bytes:
+        source = read(module)  # type: ignore[arg-type]
+        return source[:-1] + bytes([source[-1] ^ 1]) if module is modelio else source
+
+    monkeypatch.setattr(verifying, "_module_source", one_byte_changed)
+    changed = verifying.verify(paths)
+    assert changed.healthy and changed.reused == []  # every deep check ran again on the new code
+    assert set(verifying.verify(paths).reused) == DEEP_CHECKS  # and its passes are remembered
+
+
+@pytest.mark.slow
+def test_every_mlvs_module_a_deep_check_runs_is_in_the_deep_check_fingerprint(
+    drill_env: Path,
+) -> None:
+    import inspect
+    import sys
+    from types import FrameType
+
+    import mlvs
+    from mlvs.ops import verify as verifying
+    from mlvs.paths import ProjectPaths
+
+    package = Path(mlvs.__file__).resolve().parent
+    ran: set[Path] = set()
+
+    def record(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call":
+            ran.add(Path(frame.f_code.co_filename))
+
+    paths = ProjectPaths(drill_env)
+    sys.setprofile(record)
+    try:
+        findings = verifying.check_schema(paths)
+        model_findings, model = verifying.check_model(paths)
+        findings += model_findings + verifying.check_metrics(paths, model)
+    finally:
+        sys.setprofile(None)
+    assert findings == [] and model is not None
+    ran_in_mlvs = {p.resolve() for p in ran if p.resolve().is_relative_to(package)}
+    covered = {Path(inspect.getsourcefile(m)).resolve() for m in verifying.DEEP_CHECK_CODE}
+    assert {"data.py", "features.py", "modelio.py", "verify.py"} <= {p.name for p in ran_in_mlvs}
+    assert ran_in_mlvs - covered == set()
 
 
 @pytest.mark.slow

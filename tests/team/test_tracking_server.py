@@ -293,7 +293,7 @@ def test_a_drill_of_each_family_recovers_over_http(team: Team, tmp_path: Path) -
     ]
     script = (
         "import json, sys; from mlvs.ops.drill.drill import run_drill; from mlvs.paths import project; "
-        "print(json.dumps([run_drill(project(), n) for n in sys.argv[1:]], default=str))"
+        "print(json.dumps([run_drill(project(), n).to_dict() for n in sys.argv[1:]], default=str))"
     )
     drills = subprocess.run(
         [str(BIN / "python"), "-c", script, *scenarios],

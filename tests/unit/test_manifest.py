@@ -25,11 +25,18 @@ from mlvs.backends.dvc.objects import TEMP_DIR, TEMP_SUFFIX, ObjectStore
 from mlvs.backends.dvc.outputs import dir_object, dvc_outputs, output_files
 from mlvs.backends.git.refs import MAX_NAME_LENGTH, validate_snapshot_name
 from mlvs.backends.mlflow.registry import RegistryState, VersionInfo
+from mlvs.backends.mlflow.tracking import flatten
 from mlvs.backends.uris import safe_uri
 from mlvs.errors import BadInputError, IntegrityError
 from mlvs.ops.rollback.plan import auto_snapshot_name, parse_parts
-from mlvs.backends.mlflow.tracking import flatten
-from mlvs.ops.snapshot.manifest import FORMAT, PARTS, Manifest
+from mlvs.ops.snapshot.manifest import (
+    FORMAT,
+    PARTS,
+    Environment,
+    FileEntry,
+    Manifest,
+    OutputEntry,
+)
 from mlvs.paths import ProjectPaths
 
 
@@ -42,17 +49,12 @@ def _manifest(**overrides: object) -> Manifest:
         base_commit="a" * 40,
         branch="main",
         outputs={
-            "models": {
-                "part": "models",
-                "stage": "train",
-                "cache": True,
-                "kind": "dir",
-                "md5": "x.dir",
-            }
+            "models": OutputEntry(
+                "models", "train", True, "dir", "x.dir", 3, nfiles=1, matches_dvc_lock=True
+            ),
+            "reports/metrics.json": OutputEntry("models", "train", False),
         },
-        files={
-            "models/m.bin": {"md5": "1" * 32, "sha256": "2" * 64, "size": 3, "output": "models"}
-        },
+        files={"models/m.bin": FileEntry("1" * 32, "2" * 64, 3, "models")},
         params={"train": {"seed": 1, "nested": {"a": 2}}},
         metrics={"test_f1": 0.5},
         registry=RegistryState(
@@ -61,7 +63,7 @@ def _manifest(**overrides: object) -> Manifest:
             VersionInfo("1", "run", "m-1", "models:/m-1"),
             {"champion": VersionInfo("1", "run", "m-1", "models:/m-1")},
         ),
-        environment={"python": "3.11"},
+        environment=Environment("3.11.9", "CPython", "Linux", {"mlvs": "0.1.0", "dvc": None}),
     )
     values.update(overrides)
     return Manifest(**values)  # type: ignore[arg-type]
@@ -88,6 +90,77 @@ def test_manifest_of_an_unknown_format_is_refused() -> None:
     document["format"] = "mlvs-snapshot/99"
     with pytest.raises(IntegrityError, match="upgrade mlvs"):
         Manifest.from_dict(document)
+
+
+def test_manifest_records_read_and_write_the_files_json_unchanged() -> None:
+    payload = _manifest().to_bytes()
+    document = json.loads(payload)
+    assert document["outputs"] == {
+        "models": {
+            "part": "models",
+            "stage": "train",
+            "cache": True,
+            "kind": "dir",
+            "md5": "x.dir",
+            "size": 3,
+            "nfiles": 1,
+            "matches_dvc_lock": True,
+        },
+        "reports/metrics.json": {"part": "models", "stage": "train", "cache": False},
+    }
+    assert document["files"] == {
+        "models/m.bin": {"md5": "1" * 32, "sha256": "2" * 64, "size": 3, "output": "models"}
+    }
+    assert document["dvc"] == {"remote": None, "remote_url": None}
+    assert Manifest.from_bytes(payload, commit="c" * 40).to_bytes() == payload
+
+
+def _damaged(document: dict, path: tuple, value: object) -> dict:
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return document
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "named"),
+    [
+        (("files", "models/m.bin", "size"), "3", "files['models/m.bin'].size"),
+        (("files", "models/m.bin", "size"), True, "files['models/m.bin'].size"),
+        (("files", "models/m.bin", "sha256"), KeyError, "files['models/m.bin'].sha256"),
+        (("files", "models/m.bin", "output"), "elsewhere", "files['models/m.bin'].output"),
+        (("files", "models/m.bin"), ["md5"], "files['models/m.bin']"),
+        (("outputs",), [], "outputs"),
+        (("outputs", "models", "cache"), "yes", "outputs['models'].cache"),
+        (("outputs", "models", "size"), KeyError, "outputs['models'].size"),
+        (("registry", "aliases", "champion", "version"), 1, "registry.aliases['champion'].version"),
+        (("registry", "model"), "1", "registry.model"),
+        (("environment",), KeyError, "environment"),
+        (("environment", "packages", "dvc"), 3, "environment.packages['dvc']"),
+        (("git", "branch"), 7, "git.branch"),
+        (("name",), KeyError, "name"),
+    ],
+)
+def test_a_manifest_of_the_wrong_shape_is_refused_naming_the_file_and_field(
+    path: tuple, value: object, named: str
+) -> None:
+    document = _damaged(json.loads(_manifest().to_bytes()), path, value)
+    with pytest.raises(IntegrityError) as refused:
+        Manifest.from_bytes(json.dumps(document).encode(), commit="c" * 40)
+    message = str(refused.value)
+    assert ".mlvs-snapshot.json of snapshot commit cccccccccccc" in message
+    assert named in message
+
+
+def test_a_manifest_that_is_not_json_is_refused_in_one_line() -> None:
+    with pytest.raises(IntegrityError, match=r"\.mlvs-snapshot\.json .*not valid JSON"):
+        Manifest.from_bytes(b"{not json", commit="c" * 40)
+    with pytest.raises(IntegrityError, match="should be an object"):
+        Manifest.from_bytes(b"[1, 2]")
 
 
 def test_manifest_knows_the_part_of_each_tracked_path() -> None:
@@ -437,3 +510,17 @@ def test_extra_files_go_into_the_commit_only(tmp_path: Path) -> None:
     )
     with pytest.raises(BadInputError):
         commit_worktree(root, "snap", extra_files={"../escape": b""})
+
+
+def test_a_snapshot_commit_with_a_damaged_manifest_is_refused_in_one_line(tmp_path: Path) -> None:
+    from mlvs.backends.git.tree import commit_worktree
+    from mlvs.ops.snapshot.read import manifest_at
+
+    root = _repository(tmp_path)
+    document = json.loads(_manifest().to_bytes())
+    document["files"]["models/m.bin"]["md5"] = None
+    sha = commit_worktree(
+        root, "snap", extra_files={".mlvs-snapshot.json": json.dumps(document).encode()}
+    )
+    with pytest.raises(IntegrityError, match=r"files\['models/m.bin'\]\.md5 should be a string"):
+        manifest_at(ProjectPaths(root), sha)

@@ -13,6 +13,7 @@ import pytest
 
 from mlvs.ops.rollback import apply as rollback
 from mlvs.ops.rollback.plan import CACHE, FileChange
+from mlvs.ops.snapshot.manifest import FileEntry
 from mlvs.paths import ProjectPaths
 
 
@@ -23,8 +24,8 @@ def staging_setup(
     payload = b"restored bytes\n" * 1000
     cached = tmp_path / "cache-object"
     cached.write_bytes(payload)
-    info = {"md5": "0" * 32, "sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)}
-    target = SimpleNamespace(name="A", files={"data/raw/a.csv": info})
+    entry = FileEntry("0" * 32, hashlib.sha256(payload).hexdigest(), len(payload), "data/raw")
+    target = SimpleNamespace(name="A", files={"data/raw/a.csv": entry})
     plan = SimpleNamespace(writes=[FileChange("data/raw/a.csv", "data", "write", CACHE)])
     store = SimpleNamespace(cache_path=lambda md5: cached, fetch_to_cache=lambda md5, sha256: False)
     return paths, target, plan, store, payload

@@ -70,10 +70,9 @@ def configure(paths: ProjectPaths) -> Any:
         # Artifacts next to the database, by absolute URI, so runs started from
         # notebooks/ (JupyterLab, nbval) land in the same place as CLI runs.
         location = (paths.root / "mlartifacts").as_uri() if embedded else None
-        try:
+        # An experiment created meanwhile by a concurrent run is just as good.
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
             mlflow.create_experiment(name, artifact_location=location)
-        except mlflow.exceptions.MlflowException:
-            pass  # created meanwhile by a concurrent run
     mlflow.set_experiment(name)
     return mlflow
 
@@ -297,7 +296,7 @@ def promote(
     except mlflow.exceptions.MlflowException:
         champion = None
     champion_score = None
-    if champion is not None:
+    if champion is not None and champion.run_id:
         champion_score = client.get_run(champion.run_id).data.metrics.get(key)
     promoted = champion is None or champion_score is None or new_score >= champion_score + margin
     client.set_registered_model_alias(model_name, CHAMPION if promoted else CHALLENGER, version)
@@ -405,13 +404,12 @@ def settle_unfinished_runs(paths: ProjectPaths) -> list[str]:
             withdrawn = list(client.search_model_versions(f"run_id = '{run_id}'"))
             aliases_now: dict[str, str] = {}
             if name:
-                try:
+                # The model itself gone: every alias it had goes back.
+                with contextlib.suppress(mlflow.exceptions.MlflowException):
                     aliases_now = {
                         a: str(v)
                         for a, v in (client.get_registered_model(name).aliases or {}).items()
                     }
-                except mlflow.exceptions.MlflowException:
-                    pass  # the model itself is gone: every alias it had goes back
             for version in withdrawn:
                 client.delete_model_version(version.name, version.version)
                 settled.append(

@@ -9,6 +9,8 @@ A drill changes the workspace, so it holds the state lock from its injection to
 its last verification (`run_drill`, `drill_many`): no other command sees the
 system broken or changes it while it heals. The notebook's kernel, started under
 that lock, shares it, and so do the stages a pipeline scenario re-runs.
+
+Each drill ends in a `DrillRecord`, written as `record.json` beside its notebook.
 """
 
 from __future__ import annotations
@@ -18,19 +20,22 @@ import os
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from pydantic import TypeAdapter, ValidationError
 
 from mlvs._io import atomic_write_text, sha256_file
 from mlvs.backends.mlflow import tracking
 from mlvs.backends.mlflow.backups import backup_mlflow_db
 from mlvs.backends.mlflow.store import is_tracking_server, tracking_uri
 from mlvs.backends.mlflow.tracking import EXPERIMENT
-from mlvs.errors import BadInputError, MlvsError, NotebookFailedError
+from mlvs.errors import BadInputError, IntegrityError, MlvsError, NotebookFailedError
 from mlvs.ops.drill.incidents import Scenario, inject, not_applicable, scenario
 from mlvs.ops.recover import recover
-from mlvs.ops.repair import RecoveryOutcome
+from mlvs.ops.repair import RecoveryOutcome, Repair
 from mlvs.ops.reports_index import write_index
 from mlvs.ops.run import run_notebook
 from mlvs.ops.verify import Report, verify
@@ -112,6 +117,88 @@ def _server_run_ids(paths: ProjectPaths) -> set[str]:
         return set()  # an unreachable server shows no run: the drill cannot prove none was lost
 
 
+@dataclass(frozen=True)
+class Verification:
+    """The steady state after a drill: healthy, and every tracked byte and MLflow run as before."""
+
+    healthy: bool
+    changed_files: list[str]
+    lost_runs: list[str]
+    byte_identical: bool
+
+
+@dataclass(frozen=True)
+class TimelineStep:
+    """One step of a drill: when it started after the drill did, and how long it took (seconds)."""
+
+    step: str
+    start_s: float
+    duration_s: float
+
+
+@dataclass
+class DrillRecord:
+    """A drill's postmortem: what was injected, what caught it, what repaired it, and the proof."""
+
+    scenario: str
+    family: str
+    description: str
+    injected: dict[str, Any]  # what the scenario's injector did (its own keys)
+    detected: bool
+    detected_by: str | None  # the check of the first finding
+    detection: str | None  # that finding, in words
+    findings: list[str]
+    rung: str | None  # the highest rung of the recovery ladder that was needed
+    repairs: list[Repair]
+    evidence: list[str]  # where the damaged bytes were kept, relative to the project
+    bytes_restored: int
+    time_to_detect_s: float
+    time_to_recover_s: float
+    verification: Verification
+    timeline: list[TimelineStep]
+    recovered: bool
+    failed_notebook: str | None = None  # a pipeline drill's failed notebook, kept beside the record
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as `record.json` holds it."""
+        document = asdict(self)
+        document["injected"] = self.injected  # as the injector gave it, not copied through asdict
+        if self.failed_notebook is None:
+            del document["failed_notebook"]
+        return document
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> DrillRecord:
+        """Read a record back (`source` names the file in an error); refuse one of the wrong shape."""
+        try:
+            return _RECORD.validate_python(data)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"]) or "(the record)"
+            raise IntegrityError(
+                f"{source}: field {where}: {problem['msg']}; the drill record is damaged, "
+                "run the drill again"
+            ) from None
+
+
+_RECORD = TypeAdapter(DrillRecord)
+
+
+@dataclass(frozen=True)
+class DrillFailure:
+    """A drill whose notebook failed before it wrote its record."""
+
+    scenario: str
+    error: str
+    recovered: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "recovered": self.recovered, "error": self.error}
+
+
+DrillResult = DrillRecord | DrillFailure
+
+
 @dataclass
 class Drill:
     """One drill in progress: its scenario, events and evidence."""
@@ -138,6 +225,11 @@ class Drill:
         record.mkdir(parents=True, exist_ok=True)
         (record / "record.json").unlink(missing_ok=True)  # the previous postmortem is in MLflow
         return cls(paths, chosen, seed, record)
+
+    @property
+    def folder(self) -> Path:
+        """Where this drill's postmortem is written."""
+        return self.record_dir or self.paths.reports / "incidents" / self.scenario.name
 
     def _timed(self, label: str, work: Any) -> Any:
         begin = time.perf_counter()
@@ -204,7 +296,7 @@ class Drill:
             self.frames["after"] = frame
         return self.outcome
 
-    def verify_again(self) -> dict[str, Any]:
+    def verify_again(self) -> Verification:
         """Verify the steady state again and compare every tracked byte with the state before."""
         self.final = self._timed("verify", lambda: verify(self.paths))
         after = tracked_hashes(self.paths.root)
@@ -212,69 +304,64 @@ class Drill:
             k for k in self.before.keys() | after.keys() if self.before.get(k) != after.get(k)
         )
         lost_runs = sorted(self.runs_before - run_ids(self.paths))
-        return {
-            "healthy": self.final.healthy,
-            "changed_files": changed,
-            "lost_runs": lost_runs,
-            "byte_identical": not changed,
-        }
+        return Verification(self.final.healthy, changed, lost_runs, not changed)
 
     @property
     def detected(self) -> bool:
         return bool(self.detection and self.detection.findings)
 
-    def write_record(self, verification: dict[str, Any]) -> dict[str, Any]:
+    def write_record(self, verification: Verification) -> DrillRecord:
         """Write the postmortem's JSON record next to its executed notebook; return it."""
         timings = {label: duration for label, _, duration in self.events}
-        detection = self.detection.findings[0] if self.detected else None
-        record: dict[str, Any] = {
-            "scenario": self.scenario.name,
-            "family": self.scenario.family,
-            "description": self.scenario.description,
-            "injected": self.injected,
-            "detected": self.detected,
-            "detected_by": detection.check if detection else None,
-            "detection": str(detection) if detection else None,
-            "findings": [str(f) for f in (self.detection.findings if self.detection else [])],
-            "rung": self.outcome.rung if self.outcome else None,
-            "repairs": self.outcome.to_dict()["repairs"] if self.outcome else [],
-            "evidence": [
+        findings = self.detection.findings if self.detection else []
+        detection = findings[0] if findings else None
+        outcome = self.outcome
+        record = DrillRecord(
+            scenario=self.scenario.name,
+            family=self.scenario.family,
+            description=self.scenario.description,
+            injected=self.injected,
+            detected=self.detected,
+            detected_by=detection.check if detection else None,
+            detection=str(detection) if detection else None,
+            findings=[str(f) for f in findings],
+            rung=outcome.rung if outcome else None,
+            repairs=list(outcome.repairs) if outcome else [],
+            evidence=[
                 Path(e).relative_to(self.paths.root).as_posix()
                 if Path(e).is_relative_to(self.paths.root)
                 else e
-                for e in (self.outcome.evidence if self.outcome else [])
+                for e in (outcome.evidence if outcome else [])
             ],
-            "bytes_restored": sum(r.bytes_restored for r in self.outcome.repairs)
-            if self.outcome
-            else 0,
-            "time_to_detect_s": round(timings.get("detect", 0.0), 4),
-            "time_to_recover_s": round(timings.get("recover", 0.0), 4),
-            "verification": verification,
-            "timeline": [
-                {"step": label, "start_s": round(start, 4), "duration_s": round(duration, 4)}
+            bytes_restored=sum(r.bytes_restored for r in outcome.repairs) if outcome else 0,
+            time_to_detect_s=round(timings.get("detect", 0.0), 4),
+            time_to_recover_s=round(timings.get("recover", 0.0), 4),
+            verification=verification,
+            timeline=[
+                TimelineStep(label, round(start, 4), round(duration, 4))
                 for label, start, duration in self.events
             ],
-        }
-        record["recovered"] = bool(
-            self.detected
-            and self.outcome
-            and self.outcome.healthy
-            and verification["healthy"]
-            and verification["byte_identical"]
-            and not verification["lost_runs"]
+            recovered=bool(
+                self.detected
+                and outcome
+                and outcome.healthy
+                and verification.healthy
+                and verification.byte_identical
+                and not verification.lost_runs
+            ),
         )
         if self.scenario.family == "pipeline" and self.injected.get("failed_report"):
             failed = Path(self.injected["failed_report"])
             if failed.exists():
-                shutil.copy2(failed, self.record_dir / f"failed-{failed.name}")
-                record["failed_notebook"] = f"failed-{failed.name}"
+                shutil.copy2(failed, self.folder / f"failed-{failed.name}")
+                record.failed_notebook = f"failed-{failed.name}"
         atomic_write_text(
-            self.record_dir / "record.json",
-            json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
+            self.folder / "record.json",
+            json.dumps(record.to_dict(), indent=2, sort_keys=True, default=str) + "\n",
         )
         return record
 
-    def log_run(self, record: dict[str, Any], timeline: Any) -> str:
+    def log_run(self, record: DrillRecord, timeline: Any) -> str:
         """Log the postmortem as an MLflow run of kind `incident`: its timings, record and timeline figure.
 
         Called once the drill is over: a run written while a drill breaks and restores
@@ -291,23 +378,23 @@ class Drill:
                 "seed": self.seed,
             },
             metrics={
-                "time_to_detect_s": record["time_to_detect_s"],
-                "time_to_recover_s": record["time_to_recover_s"],
-                "bytes_restored": record["bytes_restored"],
-                "recovered": float(record["recovered"]),
+                "time_to_detect_s": record.time_to_detect_s,
+                "time_to_recover_s": record.time_to_recover_s,
+                "bytes_restored": record.bytes_restored,
+                "recovered": float(record.recovered),
             },
             details={
                 "incident": self.scenario.name,
-                "detected_by": record["detected_by"],
-                "rung": record["rung"],
+                "detected_by": record.detected_by,
+                "rung": record.rung,
             },
             figures={"timeline": timeline},
-            files=[(self.record_dir / "record.json", "postmortem")],
+            files=[(self.folder / "record.json", "postmortem")],
         )
 
 
 @locked
-def run_drill(paths: ProjectPaths, name: str, seed: int = 0) -> dict[str, Any]:
+def run_drill(paths: ProjectPaths, name: str, seed: int = 0) -> DrillRecord:
     """Every step of a drill in one call (the notebook calls them one by one)."""
     drill = Drill.start(paths, name, seed)
     drill.steady_state()
@@ -319,13 +406,13 @@ def run_drill(paths: ProjectPaths, name: str, seed: int = 0) -> dict[str, Any]:
 
 def drill_many(
     paths: ProjectPaths, names: list[str], seed: int = 0
-) -> tuple[list[dict[str, Any]], Path]:
+) -> tuple[list[DrillResult], Path]:
     """Run `03_incident.ipynb` once per scenario (each a postmortem), then rebuild the reports index."""
     for name in names:  # refuse an unknown or inapplicable scenario before any drill runs
         reason = not_applicable(paths, scenario(paths.root, name))
         if reason is not None:
             raise BadInputError(reason)
-    records = []
+    records: list[DrillResult] = []
     with state_lock(paths):  # every drill as a whole, and the index of their postmortems
         for name in names:
             folder = paths.reports / "incidents" / name
@@ -338,7 +425,18 @@ def drill_many(
                     progress=False,
                 )
             except NotebookFailedError as exc:
-                records.append({"scenario": name, "recovered": False, "error": str(exc)})
+                records.append(DrillFailure(name, str(exc)))
                 continue
-            records.append(json.loads((folder / "record.json").read_text(encoding="utf-8")))
+            records.append(_read_record(folder / "record.json"))
         return records, write_index(paths)
+
+
+def _read_record(path: Path) -> DrillRecord:
+    """The record a drill's notebook wrote; refused in one line when it is not one."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise IntegrityError(
+            f"{path} cannot be read as a drill record ({error}); run the drill again"
+        ) from None
+    return DrillRecord.from_dict(document, str(path))

@@ -28,7 +28,7 @@ from mlvs.ml.modeling import build_classifier
 from mlvs.ml.modelio import _reproducible_zip
 from mlvs.ml.params import load_stage, read_yaml
 from mlvs.ops.pipeline import run_stage
-from mlvs.ops.verify import recorded_files
+from mlvs.ops.recorded import recorded_files
 from mlvs.paths import ProjectPaths
 
 if TYPE_CHECKING:

@@ -8,7 +8,6 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mlvs._io import (
     FileHash,
@@ -25,7 +24,7 @@ from mlvs.backends.mlflow.registry import read_registry, set_aliases
 from mlvs.errors import IntegrityError, storage_failure
 from mlvs.logs import get_logger
 from mlvs.ops.rollback.plan import CACHE, REMOTE, FileChange, _git_differences, _Plan
-from mlvs.ops.snapshot.manifest import Manifest
+from mlvs.ops.snapshot.manifest import FileEntry, Manifest
 from mlvs.paths import ProjectPaths
 from mlvs.state.interrupted import staging_directory
 from mlvs.state.spares import free_spares, retire, settle_retired, take_spare
@@ -56,25 +55,25 @@ def _stage(
     staged: dict[str, _Staged] = {}
     sources: list[FileChange] = []
     for change in plan.writes:
-        info = target.files[change.path]
+        entry = target.files[change.path]
         temporary = staging / f"{secrets.token_hex(8)}{TEMP_SUFFIX}"
         source = CACHE
-        reuse = take_spare(paths, int(info.get("size") or 0), temporary)
+        reuse = take_spare(paths, entry.size, temporary)
         if not _copy_making_room(
-            paths, store.cache_path(info["md5"]), temporary, info["sha256"], reuse
+            paths, store.cache_path(entry.md5), temporary, entry.sha256, reuse
         ):
             log.warning(
                 "the DVC cache's copy of %s (object %s) is missing or corrupt; fetching it from the remote",
                 change.path,
-                info["md5"],
+                entry.md5,
             )
             source = REMOTE
             if not (
-                store.fetch_to_cache(info["md5"], info["sha256"])
-                and _copy_if_correct(store.cache_path(info["md5"]), temporary, info["sha256"])
+                store.fetch_to_cache(entry.md5, entry.sha256)
+                and _copy_if_correct(store.cache_path(entry.md5), temporary, entry.sha256)
             ):
                 raise IntegrityError(
-                    f"{change.path} of snapshot {target.name!r} (DVC object {info['md5']}) is missing or corrupt "
+                    f"{change.path} of snapshot {target.name!r} (DVC object {entry.md5}) is missing or corrupt "
                     "in both the DVC cache and the DVC remote; nothing was changed. Restore the object "
                     "(e.g. `dvc fetch` from another remote) and try again"
                 )
@@ -181,8 +180,8 @@ def _apply(
     root = paths.root
     keep = {
         root / o
-        for o, info in target.outputs.items()
-        if info.get("kind") == "dir" and info["part"] in parts
+        for o, entry in target.outputs.items()
+        if entry.kind == "dir" and entry.part in parts
     }
     touched: set[Path] = set()
     for change in plan.deletes:
@@ -232,28 +231,28 @@ def _verify(
     root = paths.root
     findings: list[str] = []
     checked = 0
-    written: list[tuple[str, dict[str, Any], tuple[int, int, int]]] = []
-    for path, info in sorted(target.files.items()):
-        if target.outputs[info["output"]]["part"] not in parts:
+    written: list[tuple[str, FileEntry, tuple[int, int, int]]] = []
+    for path, entry in sorted(target.files.items()):
+        if target.part_of_file(path) not in parts:
             continue
         checked += 1
         location = root / path
         if not is_regular_file(location):
-            findings.append(f"{path}: missing (expected SHA-256 {info['sha256'][:12]}…)")
+            findings.append(f"{path}: missing (expected SHA-256 {entry.sha256[:12]}…)")
             continue
         copy = staged.get(path)
         if copy is not None and _identity(location) == copy.identity:
-            actual = info["sha256"]  # the staged copy's read-back hash was checked against it
-            written.append((path, info, copy.identity))
+            actual = entry.sha256  # the staged copy's read-back hash was checked against it
+            written.append((path, entry, copy.identity))
         else:
             actual = hashes.file_hash(path, trust_cache=copy is None).sha256
-        if actual != info["sha256"]:
+        if actual != entry.sha256:
             findings.append(
-                f"{path}: SHA-256 is {actual[:12]}…, the snapshot recorded {info['sha256'][:12]}…"
+                f"{path}: SHA-256 is {actual[:12]}…, the snapshot recorded {entry.sha256[:12]}…"
             )
     _remember_written(root, written, hashes)
-    outputs = {o for o, i in target.outputs.items() if i.get("cache") and i["part"] in parts}
-    outputs |= {o for o, i in current.outputs.items() if i.get("cache") and i["part"] in parts}
+    outputs = {o for o, e in target.outputs.items() if e.cache and e.part in parts}
+    outputs |= {o for o, e in current.outputs.items() if e.cache and e.part in parts}
     for output in sorted(outputs):
         for path in output_files(root, output):
             if path not in target.files:
@@ -286,12 +285,12 @@ def _verify(
 
 
 def _remember_written(
-    root: Path, written: list[tuple[str, dict[str, Any], tuple[int, int, int]]], hashes: HashCache
+    root: Path, written: list[tuple[str, FileEntry, tuple[int, int, int]]], hashes: HashCache
 ) -> None:
     """Put the hashes of the files just restored into the hash cache, so the next snapshot reads none."""
     hashes.remember_written(
         [
-            (path, FileHash(info["md5"], info["sha256"], info["size"]), identity)
-            for path, info, identity in written
+            (path, FileHash(entry.md5, entry.sha256, entry.size), identity)
+            for path, entry, identity in written
         ]
     )

@@ -159,14 +159,14 @@ def _plan(
     plan = _Plan()
     if parts & {"code", "params", "data", "models"}:
         plan.git = _git_differences(paths, target, current, parts)
-    for path, info in sorted(target.files.items()):
-        part = target.outputs[info["output"]]["part"]
+    for path, entry in sorted(target.files.items()):
+        part = target.part_of_file(path)
         have = current.files.get(path)
-        if part in parts and (have is None or have["sha256"] != info["sha256"]):
-            source = CACHE if store.in_cache(info["md5"]) else (REMOTE if store.remote else MISSING)
+        if part in parts and (have is None or have.sha256 != entry.sha256):
+            source = CACHE if store.in_cache(entry.md5) else (REMOTE if store.remote else MISSING)
             plan.writes.append(FileChange(path, part, "write", source))
-    for path, info in sorted(current.files.items()):
-        part = current.outputs[info["output"]]["part"]
+    for path in sorted(current.files):
+        part = current.part_of_file(path)
         if part in parts and path not in target.files:
             plan.deletes.append(FileChange(path, part, "delete", ""))
     if "registry" in parts:

@@ -26,8 +26,15 @@ from mlvs.backends.dvc.outputs import (
 )
 from mlvs.backends.git.run import run_git
 from mlvs.backends.mlflow.registry import read_registry
-from mlvs.errors import ExternalToolError
-from mlvs.ops.snapshot.manifest import PACKAGES, Manifest
+from mlvs.errors import ExternalToolError, IntegrityError
+from mlvs.ops.snapshot.manifest import (
+    PACKAGES,
+    Environment,
+    FileEntry,
+    Manifest,
+    OutputEntry,
+    RemoteInfo,
+)
 from mlvs.paths import ProjectPaths
 
 
@@ -70,7 +77,7 @@ def _read_metrics(paths: ProjectPaths) -> dict[str, Any]:
     return metrics if isinstance(metrics, dict) else {}
 
 
-def _environment(paths: ProjectPaths) -> dict[str, Any]:
+def _environment(paths: ProjectPaths) -> Environment:
     """Python and package versions, remembered in `.mlvs/` until an install changes `sys.path`.
 
     Looking up eight package versions scans every installed distribution (tens of
@@ -89,9 +96,9 @@ def _environment(paths: ProjectPaths) -> dict[str, Any]:
     try:
         cached = json.loads(remembered.read_text(encoding="utf-8"))
         if cached.get("key") == key:
-            return dict(cached["environment"])
-    except (OSError, ValueError, AttributeError, KeyError):
-        pass
+            return Environment.from_dict(cached["environment"], str(remembered))
+    except (OSError, ValueError, AttributeError, KeyError, IntegrityError):
+        pass  # only a cache: look the versions up again
 
     packages: dict[str, str | None] = {}
     for name in PACKAGES:
@@ -99,17 +106,18 @@ def _environment(paths: ProjectPaths) -> dict[str, Any]:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             packages[name] = None
-    environment = {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(terse=True),
-        "packages": packages,
-    }
+    environment = Environment(
+        python=platform.python_version(),
+        implementation=platform.python_implementation(),
+        platform=platform.platform(terse=True),
+        packages=packages,
+    )
     try:
         paths.state.mkdir(parents=True, exist_ok=True)
         atomic_write_text(
             remembered,
-            json.dumps({"key": key, "environment": environment}, indent=2, sort_keys=True) + "\n",
+            json.dumps({"key": key, "environment": environment.to_dict()}, indent=2, sort_keys=True)
+            + "\n",
         )
     except OSError:
         pass  # only a cache
@@ -138,43 +146,44 @@ def capture_state(
     try:
         tracking_files = dvc_files(root)
         recorded = lock_hashes(paths, tracking_files)
-        outputs: dict[str, dict[str, Any]] = {}
-        files: dict[str, dict[str, Any]] = {}
+        outputs: dict[str, OutputEntry] = {}
+        files: dict[str, FileEntry] = {}
         for out in dvc_outputs(paths, tracking_files):
-            info: dict[str, Any] = {"part": out.part, "stage": out.stage, "cache": out.cache}
             if not out.cache:
-                outputs[out.path] = info  # git holds its bytes: the commit records them
+                # git holds its bytes: the commit records them
+                outputs[out.path] = OutputEntry(out.part, out.stage, out.cache)
                 continue
             members = output_files(root, out.path)
             is_dir = (root / out.path).is_dir()
             sizes = 0
             md5s: dict[str, str] = {}
+            md5: str | None
             for relative in members:
                 hashed = hashes.file_hash(relative)
-                files[relative] = {
-                    "md5": hashed.md5,
-                    "sha256": hashed.sha256,
-                    "size": hashed.size,
-                    "output": out.path,
-                }
+                files[relative] = FileEntry(hashed.md5, hashed.sha256, hashed.size, out.path)
                 md5s[relative[len(out.path) + 1 :] if is_dir else relative] = hashed.md5
                 sizes += hashed.size
+            kind, md5 = "missing", None  # an output its stage did not write
             if is_dir:
-                info.update(kind="dir", md5=dir_object(md5s)[0], size=sizes, nfiles=len(members))
+                kind, md5 = "dir", dir_object(md5s)[0]
             elif members:
-                info.update(kind="file", md5=md5s[out.path], size=sizes)
-            else:
-                info.update(kind="missing", md5=None, size=0)
-            info["matches_dvc_lock"] = (
-                info["md5"] is not None and recorded.get(out.path) == info["md5"]
+                kind, md5 = "file", md5s[out.path]
+            outputs[out.path] = OutputEntry(
+                out.part,
+                out.stage,
+                out.cache,
+                kind=kind,
+                md5=md5,
+                size=sizes,
+                nfiles=len(members) if is_dir else None,
+                matches_dvc_lock=md5 is not None and recorded.get(out.path) == md5,
             )
-            outputs[out.path] = info
     finally:
         if own_cache:
             hashes.close()
     params = _read_params(paths)
     model_file = paths.model_file.relative_to(root).as_posix()
-    model_sha = files[model_file]["sha256"] if model_file in files else None
+    model_sha = files[model_file].sha256 if model_file in files else None
     store = ObjectStore(paths)
     return Manifest(
         name=name,
@@ -189,8 +198,7 @@ def capture_state(
         metrics=_read_metrics(paths),
         registry=read_registry(paths, _model_name(params), model_sha),
         environment=_environment(paths),
-        dvc={
-            "remote": store.remote.name if store.remote else None,
-            "remote_url": store.remote.url if store.remote else None,
-        },
+        dvc=RemoteInfo(
+            store.remote.name if store.remote else None, store.remote.url if store.remote else None
+        ),
     )

@@ -52,12 +52,10 @@ log = get_logger("snapshots")
 
 def _dir_objects(manifest: Manifest) -> dict[str, bytes]:
     objects = {}
-    for output, info in manifest.outputs.items():
-        if info.get("kind") == "dir":
+    for output, entry in manifest.outputs.items():
+        if entry.kind == "dir":
             members = {
-                p[len(output) + 1 :]: f["md5"]
-                for p, f in manifest.files.items()
-                if f["output"] == output
+                p[len(output) + 1 :]: f.md5 for p, f in manifest.files.items() if f.output == output
             }
             md5, payload = dir_object(members)
             objects[md5] = payload
@@ -73,8 +71,8 @@ def store_objects(
     gets the list of objects to add before any is added, so an undo can remove them.
     """
     file_objects: dict[str, tuple[str, list[Path]]] = {}
-    for relative, info in manifest.files.items():
-        sha256, sources = file_objects.setdefault(info["md5"], (info["sha256"], []))
+    for relative, entry in manifest.files.items():
+        sha256, sources = file_objects.setdefault(entry.md5, (entry.sha256, []))
         sources.append(paths.root / relative)
     dir_objects = _dir_objects(manifest)
     if store.remote is None and file_objects:

@@ -95,12 +95,12 @@ def diff_snapshots(paths: ProjectPaths, a: str, b: str | None = None) -> Snapsho
         params=_changes(flatten(first.params), flatten(second.params)),
         metrics=_changes(flatten(first.metrics), flatten(second.metrics)),
         outputs=_changes(
-            {p: i.get("md5") for p, i in first.outputs.items() if i.get("cache")},
-            {p: i.get("md5") for p, i in second.outputs.items() if i.get("cache")},
+            {p: o.md5 for p, o in first.outputs.items() if o.cache},
+            {p: o.md5 for p, o in second.outputs.items() if o.cache},
         ),
         files=_changes(
-            {p: i["sha256"] for p, i in first.files.items()},
-            {p: i["sha256"] for p, i in second.files.items()},
+            {p: f.sha256 for p, f in first.files.items()},
+            {p: f.sha256 for p, f in second.files.items()},
         ),
         registry=registry,
         code=code,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from mlvs.backends.git.refs import (
@@ -35,7 +34,7 @@ def manifest_at(paths: ProjectPaths, commit: str) -> Manifest:
             _MANIFEST_PAYLOADS[key] = payload
     if payload is None:
         raise IntegrityError(f"commit {commit} holds no mlvs manifest; it is not an mlvs snapshot")
-    return Manifest.from_dict(json.loads(payload), commit=commit)
+    return Manifest.from_bytes(payload, commit=commit)
 
 
 def list_snapshots(paths: ProjectPaths) -> list[Manifest]:
@@ -49,8 +48,8 @@ def list_snapshots(paths: ProjectPaths) -> list[Manifest]:
             log.warning("snapshot ref %s has no manifest; skipped", name)
             continue
         try:
-            manifests.append(Manifest.from_dict(json.loads(payload), commit=sha))
-        except (ValueError, KeyError, IntegrityError) as error:
+            manifests.append(Manifest.from_bytes(payload, commit=sha))
+        except IntegrityError as error:
             log.warning("snapshot %s has an unreadable manifest (%s); skipped", name, error)
     return sorted(manifests, key=lambda m: (m.created_at, m.name))
 

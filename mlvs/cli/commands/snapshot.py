@@ -1,0 +1,78 @@
+"""`mlvs snapshot create|list|show|diff`: whole-system snapshots."""
+
+from __future__ import annotations
+
+import click
+
+from mlvs.cli.render import (
+    diff_text,
+    emit_json,
+    manifest_text,
+    snapshot_saved_text,
+    snapshots_table,
+)
+from mlvs.ops.reports_index import refresh_index
+from mlvs.ops.snapshot.create import create_snapshot
+from mlvs.ops.snapshot.diff import diff_snapshots
+from mlvs.ops.snapshot.read import list_snapshots, show_snapshot
+from mlvs.paths import project
+
+
+@click.group("snapshot")
+def snapshot_group() -> None:
+    """Capture, list, inspect and compare whole-system snapshots."""
+
+
+@snapshot_group.command("create")
+@click.argument("name")
+@click.option("-m", "--message", default="", help="What this snapshot is.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def snapshot_create_command(name: str, message: str, as_json: bool) -> None:
+    """Snapshot code, params, data, models and registry as NAME."""
+
+    paths = project()
+    manifest = create_snapshot(paths, name, message)
+    refresh_index(paths)
+    if as_json:
+        emit_json(manifest.to_dict())
+    else:
+        click.echo(snapshot_saved_text(manifest))
+
+
+@snapshot_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshots as JSON.")
+def snapshot_list_command(as_json: bool) -> None:
+    """List the snapshots, oldest first."""
+
+    manifests = list_snapshots(project())
+    if as_json:
+        emit_json([m.to_dict() for m in manifests])
+    else:
+        click.echo(snapshots_table(manifests))
+
+
+@snapshot_group.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def snapshot_show_command(name: str, as_json: bool) -> None:
+    """Show what snapshot NAME recorded."""
+
+    manifest = show_snapshot(project(), name)
+    if as_json:
+        emit_json(manifest.to_dict())
+    else:
+        click.echo(manifest_text(manifest))
+
+
+@snapshot_group.command("diff")
+@click.argument("a")
+@click.argument("b", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
+def snapshot_diff_command(a: str, b: str | None, as_json: bool) -> None:
+    """Compare snapshot A with snapshot B (default: the current state)."""
+
+    diff = diff_snapshots(project(), a, b)
+    if as_json:
+        emit_json(diff.to_dict())
+    else:
+        click.echo(diff_text(diff))

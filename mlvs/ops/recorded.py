@@ -1,0 +1,67 @@
+"""What DVC recorded: every tracked file with its MD5, read from `dvc.lock` and the `.dir` objects.
+
+Shared by `verify` (which compares the workspace with it) and by the repairs that put
+recorded files back; `Finding` is what either reports when something is not as recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from mlvs.backends.dvc.objects import ObjectStore
+from mlvs.backends.dvc.outputs import lock_hashes
+from mlvs.paths import ProjectPaths
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing found wrong."""
+
+    check: str
+    artifact: str
+    expected: str
+    actual: str
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.artifact}: expected {self.expected}, found {self.actual}"
+
+
+def recorded_files(paths: ProjectPaths, store: ObjectStore) -> tuple[dict[str, str], list[Finding]]:
+    """relpath -> MD5 of every file DVC recorded (directory outputs expanded through their `.dir` objects)."""
+    files: dict[str, str] = {}
+    findings: list[Finding] = []
+    for output, md5 in sorted(lock_hashes(paths).items()):
+        if not md5.endswith(".dir"):
+            files[output] = md5
+            continue
+        listing = _read_dir_object(store, md5)
+        if listing is None:
+            findings.append(
+                Finding(
+                    "dvc_cache",
+                    f"{output} ({md5})",
+                    "the directory listing in the DVC cache or remote",
+                    "missing or unreadable in both",
+                )
+            )
+            continue
+        for entry in listing:
+            files[f"{output}/{entry['relpath']}"] = entry["md5"]
+    return files, findings
+
+
+def _read_dir_object(store: ObjectStore, md5: str) -> list[dict[str, str]] | None:
+    name = md5.removesuffix(".dir")
+    for candidate in (store.cache_path(md5), store.remote_path(md5)):
+        if candidate is None or not candidate.is_file():
+            continue
+        payload = candidate.read_bytes()
+        if hashlib.md5(payload, usedforsecurity=False).hexdigest() != name:
+            continue
+        try:
+            return json.loads(payload)
+        except ValueError:
+            continue
+    return None
