@@ -95,7 +95,9 @@ def lab(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         info = wait_until(
             lambda: runtime_info(state / "runtime"), 120, "JupyterLab's runtime file", server
         )
-        lab = Lab(root, server, port, info["token"], info, prefix)
+        # The server's own record says where it listens: if another process took the port
+        # between free_port() and the bind, Jupyter moves to another one (port_retries).
+        lab = Lab(root, server, int(info["port"]), info["token"], info, prefix)
         wait_until(lambda: lab.api("status")[0] == 200, 60, "JupyterLab's API", server)
         yield lab
     finally:
