@@ -99,13 +99,11 @@ def md5_value(value: object, source: str, *, directory: bool | None = None) -> s
     text = value if isinstance(value, str) else ""
     plain = bool(_MD5.fullmatch(text))
     listing = bool(_MD5_DIR.fullmatch(text))
-    allowed = (
-        (plain or listing)
-        if directory is None
-        else (listing if directory else plain)
-    )
+    allowed = (plain or listing) if directory is None else (listing if directory else plain)
     if not allowed:
-        kind = {None: "an MD5 digest", True: "a directory digest", False: "an MD5 digest"}[directory]
+        kind = {None: "an MD5 digest", True: "a directory digest", False: "an MD5 digest"}[
+            directory
+        ]
         shown = repr(value)[:80]
         raise UnsafeInputError(
             f"{source}: {shown} is not {kind} (32 hex digits"

@@ -55,7 +55,9 @@ def test_a_symlink_inside_the_workspace_is_allowed(tmp_path: Path) -> None:
     assert inside(root, "alias/x", "x") == root / "alias" / "x"
 
 
-@pytest.mark.parametrize("value", [".git/config", ".dvc/config", ".mlvs/journal.json", ".GIT/hooks/x"])
+@pytest.mark.parametrize(
+    "value", [".git/config", ".dvc/config", ".mlvs/journal.json", ".GIT/hooks/x"]
+)
 def test_the_tools_state_is_never_a_workspace_file(tmp_path: Path, value: str) -> None:
     with pytest.raises(UnsafeInputError, match="never restores"):
         workspace_file(tmp_path, value, "manifest")
@@ -63,7 +65,17 @@ def test_the_tools_state_is_never_a_workspace_file(tmp_path: Path, value: str) -
 
 @pytest.mark.parametrize(
     "value",
-    ["01/../../../../tmp/victim", "0" * 31, "0" * 33, "G" * 32, "A" * 32, "", None, 5, "0" * 32 + ".dir/x"],
+    [
+        "01/../../../../tmp/victim",
+        "0" * 31,
+        "0" * 33,
+        "G" * 32,
+        "A" * 32,
+        "",
+        None,
+        5,
+        "0" * 32 + ".dir/x",
+    ],
 )
 def test_hashes_that_are_not_md5_digests_are_refused(value: object) -> None:
     with pytest.raises(UnsafeInputError, match=r"dvc\.lock"):
