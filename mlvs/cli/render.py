@@ -183,6 +183,24 @@ def snapshot_saved_text(manifest: Manifest) -> str:
     )
 
 
+def _names(paths: list[str], most: int = 10) -> str:
+    shown = ", ".join(paths[:most])
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
+
+
+def untracked_text(included: list[str], withheld: list[str]) -> list[str]:
+    """What `mlvs snapshot create` says about files git does not track."""
+    lines = []
+    if included:
+        lines.append(
+            f"Untracked files included in the snapshot commit: {_names(included)} "
+            "(add them to .gitignore to keep them out)."
+        )
+    if withheld:
+        lines.append(f"Left out as secrets, never put in a snapshot: {_names(withheld)}.")
+    return lines
+
+
 # The metrics `mlvs pipeline` shows, in this order.
 PIPELINE_METRICS = (
     "test_accuracy",

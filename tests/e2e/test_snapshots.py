@@ -96,6 +96,37 @@ def test_snapshot_leaves_status_head_branch_log_and_index_of_a_dirty_repository_
     assert git(root, "rev-parse", f"{commit}^").strip() == before["head"].strip()
 
 
+def test_snapshot_keeps_untracked_secrets_out_and_names_the_untracked_files_it_took(
+    trained_workspace: Path,
+) -> None:
+    root = trained_workspace
+    # The project's own .gitignore covers the usual secrets...
+    ignored = git(root, "check-ignore", ".env", "prod.pem", "id_rsa", "credentials.json")
+    assert ignored.split() == [".env", "prod.pem", "id_rsa", "credentials.json"]
+    # ...and a team whose .gitignore does not is protected all the same.
+    gitignore = root / ".gitignore"
+    gitignore.write_text(gitignore.read_text().split("# Secrets")[0])
+    (root / ".env").write_text("API_TOKEN=do-not-share\n")
+    (root / "deploy.key").write_text("-----BEGIN PRIVATE KEY-----\n")
+    (root / "notes.txt").write_text("untracked notes\n")
+
+    result = mlvs(root, "snapshot", "create", "with-secrets")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(
+        line.startswith("Untracked files included") and "notes.txt" in line for line in lines
+    )
+    assert any(
+        line.startswith("Left out as secrets") and ".env" in line and "deploy.key" in line
+        for line in lines
+    )
+    listed = git(root, "ls-tree", "-r", "--name-only", "refs/mlvs/snapshots/with-secrets")
+    assert "notes.txt" in listed.split()
+    assert ".env" not in listed.split() and "deploy.key" not in listed.split()
+    assert (root / ".env").read_text() == "API_TOKEN=do-not-share\n"
+
+
 def test_snapshot_manifest_records_hashes_params_metrics_registry_and_environment(
     trained_workspace: Path,
 ) -> None:

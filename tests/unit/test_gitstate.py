@@ -21,8 +21,10 @@ from mlvs.backends.git.restore import restore_worktree
 from mlvs.backends.git.run import run_git
 from mlvs.backends.git.tree import (
     commit_worktree,
+    looks_secret,
     read_file_at,
     tree_files,
+    untracked_files,
     worktree_blob_hashes,
 )
 from mlvs.errors import BadInputError, ExternalToolError, UnknownSnapshotError
@@ -153,6 +155,52 @@ def test_commit_worktree_includes_modifications_untracked_files_and_deletions(
 
     assert set(tree_files(root, sha)) == {".gitignore", "README.md", "src/new.py"}
     assert read_file_at(root, sha, "README.md") == b"changed\n"
+
+
+SECRETS = [
+    ".env",
+    ".env.production",
+    "deploy/prod.env",
+    "certs/server.pem",
+    "tls.KEY",
+    "id_rsa",
+    "keys/id_ed25519.pub",
+    "credentials.json",
+    "secrets.yaml",
+    ".netrc",
+    ".aws/config",
+    ".ssh/known_hosts",
+]
+
+
+def test_commit_worktree_leaves_out_untracked_secrets_and_says_so(tmp_path: Path) -> None:
+    root = make_repo(tmp_path)
+    for path in SECRETS:
+        write(root, path, "token=do-not-share\n")
+    write(root, "notes.md", "an untracked note\n")
+    before = observable_state(root)
+
+    commit = commit_worktree(root, "snapshot")
+
+    in_commit = set(tree_files(root, commit))
+    assert in_commit.isdisjoint(SECRETS)
+    assert "notes.md" in in_commit
+    assert set(worktree_blob_hashes(root)).isdisjoint(SECRETS)  # what a rollback compares
+    assert untracked_files(root) == (["notes.md"], sorted(SECRETS))
+    assert observable_state(root) == before
+
+
+def test_a_tracked_file_that_looks_secret_stays_in_the_commit(tmp_path: Path) -> None:
+    # The user committed it on purpose; the snapshot must not silently drop it.
+    root = make_repo(tmp_path, {"README.md": "x\n", "config/example.env": "A=1\n"})
+    assert "config/example.env" in tree_files(root, commit_worktree(root, "snapshot"))
+
+
+@pytest.mark.parametrize(
+    "path", ["environment.yml", "models/model.skops", "mlvs/backends/keys.py", "envs/a.txt"]
+)
+def test_ordinary_project_files_do_not_look_secret(path: str) -> None:
+    assert not looks_secret(path)
 
 
 def test_commit_worktree_leaves_out_ignored_files(tmp_path: Path) -> None:

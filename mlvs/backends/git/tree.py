@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import re
@@ -26,6 +27,40 @@ from mlvs.backends.git.run import (
 )
 from mlvs.errors import BadInputError
 
+# Untracked files that look like secrets never go into a snapshot commit: snapshot refs
+# are pushed to teammates, and an untracked `.env` or key is there precisely because it
+# must not be shared. Matched against every component of the path, case-insensitively.
+SECRET_PATTERNS = (
+    ".env",
+    ".env.*",
+    "*.env",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.kdbx",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "credentials*",
+    "secrets.*",
+    ".netrc",
+    ".pypirc",
+    ".git-credentials",
+    ".ssh",
+    ".aws",
+)
+
+
+def looks_secret(path: str) -> bool:
+    """Tell whether a project-relative path matches one of `SECRET_PATTERNS`."""
+    return any(
+        fnmatch.fnmatchcase(part.casefold(), pattern)
+        for part in path.split("/")
+        for pattern in SECRET_PATTERNS
+    )
+
 
 def commit_worktree(
     root: Path,
@@ -36,7 +71,8 @@ def commit_worktree(
     """Commit the whole working tree without moving HEAD, the branch or the index.
 
     The commit holds every tracked file as it is on disk (deletions included) and
-    every untracked file that git does not ignore. Its parent is `parent`, else
+    every untracked file that git does not ignore, except those that look like
+    secrets (`SECRET_PATTERNS`). Its parent is `parent`, else
     HEAD, else none (a repository without commits). `extra_files` (path -> bytes)
     are added to the commit only, never to the working tree; they replace a
     working-tree file of the same path. Returns the commit sha.
@@ -48,7 +84,18 @@ def commit_worktree(
     with _head_index(root, head) as env:
         # Seeding from HEAD keeps tracked files that match an ignore pattern, as
         # `git commit -a` would; `add -A` then records edits, deletions and new files.
+        withheld = [name for name in _others(root, env) if looks_secret(name)]
         run_git(root, "add", "-A", env=env)
+        if withheld:
+            run_git(
+                root,
+                "update-index",
+                "-z",
+                "--force-remove",
+                "--stdin",
+                input=b"".join(os.fsencode(name) + b"\0" for name in withheld),
+                env=env,
+            )
         for path, content in (extra_files or {}).items():
             relative = _relative_path(path)
             if not relative or not _is_safe_tree_path(relative):
@@ -154,22 +201,48 @@ def read_files_at(root: Path, items: list[tuple[str, str]]) -> list[bytes | None
     return found
 
 
-def _worktree_files(root: Path) -> dict[str, str]:
-    """Return path -> git mode of every file `commit_worktree` would include."""
+def _listing(root: Path) -> list[str]:
+    """Every file git lists in the working tree, untracked secrets left out."""
     root = Path(root)
     _require_toplevel(root)
     with _head_index(root, _head(root)) as env:
         # Against a HEAD-seeded index, --cached is what HEAD tracks and --others is
-        # exactly the untracked files that git does not ignore.
+        # exactly the untracked files that git does not ignore; -t tags the latter '?'.
         out = run_git_bytes(
-            root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", env=env
+            root, "ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard", env=env
         )
-    files: dict[str, str] = {}
-    symlinked: dict[str, bool] = {}
+    listed = []
     for raw in out.split(b"\0"):
         if not raw:
             continue
-        path = os.fsdecode(raw)
+        tag, _, name = raw.partition(b" ")
+        path = os.fsdecode(name)
+        if tag == b"?" and looks_secret(path):
+            continue
+        listed.append(path)
+    return listed
+
+
+def untracked_files(root: Path) -> tuple[list[str], list[str]]:
+    """(included, withheld): the untracked files a snapshot commit takes, and the secrets it leaves out."""
+    root = Path(root)
+    _require_toplevel(root)
+    with _head_index(root, _head(root)) as env:
+        names = _others(root, env)
+    return [n for n in names if not looks_secret(n)], [n for n in names if looks_secret(n)]
+
+
+def _others(root: Path, env: Mapping[str, str]) -> list[str]:
+    out = run_git_bytes(root, "ls-files", "-z", "--others", "--exclude-standard", env=env)
+    return [os.fsdecode(raw) for raw in out.split(b"\0") if raw]
+
+
+def _worktree_files(root: Path) -> dict[str, str]:
+    """Return path -> git mode of every file `commit_worktree` would include."""
+    root = Path(root)
+    files: dict[str, str] = {}
+    symlinked: dict[str, bool] = {}
+    for path in _listing(root):
         if _behind_symlink(root, path, symlinked):
             continue  # git sees a file beyond a symlink as deleted
         try:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from mlvs.backends.git.tree import untracked_files
 from mlvs.cli.render import (
     diff_text,
     emit_json,
     manifest_text,
     snapshot_saved_text,
     snapshots_table,
+    untracked_text,
 )
 from mlvs.ops.reports_index import refresh_index
 from mlvs.ops.snapshot.create import create_snapshot
@@ -37,6 +39,10 @@ def snapshot_create_command(name: str, message: str, as_json: bool) -> None:
         emit_json(manifest.to_dict())
     else:
         click.echo(snapshot_saved_text(manifest))
+        # Snapshot refs are shared with the team: say which files nobody committed went in.
+        included, withheld = untracked_files(paths.root)
+        for line in untracked_text(included, withheld):
+            click.echo(line)
 
 
 @snapshot_group.command("list")
