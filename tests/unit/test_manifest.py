@@ -436,6 +436,14 @@ def test_automatic_snapshot_names_are_valid_unique_and_short_enough() -> None:
     assert validate_snapshot_name(dotted) == dotted
 
 
+def test_automatic_snapshot_names_do_not_nest() -> None:
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    nested = "auto-20260101T000000Z-before-auto-20251231T000000Z-before-baseline"
+    assert auto_snapshot_name(nested, set(), now) == "auto-20260102T030405Z-before-baseline"
+    # A user's own name that merely starts like one is kept whole.
+    assert auto_snapshot_name("auto-tuned", set(), now) == "auto-20260102T030405Z-before-auto-tuned"
+
+
 def test_parts_default_to_all_and_unknown_parts_are_refused() -> None:
     assert parse_parts(None) == set(PARTS)
     assert parse_parts("models, registry") == {"models", "registry"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -86,9 +87,16 @@ def parse_parts(only: str | Iterable[str] | None) -> set[str]:
     return wanted
 
 
+_AUTO_PREFIX = re.compile(r"auto-\d{8}T\d{6}Z-before-")
+
+
 def auto_snapshot_name(target: str, taken: set[str], now: datetime | None = None) -> str:
     """`auto-<UTC time>-before-<target>`, shortened to a valid name, made unique among `taken`."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    # Rolling back to an automatic snapshot names the snapshot it was taken before, so
+    # names never nest (`auto-...-before-auto-...-before-X`).
+    while (earlier := _AUTO_PREFIX.match(target)) and earlier.end() < len(target):
+        target = target[earlier.end() :]
     base = f"auto-{stamp}-before-{target}"
     folded = {t.casefold() for t in taken}
     for counter in range(1, 1000):
