@@ -214,6 +214,25 @@ def test_drill_command_keeps_a_postmortem_and_an_index(trained_workspace: Path) 
     assert artifacts == {"postmortem/record.json"}
 
 
+def test_a_drill_on_a_sick_system_is_refused_with_the_reason_and_leaves_no_run_or_report(
+    trained_workspace: Path,
+) -> None:
+    root = trained_workspace
+    train = root / "data/processed/train.csv"
+    train.write_bytes(train.read_bytes().replace(b",", b";", 1))  # damaged, as by a crash
+    runs_before = mlflow_run_ids(root)
+
+    result = mlvs(root, "drill", "data_noise")
+
+    assert result.returncode == 1, result.stderr[-2000:]
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("data_noise"))
+    assert "NOT RECOVERED" in line and "not healthy before the drill" in line
+    assert "data/processed/train.csv" in line and "mlvs recover" in line
+    assert "Traceback" not in result.stderr
+    assert not (root / "reports/incidents/data_noise").exists()
+    assert mlflow_run_ids(root) == runs_before
+
+
 def test_unknown_scenario_is_refused(trained_workspace: Path) -> None:
     before = tree_hashes(trained_workspace)
     result = mlvs(trained_workspace, "drill", "data_nosie")

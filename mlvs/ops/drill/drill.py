@@ -252,12 +252,8 @@ class Drill:
     def steady_state(self) -> Report:
         """Verify the healthy state and back up the MLflow store; refuse to drill a sick system."""
         report = self._timed("steady state", lambda: verify(self.paths))
-        if not report.healthy:
-            raise MlvsError(
-                "the system is not healthy before the drill ("
-                + "; ".join(str(f) for f in report.findings[:3])
-                + "); run `mlvs recover` first"
-            )
+        if (reason := unhealthy_reason(report)) is not None:
+            raise MlvsError(reason)
         backup_mlflow_db(self.paths)
         self.before = tracked_hashes(self.paths.root)
         self.runs_before = run_ids(self.paths)
@@ -393,6 +389,18 @@ class Drill:
         )
 
 
+def unhealthy_reason(report: Report) -> str | None:
+    """Why a drill is refused on this state (the reason and the fix), or None when it is healthy."""
+    if report.healthy:
+        return None
+    shown = "; ".join(str(f) for f in report.findings[:3])
+    more = f" and {len(report.findings) - 3} more" if len(report.findings) > 3 else ""
+    return (
+        f"refused: the system is not healthy before the drill ({shown}{more}); "
+        "run `mlvs recover` first, then drill again"
+    )
+
+
 @locked
 def run_drill(paths: ProjectPaths, name: str, seed: int = 0) -> DrillRecord:
     """Every step of a drill in one call (the notebook calls them one by one)."""
@@ -415,6 +423,11 @@ def drill_many(
     records: list[DrillResult] = []
     with state_lock(paths):  # every drill as a whole, and the index of their postmortems
         for name in names:
+            # Refused here, before the notebook starts, so a sick system gets the reason on
+            # the console and no MLflow run or report folder for a drill that never ran.
+            if (reason := unhealthy_reason(verify(paths))) is not None:
+                records.append(DrillFailure(name, reason))
+                continue
             folder = paths.reports / "incidents" / name
             try:
                 run_notebook(
