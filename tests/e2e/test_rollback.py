@@ -202,11 +202,17 @@ def test_uncommitted_changes_and_untracked_files_survive_in_the_automatic_snapsh
     (ws / "notebooks" / "scratch.ipynb").write_text("{}\n")
     dirty = state(ws)
 
-    automatic = rollback(ws, "A")["automatic_snapshot"]
+    report = rollback(ws, "A")
+    automatic = report["automatic_snapshot"]
     assert state(ws) == story.a  # exactly A: the work in progress is not in A...
+    saved = next(n for n in report["notes"] if n.startswith("uncommitted work saved"))
+    for path in ("README.md", "notes.txt", "notebooks/scratch.ipynb"):
+        assert path in saved  # the report names what went into the automatic snapshot
 
-    rollback(ws, automatic)
+    back = rollback(ws, automatic)
     assert state(ws) == dirty  # ...and nothing of it was lost
+    assert "-before-auto-" not in back["automatic_snapshot"]  # names do not nest
+    assert back["automatic_snapshot"].endswith("-before-A")
     assert (ws / "notes.txt").read_text() == "my notes\n"
 
 

@@ -305,6 +305,15 @@ def _worktree_entries(root: Path) -> dict[str, Entry]:
     return {path: (mode, shas[path]) for path, mode in files.items()}
 
 
+def uncommitted_files(root: Path) -> list[str]:
+    """The files whose working-tree state differs from HEAD: edited, new or deleted."""
+    present = worktree_blob_hashes(root)
+    head = _head(Path(root))
+    committed = tree_files(root, head) if head else {}
+    changed = {p for p, oid in present.items() if committed.get(p) != oid}
+    return sorted(changed | (committed.keys() - present.keys()))
+
+
 def worktree_blob_hashes(root: Path) -> dict[str, str]:
     """Return path -> blob sha of every file `commit_worktree` would include now.
 

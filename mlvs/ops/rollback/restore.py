@@ -41,6 +41,7 @@ from typing import Any
 from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.git.refs import delete_snapshot_ref, list_snapshot_refs, snapshot_ref
+from mlvs.backends.git.tree import uncommitted_files
 from mlvs.errors import IntegrityError, MlvsError, os_error, storage_failure
 from mlvs.logs import get_logger
 from mlvs.ops.rollback.apply import _apply, _stage, _verify
@@ -177,9 +178,18 @@ def rollback(
         try:
             clock = time.perf_counter()
             message = f"automatic snapshot before rolling back to {name}"
+            edits = uncommitted_files(paths.root)
             current = capture_state(paths, auto_name, message, automatic=True)
             _timed(report.timings, "capture", clock)
             report.automatic_snapshot = auto_name
+            if edits:
+                shown = ", ".join(edits[:10]) + (
+                    f" and {len(edits) - 10} more" if len(edits) > 10 else ""
+                )
+                report.notes.append(
+                    f"uncommitted work saved in {auto_name}: {shown}; get it back with "
+                    f"`mlvs rollback {auto_name} --only code,params`"
+                )
             _restore(
                 paths,
                 target,
