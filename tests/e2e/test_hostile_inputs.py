@@ -188,11 +188,12 @@ def _lock(root: Path) -> dict[str, Any]:
     return yaml.safe_load((root / "dvc.lock").read_text())
 
 
-def _set_lock_out(root: Path, path: str, **fields: str) -> None:
+def _set_lock_out(root: Path, output: str, **fields: str) -> None:
+    """Change the fields of `dvc.lock`'s entry for `output`."""
     document = _lock(root)
     for spec in document["stages"].values():
         for out in spec.get("outs") or []:
-            if out["path"] == path:
+            if out["path"] == output:
                 out.update(fields)
     (root / "dvc.lock").write_text(yaml.safe_dump(document, sort_keys=False))
 
