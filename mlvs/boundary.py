@@ -79,15 +79,25 @@ def inside(root: Path, relative: object, source: str) -> Path:
     return candidate
 
 
-def workspace_file(root: Path, relative: object, source: str) -> Path:
-    """Like `inside`, and also refuse the tools' own state directories (.git, .dvc, .mlvs)."""
-    path = inside(root, relative, source)
-    first = relative_path(relative, source).split("/", 1)[0]
+def project_path(value: object, source: str) -> str:
+    """Like `relative_path`, and also refuse the tools' own state directories (.git, .dvc, .mlvs).
+
+    Lexical only: for a record read before the workspace is at hand (a manifest);
+    `workspace_file` adds the symlink check once it is.
+    """
+    text = relative_path(value, source)
+    first = text.split("/", 1)[0]
     if first.casefold() in PROTECTED_DIRS:
         raise UnsafeInputError(
-            f"{source}: path {relative!r} lies in {first}/, which mlvs never restores or changes"
+            f"{source}: path {value!r} lies in {first}/, which mlvs never restores or changes"
         )
-    return path
+    return text
+
+
+def workspace_file(root: Path, relative: object, source: str) -> Path:
+    """Like `inside`, and also refuse the tools' own state directories (.git, .dvc, .mlvs)."""
+    project_path(relative, source)
+    return inside(root, relative, source)
 
 
 def md5_value(value: object, source: str, *, directory: bool | None = None) -> str:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.dvc.outputs import lock_hashes
+from mlvs.boundary import UnsafeInputError, inside, md5_value, relative_path
 from mlvs.paths import ProjectPaths
 
 
@@ -47,12 +49,33 @@ def recorded_files(paths: ProjectPaths, store: ObjectStore) -> tuple[dict[str, s
                 )
             )
             continue
-        for entry in listing:
-            files[f"{output}/{entry['relpath']}"] = entry["md5"]
+        files.update(_listed_files(paths, output, md5, listing))
     return files, findings
 
 
-def _read_dir_object(store: ObjectStore, md5: str) -> list[dict[str, str]] | None:
+def _listed_files(paths: ProjectPaths, output: str, md5: str, listing: Any) -> dict[str, str]:
+    """relpath -> MD5 of the entries of directory object `md5`, each checked before it names a file.
+
+    The object may come from the shared remote: an entry that climbs out of its
+    directory, or whose MD5 is not a digest, is refused rather than followed.
+    """
+    source = f"DVC directory object {md5} of {output}"
+    if not isinstance(listing, list):
+        raise UnsafeInputError(f"{source}: is not a list of entries; the object is damaged")
+    files = {}
+    for position, entry in enumerate(listing):
+        where = f"{source} entry {position}"
+        if not isinstance(entry, dict):
+            raise UnsafeInputError(
+                f"{where}: is not an object with relpath and md5; the object is damaged"
+            )
+        relative = f"{output}/{relative_path(entry.get('relpath'), where)}"
+        inside(paths.root, relative, where)
+        files[relative] = md5_value(entry.get("md5"), where, directory=False)
+    return files
+
+
+def _read_dir_object(store: ObjectStore, md5: str) -> Any:
     name = md5.removesuffix(".dir")
     for candidate in (store.cache_path(md5), store.remote_path(md5)):
         if candidate is None or not candidate.is_file():

@@ -6,9 +6,11 @@ import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mlvs._io import atomic_write_bytes, fsync_dir, write_all
+from mlvs.boundary import UnsafeInputError, md5_value, workspace_file
 from mlvs.errors import IntegrityError, MlvsError
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
@@ -40,6 +42,7 @@ class Journal:
 
     def __init__(self, paths: ProjectPaths) -> None:
         self.path = paths.state / JOURNAL_FILE
+        self.root = paths.root
 
     def _unreadable(self) -> IntegrityError:
         return IntegrityError(
@@ -67,6 +70,7 @@ class Journal:
             record["steps"].append(update["step"])
             record["data"].update(update.get("data") or {})
             record["updated_at"] = update.get("updated_at", record["updated_at"])
+        _check_names(self.root, record.get("data"), f".mlvs/{self.path.name}")
         return record
 
     def begin(self, operation: str, data: dict[str, Any]) -> None:
@@ -113,6 +117,29 @@ class Journal:
         except FileNotFoundError:
             return
         fsync_dir(self.path.parent)
+
+
+def _check_names(root: Path, data: Any, source: str) -> None:
+    """Refuse a journal whose file names or object names would lead a replay outside the project.
+
+    Recovery writes the `kept` files back and deletes the `added_*` objects; the
+    journal is a file under `.mlvs/` that anything may have written, so its names
+    are checked here, once, before any finisher acts on them.
+    """
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        where = f"{source} field {key}"
+        if key == "kept":
+            if not isinstance(value, dict):
+                raise UnsafeInputError(f"{where}: is not an object of files; delete the journal")
+            for relative in value:
+                workspace_file(root, relative, where)
+        elif key.endswith(("added_cache", "added_remote")):
+            if not isinstance(value, list):
+                raise UnsafeInputError(f"{where}: is not a list of objects; delete the journal")
+            for md5 in value:
+                md5_value(md5, where)
 
 
 Record = Callable[..., None]  # record(step, **data): one journal step

@@ -90,3 +90,93 @@ def test_md5_kinds() -> None:
         md5_value(digest + ".dir", "x", directory=False)
     with pytest.raises(UnsafeInputError):
         md5_value(digest, "x", directory=True)
+
+
+# The readers of each outside source, checked without a trained workspace.
+
+
+@pytest.mark.parametrize("md5", ["01/../../../../tmp/victim", "../" * 4 + "x", "0" * 31 + "/"])
+def test_no_object_location_is_made_from_a_value_that_is_no_digest(md5: str) -> None:
+    from mlvs.backends.dvc.objects import object_relpath
+
+    with pytest.raises(UnsafeInputError, match="not an MD5 digest"):
+        object_relpath(md5)
+
+
+def test_an_object_location_is_made_from_a_digest() -> None:
+    from mlvs.backends.dvc.objects import object_relpath
+
+    assert object_relpath("ab" + "c" * 30) == "files/md5/ab/" + "c" * 30
+    assert object_relpath("ab" + "c" * 30 + ".dir") == "files/md5/ab/" + "c" * 30 + ".dir"
+
+
+@pytest.mark.parametrize(
+    ("base", "path"),
+    [(".", "/tmp/x"), (".", "../x"), ("data", "../../x"), (".", ".git/config"), ("", ".dvc/x")],
+)
+def test_dvc_outputs_outside_the_project_are_refused(tmp_path: Path, base: str, path: str) -> None:
+    from mlvs.backends.dvc.outputs import _join
+
+    with pytest.raises(UnsafeInputError, match=r"^dvc\.lock output"):
+        _join(tmp_path, base, path, "dvc.lock")
+
+
+def test_a_dvc_output_may_climb_within_the_project(tmp_path: Path) -> None:
+    from mlvs.backends.dvc.outputs import _join
+
+    assert _join(tmp_path, "src", "../data/x.csv", "dvc.yaml") == "data/x.csv"
+
+
+def _journal(tmp_path: Path, data: dict[str, object]) -> object:
+    import json
+
+    from mlvs.paths import ProjectPaths
+    from mlvs.state.journal import Journal
+
+    journal = Journal(ProjectPaths(tmp_path))
+    journal.path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"operation": "pipeline", "data": data, "step": None, "steps": []}
+    journal.path.write_text(json.dumps(record) + "\n")
+    return journal.current()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"kept": {"../f": "x"}},
+        {"kept": {"/etc/passwd": None}},
+        {"kept": {".git/config": "x"}},
+        {"kept": ["dvc.lock"]},
+        {"added_cache": ["../f"]},
+        {"auto_added_remote": ["01/../../../../tmp/victim"]},
+    ],
+)
+def test_a_journal_naming_files_outside_is_refused_when_read(
+    tmp_path: Path, data: dict[str, object]
+) -> None:
+    with pytest.raises(UnsafeInputError, match=r"^\.mlvs/journal\.json field"):
+        _journal(tmp_path, data)
+
+
+def test_a_journal_of_project_files_and_digests_is_read(tmp_path: Path) -> None:
+    data = {"kept": {"dvc.lock": "x", "reports/metrics.json": None}, "added_cache": ["0" * 32]}
+    assert _journal(tmp_path, data) is not None
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [
+        [{"relpath": "../../x", "md5": "0" * 32}],
+        [{"relpath": "/tmp/x", "md5": "0" * 32}],
+        [{"relpath": "a.csv", "md5": "01/../../x"}],
+        [{"relpath": "a.csv", "md5": "0" * 32 + ".dir"}],
+        ["a.csv"],
+        {"relpath": "a.csv"},
+    ],
+)
+def test_hostile_dir_object_entries_are_refused(tmp_path: Path, listing: object) -> None:
+    from mlvs.ops.recorded import _listed_files
+    from mlvs.paths import ProjectPaths
+
+    with pytest.raises(UnsafeInputError, match="DVC directory object"):
+        _listed_files(ProjectPaths(tmp_path), "data/processed", "0" * 32 + ".dir", listing)

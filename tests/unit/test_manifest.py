@@ -50,7 +50,14 @@ def _manifest(**overrides: object) -> Manifest:
         branch="main",
         outputs={
             "models": OutputEntry(
-                "models", "train", True, "dir", "x.dir", 3, nfiles=1, matches_dvc_lock=True
+                "models",
+                "train",
+                True,
+                "dir",
+                "a" * 32 + ".dir",
+                3,
+                nfiles=1,
+                matches_dvc_lock=True,
             ),
             "reports/metrics.json": OutputEntry("models", "train", False),
         },
@@ -101,7 +108,7 @@ def test_manifest_records_read_and_write_the_files_json_unchanged() -> None:
             "stage": "train",
             "cache": True,
             "kind": "dir",
-            "md5": "x.dir",
+            "md5": "a" * 32 + ".dir",
             "size": 3,
             "nfiles": 1,
             "matches_dvc_lock": True,

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from mlvs._io import copy_verified, is_regular_file, sha256_file, write_file
 from mlvs.backends.uris import safe_uri
+from mlvs.boundary import md5_value
 from mlvs.errors import BadInputError, ExternalToolError, IntegrityError
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
@@ -68,8 +69,14 @@ def _section(parser: configparser.ConfigParser, name: str) -> dict[str, str]:
     return {}
 
 
-def object_relpath(md5: str) -> str:
-    """Where DVC 3 keeps the object `md5` inside a cache or remote."""
+def object_relpath(md5: str, source: str = "DVC object name") -> str:
+    """Where DVC 3 keeps the object `md5` inside a cache or remote.
+
+    Every object location passes here, and `md5` may come from a file others wrote
+    (`dvc.lock`, a `.dir` object, a manifest, the journal): only a digest may
+    become a path, so `01/../../x` never names a file outside the store.
+    """
+    md5 = md5_value(md5, source)
     return f"files/md5/{md5[:2]}/{md5[2:]}"
 
 

@@ -14,6 +14,7 @@ import yaml
 
 from mlvs.backends.dvc.objects import TEMP_SUFFIX
 from mlvs.backends.git.run import run_git
+from mlvs.boundary import UnsafeInputError, inside, md5_value, project_path, relative_path
 from mlvs.errors import BadInputError
 from mlvs.paths import ProjectPaths
 
@@ -63,19 +64,33 @@ def _entries(items: Any) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield str(path), dict(options or {})
 
 
-def _join(base: str, path: str) -> str:
-    joined = PurePosixPath(base) / path if base not in ("", ".") else PurePosixPath(path)
+def _join(root: Path, base: str, path: object, source: str) -> str:
+    """Output `path` of DVC file `source` (in directory `base`), checked to stay inside the project.
+
+    The one reader of output paths from `dvc.yaml`, `dvc.lock` and `.dvc` files:
+    an absolute path, a `..` that climbs out, a path into `.git`/`.dvc`/`.mlvs`
+    or one whose symlinks lead outside is refused before anything reads or writes it.
+    """
+    where = f"{source} output"
+    text = path if isinstance(path, str) else relative_path(path, where)
+    if PurePosixPath(text).is_absolute():
+        relative_path(text, where)  # refuses it, naming why
+    joined = PurePosixPath(base) / text if base not in ("", ".") else PurePosixPath(text)
     parts: list[str] = []
     for part in joined.parts:
+        if part == ".":
+            continue
         if part == "..":
             if not parts:
-                raise BadInputError(
-                    f"DVC output {path!r} lies outside the project; keep outputs inside it"
+                raise UnsafeInputError(
+                    f"{where}: path {path!r} lies outside the project; keep outputs inside it"
                 )
             parts.pop()
-        elif part != ".":
+        else:
             parts.append(part)
-    return "/".join(parts)
+    normalised = project_path("/".join(parts), where)
+    inside(root, normalised, where)
+    return normalised
 
 
 def _uses_templating(document: Any) -> bool:
@@ -116,14 +131,22 @@ def dvc_outputs(paths: ProjectPaths, tracking_files: list[str] | None = None) ->
             wdir = str((spec or {}).get("wdir", "."))
             for section in ("outs", "metrics", "plots"):
                 for path, options in _entries((spec or {}).get(section)):
-                    found.append((_join(wdir, path), str(stage), bool(options.get("cache", True))))
+                    found.append(
+                        (
+                            _join(root, wdir, path, "dvc.yaml"),
+                            str(stage),
+                            bool(options.get("cache", True)),
+                        )
+                    )
         for dvc_file in dvc_files(root) if tracking_files is None else tracking_files:
             spec = _dvc_yaml_file(root / dvc_file, root)
             base = str(PurePosixPath(dvc_file).parent)
             for path, options in _entries(
                 [{o["path"]: o} for o in spec.get("outs") or [] if "path" in o]
             ):
-                found.append((_join(base, path), None, bool(options.get("cache", True))))
+                found.append(
+                    (_join(root, base, path, dvc_file), None, bool(options.get("cache", True)))
+                )
     models_dir = paths.models.relative_to(root).as_posix()
 
     def under_models(path: str) -> bool:
@@ -147,13 +170,17 @@ def lock_hashes(paths: ProjectPaths, tracking_files: list[str] | None = None) ->
         for spec in (document.get("stages") or {}).values():
             for out in (spec or {}).get("outs") or []:
                 if isinstance(out, dict) and "path" in out and "md5" in out:
-                    recorded[_join(".", str(out["path"]))] = str(out["md5"])
+                    recorded[_join(paths.root, ".", out["path"], "dvc.lock")] = md5_value(
+                        out["md5"], "dvc.lock output md5"
+                    )
     for dvc_file in dvc_files(paths.root) if tracking_files is None else tracking_files:
         spec = _dvc_yaml_file(paths.root / dvc_file, paths.root)
         base = str(PurePosixPath(dvc_file).parent)
         for out in spec.get("outs") or []:
             if isinstance(out, dict) and "path" in out and "md5" in out:
-                recorded[_join(base, str(out["path"]))] = str(out["md5"])
+                recorded[_join(paths.root, base, out["path"], dvc_file)] = md5_value(
+                    out["md5"], f"{dvc_file} output md5"
+                )
     return recorded
 
 

@@ -21,6 +21,7 @@ from mlvs._io import atomic_write_bytes, atomic_write_text, sha256_file
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.mlflow.store import tracking_uri
 from mlvs.backends.uris import safe_uri
+from mlvs.boundary import relative_path, workspace_file
 from mlvs.errors import BadInputError, ParamsError
 from mlvs.ml.data import features_and_target, read_customers, write_csv
 from mlvs.ml.features import build_model
@@ -79,6 +80,14 @@ def load_catalog(root: Path) -> dict[str, Scenario]:
             raise ParamsError(
                 f"{path.relative_to(root)}: scenarios.{name}.{key} = {err.get('input')!r} is not allowed: {err['msg']}"
             ) from None
+        target = catalog[name].target
+        if target is not None:
+            # A drill damages its target: only a project file, never one outside it or the tools' state.
+            where = f"{path.relative_to(root).as_posix()}: scenarios.{name}.target"
+            workspace_file(root, target, where)
+            catalog[name] = catalog[name].model_copy(
+                update={"target": relative_path(target, where)}
+            )
     return catalog
 
 

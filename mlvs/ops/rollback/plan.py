@@ -12,6 +12,7 @@ from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.git.refs import MAX_NAME_LENGTH, validate_snapshot_name
 from mlvs.backends.git.tree import tree_files, worktree_blob_hashes
 from mlvs.backends.mlflow.registry import missing_versions, read_registry
+from mlvs.boundary import workspace_file
 from mlvs.errors import BadInputError, IntegrityError, MlvsError
 from mlvs.ops.snapshot.manifest import MANIFEST_PATH, PARTS, Manifest
 from mlvs.paths import ProjectPaths
@@ -165,6 +166,11 @@ def _plan(
     paths: ProjectPaths, target: Manifest, current: Manifest, parts: set[str], store: ObjectStore
 ) -> _Plan:
     plan = _Plan()
+    # The manifests' paths were checked lexically when read; here, with the workspace at
+    # hand, a path that a symlink leads outside is refused before anything is written.
+    for manifest in (target, current):
+        for path in (*manifest.outputs, *manifest.files):
+            workspace_file(paths.root, path, f"snapshot {manifest.name!r} path")
     if parts & {"code", "params", "data", "models"}:
         plan.git = _git_differences(paths, target, current, parts)
     for path, entry in sorted(target.files.items()):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlvs.backends.mlflow.registry import RegistryState, VersionInfo
+from mlvs.boundary import md5_value, project_path
 from mlvs.errors import IntegrityError
 
 MANIFEST_PATH = ".mlvs-snapshot.json"
@@ -116,9 +117,8 @@ class FileEntry:
 
     @classmethod
     def from_fields(cls, fields: _Fields) -> FileEntry:
-        return cls(
-            fields.text("md5"), fields.text("sha256"), fields.count("size"), fields.text("output")
-        )
+        md5 = md5_value(fields.text("md5"), f"{fields.source}: field {fields.name('md5')}")
+        return cls(md5, fields.text("sha256"), fields.count("size"), fields.text("output"))
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class OutputEntry:
             fields.optional_text("stage"),
             fields.flag("cache"),
             kind=fields.text("kind") if "kind" in recorded else None,
-            md5=fields.optional_text("md5") if "kind" in recorded else None,
+            md5=_optional_md5(fields) if "kind" in recorded else None,
             size=fields.count("size") if "kind" in recorded else None,
             nfiles=fields.count("nfiles") if "nfiles" in recorded else None,
             matches_dvc_lock=fields.flag("matches_dvc_lock") if "kind" in recorded else None,
@@ -293,8 +293,13 @@ class Manifest:
             )
         git = _Fields(fields.get("git", (dict,), "an object", {}), "git", fields.source)
         dvc = _Fields(fields.get("dvc", (dict,), "an object", {}), "dvc", fields.source)
-        outputs = {p: OutputEntry.from_fields(f) for p, f in fields.entries("outputs").items()}
-        files = {p: FileEntry.from_fields(f) for p, f in fields.entries("files").items()}
+        outputs = {
+            _safe_path(p, f): OutputEntry.from_fields(f)
+            for p, f in fields.entries("outputs").items()
+        }
+        files = {
+            _safe_path(p, f): FileEntry.from_fields(f) for p, f in fields.entries("files").items()
+        }
         for path, entry in files.items():
             if entry.output not in outputs:
                 raise IntegrityError(
@@ -341,6 +346,22 @@ class Manifest:
     def model_version(self) -> str | None:
         """The registry version whose run logged the model file of this snapshot."""
         return self.registry.model.version if self.registry.model else None
+
+
+def _safe_path(path: str, fields: _Fields) -> str:
+    """A file or output path of the manifest, refused when it would leave the project or touch its tools' state.
+
+    A manifest comes from a commit anyone may have written (a fetched snapshot ref),
+    and every path in it is later written or deleted by a rollback.
+    """
+    return project_path(path, f"{fields.source}: field {fields.where}")
+
+
+def _optional_md5(fields: _Fields) -> str | None:
+    value = fields.optional_text("md5")
+    return (
+        None if value is None else md5_value(value, f"{fields.source}: field {fields.name('md5')}")
+    )
 
 
 def _source(commit: str | None) -> str:

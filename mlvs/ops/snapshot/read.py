@@ -11,6 +11,7 @@ from mlvs.backends.git.refs import (
 )
 from mlvs.backends.git.run import is_object_id
 from mlvs.backends.git.tree import read_files_at
+from mlvs.boundary import UnsafeInputError
 from mlvs.errors import IntegrityError, UnknownSnapshotError
 from mlvs.logs import get_logger
 from mlvs.ops.snapshot.create import require_git
@@ -49,7 +50,7 @@ def list_snapshots(paths: ProjectPaths) -> list[Manifest]:
             continue
         try:
             manifests.append(Manifest.from_bytes(payload, commit=sha))
-        except IntegrityError as error:
+        except (IntegrityError, UnsafeInputError) as error:
             log.warning("snapshot %s has an unreadable manifest (%s); skipped", name, error)
     return sorted(manifests, key=lambda m: (m.created_at, m.name))
 

@@ -1,0 +1,347 @@
+"""Hostile inputs: paths and hashes from files others can write never lead mlvs outside the project.
+
+Each test plants one hostile value in a manifest, `dvc.lock`, a `.dvc` file, a
+`.dir` object (in the cache or on the remote), the journal or the incident
+catalog, with a sentinel file beside the workspace. The command must refuse with
+exit code 2 and one line naming the source, and leave everything outside the
+workspace exactly as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import clean_env, copy_workspace, git, mlvs
+
+pytestmark = pytest.mark.slow
+
+MANIFEST = ".mlvs-snapshot.json"
+REF = "refs/mlvs/snapshots/"
+
+
+@pytest.fixture(scope="module")
+def _snapshotted(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained workspace with one good snapshot, `first`; tests copy it and never change it."""
+    root = copy_workspace(_trained_template, tmp_path_factory.mktemp("hostile") / "ws")
+    result = mlvs(root, "snapshot", "create", "first", "-m", "baseline")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+@pytest.fixture
+def ws(_snapshotted: Path, tmp_path: Path) -> Path:
+    """A private copy of the snapshotted workspace, at `tmp_path/ws`, with a sentinel beside it."""
+    root = copy_workspace(_snapshotted, tmp_path / "ws")
+    (tmp_path / "victim").write_text("precious\n")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "victim.csv").write_text("precious,too\n")
+    return root
+
+
+def outside_state(tmp_path: Path) -> dict[str, str]:
+    """SHA-256 of every file beside the workspace (everything under `tmp_path` but `ws/`)."""
+    found = {}
+    for path in sorted(tmp_path.rglob("*")):
+        rel = path.relative_to(tmp_path).as_posix()
+        if rel == "ws" or rel.startswith("ws/"):
+            continue
+        found[rel] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+    return found
+
+
+def refused(root: Path, tmp_path: Path, *args: str, source: str, code: int = 2) -> str:
+    """Run mlvs; assert it refused in one line naming `source`, and nothing outside changed."""
+    before = outside_state(tmp_path)
+    result = mlvs(root, *args)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert source in lines[0], lines[0]
+    assert outside_state(tmp_path) == before
+    assert (tmp_path / "victim").read_text() == "precious\n"
+    return lines[0]
+
+
+def _git_env(root: Path, index: Path) -> dict[str, str]:
+    return {**clean_env(root), "GIT_INDEX_FILE": str(index)}
+
+
+def plant_snapshot(root: Path, name: str, change: Callable[[dict[str, Any]], None]) -> None:
+    """A snapshot `name`: `first`'s commit with its manifest changed by `change`."""
+    commit = git(root, "rev-parse", REF + "first").strip()
+    document = json.loads(git(root, "show", f"{commit}:{MANIFEST}"))
+    change(document)
+    env = _git_env(root, root.parent / "index")
+
+    def plumbing(*args: str, text: str | None = None) -> str:
+        return subprocess.run(
+            ["git", *args],
+            cwd=root,
+            env=env,
+            input=text,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    blob = plumbing("hash-object", "-w", "--stdin", text=json.dumps(document, indent=2))
+    plumbing("read-tree", commit)
+    plumbing("update-index", "--add", "--cacheinfo", f"100644,{blob},{MANIFEST}")
+    tree = plumbing("write-tree")
+    planted = plumbing("commit-tree", tree, "-p", commit, "-m", "planted")
+    plumbing("update-ref", REF + name, planted)
+    (root.parent / "index").unlink()
+
+
+def _first_file(document: dict[str, Any]) -> str:
+    return sorted(document["files"])[0]
+
+
+def _rename_file(new: str) -> Callable[[dict[str, Any]], None]:
+    def change(document: dict[str, Any]) -> None:
+        document["files"][new] = document["files"].pop(_first_file(document))
+
+    return change
+
+
+def _set_md5(md5: str) -> Callable[[dict[str, Any]], None]:
+    def change(document: dict[str, Any]) -> None:
+        document["files"][_first_file(document)]["md5"] = md5
+
+    return change
+
+
+def _rename_output(new: str) -> Callable[[dict[str, Any]], None]:
+    def change(document: dict[str, Any]) -> None:
+        document["outputs"][new] = document["outputs"]["models"]
+
+    return change
+
+
+# What a planted manifest carries, by a short name; "{outside}" is the sentinel's absolute path.
+MANIFEST_ATTACKS = {
+    "climbs-out": ("files", "../victim"),
+    "deep-climb": ("files", "data/../../victim"),
+    "absolute": ("files", "{outside}"),
+    "into-git": ("files", ".git/hooks/post-checkout"),
+    "into-dvc": ("files", ".dvc/config"),
+    "into-mlvs": ("files", ".mlvs/journal.json"),
+    "md5-climbs": ("md5", "01/../../../../victim"),
+    "md5-not-hex": ("md5", "z" * 32),
+    "output-climbs": ("output", "../outside"),
+}
+
+
+def _manifest_change(kind: str, value: str, tmp_path: Path) -> Callable[[dict[str, Any]], None]:
+    value = value.replace("{outside}", str(tmp_path / "victim"))
+    return {"files": _rename_file, "md5": _set_md5, "output": _rename_output}[kind](value)
+
+
+MANIFEST_COMMANDS = {
+    "show": ("snapshot", "show", "evil"),
+    "diff": ("snapshot", "diff", "first", "evil"),
+    "dry-run": ("rollback", "evil", "--dry-run"),
+    "rollback": ("rollback", "evil"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(MANIFEST_ATTACKS))
+def test_a_hostile_manifest_is_refused_by_snapshot_show(
+    ws: Path, tmp_path: Path, attack: str
+) -> None:
+    plant_snapshot(ws, "evil", _manifest_change(*MANIFEST_ATTACKS[attack], tmp_path))
+    refused(ws, tmp_path, *MANIFEST_COMMANDS["show"], source=MANIFEST)
+
+
+@pytest.mark.parametrize("command", ["diff", "dry-run", "rollback"])
+@pytest.mark.parametrize("attack", ["climbs-out", "absolute", "into-git", "md5-climbs"])
+def test_a_hostile_manifest_is_refused_by_diff_and_rollback(
+    ws: Path, tmp_path: Path, attack: str, command: str
+) -> None:
+    plant_snapshot(ws, "evil", _manifest_change(*MANIFEST_ATTACKS[attack], tmp_path))
+    before = git(ws, "status", "--porcelain")
+    refused(ws, tmp_path, *MANIFEST_COMMANDS[command], source=MANIFEST)
+    assert git(ws, "status", "--porcelain") == before
+
+
+@pytest.mark.parametrize("command", ["dry-run", "rollback"])
+def test_a_manifest_path_through_a_symlink_out_of_the_project_is_refused(
+    ws: Path, tmp_path: Path, command: str
+) -> None:
+    (ws / "data" / "escape").symlink_to(tmp_path / "outside")
+    plant_snapshot(ws, "evil", _rename_file("data/escape/victim.csv"))
+    line = refused(ws, tmp_path, *MANIFEST_COMMANDS[command], source="data/escape/victim.csv")
+    assert "outside" in line
+
+
+def _lock(root: Path) -> dict[str, Any]:
+    return yaml.safe_load((root / "dvc.lock").read_text())
+
+
+def _set_lock_out(root: Path, output: str, **fields: str) -> None:
+    """Change the fields of `dvc.lock`'s entry for `output`."""
+    document = _lock(root)
+    for spec in document["stages"].values():
+        for out in spec.get("outs") or []:
+            if out["path"] == output:
+                out.update(fields)
+    (root / "dvc.lock").write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["{outside}", "../victim", "data/../../victim", ".git/config"],
+)
+def test_a_dvc_lock_output_outside_the_project_is_refused(
+    ws: Path, tmp_path: Path, hostile: str
+) -> None:
+    path = hostile.replace("{outside}", str(tmp_path / "victim"))
+    _set_lock_out(ws, "data/raw/customer_data.csv", path=path)
+    refused(ws, tmp_path, "verify", source="dvc.lock")
+
+
+@pytest.mark.parametrize("md5", ["01/../../../../victim", "../" * 6 + "victim", "Z" * 32])
+def test_a_dvc_lock_md5_that_is_no_digest_is_refused(ws: Path, tmp_path: Path, md5: str) -> None:
+    _set_lock_out(ws, "data/raw/customer_data.csv", md5=md5)
+    refused(ws, tmp_path, "verify", source="dvc.lock")
+
+
+def test_a_dvc_lock_output_through_a_symlink_out_of_the_project_is_refused(
+    ws: Path, tmp_path: Path
+) -> None:
+    raw = ws / "data" / "raw"
+    shutil.rmtree(raw)
+    raw.symlink_to(tmp_path / "outside")
+    line = refused(ws, tmp_path, "verify", source="dvc.lock")
+    assert "outside" in line
+
+
+@pytest.mark.parametrize("hostile", ["{outside}", "../../victim"])
+def test_a_dvc_file_output_outside_the_project_is_refused(
+    ws: Path, tmp_path: Path, hostile: str
+) -> None:
+    path = hostile.replace("{outside}", str(tmp_path / "victim"))
+    (ws / "data" / "extra.dvc").write_text(
+        yaml.safe_dump({"outs": [{"md5": "0" * 32, "path": path, "size": 1}]})
+    )
+    refused(ws, tmp_path, "snapshot", "create", "evil", source="data/extra.dvc")
+
+
+def _store_dirs(root: Path) -> dict[str, Path]:
+    return {
+        "cache": root / ".dvc" / "cache" / "files" / "md5",
+        "remote": root / ".mlvs" / "dvc-remote" / "files" / "md5",
+    }
+
+
+def plant_dir_object(root: Path, where: str, entries: list[dict[str, Any]]) -> str:
+    """A `.dir` object listing `entries`, in the cache or only on the remote; `data/processed` points at it."""
+    payload = json.dumps(entries, sort_keys=True).encode()
+    md5 = hashlib.md5(payload).hexdigest()
+    location = _store_dirs(root)[where] / md5[:2] / f"{md5[2:]}.dir"
+    location.parent.mkdir(parents=True, exist_ok=True)
+    location.write_bytes(payload)
+    _set_lock_out(root, "data/processed", md5=md5 + ".dir")
+    return md5
+
+
+DIR_ATTACKS = {
+    "relpath-climbs": {"relpath": "../../victim", "md5": "0" * 32},
+    "relpath-absolute": {"relpath": "{outside}", "md5": "0" * 32},
+    "md5-climbs": {"relpath": "train.csv", "md5": "01/../../../../victim"},
+    "md5-not-hex": {"relpath": "train.csv", "md5": "not-a-digest"},
+}
+
+
+@pytest.mark.parametrize("where", ["cache", "remote"])
+@pytest.mark.parametrize("attack", sorted(DIR_ATTACKS))
+def test_a_hostile_dir_object_is_refused(ws: Path, tmp_path: Path, attack: str, where: str) -> None:
+    entry = {
+        key: value.replace("{outside}", str(tmp_path / "victim"))
+        for key, value in DIR_ATTACKS[attack].items()
+    }
+    md5 = plant_dir_object(ws, where, [entry])
+    line = refused(ws, tmp_path, "verify", source="DVC directory object")
+    assert md5 in line
+
+
+def plant_journal(root: Path, operation: str, data: dict[str, Any], step: str | None) -> None:
+    record = {
+        "operation": operation,
+        "data": data,
+        "step": step,
+        "steps": [step] if step else [],
+        "pid": 1,
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "updated_at": "2026-01-01T00:00:00+00:00",
+    }
+    (root / ".mlvs" / "journal.json").write_text(json.dumps(record) + "\n")
+
+
+JOURNAL_ATTACKS = {
+    "kept-climbs": ("pipeline", {"kept": {"../victim": "overwritten\n"}}, None),
+    "kept-absolute": ("pipeline", {"kept": {"{outside}": None}}, None),
+    "kept-into-git": ("pipeline", {"kept": {".git/config": "overwritten\n"}}, None),
+    "added-cache-climbs": (
+        "snapshot",
+        {"name": "x", "added_cache": ["01/../../../../victim"], "added_remote": []},
+        "storing",
+    ),
+    "added-remote-climbs": (
+        "snapshot",
+        {"name": "x", "added_cache": [], "added_remote": ["../" * 7 + "victim"]},
+        "storing",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(JOURNAL_ATTACKS))
+def test_a_journal_naming_files_outside_is_refused_before_the_replay(
+    ws: Path, tmp_path: Path, attack: str
+) -> None:
+    operation, data, step = JOURNAL_ATTACKS[attack]
+    text = json.dumps(data).replace("{outside}", str(tmp_path / "victim"))
+    plant_journal(ws, operation, json.loads(text), step)
+    refused(ws, tmp_path, "recover", source=".mlvs/journal.json")
+    assert (ws / ".mlvs" / "journal.json").is_file()  # kept for inspection
+
+
+def test_a_journal_kept_file_through_a_symlink_out_of_the_project_is_refused(
+    ws: Path, tmp_path: Path
+) -> None:
+    (ws / "reports" / "escape").symlink_to(tmp_path / "outside")
+    plant_journal(ws, "pipeline", {"kept": {"reports/escape/victim.csv": "x\n"}}, None)
+    refused(ws, tmp_path, "recover", source=".mlvs/journal.json")
+
+
+@pytest.mark.parametrize("target", ["{outside}", "../victim", ".git/config", "data/escape/x.csv"])
+def test_a_drill_target_outside_the_project_is_refused(
+    ws: Path, tmp_path: Path, target: str
+) -> None:
+    (ws / "data" / "escape").symlink_to(tmp_path / "outside")
+    catalog_file = ws / "params" / "incidents.yaml"
+    catalog = yaml.safe_load(catalog_file.read_text())
+    scenario = next(n for n, s in catalog["scenarios"].items() if s.get("family") == "data")
+    catalog["scenarios"][scenario]["target"] = target.replace("{outside}", str(tmp_path / "victim"))
+    catalog_file.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    refused(ws, tmp_path, "drill", scenario, source="params/incidents.yaml")
+
+
+def test_the_refusals_leave_no_file_outside_the_workspace_even_when_named_absolutely(
+    ws: Path, tmp_path: Path
+) -> None:
+    """The sentinel sits where an absolute path points; after a refusal nothing new sits beside it."""
+    planted = str(tmp_path / "new-file")
+    plant_journal(ws, "pipeline", {"kept": {planted: "created\n"}}, None)
+    refused(ws, tmp_path, "recover", source=".mlvs/journal.json")
+    assert not os.path.exists(planted)
