@@ -72,10 +72,10 @@ def _join(root: Path, base: str, path: object, source: str) -> str:
     or one whose symlinks lead outside is refused before anything reads or writes it.
     """
     where = f"{source} output"
-    text = path if isinstance(path, str) else relative_path(path, where)
-    if PurePosixPath(text).is_absolute():
-        relative_path(text, where)  # refuses it, naming why
-    joined = PurePosixPath(base) / text if base not in ("", ".") else PurePosixPath(text)
+    if not isinstance(path, str) or PurePosixPath(path).is_absolute():
+        relative_path(path, where)  # refuses it, naming why
+    assert isinstance(path, str)
+    joined = PurePosixPath(base) / path if base not in ("", ".") else PurePosixPath(path)
     parts: list[str] = []
     for part in joined.parts:
         if part == ".":
