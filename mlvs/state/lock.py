@@ -27,8 +27,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from filelock import FileLock, Timeout
-
 from mlvs.errors import LockTimeoutError
 from mlvs.paths import ProjectPaths
 from mlvs.settings import LOCK_TIMEOUT, LOCK_TOKEN
@@ -51,6 +49,9 @@ def state_lock(paths: ProjectPaths, timeout: float | None = None) -> Iterator[No
     """
     paths.state.mkdir(parents=True, exist_ok=True)
     lock_path = paths.state / LOCK_FILE
+    # deferred: filelock (~0.06 s, it loads asyncio) is needed only by commands that change state
+    from filelock import FileLock, Timeout
+
     # A singleton lock counts nested acquisitions in one thread, so a rollback
     # that takes its automatic snapshot does not wait for itself. The options
     # stay fixed (timeout goes to acquire) because a singleton refuses new ones.

@@ -25,9 +25,9 @@ from mlvs.backends.dvc.objects import TEMP_DIR, TEMP_SUFFIX, ObjectStore
 from mlvs.backends.dvc.outputs import dir_object, dvc_outputs, output_files
 from mlvs.backends.git.refs import MAX_NAME_LENGTH, validate_snapshot_name
 from mlvs.backends.mlflow.registry import RegistryState, VersionInfo
-from mlvs.backends.mlflow.tracking import flatten
 from mlvs.backends.uris import safe_uri
 from mlvs.errors import BadInputError, IntegrityError
+from mlvs.mappings import flatten
 from mlvs.ops.rollback.plan import auto_snapshot_name, parse_parts
 from mlvs.ops.snapshot.manifest import (
     FORMAT,

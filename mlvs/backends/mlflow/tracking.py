@@ -31,6 +31,7 @@ from mlvs.backends.mlflow.store import (
 )
 from mlvs.errors import MlvsError
 from mlvs.logs import get_logger
+from mlvs.mappings import flatten
 from mlvs.ml.modelio import TRUSTED_TYPES
 from mlvs.ml.params import load_stage
 from mlvs.paths import PACKAGE_DIR, ProjectPaths
@@ -204,23 +205,6 @@ def log_kind_run(
         run.log_file(path, folder)
     run.end()
     return run.run_id
-
-
-def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as MLflow's flat dotted keys: {'a': {'b': 1}} -> {'a.b': 1}.
-
-    An empty mapping stays a value of its own, so that a section emptied is still seen.
-    """
-    if not isinstance(values, dict):
-        return {prefix: values} if prefix else {}
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
 
 
 def _requirements() -> list[str]:

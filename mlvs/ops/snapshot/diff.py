@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlvs.backends.git.tree import tree_files, worktree_blob_hashes
-from mlvs.backends.mlflow.tracking import flatten
+from mlvs.mappings import flatten
 from mlvs.ops.snapshot.capture import capture_state
 from mlvs.ops.snapshot.manifest import MANIFEST_PATH, Manifest
 from mlvs.ops.snapshot.read import show_snapshot
