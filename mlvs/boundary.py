@@ -11,6 +11,7 @@ configured stores.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -41,23 +42,27 @@ def relative_path(value: object, source: str) -> str:
         raise UnsafeInputError(f"{source}: path {value!r} is not a path; give a non-empty string")
     if len(value) > _MAX_PATH or "\x00" in value:
         raise UnsafeInputError(f"{source}: path {value[:80]!r}... is not a usable file name")
+    text, problem = _lexical(value)
+    if problem:
+        raise UnsafeInputError(f"{source}: path {value!r} {problem}")
+    return text
+
+
+@functools.lru_cache(maxsize=8192)
+def _lexical(value: str) -> tuple[str, str]:
+    # (normalised path, what is wrong with it or ""). Cached: every manifest of a
+    # project names the same few paths, and `snapshot list` reads all of them.
     if "\\" in value or re.match(r"^[A-Za-z]:", value):
-        raise UnsafeInputError(
-            f"{source}: path {value!r} uses a drive or backslash; use '/' relative to the project root"
-        )
+        return "", "uses a drive or backslash; use '/' relative to the project root"
     pure = PurePosixPath(value)
     if pure.is_absolute():
-        raise UnsafeInputError(
-            f"{source}: path {value!r} is absolute; only paths inside the project are allowed"
-        )
+        return "", "is absolute; only paths inside the project are allowed"
     if ".." in pure.parts:
-        raise UnsafeInputError(
-            f"{source}: path {value!r} climbs out with '..'; only paths inside the project are allowed"
-        )
+        return "", "climbs out with '..'; only paths inside the project are allowed"
     parts = [part for part in pure.parts if part != "."]
     if not parts:
-        raise UnsafeInputError(f"{source}: path {value!r} names the project root itself")
-    return "/".join(parts)
+        return "", "names the project root itself"
+    return "/".join(parts), ""
 
 
 def inside(root: Path, relative: object, source: str) -> Path:

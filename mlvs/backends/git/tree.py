@@ -27,6 +27,9 @@ from mlvs.backends.git.run import (
 )
 from mlvs.errors import BadInputError
 
+# What each commit made in this process saw untracked, so `snapshot create` can name it.
+_UNTRACKED: dict[tuple[str, str], list[str]] = {}
+
 # Untracked files that look like secrets never go into a snapshot commit: snapshot refs
 # are pushed to teammates, and an untracked `.env` or key is there precisely because it
 # must not be shared. Matched against every component of the path, case-insensitively.
