@@ -37,12 +37,16 @@ class ProjectPaths:
         return self.root / "notebooks"
 
     @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
     def raw_data(self) -> Path:
-        return self.root / "data" / "raw" / "customer_data.csv"
+        return self.data / "raw" / "customer_data.csv"
 
     @property
     def processed(self) -> Path:
-        return self.root / "data" / "processed"
+        return self.data / "processed"
 
     @property
     def train_data(self) -> Path:

@@ -283,3 +283,12 @@ def reproduction_text(result: Reproduction) -> str:
 def emit_json(document: Any) -> None:
     """Print one JSON document on stdout."""
     click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+def out_of_step_text(differ: list[str]) -> str:
+    """The last line of a one-off `mlvs run` whose outputs no longer match `dvc.lock`."""
+    shown = ", ".join(differ[:3]) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")
+    return (
+        f"mlvs: note: this run's outputs no longer match dvc.lock ({shown}); run `mlvs pipeline` "
+        "to rebuild them from params/, or `mlvs recover` to put back the ones dvc.lock records"
+    )

@@ -13,7 +13,16 @@ import json
 import re
 import zipfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from mlvs._io import atomic_write_bytes, atomic_write_text, sha256_file
 from mlvs.errors import IntegrityError
@@ -29,6 +38,54 @@ _FEATURE_STEP = f"{add_engineered_features.__module__}.{add_engineered_features.
 TRUSTED_TYPES: tuple[str, ...] = tuple(
     sorted({_FEATURE_STEP, *(t for m in MODEL_TYPES.values() for t in m.trusted_types)})
 )
+
+
+_SHA256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+_CELL = str | int | float | bool | None
+# A golden sample is a few dozen rows; the limits keep a hostile file from costing memory.
+MAX_GOLDEN_ROWS = 10_000
+MAX_COLUMNS = 200
+
+
+class ModelCard(BaseModel):
+    """What mlvs reads back from `model_card.json`: the model's hash and file name (the rest is kept)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    model_sha256: _SHA256
+    model_file: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class GoldenPredictions(BaseModel):
+    """`golden_predictions.json`: input rows and the exact probabilities the model gave them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model_sha256: _SHA256
+    rows: Annotated[
+        list[Annotated[dict[str, _CELL], Field(max_length=MAX_COLUMNS)]],
+        Field(max_length=MAX_GOLDEN_ROWS),
+    ]
+    # repr() of each float, so that "the same" means bit for bit.
+    churn_probability: Annotated[list[str], Field(max_length=MAX_GOLDEN_ROWS)]
+
+    @model_validator(mode="after")
+    def _one_probability_per_row(self) -> GoldenPredictions:
+        if len(self.rows) != len(self.churn_probability):
+            raise ValueError(
+                f"{len(self.rows)} rows but {len(self.churn_probability)} probabilities"
+            )
+        for text in self.churn_probability:
+            try:
+                float(text)
+            except ValueError:
+                raise ValueError(f"probability {text[:40]!r} is not a number") from None
+        return self
+
+
+def _schema_problem(exc: ValidationError) -> str:
+    """The first thing wrong, as `field 'a.b': what is allowed`."""
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"]) or "the document"
+    return f"field {where!r}: {err['msg'].removeprefix('Value error, ')}"
 
 
 @dataclass(frozen=True)
@@ -106,16 +163,22 @@ def save_model(
 
 
 def read_card(paths: ProjectPaths) -> dict[str, Any]:
-    """The model card, refusing a missing or unreadable one."""
+    """The model card, refusing a missing, unreadable or malformed one."""
     try:
-        return json.loads(paths.model_card.read_text(encoding="utf-8"))
+        document = json.loads(paths.model_card.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise IntegrityError(
             f"{paths.model_card.name} is missing; run `mlvs recover` or `mlvs pipeline`"
         ) from None
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RecursionError) as exc:
         raise IntegrityError(
             f"{paths.model_card.name} is unreadable ({exc}); run `mlvs recover`"
+        ) from None
+    try:
+        return ModelCard.model_validate(document).model_dump()
+    except ValidationError as exc:
+        raise IntegrityError(
+            f"{paths.model_card.name} is malformed ({_schema_problem(exc)}); run `mlvs recover`"
         ) from None
 
 
@@ -161,12 +224,15 @@ def golden_mismatches(model: Any, paths: ProjectPaths) -> list[str]:
     import pandas as pd
 
     try:
-        golden = json.loads(paths.golden.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return [f"golden predictions unreadable ({exc})"]
+        golden = GoldenPredictions.model_validate(
+            json.loads(paths.golden.read_text(encoding="utf-8"))
+        )
+    except (OSError, ValueError, RecursionError) as exc:
+        problem = _schema_problem(exc) if isinstance(exc, ValidationError) else str(exc)
+        return [f"golden predictions unreadable ({problem})"]
 
-    rows = pd.DataFrame(golden["rows"])
-    expected = np.array([float(p) for p in golden["churn_probability"]])
+    rows = pd.DataFrame(golden.rows)
+    expected = np.array([float(p) for p in golden.churn_probability])
     actual = model.predict_proba(rows)[:, 1]
     return [
         f"golden row {i}: expected {expected[i]!r}, got {float(actual[i])!r}"

@@ -11,7 +11,7 @@ from typing import Any
 
 from mlvs._io import FileHash, atomic_write_text, copy_checked, fsync_dir, hash_file
 from mlvs.backends.dvc.command import dvc
-from mlvs.backends.dvc.hashcache import HashCache, file_identity
+from mlvs.backends.dvc.hashcache import HashCache, Identity, file_identity
 from mlvs.backends.dvc.objects import TEMP_SUFFIX, ObjectStore
 from mlvs.backends.dvc.outputs import lock_hashes, output_files
 from mlvs.errors import IntegrityError
@@ -150,7 +150,7 @@ def restore_recorded_files(
     recorded, _ = recorded_files(paths, store)
     hashes = HashCache(paths)
     unrestored = []
-    written: list[tuple[str, FileHash, tuple[int, int, int]]] = []
+    written: list[tuple[str, FileHash, Identity]] = []
     try:
         for rel, md5 in sorted(recorded.items()):
             path = paths.root / rel
@@ -168,13 +168,20 @@ def restore_recorded_files(
                 unrestored.append(rel)
                 continue
             rung, hashed = restored
-            identity = file_identity(staged)
+            verified = os.stat(staged)
             if path.exists():
                 _keep_evidence(path, evidence, outcome, rel)
             os.replace(staged, path)
             fsync_dir(path.parent)
             outcome.repairs.append(Repair(rel, rung, hashed.size))
-            written.append((rel, hashed, identity))
+            # Taken once in place (the rename changes ctime), and only for the inode that was hashed.
+            identity = file_identity(path)
+            if (identity[0], identity[1], identity[3]) == (
+                verified.st_size,
+                verified.st_mtime_ns,
+                verified.st_ino,
+            ):
+                written.append((rel, hashed, identity))
         # The final verification then trusts what was hashed while it was written, not a second read.
         hashes.remember_written(written)
     finally:

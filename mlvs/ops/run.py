@@ -22,12 +22,15 @@ from typing import Any
 import yaml
 
 from mlvs._io import atomic_write_text
+from mlvs.backends.dvc.hashcache import HashCache
+from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.mlflow import tracking
 from mlvs.backends.mlflow.store import require_server, unreachable_message
 from mlvs.errors import BadInputError, ExternalToolError, NotebookFailedError
 from mlvs.logs import get_logger
 from mlvs.ml.params import load_stage, read_yaml
 from mlvs.ops.reports_index import notebook_title, refresh_index
+from mlvs.ops.verify import check_tracked_files
 from mlvs.paths import STAGE_NOTEBOOKS, ProjectPaths
 from mlvs.settings import ROOT
 from mlvs.state.lock import state_lock
@@ -269,3 +272,18 @@ def _execute_notebook(
         )
     log.info("%s finished in %.1f s; report: %s", notebook.name, seconds, output)
     return NotebookResult(notebook.stem, output, html, run_id, seconds, parameters)
+
+
+def outputs_out_of_step(paths: ProjectPaths) -> list[str]:
+    """After a one-off run (not a stage of `dvc repro`): the DVC-tracked files that no longer match `dvc.lock`.
+
+    DVC sets `DVC_STAGE` for the commands of its stages; a run without it wrote the
+    stage's outputs outside the pipeline, so `dvc.lock` may describe other bytes now.
+    """
+    if os.environ.get("DVC_STAGE"):
+        return []
+    hashes = HashCache(paths)
+    try:
+        return sorted({f.artifact for f in check_tracked_files(paths, ObjectStore(paths), hashes)})
+    finally:
+        hashes.close()

@@ -21,6 +21,14 @@ log = get_logger("snapshots")
 
 JOURNAL_FILE = "journal.json"
 
+# (field, accepted types, what the error line says is allowed) of a journal's first line.
+_RECORD_FIELDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
+    ("operation", str, "an operation name"),
+    ("data", dict, "an object"),
+    ("steps", list, "a list of step names"),
+    ("step", (str, type(None)), "a step name or null"),
+)
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -44,10 +52,37 @@ class Journal:
         self.path = paths.state / JOURNAL_FILE
         self.root = paths.root
 
-    def _unreadable(self) -> IntegrityError:
+    def _unreadable(self, problem: str = "") -> IntegrityError:
+        what = f" ({problem})" if problem else ""
         return IntegrityError(
-            f"the mlvs journal at {self.path} is unreadable; inspect it, then delete it and run `mlvs verify`"
+            f"the mlvs journal at {self.path} is unreadable{what}; inspect it, then delete it "
+            "and run `mlvs verify`"
         )
+
+    def _checked(self, record: Any, updates: list[Any]) -> dict[str, Any]:
+        """The record with its updates applied, each field checked for the type recovery relies on.
+
+        Plain checks rather than a pydantic model: every state-changing command reads the
+        journal first, and importing pydantic would cost each of them a tenth of a second.
+        """
+        if not isinstance(record, dict):
+            raise self._unreadable("its first line is not an object")
+        for name, kinds, allowed in _RECORD_FIELDS:
+            if not isinstance(record.get(name), kinds):
+                raise self._unreadable(f"field {name!r} must be {allowed}")
+        if not all(isinstance(step, str) for step in record["steps"]):
+            raise self._unreadable("field 'steps' must be a list of step names")
+        for number, update in enumerate(updates, start=2):
+            if not isinstance(update, dict) or not isinstance(update.get("step"), str):
+                raise self._unreadable(f"line {number} must be an object with a 'step' name")
+            if not isinstance(update.get("data") or {}, dict):
+                raise self._unreadable(f"line {number} field 'data' must be an object")
+            record["step"] = update["step"]
+            record["steps"].append(update["step"])
+            record["data"].update(update.get("data") or {})
+            if isinstance(update.get("updated_at"), str):
+                record["updated_at"] = update["updated_at"]
+        return record
 
     def current(self) -> dict[str, Any] | None:
         """Return the recorded operation, or None when none is in progress."""
@@ -61,15 +96,11 @@ class Journal:
             updates = [json.loads(line) for line in complete[1:] if line]
         except json.JSONDecodeError:
             raise self._unreadable() from None
-        if not isinstance(record, dict) or "operation" not in record:
-            raise self._unreadable()
-        for update in updates:
-            if not isinstance(update, dict) or "step" not in update:
-                raise self._unreadable()
-            record["step"] = update["step"]
-            record["steps"].append(update["step"])
-            record["data"].update(update.get("data") or {})
-            record["updated_at"] = update.get("updated_at", record["updated_at"])
+        except RecursionError:
+            raise self._unreadable("nested too deeply") from None
+        if record is None:
+            raise self._unreadable("it is empty")
+        record = self._checked(record, updates)
         _check_names(self.root, record.get("data"), f".mlvs/{self.path.name}")
         return record
 

@@ -76,10 +76,14 @@ def _git_env(root: Path, index: Path) -> dict[str, str]:
     return {**clean_env(root), "GIT_INDEX_FILE": str(index)}
 
 
-def plant_snapshot(root: Path, name: str, change: Callable[[dict[str, Any]], None]) -> None:
-    """A snapshot `name`: `first`'s commit with its manifest changed by `change`."""
+def plant_snapshot(
+    root: Path, name: str, change: Callable[[dict[str, Any]], None], *, rename: bool = True
+) -> None:
+    """A snapshot `name`: `first`'s commit with its manifest changed by `change` (and named `name`)."""
     commit = git(root, "rev-parse", REF + "first").strip()
     document = json.loads(git(root, "show", f"{commit}:{MANIFEST}"))
+    if rename:
+        document["name"] = name
     change(document)
     env = _git_env(root, root.parent / "index")
 
@@ -345,3 +349,43 @@ def test_the_refusals_leave_no_file_outside_the_workspace_even_when_named_absolu
     plant_journal(ws, "pipeline", {"kept": {planted: "created\n"}}, None)
     refused(ws, tmp_path, "recover", source=".mlvs/journal.json")
     assert not os.path.exists(planted)
+
+
+def test_a_ref_whose_manifest_names_another_snapshot_is_refused(ws: Path, tmp_path: Path) -> None:
+    # A fetched ref `zz` holding `first`'s manifest would show as a second `first`.
+    plant_snapshot(ws, "zz", lambda document: None, rename=False)
+    source = "snapshot ref 'zz' holds a manifest named 'first'"
+    for command in (
+        ("snapshot", "show", "zz"),
+        ("rollback", "zz"),
+        ("rollback", "zz", "--dry-run"),
+    ):
+        line = refused(ws, tmp_path, *command, source=source)
+        assert "git update-ref -d refs/mlvs/snapshots/zz" in line, line
+
+    listed = mlvs(ws, "snapshot", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [m["name"] for m in json.loads(listed.stdout)] == ["first"]
+    assert "zz" in listed.stderr and "skipped" in listed.stderr, listed.stderr
+
+
+def test_a_manifest_cannot_make_the_project_code_part_of_its_data(ws: Path) -> None:
+    """Which part a file belongs to is the project's call: a manifest claiming `mlvs/` as a data
+    output does not make `rollback --only data` rewrite mlvs's own code."""
+
+    def claim_code_as_data(document: dict[str, Any]) -> None:
+        document["outputs"]["mlvs"] = {"part": "data", "stage": "prepare", "cache": False}
+
+    plant_snapshot(ws, "evil", claim_code_as_data)
+    code = ws / "mlvs" / "__init__.py"
+    edited = code.read_text() + "# a local edit the snapshot does not have\n"
+    code.write_text(edited)
+
+    planned = mlvs(ws, "rollback", "evil", "--only", "data", "--dry-run", "--json")
+    assert planned.returncode == 0, planned.stderr
+    files = json.loads(planned.stdout)["files"]
+    assert not [f for f in files if f["path"].startswith("mlvs/")], files
+    done = mlvs(ws, "rollback", "evil", "--only", "data", "--json")
+    assert done.returncode == 0, done.stderr
+    assert code.read_text() == edited
+    assert not [f for f in json.loads(done.stdout)["files"] if f["path"].startswith("mlvs/")]

@@ -164,3 +164,21 @@ def test_bad_input_is_refused_before_any_work(
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert tree_hashes(trained_workspace) == before
+
+
+def test_a_one_off_run_says_when_its_outputs_leave_dvc_lock_behind(
+    trained_workspace: Path,
+) -> None:
+    root = trained_workspace
+    result = mlvs(root, "run", "01_prepare", "-p", "n_rows", "2000", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["outputs_matching_dvc_lock"] is False
+    last = result.stderr.strip().splitlines()[-1]
+    assert "no longer match dvc.lock" in last and "data/processed/train.csv" in last, last
+    assert "`mlvs pipeline`" in last and "`mlvs recover`" in last
+
+    # The command the line names brings them together again.
+    assert mlvs(root, "recover").returncode == 0
+    checked = mlvs(root, "verify", "--json")
+    assert checked.returncode == 0, checked.stdout
+    assert json.loads(checked.stdout)["healthy"] is True

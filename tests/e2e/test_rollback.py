@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
 import sqlite3
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,7 +215,8 @@ def test_uncommitted_changes_and_untracked_files_survive_in_the_automatic_snapsh
     back = rollback(ws, automatic)
     assert state(ws) == dirty  # ...and nothing of it was lost
     assert "-before-auto-" not in back["automatic_snapshot"]  # names do not nest
-    assert back["automatic_snapshot"].endswith("-before-A")
+    # (a counter is added when both rollbacks fall within the same second)
+    assert re.search(r"-before-A(-\d+)?$", back["automatic_snapshot"]), back["automatic_snapshot"]
     assert (ws / "notes.txt").read_text() == "my notes\n"
 
 
@@ -306,6 +310,56 @@ def test_a_result_that_does_not_match_is_reported_with_exit_1_and_can_be_undone(
     )
 
 
+def test_bytes_rewritten_in_place_during_a_rollback_are_not_reported_verified(
+    story: Story, ws: Path, tmp_path: Path
+) -> None:
+    """The rollback's own check trusts a placed file only while size, mtime, ctime, inode and
+    device all hold: bytes rewritten in place with the old mtime put back are read again."""
+    release = tmp_path / "release"
+    env = clean_env(ws) | {
+        "MLVS_PAUSE": "rollback:apply:data",
+        "MLVS_PAUSE_RELEASE": str(release),
+        "MLVS_PAUSE_SECONDS": "120",
+    }
+    model = ws / "models" / "model.skops"
+    held = subprocess.Popen(
+        [str(BIN / "mlvs"), "rollback", "A", "--only", "models", "--json"],
+        cwd=ws,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while hashlib.sha256(model.read_bytes()).hexdigest() != story.a["models/model.skops"]:
+            assert held.poll() is None and time.monotonic() < deadline, held.communicate()
+            time.sleep(0.05)
+        # The rollback is paused with A's model in place: rewrite it, same inode, size and mtime.
+        before = os.stat(model)
+        data = bytearray(model.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        with open(model, "r+b") as handle:
+            handle.write(data)
+        os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = os.stat(model)
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+            before.st_ino,
+            before.st_size,
+            before.st_mtime_ns,
+        )
+    finally:
+        release.touch()
+    out, err = held.communicate(timeout=300)
+
+    assert held.returncode == 1, out + err
+    report = json.loads(out)
+    assert report["verified"] is False
+    assert any(f.startswith("models/model.skops: SHA-256") for f in report["findings"]), report
+    checked = mlvs(ws, "verify", "--json")
+    assert checked.returncode == 1 and json.loads(checked.stdout)["healthy"] is False
+
+
 # --- parts and dry runs ---------------------------------------------------------------------------
 
 
@@ -353,6 +407,45 @@ def test_only_registry_moves_the_aliases_and_no_file(story: Story, ws: Path) -> 
     report = rollback(ws, "A", "--only", "registry")
     assert report["files"] == [] and report["verified"] is True
     assert aliases(ws) == story.aliases_a and state(ws) == story.b
+
+
+def test_a_registry_that_cannot_be_read_is_never_recorded_as_empty(story: Story, ws: Path) -> None:
+    """Unreadable is an error: `snapshot create` refuses; an automatic snapshot records why, and
+    no rollback to it moves or deletes an alias."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nobody listens there once the probe is closed
+    dead = clean_env(ws) | {
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    }
+    refs = git(ws, "for-each-ref", "refs/mlvs/snapshots")
+    refused = run(ws, "snapshot", "create", "blind", env=dead)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert "'blind' was not created" in line and "cannot be read" in line, line
+    assert f"127.0.0.1:{port}" in line and "then take the snapshot again" in line
+    assert git(ws, "for-each-ref", "refs/mlvs/snapshots") == refs
+
+    # Files can still be rolled back while the server is down; the automatic snapshot says why
+    # it holds no aliases instead of claiming there were none.
+    moved = run(ws, "rollback", "A", "--only", "models", "--json", env=dead)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    auto = json.loads(moved.stdout)["automatic_snapshot"]
+    shown = json.loads(mlvs(ws, "snapshot", "show", auto, "--json").stdout)
+    assert shown["registry"]["aliases"] == {} and shown["registry"]["error"], shown["registry"]
+    assert aliases(ws) == story.aliases_b
+
+    named = mlvs(ws, "rollback", auto, "--only", "registry")
+    assert named.returncode != 0
+    (line,) = named.stderr.strip().splitlines()
+    assert "could not read the MLflow registry when it was taken" in line, line
+    assert "--only code,params,data,models" in line
+    assert aliases(ws) == story.aliases_b
+
+    whole = rollback(ws, auto)
+    assert any("registry left as it is" in note for note in whole["notes"]), whole["notes"]
+    assert aliases(ws) == story.aliases_b and whole["verified"] is True
 
 
 # --- real repositories ------------------------------------------------------------------------------

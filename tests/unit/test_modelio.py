@@ -17,7 +17,7 @@ import pytest
 
 from mlvs.errors import IntegrityError
 from mlvs.ml.data import features_and_target, generate_customers
-from mlvs.ml.modelio import golden_mismatches, load_verified_model
+from mlvs.ml.modelio import golden_mismatches, load_verified_model, read_card
 from mlvs.ml.params import TrainParams, load_stage
 from mlvs.paths import ProjectPaths
 from mlvs.stages.prepare import PreparedData, write_prepared
@@ -208,3 +208,50 @@ def test_skops_archive_with_untrusted_types_is_refused(paths: ProjectPaths) -> N
     assert f"'{os.system.__module__}.system'" in str(caught.value) and "not loaded" in str(
         caught.value
     )
+
+
+@pytest.mark.parametrize(
+    ("card", "field"),
+    [
+        ("[]", "the document"),
+        ("{}", "model_sha256"),
+        ('{"model_sha256": "1 OR 1", "model_file": "model.skops"}', "model_sha256"),
+        ('{"model_sha256": "' + "a" * 64 + '", "model_file": 7}', "model_file"),
+    ],
+)
+def test_a_malformed_model_card_is_refused_in_one_line_naming_the_field(
+    tmp_path: Path, card: str, field: str
+) -> None:
+    paths = ProjectPaths(tmp_path)
+    paths.models.mkdir()
+    paths.model_card.write_text(card)
+    with pytest.raises(IntegrityError, match=r"model_card\.json is malformed") as refused:
+        read_card(paths)
+    assert field in str(refused.value) and "mlvs recover" in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("golden", "field"),
+    [
+        ("{}", "model_sha256"),
+        ("[]", "the document"),
+        ('{"model_sha256": "' + "a" * 64 + '", "rows": [{}], "churn_probability": []}', "rows"),
+        (
+            '{"model_sha256": "' + "a" * 64 + '", "rows": [{}], "churn_probability": ["x"]}',
+            "not a number",
+        ),
+        (
+            '{"model_sha256": "' + "a" * 64 + '", "rows": [[1]], "churn_probability": ["1"]}',
+            "rows.0",
+        ),
+    ],
+)
+def test_a_malformed_golden_file_is_a_finding_not_a_traceback(
+    tmp_path: Path, golden: str, field: str
+) -> None:
+    paths = ProjectPaths(tmp_path)
+    paths.models.mkdir()
+    paths.golden.write_text(golden)
+    (problem,) = golden_mismatches(object(), paths)
+    assert problem.startswith("golden predictions unreadable (") and field in problem, problem

@@ -34,10 +34,17 @@ def _stat_key(info: os.stat_result) -> tuple[int, int, int, int, int]:
     return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev)
 
 
-def file_identity(path: Path) -> tuple[int, int, int]:
-    """Inode, size and mtime: unchanged (a rename keeps them), the file still holds the bytes it held."""
-    info = os.stat(path)
-    return (info.st_ino, info.st_size, info.st_mtime_ns)
+Identity = tuple[int, int, int, int, int]
+
+
+def file_identity(path: Path) -> Identity:
+    """Size, mtime, ctime, inode and device: while all five hold, the file holds the bytes it held.
+
+    ctime cannot be set back by a user, so bytes rewritten in place with the old mtime
+    restored still change it. A rename changes ctime too: take the identity of a file
+    after it has been put in place.
+    """
+    return _stat_key(os.stat(path))
 
 
 class HashCache:
@@ -153,7 +160,7 @@ class HashCache:
             return None
         return FileHash(md5, row[0], row[1]) if row and row[0] else None
 
-    def remember_written(self, written: list[tuple[str, FileHash, tuple[int, int, int]]]) -> None:
+    def remember_written(self, written: list[tuple[str, FileHash, Identity]]) -> None:
         """Remember the hashes of files mlvs just wrote and verified: (relative path, hashes, identity then).
 
         A file changed within the racy window is not trusted by its stat. When the
@@ -180,7 +187,7 @@ class HashCache:
                 current = os.stat(self.root / relative)
             except OSError:
                 continue
-            if (current.st_ino, current.st_size, current.st_mtime_ns) == identity:
+            if _stat_key(current) == identity:
                 self.remember(relative, current, hashed, now)
 
     def check_passed(self, fingerprint: str) -> bool:

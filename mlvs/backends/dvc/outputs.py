@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -18,7 +18,7 @@ from mlvs.boundary import UnsafeInputError, inside, md5_value, project_path, rel
 from mlvs.errors import BadInputError
 from mlvs.paths import ProjectPaths
 
-DATA, MODELS = "data", "models"
+CODE, PARAMS, DATA, MODELS = "code", "params", "data", "models"
 
 
 def load_yaml(text: str) -> Any:
@@ -159,6 +159,39 @@ def dvc_outputs(paths: ProjectPaths, tracking_files: list[str] | None = None) ->
         part = MODELS if under_models(path) or (stage in model_stages) else DATA
         outputs[path] = Output(path, stage, cache, part)
     return [outputs[p] for p in sorted(outputs)]
+
+
+class PartRule:
+    """Which part (code, params, data, models) a project file belongs to, as this project says.
+
+    Decided by mlvs from the project's own layout and its `dvc.yaml` and `.dvc` files
+    (`outputs`: output path -> part), never from what a snapshot's manifest claims: a manifest comes from a
+    commit anyone may have written, and the part decides what `rollback --only` touches.
+    A path under no current output keeps its place by location: `params/` is params,
+    `models/` is models, `data/` is data, anything else is code.
+    """
+
+    def __init__(self, paths: ProjectPaths, outputs: Mapping[str, str]) -> None:
+        root = paths.root
+        self._params = paths.params.relative_to(root).as_posix()
+        self._models = paths.models.relative_to(root).as_posix()
+        self._data = paths.data.relative_to(root).as_posix()
+        # Longest first, so a nested output wins over the one around it.
+        self._outputs = sorted(outputs.items(), key=lambda o: -len(o[0]))
+
+    def __call__(self, path: str) -> str:
+        if _under(path, self._params):
+            return PARAMS
+        for output, part in self._outputs:
+            if _under(path, output):
+                return part
+        if _under(path, self._models):
+            return MODELS
+        return DATA if _under(path, self._data) else CODE
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder + "/")
 
 
 def lock_hashes(paths: ProjectPaths, tracking_files: list[str] | None = None) -> dict[str, str]:

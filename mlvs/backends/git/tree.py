@@ -87,7 +87,8 @@ def commit_worktree(
     with _head_index(root, head) as env:
         # Seeding from HEAD keeps tracked files that match an ignore pattern, as
         # `git commit -a` would; `add -A` then records edits, deletions and new files.
-        withheld = [name for name in _others(root, env) if looks_secret(name)]
+        others = _others(root, env)
+        withheld = [name for name in others if looks_secret(name)]
         run_git(root, "add", "-A", env=env)
         if withheld:
             run_git(
@@ -123,6 +124,7 @@ def commit_worktree(
         root, *args, "-F", "-", tree, input=text.encode(), env=_identity_env(root)
     ).strip()
     _COMMITS[(os.path.realpath(root), commit)] = commit
+    _UNTRACKED[(os.path.realpath(root), commit)] = others
     return commit
 
 
@@ -226,12 +228,18 @@ def _listing(root: Path) -> list[str]:
     return listed
 
 
-def untracked_files(root: Path) -> tuple[list[str], list[str]]:
-    """(included, withheld): the untracked files a snapshot commit takes, and the secrets it leaves out."""
+def untracked_files(root: Path, commit: str | None = None) -> tuple[list[str], list[str]]:
+    """(included, withheld): the untracked files a snapshot commit takes, and the secrets it leaves out.
+
+    Given the `commit` that `commit_worktree` just made in this process, the answer is
+    what that commit saw, without asking git again.
+    """
     root = Path(root)
-    _require_toplevel(root)
-    with _head_index(root, _head(root)) as env:
-        names = _others(root, env)
+    names = _UNTRACKED.get((os.path.realpath(root), commit)) if commit else None
+    if names is None:
+        _require_toplevel(root)
+        with _head_index(root, _head(root)) as env:
+            names = _others(root, env)
     return [n for n in names if not looks_secret(n)], [n for n in names if looks_secret(n)]
 
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlvs.backends.mlflow.store import registry_uri, tracking_uri
+from mlvs.backends.mlflow.store import registry_uri, server_problem, tracking_uri
 from mlvs.backends.uris import safe_uri
 from mlvs.errors import ExternalToolError, storage_failure
 from mlvs.logs import get_logger
@@ -252,11 +252,18 @@ class _ClientRegistry:
             tracking_uri=tracking_uri(paths), registry_uri=registry_uri(paths)
         )
 
+    def _absent(self, error: Exception) -> bool:
+        # Only "does not exist" means absent: a refused connection, a 500 or a denied
+        # request is an unreadable registry, which must never read as "no aliases".
+        return getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
     def _version(self, name: str, version: str) -> VersionInfo | None:
         try:
             found = self.client.get_model_version(name, version)
-        except self.mlflow.exceptions.MlflowException:
-            return None
+        except self.mlflow.exceptions.MlflowException as error:
+            if self._absent(error):
+                return None
+            raise
         model_id = getattr(found, "model_id", None) or _model_id(found.source)
         return VersionInfo(str(found.version), found.run_id, model_id, found.source)
 
@@ -265,8 +272,10 @@ class _ClientRegistry:
     ) -> tuple[VersionInfo | None, dict[str, VersionInfo]]:
         try:
             registered = self.client.get_registered_model(name)
-        except self.mlflow.exceptions.MlflowException:
-            return None, {}
+        except self.mlflow.exceptions.MlflowException as error:
+            if self._absent(error):
+                return None, {}
+            raise
         aliases = {
             alias: self._version(name, str(version)) or VersionInfo(str(version), None, None, None)
             for alias, version in (registered.aliases or {}).items()
@@ -328,6 +337,10 @@ def read_registry(
     if not model_name:
         return state
     try:
+        # A dead server is told in seconds: MLflow's client would retry it for minutes.
+        problem = server_problem(paths, registry_uri(paths))
+        if problem is not None:
+            raise ExternalToolError(f"the server does not answer ({problem})")
         backend = _backend(paths)
         if backend is not None:
             state.model, state.aliases = backend.read(model_name, model_sha256)
@@ -335,9 +348,12 @@ def read_registry(
         # SQLAlchemy appends the statement and a link: the first line says what happened.
         reason = (
             storage_failure(error)
+            or (str(error) if isinstance(error, ExternalToolError) else None)
             or f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
         )
-        log.warning("could not read the MLflow registry: %s", reason)
+        # Not a warning: whoever uses the state says it in its own one line (a refused
+        # snapshot, a rollback that leaves the registry alone).
+        log.debug("could not read the MLflow registry: %s", reason)
         state.error = reason
     return state
 

@@ -27,9 +27,9 @@ def is_tracking_server(uri: str) -> bool:
     return urlsplit(uri).scheme in ("http", "https")
 
 
-def server_problem(paths: ProjectPaths) -> str | None:
-    """Why the tracking server cannot be reached; None when it answers or when the store is local."""
-    uri = tracking_uri(paths)
+def server_problem(paths: ProjectPaths, uri: str | None = None) -> str | None:
+    """Why the tracking server (or the server at `uri`) cannot be reached; None when it answers or the store is local."""
+    uri = uri or tracking_uri(paths)
     if not is_tracking_server(uri):
         return None
     # Credentials stay out of the probe: any HTTP answer, even 401 or 404, proves the server is up.

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import click
 
-from mlvs.cli.render import (
-    emit_json,
-)
-from mlvs.ops.run import collect_parameters, run_notebook
+from mlvs.cli.render import emit_json, out_of_step_text
+from mlvs.ops.run import collect_parameters, outputs_out_of_step, run_notebook
 from mlvs.paths import project
 
 
@@ -42,6 +40,7 @@ def run_command(
     paths = project()
     parameters = collect_parameters(list(pairs), list(files))
     result = run_notebook(paths, notebook, parameters, progress=sys.stderr.isatty())
+    differ = outputs_out_of_step(paths)
     if as_json:
         emit_json(
             {
@@ -50,5 +49,9 @@ def run_command(
                 "html": str(result.html),
                 "run_id": result.run_id,
                 "seconds": round(result.seconds, 2),
+                "outputs_matching_dvc_lock": not differ,
             }
         )
+    if differ:
+        # The last line: the state is not what dvc.lock records, and how to bring them together.
+        click.echo(out_of_step_text(differ), err=True)

@@ -40,7 +40,7 @@ def snapshot_create_command(name: str, message: str, as_json: bool) -> None:
     else:
         click.echo(snapshot_saved_text(manifest))
         # Snapshot refs are shared with the team: say which files nobody committed went in.
-        included, withheld = untracked_files(paths.root)
+        included, withheld = untracked_files(paths.root, manifest.commit)
         for line in untracked_text(included, withheld):
             click.echo(line)
 

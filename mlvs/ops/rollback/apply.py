@@ -16,7 +16,7 @@ from mlvs._io import (
     fsync_directories,
     is_regular_file,
 )
-from mlvs.backends.dvc.hashcache import HashCache
+from mlvs.backends.dvc.hashcache import HashCache, Identity, file_identity
 from mlvs.backends.dvc.objects import TEMP_SUFFIX, ObjectStore
 from mlvs.backends.dvc.outputs import output_files
 from mlvs.backends.git.restore import restore_worktree
@@ -172,17 +172,20 @@ def _prune(root: Path, start: Path, stop_at: set[Path]) -> None:
 
 def _apply(
     paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Plan, staged: dict[str, _Staged]
-) -> None:
+) -> dict[str, Identity]:
     """Put the staged files in place, delete what the target lacks, restore git files and aliases.
 
     Replaced and deleted files are retired, and freed once they are all out of the way.
+    Returns the identity of each file put in place that is still the staged copy that
+    was verified (same inode, size and mtime), taken right after it landed.
     """
     root = paths.root
     keep = {
         root / o
         for o, entry in target.outputs.items()
-        if entry.kind == "dir" and entry.part in parts
+        if entry.kind == "dir" and plan.part_of(o) in parts
     }
+    placed: dict[str, Identity] = {}
     touched: set[Path] = set()
     for change in plan.deletes:
         location = root / change.path
@@ -195,6 +198,9 @@ def _apply(
         _clear_way(root, destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
         _place(paths, copy.temporary, destination)
+        identity = file_identity(destination)
+        if (identity[3], identity[0], identity[1]) == copy.identity:
+            placed[path] = identity
         touched.add(destination.parent)
     for directory in keep:
         directory.mkdir(parents=True, exist_ok=True)  # an empty output directory is still an output
@@ -210,6 +216,7 @@ def _apply(
     if plan.model_name and plan.alias_changes:
         assert plan.aliases_wanted is not None
         set_aliases(paths, plan.model_name, plan.aliases_wanted)
+    return placed
 
 
 def _verify(
@@ -220,6 +227,7 @@ def _verify(
     plan: _Plan,
     hashes: HashCache,
     staged: dict[str, _Staged],
+    placed: dict[str, Identity],
 ) -> tuple[int, list[str]]:
     """Check the restored parts against the manifest; return (files checked, findings).
 
@@ -231,9 +239,9 @@ def _verify(
     root = paths.root
     findings: list[str] = []
     checked = 0
-    written: list[tuple[str, FileEntry, tuple[int, int, int]]] = []
+    written: list[tuple[str, FileEntry, Identity]] = []
     for path, entry in sorted(target.files.items()):
-        if target.part_of_file(path) not in parts:
+        if plan.part_of(path) not in parts:
             continue
         checked += 1
         location = root / path
@@ -241,9 +249,12 @@ def _verify(
             findings.append(f"{path}: missing (expected SHA-256 {entry.sha256[:12]}…)")
             continue
         copy = staged.get(path)
-        if copy is not None and _identity(location) == copy.identity:
-            actual = entry.sha256  # the staged copy's read-back hash was checked against it
-            written.append((path, entry, copy.identity))
+        landed = placed.get(path)
+        if landed is not None and file_identity(location) == landed:
+            # The staged copy's read-back hash was checked against the manifest, and all five
+            # of size, mtime, ctime, inode and device say nothing has written to it since.
+            actual = entry.sha256
+            written.append((path, entry, landed))
         else:
             actual = hashes.file_hash(path, trust_cache=copy is None).sha256
         if actual != entry.sha256:
@@ -251,8 +262,8 @@ def _verify(
                 f"{path}: SHA-256 is {actual[:12]}…, the snapshot recorded {entry.sha256[:12]}…"
             )
     _remember_written(root, written, hashes)
-    outputs = {o for o, e in target.outputs.items() if e.cache and e.part in parts}
-    outputs |= {o for o, e in current.outputs.items() if e.cache and e.part in parts}
+    outputs = {o for o, e in target.outputs.items() if e.cache and plan.part_of(o) in parts}
+    outputs |= {o for o, e in current.outputs.items() if e.cache and plan.part_of(o) in parts}
     for output in sorted(outputs):
         for path in output_files(root, output):
             if path not in target.files:
@@ -260,7 +271,7 @@ def _verify(
     # With no git file to write, the plan (made under the lock a moment ago) already
     # found the git files equal to the snapshot's, and nothing since has touched them.
     if plan.git:
-        for change in _git_differences(paths, target, current, parts):
+        for change in _git_differences(paths, target, plan.part_of, parts):
             findings.append(f"{change.path}: differs from snapshot {target.name!r} ({change.part})")
             checked += 1
     if plan.model_name and plan.aliases_wanted is not None:
@@ -285,7 +296,7 @@ def _verify(
 
 
 def _remember_written(
-    root: Path, written: list[tuple[str, FileEntry, tuple[int, int, int]]], hashes: HashCache
+    root: Path, written: list[tuple[str, FileEntry, Identity]], hashes: HashCache
 ) -> None:
     """Put the hashes of the files just restored into the hash cache, so the next snapshot reads none."""
     hashes.remember_written(

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlvs.backends.dvc.objects import ObjectStore
+from mlvs.backends.dvc.outputs import PartRule
 from mlvs.backends.git.refs import MAX_NAME_LENGTH, validate_snapshot_name
 from mlvs.backends.git.tree import tree_files, worktree_blob_hashes
 from mlvs.backends.mlflow.registry import missing_versions, read_registry
@@ -112,6 +113,7 @@ def auto_snapshot_name(target: str, taken: set[str], now: datetime | None = None
 
 @dataclass
 class _Plan:
+    part_of: PartRule  # the project's rule, never the manifest's claim
     git: list[FileChange] = field(default_factory=list)
     writes: list[FileChange] = field(default_factory=list)
     deletes: list[FileChange] = field(default_factory=list)
@@ -137,14 +139,8 @@ class _Plan:
         return sorted([*self.git, *self.writes, *self.deletes], key=lambda c: (c.path, c.action))
 
 
-def _git_part(path: str, target: Manifest, current: Manifest) -> str:
-    if path.startswith("params/"):
-        return "params"
-    return target.part_of(path) or current.part_of(path) or "code"
-
-
 def _git_differences(
-    paths: ProjectPaths, target: Manifest, current: Manifest, parts: set[str]
+    paths: ProjectPaths, target: Manifest, part_of: PartRule, parts: set[str]
 ) -> list[FileChange]:
     assert target.commit is not None
     wanted = tree_files(paths.root, target.commit)
@@ -156,7 +152,7 @@ def _git_differences(
     for path in sorted(set(wanted) | set(present)):
         if wanted.get(path) == present.get(path):
             continue
-        part = _git_part(path, target, current)
+        part = part_of(path)
         if part in parts:
             changes.append(FileChange(path, part, "write" if path in wanted else "delete", GIT))
     return changes
@@ -165,32 +161,42 @@ def _git_differences(
 def _plan(
     paths: ProjectPaths, target: Manifest, current: Manifest, parts: set[str], store: ObjectStore
 ) -> _Plan:
-    plan = _Plan()
+    # `current` was captured in this process from the project's own dvc.yaml and .dvc files.
+    plan = _Plan(PartRule(paths, {path: entry.part for path, entry in current.outputs.items()}))
     # The manifests' paths were checked lexically when read; here, with the workspace at
     # hand, a path that a symlink leads outside is refused before anything is written.
     for manifest in (target, current):
         for path in (*manifest.outputs, *manifest.files):
             workspace_file(paths.root, path, f"snapshot {manifest.name!r} path")
     if parts & {"code", "params", "data", "models"}:
-        plan.git = _git_differences(paths, target, current, parts)
+        plan.git = _git_differences(paths, target, plan.part_of, parts)
     for path, entry in sorted(target.files.items()):
-        part = target.part_of_file(path)
+        part = plan.part_of(path)
         have = current.files.get(path)
         if part in parts and (have is None or have.sha256 != entry.sha256):
             source = CACHE if store.in_cache(entry.md5) else (REMOTE if store.remote else MISSING)
             plan.writes.append(FileChange(path, part, "write", source))
     for path in sorted(current.files):
-        part = current.part_of_file(path)
+        part = plan.part_of(path)
         if part in parts and path not in target.files:
             plan.deletes.append(FileChange(path, part, "delete", ""))
     if "registry" in parts:
-        _plan_registry(paths, target, current, plan)
+        _plan_registry(paths, target, current, plan, asked=parts != set(PARTS))
     return plan
 
 
-def _plan_registry(paths: ProjectPaths, target: Manifest, current: Manifest, plan: _Plan) -> None:
+def _plan_registry(
+    paths: ProjectPaths, target: Manifest, current: Manifest, plan: _Plan, asked: bool
+) -> None:
     recorded = target.registry
     if recorded.error is not None:
+        if asked:
+            # Asked for by name, the registry cannot be "restored" from a record that never read it.
+            raise IntegrityError(
+                f"snapshot {target.name!r} could not read the MLflow registry when it was taken "
+                f"({recorded.error}), so it cannot restore the aliases; roll back without the registry "
+                "(--only code,params,data,models) or to a snapshot that read it"
+            )
         plan.notes.append(
             f"snapshot {target.name!r} could not read the registry ({recorded.error}); registry left as it is"
         )

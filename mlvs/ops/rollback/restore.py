@@ -116,11 +116,11 @@ def _restore(
             before_apply()
             clock = _timed(report.timings, "automatic_snapshot", clock)
         record("applying")
-        _apply(paths, target, parts, plan, staged)
+        placed = _apply(paths, target, parts, plan, staged)
         record("applied")
         clock = _timed(report.timings, "apply", clock)
         report.checked_files, report.findings = _verify(
-            paths, target, current, parts, plan, hashes, staged
+            paths, target, current, parts, plan, hashes, staged, placed
         )
         report.verified = not report.findings
         record("verified")

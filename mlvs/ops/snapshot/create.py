@@ -154,6 +154,18 @@ def _refuse_existing(paths: ProjectPaths, name: str) -> None:
             raise BadInputError(f"snapshot {existing!r} exists already; choose another name")
 
 
+def _refuse_unreadable_registry(manifest: Manifest) -> None:
+    # A snapshot that says "no aliases" because it could not look would later make a
+    # rollback delete the real ones; automatic snapshots record the error instead.
+    registry = manifest.registry
+    if registry.error is not None:
+        raise ExternalToolError(
+            f"snapshot {manifest.name!r} was not created: the MLflow registry at {registry.tracking_uri} "
+            f"cannot be read ({registry.error}); start the tracking server (or run `mlvs recover` for "
+            "the embedded mlflow.db), then take the snapshot again"
+        )
+
+
 def create_snapshot(paths: ProjectPaths, name: str, message: str = "") -> Manifest:
     """Snapshot the whole current state as `name`; refuse a bad or existing name (changing nothing)."""
 
@@ -166,6 +178,7 @@ def create_snapshot(paths: ProjectPaths, name: str, message: str = "") -> Manife
         record = journal_recorder(journal, "snapshot")
         try:
             manifest = capture_state(paths, name, message)
+            _refuse_unreadable_registry(manifest)
             record("captured")
             save_snapshot(paths, manifest, record)
         except Exception as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from mlvs.backends.git.refs import (
+    SNAPSHOT_REF_PREFIX,
     list_snapshot_refs,
     snapshot_ref,
     validate_snapshot_name,
@@ -49,10 +50,20 @@ def list_snapshots(paths: ProjectPaths) -> list[Manifest]:
             log.warning("snapshot ref %s has no manifest; skipped", name)
             continue
         try:
-            manifests.append(Manifest.from_bytes(payload, commit=sha))
+            manifests.append(_named(name, Manifest.from_bytes(payload, commit=sha)))
         except (IntegrityError, UnsafeInputError) as error:
             log.warning("snapshot %s has an unreadable manifest (%s); skipped", name, error)
     return sorted(manifests, key=lambda m: (m.created_at, m.name))
+
+
+def _named(ref: str, manifest: Manifest) -> Manifest:
+    """`manifest` if it names the ref it was read from; a fetched ref must not pose as another snapshot."""
+    if manifest.name != ref:
+        raise UnsafeInputError(
+            f"snapshot ref {ref!r} holds a manifest named {manifest.name!r}; delete that ref "
+            f"(git update-ref -d {SNAPSHOT_REF_PREFIX}{ref}) or fetch it again from whoever made it"
+        )
+    return manifest
 
 
 def _unknown(name: str) -> UnknownSnapshotError:
@@ -68,4 +79,4 @@ def show_snapshot(paths: ProjectPaths, name: str) -> Manifest:
     commit = snapshot_ref(paths.root, name)
     if commit is None:
         raise _unknown(name)
-    return manifest_at(paths, commit)
+    return _named(name, manifest_at(paths, commit))
