@@ -389,3 +389,25 @@ def test_a_manifest_cannot_make_the_project_code_part_of_its_data(ws: Path) -> N
     assert done.returncode == 0, done.stderr
     assert code.read_text() == edited
     assert not [f for f in json.loads(done.stdout)["files"] if f["path"].startswith("mlvs/")]
+
+
+def test_a_hostile_ref_fetched_from_a_second_clone_is_refused_and_the_rest_still_listed(
+    ws: Path, tmp_path: Path
+) -> None:
+    """The way a bad ref really arrives: a teammate's clone makes it, `git fetch` brings it."""
+    teammate = tmp_path / "teammate"
+    subprocess.run(["git", "clone", "-q", str(ws), str(teammate)], check=True, env=clean_env(ws))
+    git(teammate, "fetch", "-q", "origin", f"{REF}*:{REF}*")
+    plant_snapshot(teammate, "evil", _rename_file("../../victim"))
+    git(ws, "fetch", "-q", str(teammate), f"{REF}evil:{REF}evil")
+
+    for command in (
+        ("snapshot", "show", "evil"),
+        ("rollback", "evil"),
+        ("rollback", "evil", "--dry-run"),
+    ):
+        refused(ws, tmp_path, *command, source="snapshot commit")
+    listed = mlvs(ws, "snapshot", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [m["name"] for m in json.loads(listed.stdout)] == ["first"]
+    assert "evil" in listed.stderr

@@ -31,6 +31,7 @@ from mlvs.mappings import flatten
 from mlvs.ops.rollback.plan import auto_snapshot_name, parse_parts
 from mlvs.ops.snapshot.manifest import (
     FORMAT,
+    MAX_MANIFEST_BYTES,
     PARTS,
     Environment,
     FileEntry,
@@ -168,6 +169,10 @@ def test_a_manifest_that_is_not_json_is_refused_in_one_line() -> None:
         Manifest.from_bytes(b"{not json", commit="c" * 40)
     with pytest.raises(IntegrityError, match="should be an object"):
         Manifest.from_bytes(b"[1, 2]")
+    with pytest.raises(IntegrityError, match="nested too deeply"):
+        Manifest.from_bytes(b"[" * 200_000 + b"]" * 200_000)
+    with pytest.raises(IntegrityError, match="more than the"):
+        Manifest.from_bytes(b" " * (MAX_MANIFEST_BYTES + 1))
 
 
 def test_manifest_knows_the_part_of_each_tracked_path() -> None:

@@ -316,9 +316,13 @@ def _worktree_entries(root: Path) -> dict[str, Entry]:
     return {path: (mode, shas[path]) for path, mode in files.items()}
 
 
-def uncommitted_files(root: Path) -> list[str]:
-    """The files whose working-tree state differs from HEAD: edited, new or deleted."""
-    present = worktree_blob_hashes(root)
+def uncommitted_files(root: Path, commit: str | None = None) -> list[str]:
+    """The files whose working-tree state differs from HEAD: edited, new or deleted.
+
+    Given `commit`, a `commit_worktree` commit of that working tree, its tree is
+    compared with HEAD's instead of hashing the working tree again.
+    """
+    present = tree_files(root, commit) if commit else worktree_blob_hashes(root)
     head = _head(Path(root))
     committed = tree_files(root, head) if head else {}
     changed = {p for p, oid in present.items() if committed.get(p) != oid}

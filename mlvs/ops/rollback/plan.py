@@ -163,11 +163,6 @@ def _plan(
 ) -> _Plan:
     # `current` was captured in this process from the project's own dvc.yaml and .dvc files.
     plan = _Plan(PartRule(paths, {path: entry.part for path, entry in current.outputs.items()}))
-    # The manifests' paths were checked lexically when read; here, with the workspace at
-    # hand, a path that a symlink leads outside is refused before anything is written.
-    for manifest in (target, current):
-        for path in (*manifest.outputs, *manifest.files):
-            workspace_file(paths.root, path, f"snapshot {manifest.name!r} path")
     if parts & {"code", "params", "data", "models"}:
         plan.git = _git_differences(paths, target, plan.part_of, parts)
     for path, entry in sorted(target.files.items()):
@@ -180,6 +175,14 @@ def _plan(
         part = plan.part_of(path)
         if part in parts and path not in target.files:
             plan.deletes.append(FileChange(path, part, "delete", ""))
+    # The manifests' paths were checked lexically when read; here, with the workspace at
+    # hand, a path the rollback would touch that a symlink leads outside is refused
+    # before anything is written.
+    for change in [*plan.writes, *plan.deletes, *plan.git]:  # the manifest's own paths first
+        workspace_file(paths.root, change.path, f"snapshot {target.name!r} path")
+    for output in target.outputs:
+        if plan.part_of(output) in parts:
+            workspace_file(paths.root, output, f"snapshot {target.name!r} path")
     if "registry" in parts:
         _plan_registry(paths, target, current, plan, asked=parts != set(PARTS))
     return plan

@@ -54,7 +54,7 @@ from mlvs.ops.rollback.plan import (
 )
 from mlvs.ops.snapshot.capture import capture_state
 from mlvs.ops.snapshot.create import save_snapshot, undo_unsaved_snapshot
-from mlvs.ops.snapshot.manifest import PARTS, Manifest
+from mlvs.ops.snapshot.manifest import MANIFEST_PATH, PARTS, Manifest
 from mlvs.ops.snapshot.read import manifest_at, show_snapshot
 from mlvs.paths import ProjectPaths
 from mlvs.state.interrupted import (
@@ -178,18 +178,9 @@ def rollback(
         try:
             clock = time.perf_counter()
             message = f"automatic snapshot before rolling back to {name}"
-            edits = uncommitted_files(paths.root)
             current = capture_state(paths, auto_name, message, automatic=True)
             _timed(report.timings, "capture", clock)
             report.automatic_snapshot = auto_name
-            if edits:
-                shown = ", ".join(edits[:10]) + (
-                    f" and {len(edits) - 10} more" if len(edits) > 10 else ""
-                )
-                report.notes.append(
-                    f"uncommitted work saved in {auto_name}: {shown}; get it back with "
-                    f"`mlvs rollback {auto_name} --only code,params`"
-                )
             _restore(
                 paths,
                 target,
@@ -199,6 +190,7 @@ def rollback(
                 report,
                 lambda: save_snapshot(paths, current, record_auto),
             )
+            _name_saved_edits(paths, current, report)
         except Exception as error:
             if snapshot_ref(paths.root, auto_name) is None:
                 # Refused before the automatic snapshot existed: nothing visible changed.
@@ -214,6 +206,19 @@ def rollback(
     if not report.verified:
         raise VerificationError(report)
     return report
+
+
+def _name_saved_edits(paths: ProjectPaths, saved: Manifest, report: RollbackReport) -> None:
+    """Say which uncommitted files went into the automatic snapshot, and how to get them back."""
+    if saved.commit is None:
+        return
+    edits = [p for p in uncommitted_files(paths.root, saved.commit) if p != MANIFEST_PATH]
+    if edits:
+        shown = ", ".join(edits[:10]) + (f" and {len(edits) - 10} more" if len(edits) > 10 else "")
+        report.notes.append(
+            f"uncommitted work saved in {saved.name}: {shown}; get it back with "
+            f"`mlvs rollback {saved.name} --only code,params`"
+        )
 
 
 def _finish_after_failure(paths: ProjectPaths, journal: Journal, error: Exception) -> MlvsError:

@@ -24,6 +24,9 @@ FORMAT = "mlvs-snapshot/1"
 
 
 PARTS = ("code", "params", "data", "models", "registry")
+# A manifest lists a project's tracked files and params: megabytes at most. A fetched
+# ref holding more is refused before it is parsed.
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 
 PACKAGES = ("mlvs", "dvc", "mlflow", "scikit-learn", "pandas", "numpy", "papermill", "skops")
@@ -275,11 +278,20 @@ class Manifest:
     def from_bytes(cls, payload: bytes, commit: str | None = None) -> Manifest:
         """Read `.mlvs-snapshot.json` as snapshot commit `commit` holds it."""
         source = _source(commit)
+        if len(payload) > MAX_MANIFEST_BYTES:
+            raise IntegrityError(
+                f"{source} is {len(payload)} bytes, more than the {MAX_MANIFEST_BYTES} a manifest "
+                "may have; the snapshot is damaged or not mlvs's"
+            )
         try:
             document = json.loads(payload)
         except ValueError as error:
             raise IntegrityError(
                 f"{source} is not valid JSON ({error}); the snapshot is damaged"
+            ) from None
+        except RecursionError:
+            raise IntegrityError(
+                f"{source} is nested too deeply to be a manifest; the snapshot is damaged"
             ) from None
         return cls.from_dict(document, commit)
 
