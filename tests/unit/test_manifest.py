@@ -327,6 +327,26 @@ def test_hash_cache_does_not_read_an_unchanged_file_twice(
     again.close()
 
 
+@pytest.mark.parametrize(
+    ("md5", "sha256"),
+    [("01/../../../../victim", "b" * 64), ("a" * 32, "1 OR 1"), ("A" * 32, "b" * 64)],
+)
+def test_a_hash_cache_record_that_is_not_two_digests_is_a_miss(
+    tmp_path: Path, md5: str, sha256: str
+) -> None:
+    paths = ProjectPaths(tmp_path)
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"a" * 100)
+    cache = HashCache(paths)
+    info = os.stat(data)
+    cache.remember("data.bin", info, FileHash(md5, sha256, 100), info.st_ctime_ns + 1_000_000_000)
+    # The record's stat matches, but its values are no digests: the file is hashed again.
+    assert cache.file_hash("data.bin") == FileHash(
+        hashlib.md5(b"a" * 100).hexdigest(), hashlib.sha256(b"a" * 100).hexdigest(), 100
+    )
+    cache.close()
+
+
 def test_hash_cache_reuses_an_old_entry_and_rehashes_a_changed_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -336,7 +356,7 @@ def test_hash_cache_reuses_an_old_entry_and_rehashes_a_changed_file(
     cache = HashCache(paths)
     info = os.stat(data)
     # Pretend it was hashed a second after its last change: outside the racy window.
-    hashed = FileHash("m", "s", 100)
+    hashed = FileHash("a" * 32, "b" * 64, 100)
     cache.remember("data.bin", info, hashed, info.st_ctime_ns + 1_000_000_000)
     assert cache.file_hash("data.bin") == hashed  # remembered: not read
     # Same size, mtime put back: ctime still moves, so the file is read again.
@@ -354,7 +374,7 @@ def test_hash_cache_forgets_nothing_it_should_not_trust(tmp_path: Path) -> None:
     cache = HashCache(paths)
     info = os.stat(data)
     cache.remember(
-        "data.bin", info, FileHash("m", "s", 1), info.st_ctime_ns
+        "data.bin", info, FileHash("a" * 32, "b" * 64, 1), info.st_ctime_ns
     )  # changed just now: racy
     assert cache.file_hash("data.bin").sha256 == hashlib.sha256(b"z").hexdigest()
     cache.close()
@@ -382,14 +402,15 @@ def test_a_passed_check_is_remembered_by_its_fingerprint_only(tmp_path: Path) ->
 
 
 def test_an_md5_seen_with_two_contents_is_never_proved_by_sha256_again(tmp_path: Path) -> None:
+    md5, s, t = "a" * 32, "b" * 64, "c" * 64
     cache = HashCache(ProjectPaths(tmp_path))
-    assert cache.known_object("m") is None
-    cache.remember_object(FileHash("m", "s", 1))
-    assert cache.known_object("m") == FileHash("m", "s", 1)
-    cache.remember_object(FileHash("m", "t", 1))  # a collision: MD5 allows them
-    assert cache.known_object("m") is None
-    cache.remember_object(FileHash("m", "s", 1))
-    assert cache.known_object("m") is None
+    assert cache.known_object(md5) is None
+    cache.remember_object(FileHash(md5, s, 1))
+    assert cache.known_object(md5) == FileHash(md5, s, 1)
+    cache.remember_object(FileHash(md5, t, 1))  # a collision: MD5 allows them
+    assert cache.known_object(md5) is None
+    cache.remember_object(FileHash(md5, s, 1))
+    assert cache.known_object(md5) is None
     cache.close()
 
 
@@ -409,8 +430,8 @@ def test_written_files_are_remembered_only_while_they_are_the_file_that_was_veri
     big.write_bytes(os.urandom(WRITTEN_BYTES_WORTH_WAITING_FOR))
     small.write_bytes(b"s")
     cache = HashCache(paths)
-    claimed = FileHash("m", "s", big.stat().st_size)
-    changed = FileHash("m2", "s2", 1)
+    claimed = FileHash("a" * 32, "b" * 64, big.stat().st_size)
+    changed = FileHash("c" * 32, "d" * 64, 1)
     small_identity = file_identity(small)
     small.write_bytes(b"t")  # changed after it was verified: not the verified file any more
     os.utime(small, ns=(0, 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -35,6 +36,9 @@ def _stat_key(info: os.stat_result) -> tuple[int, int, int, int, int]:
 
 
 Identity = tuple[int, int, int, int, int]
+
+_MD5_RECORD = re.compile(r"[0-9a-f]{32}")
+_SHA256_RECORD = re.compile(r"[0-9a-f]{64}")
 
 
 def file_identity(path: Path) -> Identity:
@@ -107,7 +111,18 @@ class HashCache:
             return None
         if row is None or tuple(row[:5]) != key:
             return None
-        return FileHash(row[5], row[6], row[0])
+        size, md5, sha256 = row[0], row[5], row[6]
+        # The database is a file under `.mlvs/` that anything may have written: a record that
+        # is not two digests is a miss (the file is hashed again), never a value passed on.
+        if not (
+            isinstance(md5, str)
+            and isinstance(sha256, str)
+            and _MD5_RECORD.fullmatch(md5)
+            and _SHA256_RECORD.fullmatch(sha256)
+        ):
+            log.debug("ignoring a malformed hash cache record for %s", relative)
+            return None
+        return FileHash(md5, sha256, size)
 
     def remember(
         self, relative: str, info: os.stat_result, hashed: FileHash, hashed_at_ns: int
@@ -158,7 +173,9 @@ class HashCache:
             ).fetchone()
         except sqlite3.Error:
             return None
-        return FileHash(md5, row[0], row[1]) if row and row[0] else None
+        if not row or not isinstance(row[0], str) or not _SHA256_RECORD.fullmatch(row[0]):
+            return None  # unknown, or a malformed record: proved by MD5 as if never seen
+        return FileHash(md5, row[0], row[1]) if isinstance(row[1], int) else None
 
     def remember_written(self, written: list[tuple[str, FileHash, Identity]]) -> None:
         """Remember the hashes of files mlvs just wrote and verified: (relative path, hashes, identity then).
