@@ -11,7 +11,7 @@ from typing import Any
 
 from mlvs._io import FileHash, atomic_write_text, copy_checked, fsync_dir, hash_file
 from mlvs.backends.dvc.command import dvc
-from mlvs.backends.dvc.hashcache import HashCache, Identity, file_identity
+from mlvs.backends.dvc.hashcache import HashCache, Identity, landed_identity
 from mlvs.backends.dvc.objects import TEMP_SUFFIX, ObjectStore
 from mlvs.backends.dvc.outputs import lock_hashes, output_files
 from mlvs.errors import IntegrityError
@@ -174,13 +174,8 @@ def restore_recorded_files(
             os.replace(staged, path)
             fsync_dir(path.parent)
             outcome.repairs.append(Repair(rel, rung, hashed.size))
-            # Taken once in place (the rename changes ctime), and only for the inode that was hashed.
-            identity = file_identity(path)
-            if (identity[0], identity[1], identity[3]) == (
-                verified.st_size,
-                verified.st_mtime_ns,
-                verified.st_ino,
-            ):
+            identity = landed_identity(path, verified)
+            if identity is not None:
                 written.append((rel, hashed, identity))
         # The final verification then trusts what was hashed while it was written, not a second read.
         hashes.remember_written(written)

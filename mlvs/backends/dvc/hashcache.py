@@ -51,6 +51,22 @@ def file_identity(path: Path) -> Identity:
     return _stat_key(os.stat(path))
 
 
+def landed_identity(path: Path, verified: os.stat_result) -> Identity | None:
+    """The identity of `path` just after a verified copy was renamed there; None if it is another file.
+
+    The copy was hashed as `verified`; a rename keeps its inode, size and mtime (and
+    changes its ctime), so only a file that still has those three is that copy.
+    """
+    info = os.stat(path)
+    if (info.st_ino, info.st_size, info.st_mtime_ns) != (
+        verified.st_ino,
+        verified.st_size,
+        verified.st_mtime_ns,
+    ):
+        return None
+    return _stat_key(info)
+
+
 class HashCache:
     """File hashes remembered across commands in `.mlvs/hashes.sqlite`.
 

@@ -16,7 +16,7 @@ from mlvs._io import (
     fsync_directories,
     is_regular_file,
 )
-from mlvs.backends.dvc.hashcache import HashCache, Identity, file_identity
+from mlvs.backends.dvc.hashcache import HashCache, Identity, file_identity, landed_identity
 from mlvs.backends.dvc.objects import TEMP_SUFFIX, ObjectStore
 from mlvs.backends.dvc.outputs import output_files
 from mlvs.backends.git.restore import restore_worktree
@@ -38,12 +38,7 @@ class _Staged:
     """A verified copy waiting in the staging area, and the stat it was verified with."""
 
     temporary: Path
-    identity: tuple[int, int, int]  # inode, size, mtime: unchanged means the verified bytes
-
-
-def _identity(path: Path) -> tuple[int, int, int]:
-    info = os.stat(path)
-    return (info.st_ino, info.st_size, info.st_mtime_ns)
+    verified: os.stat_result
 
 
 def _stage(
@@ -77,7 +72,7 @@ def _stage(
                     "in both the DVC cache and the DVC remote; nothing was changed. Restore the object "
                     "(e.g. `dvc fetch` from another remote) and try again"
                 )
-        staged[change.path] = _Staged(temporary, _identity(temporary))
+        staged[change.path] = _Staged(temporary, os.stat(temporary))
         sources.append(FileChange(change.path, change.part, "write", source))
     return staged, sources
 
@@ -198,8 +193,8 @@ def _apply(
         _clear_way(root, destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
         _place(paths, copy.temporary, destination)
-        identity = file_identity(destination)
-        if (identity[3], identity[0], identity[1]) == copy.identity:
+        identity = landed_identity(destination, copy.verified)
+        if identity is not None:
             placed[path] = identity
         touched.add(destination.parent)
     for directory in keep:
