@@ -27,7 +27,6 @@ interpreter is changed.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -62,7 +61,10 @@ _EXPORTS = {name: module for module, names in _HOMES.items() for name in names}
 def __getattr__(name: str) -> Any:
     """Import an exported name on first use (PEP 562) and keep it."""
     if name == "__version__":  # pyproject.toml is the one place it is written
-        value: Any = importlib.metadata.version("mlvs")
+        # deferred: importlib.metadata costs ~50 ms, which every command would pay
+        from importlib.metadata import version
+
+        value: Any = version("mlvs")
     elif name in _MODULES:
         value = importlib.import_module(_MODULES[name])
     elif name in _EXPORTS:

@@ -1,10 +1,13 @@
 """Finishing or undoing the command that an earlier process left in the journal.
 
-Each state-changing operation registers how to finish it (`finisher`); the
-operations register theirs when `mlvs.ops` is imported."""
+Each state-changing operation registers how to finish it (`finisher`). `mlvs.ops`
+names the module that holds each operation's finisher (`finisher_home`), and that
+module is imported only when a journal of its operation is found: most commands
+find none, and importing every operation would cost them a tenth of a second."""
 
 from __future__ import annotations
 
+import importlib
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -43,6 +46,7 @@ class RecoveryReport:
 
 Finisher = Callable[[ProjectPaths, Journal, dict[str, Any]], RecoveryReport]
 _FINISHERS: dict[str, Finisher] = {}
+_HOMES: dict[str, str] = {}
 
 
 def finisher(operation: str) -> Callable[[Finisher], Finisher]:
@@ -53,6 +57,17 @@ def finisher(operation: str) -> Callable[[Finisher], Finisher]:
         return function
 
     return register
+
+
+def finisher_home(operation: str, module: str) -> None:
+    """Name the module whose import registers the finisher of `operation`."""
+    _HOMES[operation] = module
+
+
+def _finisher_of(operation: str) -> Finisher | None:
+    if operation not in _FINISHERS and operation in _HOMES:
+        importlib.import_module(_HOMES[operation])
+    return _FINISHERS.get(operation)
 
 
 def staging_directory(paths: ProjectPaths) -> Path:
@@ -103,7 +118,7 @@ def recover_interrupted(paths: ProjectPaths) -> RecoveryReport:
         record = journal.current()
         if record is None:
             return RecoveryReport(None, None, "none", "no interrupted operation")
-        handler = _FINISHERS.get(record["operation"])
+        handler = _finisher_of(str(record["operation"]))
         if handler is None:
             raise MlvsError(
                 f"an interrupted {record['operation']!r} is recorded in {journal.path} and this mlvs cannot "

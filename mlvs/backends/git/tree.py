@@ -319,10 +319,24 @@ def _worktree_entries(root: Path) -> dict[str, Entry]:
 def uncommitted_files(root: Path, commit: str | None = None) -> list[str]:
     """The files whose working-tree state differs from HEAD: edited, new or deleted.
 
-    Given `commit`, a `commit_worktree` commit of that working tree, its tree is
-    compared with HEAD's instead of hashing the working tree again.
+    Given `commit`, a `commit_worktree` commit of that working tree (whose parent
+    is HEAD), git compares it with its parent in one process instead of the
+    working tree being hashed again.
     """
-    present = tree_files(root, commit) if commit else worktree_blob_hashes(root)
+    if commit:
+        out = run_git_bytes(
+            root,
+            "diff-tree",
+            "-r",
+            "-z",
+            "--no-renames",
+            "--no-commit-id",
+            "--name-only",
+            "--root",
+            _resolve_commit(root, commit),
+        )
+        return sorted(os.fsdecode(name) for name in out.split(b"\0") if name)
+    present = worktree_blob_hashes(root)
     head = _head(Path(root))
     committed = tree_files(root, head) if head else {}
     changed = {p for p, oid in present.items() if committed.get(p) != oid}

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 from urllib.parse import urlsplit
 
 from mlvs.backends.uris import safe_uri
@@ -34,6 +32,10 @@ def server_problem(paths: ProjectPaths, uri: str | None = None) -> str | None:
         return None
     # Credentials stay out of the probe: any HTTP answer, even 401 or 404, proves the server is up.
     probe = safe_uri(uri).rstrip("/") + "/health"
+    # deferred: urllib.request pulls in http.client and ssl (~15 ms), wanted only for a server
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(probe, timeout=PROBE_TIMEOUT_S):
             return None
