@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
-from mlvs.backends.git.run import _resolve_commit, _run, run_git
+from mlvs.backends.git.run import _COMMITS, _resolve_commit, _run, run_git
 from mlvs.errors import BadInputError, ExternalToolError, UnknownSnapshotError
 
 SNAPSHOT_REF_PREFIX = "refs/mlvs/snapshots/"
@@ -87,7 +88,9 @@ def snapshot_ref(root: Path, name: str) -> str | None:
     """Return the commit sha of snapshot `name`, or None when there is none."""
     done = _run(root, ("rev-parse", "--verify", "-q", _ref(name) + "^{commit}"), None, None)
     if done.returncode == 0:
-        return done.stdout.decode().strip()
+        commit = done.stdout.decode().strip()
+        _COMMITS[(os.path.realpath(root), commit)] = commit  # git has just shown it is a commit
+        return commit
     if done.returncode == 1:
         return None
     raise ExternalToolError(

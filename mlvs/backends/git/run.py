@@ -156,9 +156,24 @@ def _require_toplevel(root: Path) -> None:
 
 
 def known_toplevel(root: Path) -> bool:
-    """Whether this process has already seen `root` to be the top of its git working tree."""
+    """Whether `root` is known to be the top of its git working tree, without running git.
+
+    Known when this process has checked it already, or when `root/.git` is a
+    repository directory: git, run without the variables that would redirect it
+    (`_REDIRECTING_VARIABLES`), finds that directory first, so `root` is its top.
+    Anything else (the `.git` file of a linked worktree, a subdirectory) is left
+    to `git rev-parse`.
+    """
     key = _toplevel_key(root)
-    return key is not None and key in _TOPLEVELS
+    if key is None:
+        return False
+    if key in _TOPLEVELS:
+        return True
+    git_dir = Path(root) / ".git"
+    if (git_dir / "HEAD").is_file() and (git_dir / "objects").is_dir():
+        _TOPLEVELS.add(key)
+        return True
+    return False
 
 
 def remember_toplevel(root: Path) -> None:

@@ -27,8 +27,10 @@ from mlvs.backends.git.run import (
 )
 from mlvs.errors import BadInputError
 
-# What each commit made in this process saw untracked, so `snapshot create` can name it.
+# What each commit made in this process saw untracked, so `snapshot create` can name it,
+# and which working-tree files it holds that differ from HEAD, so a rollback can name them.
 _UNTRACKED: dict[tuple[str, str], list[str]] = {}
+_CHANGED: dict[tuple[str, str], list[str]] = {}
 
 # Untracked files that look like secrets never go into a snapshot commit: snapshot refs
 # are pushed to teammates, and an untracked `.env` or key is there precisely because it
@@ -87,9 +89,11 @@ def commit_worktree(
     with _head_index(root, head) as env:
         # Seeding from HEAD keeps tracked files that match an ignore pattern, as
         # `git commit -a` would; `add -A` then records edits, deletions and new files.
-        others = _others(root, env)
-        withheld = [name for name in others if looks_secret(name)]
         run_git(root, "add", "-A", env=env)
+        # What `add -A` changed against HEAD: an added path is one git saw untracked.
+        changes = _index_changes(root, env, head)
+        others = sorted(path for path, status in changes.items() if status == "A")
+        withheld = [name for name in others if looks_secret(name)]
         if withheld:
             run_git(
                 root,
@@ -124,8 +128,24 @@ def commit_worktree(
         root, *args, "-F", "-", tree, input=text.encode(), env=_identity_env(root)
     ).strip()
     _COMMITS[(os.path.realpath(root), commit)] = commit
-    _UNTRACKED[(os.path.realpath(root), commit)] = others
+    key = (os.path.realpath(root), commit)
+    _UNTRACKED[key] = others
+    if parents == ([head] if head else []):
+        secret = set(withheld)
+        _CHANGED[key] = sorted(path for path in changes if path not in secret)
     return commit
+
+
+def _index_changes(root: Path, env: Mapping[str, str], head: str | None) -> dict[str, str]:
+    """Path -> status letter (A, M, D, T) of each index entry that differs from HEAD."""
+    if head is None:  # no commit yet: every entry is new
+        listed = run_git_bytes(root, "ls-files", "-z", env=env)
+        return {os.fsdecode(raw): "A" for raw in listed.split(b"\0") if raw}
+    out = run_git_bytes(
+        root, "diff-index", "-z", "--cached", "--no-renames", "--name-status", head, env=env
+    )
+    fields = [os.fsdecode(raw) for raw in out.split(b"\0")]
+    return {fields[i + 1]: fields[i][:1] for i in range(0, len(fields) - 1, 2) if fields[i]}
 
 
 def _tree_entries(root: Path, sha: str) -> dict[str, Entry]:
@@ -320,10 +340,15 @@ def uncommitted_files(root: Path, commit: str | None = None) -> list[str]:
     """The files whose working-tree state differs from HEAD: edited, new or deleted.
 
     Given `commit`, a `commit_worktree` commit of that working tree (whose parent
-    is HEAD), git compares it with its parent in one process instead of the
-    working tree being hashed again.
+    is HEAD), the answer is what that commit saw when this process made it, else
+    git compares it with its parent in one process; the working tree is not hashed
+    again. Files the commit holds that are not in the working tree (its manifest)
+    may be named too.
     """
     if commit:
+        remembered = _CHANGED.get((os.path.realpath(root), commit))
+        if remembered is not None:
+            return list(remembered)
         out = run_git_bytes(
             root,
             "diff-tree",

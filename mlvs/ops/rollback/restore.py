@@ -160,9 +160,11 @@ def rollback(
 
     with state_lock(paths):
         recover_interrupted(paths)
-        target = show_snapshot(paths, name)  # it may have changed while we waited for the lock
+        refs = dict(list_snapshot_refs(paths.root))
+        if refs.get(name) != target.commit:
+            target = show_snapshot(paths, name)  # it moved while we waited for the lock
         assert target.commit is not None
-        auto_name = auto_snapshot_name(name, {n for n, _ in list_snapshot_refs(paths.root)})
+        auto_name = auto_snapshot_name(name, set(refs))
         journal = Journal(paths)
         journal.begin(
             "rollback",

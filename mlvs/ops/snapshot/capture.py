@@ -7,7 +7,6 @@ import os
 import platform
 import sys
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +98,9 @@ def _environment(paths: ProjectPaths) -> Environment:
             return Environment.from_dict(cached["environment"], str(remembered))
     except (OSError, ValueError, AttributeError, KeyError, IntegrityError):
         pass  # only a cache: look the versions up again
+
+    # deferred: importlib.metadata (with zipfile and email) costs ~6 ms, paid only on a cache miss
+    from importlib import metadata
 
     packages: dict[str, str | None] = {}
     for name in PACKAGES:
