@@ -250,7 +250,12 @@ def recovery_text(interrupted: RecoveryReport, outcome: RecoveryOutcome) -> str:
     if not outcome.before:
         lines.append("healthy: nothing to repair")
     lines += [f"  repaired {repair.artifact} from {repair.rung}" for repair in outcome.repairs]
-    lines += [f"  still wrong: {finding}" for finding in outcome.after]
+    # Recovery has just tried every rung on these: running it again would not help.
+    lines += [
+        f"  still wrong: {finding}; no rung could repair it: roll back to a snapshot that "
+        "verifies (`mlvs rollback NAME`) or rebuild it (`mlvs pipeline`)"
+        for finding in outcome.after
+    ]
     if outcome.evidence:
         lines.append(f"damaged files kept in {Path(outcome.evidence[0]).parent}")
     return "\n".join(lines)

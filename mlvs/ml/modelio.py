@@ -13,7 +13,7 @@ import json
 import re
 import zipfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -52,13 +52,15 @@ class ModelCard(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
     model_sha256: _SHA256
-    model_file: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    # A file name beside the card, never a path: a card is read from snapshots others made.
+    model_file: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$")]
 
 
 class GoldenPredictions(BaseModel):
     """`golden_predictions.json`: input rows and the exact probabilities the model gave them."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # No NaN or infinity in a row: the model cannot score one, and it never wrote one.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     model_sha256: _SHA256
     rows: Annotated[
         list[Annotated[dict[str, _CELL], Field(max_length=MAX_COLUMNS)]],
@@ -162,24 +164,63 @@ def save_model(
     return SavedModel(sha256=digest, size=len(payload))
 
 
+_Document = TypeVar("_Document", bound=BaseModel)
+
+
+class _Unusable(ValueError):
+    """Raised when bytes are not a document of the schema asked for: "is unreadable (why)"."""
+
+    def __init__(self, state: str, detail: str) -> None:
+        super().__init__(f"is {state} ({detail})")
+        self.detail = detail
+
+
+def _parse(payload: bytes, schema: type[_Document]) -> _Document:
+    """`payload` read as JSON and checked field by field against `schema`."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise _Unusable("unreadable", str(exc)) from None
+    try:
+        return schema.model_validate(document)
+    except ValidationError as exc:
+        raise _Unusable("malformed", _schema_problem(exc)) from None
+
+
+def card_problem(payload: bytes) -> str | None:
+    """What makes `payload` no model card ("is malformed (...)"), or None when it is one."""
+    try:
+        _parse(payload, ModelCard)
+    except _Unusable as problem:
+        return str(problem)
+    return None
+
+
+def golden_problem(payload: bytes) -> str | None:
+    """What makes `payload` no golden predictions file, or None when it is one."""
+    try:
+        _parse(payload, GoldenPredictions)
+    except _Unusable as problem:
+        return str(problem)
+    return None
+
+
 def read_card(paths: ProjectPaths) -> dict[str, Any]:
     """The model card, refusing a missing, unreadable or malformed one."""
     try:
-        document = json.loads(paths.model_card.read_text(encoding="utf-8"))
+        payload = paths.model_card.read_bytes()
     except FileNotFoundError:
         raise IntegrityError(
             f"{paths.model_card.name} is missing; run `mlvs recover` or `mlvs pipeline`"
         ) from None
-    except (ValueError, OSError, RecursionError) as exc:
+    except OSError as exc:
         raise IntegrityError(
             f"{paths.model_card.name} is unreadable ({exc}); run `mlvs recover`"
         ) from None
     try:
-        return ModelCard.model_validate(document).model_dump()
-    except ValidationError as exc:
-        raise IntegrityError(
-            f"{paths.model_card.name} is malformed ({_schema_problem(exc)}); run `mlvs recover`"
-        ) from None
+        return _parse(payload, ModelCard).model_dump()
+    except _Unusable as problem:
+        raise IntegrityError(f"{paths.model_card.name} {problem}; run `mlvs recover`") from None
 
 
 def load_verified_model(paths: ProjectPaths, expected_sha256: str | None = None) -> Any:
@@ -224,17 +265,21 @@ def golden_mismatches(model: Any, paths: ProjectPaths) -> list[str]:
     import pandas as pd
 
     try:
-        golden = GoldenPredictions.model_validate(
-            json.loads(paths.golden.read_text(encoding="utf-8"))
-        )
-    except (OSError, ValueError, RecursionError) as exc:
-        problem = _schema_problem(exc) if isinstance(exc, ValidationError) else str(exc)
-        return [f"golden predictions unreadable ({problem})"]
+        golden = _parse(paths.golden.read_bytes(), GoldenPredictions)
+    except OSError as exc:
+        return [f"golden predictions unreadable ({exc})"]
+    except _Unusable as problem:
+        return [f"golden predictions unreadable ({problem.detail})"]
 
-    rows = pd.DataFrame(golden.rows)
     expected = np.array([float(p) for p in golden.churn_probability])
-    actual = model.predict_proba(rows)[:, 1]
+    try:
+        actual = model.predict_proba(pd.DataFrame(golden.rows))[:, 1]
+    except Exception as exc:  # pandas and scikit-learn raise many kinds on rows they cannot score
+        return [
+            f"golden predictions file holds rows the model cannot score "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ]
     return [
-        f"golden row {i}: expected {expected[i]!r}, got {float(actual[i])!r}"
+        f"golden row {i}: expected {float(expected[i])!r}, got {float(actual[i])!r}"
         for i in np.flatnonzero(expected != actual)
     ]

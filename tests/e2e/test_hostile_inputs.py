@@ -1,10 +1,12 @@
 """Hostile inputs: paths and hashes from files others can write never lead mlvs outside the project.
 
 Each test plants one hostile value in a manifest, `dvc.lock`, a `.dvc` file, a
-`.dir` object (in the cache or on the remote), the journal or the incident
-catalog, with a sentinel file beside the workspace. The command must refuse with
-exit code 2 and one line naming the source, and leave everything outside the
-workspace exactly as it was.
+`.dir` object (in the cache or on the remote), the journal, the incident catalog,
+or the model card or golden predictions of a snapshot fetched from a teammate's
+clone, with a sentinel file beside the workspace. The command must refuse with
+exit code 2 and one line naming the source (or, for `verify` and `recover`, name
+it in one finding and exit 1), and leave everything outside the workspace exactly
+as it was.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import clean_env, copy_workspace, git, mlvs
+from conftest import clean_env, copy_workspace, git, mlvs, tree_hashes
 
 pytestmark = pytest.mark.slow
 
@@ -411,3 +413,226 @@ def test_a_hostile_ref_fetched_from_a_second_clone_is_refused_and_the_rest_still
     assert listed.returncode == 0, listed.stderr
     assert [m["name"] for m in json.loads(listed.stdout)] == ["first"]
     assert "evil" in listed.stderr
+
+
+CARD = "models/model_card.json"
+GOLDEN = "models/golden_predictions.json"
+
+
+def _object(store: Path, md5: str, suffix: str = "") -> Path:
+    return store / md5[:2] / f"{md5[2:]}{suffix}"
+
+
+def plant_model_file(ws: Path, teammate: Path, name: str, path: str, payload: bytes) -> None:
+    """In `teammate`'s clone, snapshot `name`: `first` with `path` (under models/) holding `payload`.
+
+    Both the manifest and the commit's `dvc.lock` record the new bytes, and the objects
+    are pushed where a teammate's `dvc push` puts them: the shared DVC remote.
+    """
+    stores = _store_dirs(ws)
+    commit = git(teammate, "rev-parse", REF + "first").strip()
+    document = json.loads(git(teammate, "show", f"{commit}:{MANIFEST}"))
+    lock = yaml.safe_load(git(teammate, "show", f"{commit}:dvc.lock"))
+    models = document["outputs"]["models"]
+    entries = json.loads(_object(stores["cache"], models["md5"][:-4], ".dir").read_bytes())
+    md5 = hashlib.md5(payload).hexdigest()
+    for entry in entries:
+        if entry["relpath"] == path.removeprefix("models/"):
+            entry["md5"] = md5
+    listing = json.dumps(entries, sort_keys=True).encode()
+    dir_md5 = hashlib.md5(listing).hexdigest()
+    for location, data in (
+        (_object(stores["remote"], md5), payload),
+        (_object(stores["remote"], dir_md5, ".dir"), listing),
+    ):
+        location.parent.mkdir(parents=True, exist_ok=True)
+        location.write_bytes(data)
+    size = models["size"] - document["files"][path]["size"] + len(payload)
+    document["files"][path] = {
+        "md5": md5,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "size": len(payload),
+        "output": "models",
+    }
+    models.update(md5=f"{dir_md5}.dir", size=size)
+    document["name"] = name
+    for spec in lock["stages"].values():
+        for out in spec.get("outs") or []:
+            if out["path"] == "models":
+                out.update(md5=f"{dir_md5}.dir", size=size)
+    env = _git_env(teammate, teammate.parent / "index")
+
+    def plumbing(*args: str, text: str | None = None) -> str:
+        return subprocess.run(
+            ["git", *args],
+            cwd=teammate,
+            env=env,
+            input=text,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    manifest = plumbing("hash-object", "-w", "--stdin", text=json.dumps(document, indent=2))
+    locked = plumbing("hash-object", "-w", "--stdin", text=yaml.safe_dump(lock, sort_keys=False))
+    plumbing("read-tree", commit)
+    plumbing("update-index", "--add", "--cacheinfo", f"100644,{manifest},{MANIFEST}")
+    plumbing("update-index", "--add", "--cacheinfo", f"100644,{locked},dvc.lock")
+    planted = plumbing("commit-tree", plumbing("write-tree"), "-p", commit, "-m", "planted")
+    plumbing("update-ref", REF + name, planted)
+    (teammate.parent / "index").unlink()
+
+
+def fetch_from_teammate(ws: Path, tmp_path: Path, path: str, payload: bytes) -> None:
+    """A teammate's clone makes snapshot `evil` with `payload` at `path`; `git fetch` brings it."""
+    teammate = tmp_path / "teammate"
+    subprocess.run(["git", "clone", "-q", str(ws), str(teammate)], check=True, env=clean_env(ws))
+    git(teammate, "fetch", "-q", "origin", f"{REF}*:{REF}*")
+    plant_model_file(ws, teammate, "evil", path, payload)
+    git(ws, "fetch", "-q", str(teammate), f"{REF}evil:{REF}evil")
+
+
+def _good(ws: Path, path: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((ws / path).read_text())
+    return document
+
+
+def _card(**fields: Any) -> Callable[[Path], bytes]:
+    return lambda ws: json.dumps({**_good(ws, CARD), **fields}).encode()
+
+
+def _golden(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], bytes]:
+    def payload(ws: Path) -> bytes:
+        document = _good(ws, GOLDEN)
+        change(document)
+        return json.dumps(document).encode()
+
+    return payload
+
+
+def _every_number(value: float) -> Callable[[dict[str, Any]], None]:
+    def change(document: dict[str, Any]) -> None:
+        for row in document["rows"]:
+            for key, cell in row.items():
+                if isinstance(cell, int | float) and not isinstance(cell, bool):
+                    row[key] = value
+
+    return change
+
+
+# Model files a snapshot may carry that `verify` could never accept: rollback refuses them.
+MALFORMED_MODEL_FILES: dict[str, tuple[str, Callable[[Path], bytes]]] = {
+    "card-is-a-list": (CARD, lambda ws: b"[]"),
+    "card-sha256-not-hex": (CARD, _card(model_sha256="z" * 64)),
+    "card-names-a-file-outside": (CARD, _card(model_file="../../victim")),
+    "card-nested-too-deep": (CARD, lambda ws: b"[" * 100_000 + b"]" * 100_000),
+    "card-not-utf8": (CARD, lambda ws: b"\xff\xfe{\x00"),
+    "golden-empty-object": (GOLDEN, lambda ws: b"{}"),
+    "golden-nan-in-rows": (GOLDEN, _golden(_every_number(float("nan")))),
+    "golden-too-many-rows": (
+        GOLDEN,
+        _golden(
+            lambda d: d.update(rows=d["rows"][:1] * 10_001, churn_probability=["0.5"] * 10_001)
+        ),
+    ),
+}
+
+# Well-formed golden files whose rows the model cannot score: only loading the model tells.
+UNSCORABLE_GOLDEN: dict[str, Callable[[Path], bytes]] = {
+    "wrong-columns": _golden(lambda d: d.update(rows=[{"x": 1} for _ in d["rows"]])),
+    "huge-integers": _golden(_every_number(10**400)),
+    "huge-floats": _golden(_every_number(1e308)),
+}
+
+
+def _models_state(ws: Path) -> dict[str, str]:
+    return {k: v for k, v in tree_hashes(ws).items() if k.startswith(("models/", "dvc.lock"))}
+
+
+def _one_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The one `mlvs: error:` line of a command that exited with `code`, with no traceback."""
+    output = result.stdout + result.stderr
+    assert result.returncode == code, output
+    assert "Traceback" not in output, output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mlvs: error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("attack", sorted(MALFORMED_MODEL_FILES))
+def test_a_malformed_model_file_fetched_from_a_second_clone_is_refused_by_rollback(
+    ws: Path, tmp_path: Path, attack: str
+) -> None:
+    path, payload = MALFORMED_MODEL_FILES[attack]
+    fetch_from_teammate(ws, tmp_path, path, payload(ws))
+    before, models, status = (
+        outside_state(tmp_path),
+        _models_state(ws),
+        git(ws, "status", "--porcelain"),
+    )
+
+    shown = mlvs(ws, "snapshot", "show", "evil")  # reads the manifest only, never a model file
+    assert shown.returncode == 0 and "evil" in shown.stdout, shown.stderr
+    line = _one_error(mlvs(ws, "rollback", "evil"), 2)
+    assert path in line and "nothing was changed" in line, line
+    assert _models_state(ws) == models
+    assert git(ws, "status", "--porcelain") == status
+    for command in ("verify", "recover"):
+        after = mlvs(ws, command)
+        assert after.returncode == 0, after.stdout + after.stderr
+    assert outside_state(tmp_path) == before
+    assert (tmp_path / "victim").read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("attack", sorted(UNSCORABLE_GOLDEN))
+def test_a_golden_file_the_model_cannot_score_is_one_finding_of_verify_and_recover(
+    ws: Path, tmp_path: Path, attack: str
+) -> None:
+    payload = UNSCORABLE_GOLDEN[attack](ws)
+    fetch_from_teammate(ws, tmp_path, GOLDEN, payload)
+    before = outside_state(tmp_path)
+
+    rolled = mlvs(ws, "rollback", "evil", "--json")  # the recorded bytes land, verified as bytes
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    undo = json.loads(rolled.stdout)["automatic_snapshot"]
+    for command in ("verify", "recover"):
+        result = mlvs(ws, command)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+        named = [line for line in result.stdout.splitlines() if "golden predictions" in line]
+        assert len(named) == 1 and "cannot score" in named[0], result.stdout
+    assert (ws / GOLDEN).read_bytes() == payload  # recover neither hid nor replaced it
+
+    back = mlvs(ws, "rollback", undo)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert mlvs(ws, "verify").returncode == 0
+    assert outside_state(tmp_path) == before
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_recover_repairs_what_it_can_and_names_what_it_cannot(ws: Path, tmp_path: Path) -> None:
+    """Three faults at once: a corrupted data file and a deleted model, both in the DVC cache,
+    and a golden file the model cannot score that `dvc.lock` itself records (no good copy exists)."""
+    fetch_from_teammate(ws, tmp_path, GOLDEN, UNSCORABLE_GOLDEN["wrong-columns"](ws))
+    assert mlvs(ws, "rollback", "evil").returncode == 0
+    raw, model = ws / "data" / "raw" / "customer_data.csv", ws / "models" / "model.skops"
+    good = {raw: _sha256(raw), model: _sha256(model)}
+    raw.write_bytes(raw.read_bytes()[:-200] + b"garbage\n")
+    model.unlink()
+    before = outside_state(tmp_path)
+
+    result = mlvs(ws, "recover")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert {path: _sha256(path) for path in good} == good  # checked by the test, not by mlvs
+    assert "repaired data/raw/customer_data.csv from dvc_cache" in result.stdout, result.stdout
+    assert "repaired models/model.skops from dvc_cache" in result.stdout, result.stdout
+    remaining = [line for line in result.stdout.splitlines() if "still wrong" in line]
+    assert len(remaining) == 1, result.stdout
+    assert "golden predictions" in remaining[0] and "cannot score" in remaining[0]
+    assert "mlvs rollback NAME" in remaining[0] and "mlvs pipeline" in remaining[0]
+    assert outside_state(tmp_path) == before
+    assert (tmp_path / "victim").read_text() == "precious\n"

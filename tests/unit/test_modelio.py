@@ -217,6 +217,7 @@ def test_skops_archive_with_untrusted_types_is_refused(paths: ProjectPaths) -> N
         ("{}", "model_sha256"),
         ('{"model_sha256": "1 OR 1", "model_file": "model.skops"}', "model_sha256"),
         ('{"model_sha256": "' + "a" * 64 + '", "model_file": 7}', "model_file"),
+        ('{"model_sha256": "' + "a" * 64 + '", "model_file": "../../victim"}', "model_file"),
     ],
 )
 def test_a_malformed_model_card_is_refused_in_one_line_naming_the_field(
@@ -245,6 +246,12 @@ def test_a_malformed_model_card_is_refused_in_one_line_naming_the_field(
             '{"model_sha256": "' + "a" * 64 + '", "rows": [[1]], "churn_probability": ["1"]}',
             "rows.0",
         ),
+        (
+            '{"model_sha256": "'
+            + "a" * 64
+            + '", "rows": [{"x": NaN}], "churn_probability": ["1"]}',
+            "rows.0.x",
+        ),
     ],
 )
 def test_a_malformed_golden_file_is_a_finding_not_a_traceback(
@@ -255,3 +262,13 @@ def test_a_malformed_golden_file_is_a_finding_not_a_traceback(
     paths.golden.write_text(golden)
     (problem,) = golden_mismatches(object(), paths)
     assert problem.startswith("golden predictions unreadable (") and field in problem, problem
+
+
+def test_golden_rows_the_model_cannot_score_are_a_finding_not_a_traceback(tmp_path: Path) -> None:
+    paths = ProjectPaths(tmp_path)
+    paths.models.mkdir()
+    paths.golden.write_text(
+        '{"model_sha256": "' + "a" * 64 + '", "rows": [{"x": 1}], "churn_probability": ["0.5"]}'
+    )
+    (problem,) = golden_mismatches(object(), paths)  # has no predict_proba: it cannot score
+    assert "cannot score" in problem and "AttributeError" in problem, problem

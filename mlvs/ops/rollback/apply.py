@@ -19,10 +19,12 @@ from mlvs._io import (
 from mlvs.backends.dvc.hashcache import HashCache, Identity, file_identity, landed_identity
 from mlvs.backends.dvc.objects import TEMP_SUFFIX, ObjectStore
 from mlvs.backends.dvc.outputs import output_files
+from mlvs.backends.git.refs import SNAPSHOT_REF_PREFIX
 from mlvs.backends.git.restore import restore_worktree
 from mlvs.backends.mlflow.registry import read_registry, set_aliases
-from mlvs.errors import IntegrityError, storage_failure
+from mlvs.errors import BadInputError, IntegrityError, storage_failure
 from mlvs.logs import get_logger
+from mlvs.ml.modelio import card_problem, golden_problem
 from mlvs.ops.rollback.plan import CACHE, REMOTE, FileChange, _git_differences, _Plan
 from mlvs.ops.snapshot.manifest import FileEntry, Manifest
 from mlvs.paths import ProjectPaths
@@ -72,9 +74,30 @@ def _stage(
                     "in both the DVC cache and the DVC remote; nothing was changed. Restore the object "
                     "(e.g. `dvc fetch` from another remote) and try again"
                 )
+        _refuse_unusable(paths, target, change.path, temporary)
         staged[change.path] = _Staged(temporary, os.stat(temporary))
         sources.append(FileChange(change.path, change.part, "write", source))
     return staged, sources
+
+
+def _refuse_unusable(paths: ProjectPaths, target: Manifest, path: str, staged: Path) -> None:
+    """Refuse a model card or golden file that `verify` could never accept, before anything lands.
+
+    Its bytes match the manifest, but a fetched snapshot's manifest is anyone's: the
+    content itself is checked field by field, so that "verified" is never said of a
+    state that `verify` would call broken.
+    """
+    checks = {
+        paths.model_card.relative_to(paths.root).as_posix(): card_problem,
+        paths.golden.relative_to(paths.root).as_posix(): golden_problem,
+    }
+    check = checks.get(path)
+    problem = check(staged.read_bytes()) if check is not None else None
+    if problem is not None:
+        raise BadInputError(
+            f"{path} of snapshot {target.name!r} {problem}; nothing was changed. Ask whoever made "
+            f"the snapshot to take it again, or delete it (git update-ref -d {SNAPSHOT_REF_PREFIX}{target.name})"
+        )
 
 
 def _copy_making_room(
