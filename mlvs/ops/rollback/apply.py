@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import secrets
 import shutil
@@ -24,7 +25,6 @@ from mlvs.backends.git.restore import restore_worktree
 from mlvs.backends.mlflow.registry import read_registry, set_aliases
 from mlvs.errors import BadInputError, IntegrityError, storage_failure
 from mlvs.logs import get_logger
-from mlvs.ml.modelio import card_problem, golden_problem
 from mlvs.ops.rollback.plan import CACHE, REMOTE, FileChange, _git_differences, _Plan
 from mlvs.ops.snapshot.manifest import FileEntry, Manifest
 from mlvs.paths import ProjectPaths
@@ -80,6 +80,9 @@ def _stage(
     return staged, sources
 
 
+_MODEL_FILES = "mlvs.ml.modelio"
+
+
 def _refuse_unusable(paths: ProjectPaths, target: Manifest, path: str, staged: Path) -> None:
     """Refuse a model card or golden file that `verify` could never accept, before anything lands.
 
@@ -88,11 +91,15 @@ def _refuse_unusable(paths: ProjectPaths, target: Manifest, path: str, staged: P
     state that `verify` would call broken.
     """
     checks = {
-        paths.model_card.relative_to(paths.root).as_posix(): card_problem,
-        paths.golden.relative_to(paths.root).as_posix(): golden_problem,
+        paths.model_card.relative_to(paths.root).as_posix(): "card_problem",
+        paths.golden.relative_to(paths.root).as_posix(): "golden_problem",
     }
     check = checks.get(path)
-    problem = check(staged.read_bytes()) if check is not None else None
+    if check is None:
+        return
+    # The checks' module brings pydantic and the model types (~0.1 s): it is imported
+    # only by a rollback that stages one of these files, not by every rollback.
+    problem = getattr(importlib.import_module(_MODEL_FILES), check)(staged.read_bytes())
     if problem is not None:
         raise BadInputError(
             f"{path} of snapshot {target.name!r} {problem}; nothing was changed. Ask whoever made "
