@@ -1,10 +1,21 @@
 # mlvs: `make run` and `make test` set everything up by themselves on a fresh clone.
-# The virtual environment is built once (again only when pyproject.toml changes).
+# The virtual environment holds exactly what uv.lock says; it is built once, and again
+# only when pyproject.toml or uv.lock changes.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# uv installs the environment; it comes from PyPI, in a small venv of its own beside the
+# project's packages, because `uv sync` removes whatever the lock does not name from the
+# environment it syncs (uv itself included, were it installed there).
+UV_VERSION := 0.13.9
+UV_HOME    := $(VENV)/.uv
+UV         := $(UV_HOME)/bin/uv
+UV_STAMP   := $(UV_HOME)/.uv-$(UV_VERSION)
+# The environment uv syncs is .venv whatever the caller's shell says, and its Python is
+# the one given here: uv never downloads an interpreter of its own.
+UV_ENV     := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never
 # `:=`, not `?=`: some shells export HOST as the machine's name, and the servers must
 # stay on loopback unless asked otherwise on the command line (make ui HOST=...).
 HOST   := 127.0.0.1
@@ -17,19 +28,32 @@ KERNEL_PREFIX ?= $(abspath $(VENV))
 LAB_AS_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run lint test bench fuzz demo golden lab ui clean
+.PHONY: help setup lock run lint test bench fuzz demo golden lab ui clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+$(UV_STAMP):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "mlvs needs Python 3.11 or newer"'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -rf $(UV_HOME)
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@touch $(UV_STAMP)
+
+# A lock that no longer matches pyproject.toml stops here, in one line, before anything is
+# installed; `--offline`: that comparison needs no index.
+$(STAMP): pyproject.toml uv.lock | $(UV_STAMP)
+	@out=$$($(UV_ENV) $(UV) lock --check --offline 2>&1) || { case "$$out" in \
+	    *"needs to be updated"*) echo "uv.lock is out of date with pyproject.toml: run \`make lock\` and commit uv.lock" >&2 ;; \
+	    *) echo "$$out" >&2 ;; esac; exit 1; }
+	$(PYTHON) -m venv --without-pip $(VENV)
+	$(UV_ENV) $(UV) sync --frozen --extra dev --python $(BIN)/python --quiet
 	@touch $(STAMP)
 
-setup: $(STAMP) ## Create the virtual environment (once)
+setup: $(STAMP) ## Create the virtual environment from uv.lock (once)
+
+lock: $(UV_STAMP) ## Resolve pyproject.toml's dependencies again into uv.lock
+	$(UV_ENV) $(UV) lock
 
 run: $(STAMP) ## Set up, then run the pipeline (prepare -> train) on the embedded default
 	$(BIN)/mlvs pipeline
@@ -66,6 +90,7 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over the project's runs
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(UI_PORT) --workers 1
 
-clean: ## Remove executed reports and caches (keeps data, models, the MLflow store and the venv)
+clean: ## Remove executed reports, caches and the venv (keeps data, models and the MLflow store)
 	rm -rf reports/*.ipynb reports/*.html .pytest_cache .hypothesis .ruff_cache .mypy_cache .import_linter_cache
+	rm -rf $(VENV)
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
