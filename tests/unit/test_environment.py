@@ -6,6 +6,7 @@ import ast
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tomllib
@@ -55,6 +56,59 @@ def test_environment_yml_lists_the_same_requirements_as_pyproject() -> None:
     )
 
 
+def uv_lock() -> dict:
+    return tomllib.loads((REPO / "uv.lock").read_text())
+
+
+def declared_requirements() -> list[Requirement]:
+    """pyproject's runtime dependencies, then its `dev` extra (marked as uv records an extra)."""
+    project = pyproject()["project"]
+    dev = project["optional-dependencies"]["dev"]
+    return [Requirement(r) for r in project["dependencies"]] + [
+        Requirement(f'{r}; extra == "dev"') for r in dev
+    ]
+
+
+def locked_project(lock: dict) -> dict:
+    (package,) = [p for p in lock["package"] if p["source"] == {"editable": "."}]
+    return package
+
+
+def test_uv_lock_records_the_requirements_pyproject_declares() -> None:
+    recorded = [
+        Requirement(
+            r["name"] + r.get("specifier", "") + (f"; {r['marker']}" if "marker" in r else "")
+        )
+        for r in locked_project(uv_lock())["metadata"]["requires-dist"]
+    ]
+    assert requirement_set([str(r) for r in recorded]) == requirement_set(
+        [str(r) for r in declared_requirements()]
+    )
+
+
+def test_uv_lock_pins_every_dependency_at_a_version_its_specifier_allows() -> None:
+    lock = uv_lock()
+    assert locked_project(lock)["name"] == pyproject()["project"]["name"]
+    versions: dict[str, list[str]] = {}
+    for package in lock["package"]:
+        versions.setdefault(canonicalize_name(package["name"]), []).append(package["version"])
+    for requirement in declared_requirements():
+        pinned = versions.get(canonicalize_name(requirement.name), [])
+        assert pinned, f"{requirement.name} is not in uv.lock: run `make lock`"
+        # One version per Python range at most (numpy, for one): each must satisfy pyproject.
+        for version in pinned:
+            assert requirement.specifier.contains(version, prereleases=True), (requirement, version)
+
+
+def test_every_locked_package_comes_from_pypi_with_hashes() -> None:
+    for package in uv_lock()["package"]:
+        if package["source"] == {"editable": "."}:
+            continue
+        assert package["source"] == {"registry": "https://pypi.org/simple"}, package["name"]
+        files = package.get("wheels", []) + ([package["sdist"]] if "sdist" in package else [])
+        assert files and all(f["hash"].startswith("sha256:") for f in files), package["name"]
+
+
 @pytest.mark.parametrize("tool", ["ruff", "mypy", "import-linter", "pre-commit"])
 def test_the_dev_extra_brings_the_linters_with_a_lower_bound(tool: str) -> None:
     dev = [Requirement(line) for line in pyproject()["project"]["optional-dependencies"]["dev"]]
@@ -97,6 +151,7 @@ def makefile_dir(tmp_path: Path) -> Path:
     """The Makefile alone in a scratch directory, so make cannot touch the checkout."""
     shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
     (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "uv.lock").write_text("")
     return tmp_path
 
 
@@ -146,6 +201,55 @@ def test_make_test_lints_first(makefile_dir: Path) -> None:
     assert max(positions) < tests, commands
 
 
+def test_setup_installs_exactly_the_lock_with_uv_from_pypi_outside_the_synced_env(
+    makefile_dir: Path,
+) -> None:
+    commands = make(makefile_dir, "-n", "-B", ".venv/.installed").splitlines()
+    (bootstrap,) = [c for c in commands if "pip install" in c]
+    assert re.search(r"\buv==\d+\.\d+\.\d+\b", bootstrap), bootstrap
+    # `uv sync` removes what the lock does not name: uv must not live in .venv's own packages.
+    assert not bootstrap.startswith(".venv/bin/"), bootstrap
+    (sync,) = [c for c in commands if " sync " in c]
+    assert "--frozen" in sync and "--extra dev" in sync, sync
+    assert not any("pip install" in c and "-e" in c.split() for c in commands), commands
+
+
+def test_make_lock_runs_uv_lock(makefile_dir: Path) -> None:
+    commands = make(makefile_dir, "-n", "lock").splitlines()
+    assert any(re.search(r"/uv lock$", c) for c in commands), commands
+
+
+@pytest.mark.skipif(
+    not (REPO / ".venv" / ".uv" / "bin" / "uv").is_file(),
+    reason="the environment was not made by make",
+)
+def test_a_lock_out_of_date_with_pyproject_stops_make_in_one_line(tmp_path: Path) -> None:
+    for name in ("Makefile", "uv.lock", "pyproject.toml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    (tmp_path / ".venv").mkdir()
+    # The project's own uv tool, so that nothing is fetched.
+    (tmp_path / ".venv" / ".uv").symlink_to(REPO / ".venv" / ".uv")
+    stale = (tmp_path / "pyproject.toml").read_text().replace('"click>=8.1"', '"click>=8.1.3"')
+    (tmp_path / "pyproject.toml").write_text(stale)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-s", "setup"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("make:")]
+    assert len(errors) == 1 and "make lock" in errors[0], result.stderr
+    assert not (tmp_path / ".venv" / ".installed").exists()
+
+
+def test_make_clean_removes_the_venv(makefile_dir: Path) -> None:
+    assert "rm -rf .venv" in make(makefile_dir, "-n", "clean").splitlines()
+
+
 def test_pre_commit_runs_the_linters_from_the_project_environment() -> None:
     config = yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())
     hooks = {hook["id"]: hook for repo in config["repos"] for hook in repo["hooks"]}
@@ -164,6 +268,88 @@ def test_ci_runs_make_test() -> None:
     ]
     assert "make test" in commands
     assert os.access(script, os.X_OK)
+
+
+WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
+
+
+def workflow_jobs() -> dict:
+    return yaml.safe_load(WORKFLOW.read_text())["jobs"]
+
+
+def run_lines(job: dict) -> list[str]:
+    """Each command line of the job's `run:` steps."""
+    return [
+        line.strip()
+        for step in job["steps"]
+        for line in step.get("run", "").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_the_workflow_runs_what_ci_run_runs() -> None:
+    script = [
+        line.strip()
+        for line in (REPO / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))
+    ]
+    commands = [line for job in workflow_jobs().values() for line in run_lines(job)]
+    assert script and set(script) <= set(commands), (script, commands)
+    # What `make test` installs on the machine is a step of its own, as in `make test`.
+    assert ".ci/system-deps" in commands
+    assert ".ci/system-deps" in make_recipe("test")
+
+
+def make_recipe(target: str) -> list[str]:
+    lines = (REPO / "Makefile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    return recipe
+
+
+def test_the_workflow_tests_python_3_11_and_3_12() -> None:
+    (job,) = [j for j in workflow_jobs().values() if "make test" in run_lines(j)]
+    assert job["runs-on"] == "ubuntu-latest"
+    assert {"3.11", "3.12"} <= {str(v) for v in job["strategy"]["matrix"]["python-version"]}
+    (setup,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@")]
+    assert setup["with"]["python-version"] == "${{ matrix.python-version }}"
+
+
+def test_every_workflow_job_keeps_the_uv_cache_keyed_on_the_lock() -> None:
+    for name, job in workflow_jobs().items():
+        caches = [s for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")]
+        assert caches, name
+        assert "~/.cache/uv" in caches[0]["with"]["path"], name
+        assert "hashFiles('uv.lock')" in caches[0]["with"]["key"], name
+
+
+def notebook_parameters(notebook: Path) -> set[str]:
+    tree = ast.parse(source(parameters_cells(notebook)[0]))
+    return {s.targets[0].id for s in tree.body if isinstance(s, ast.Assign)}
+
+
+def test_the_notebook_job_injects_parameters_the_notebooks_declare() -> None:
+    batch = [
+        (job, line)
+        for job in workflow_jobs().values()
+        for line in run_lines(job)
+        if ".ipynb" in line and " -p " in f" {line} "
+    ]
+    assert batch, "no notebook runs with injected parameters"
+    for _, line in batch:
+        words = shlex.split(line)
+        (notebook,) = [w for w in words if w.endswith(".ipynb")]
+        names = [words[i + 1] for i, w in enumerate(words) if w in ("-p", "--parameters")]
+        assert names and set(names) <= notebook_parameters(REPO / notebook), (line, names)
+    for job in {id(job): job for job, _ in batch}.values():
+        uploads = [
+            s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")
+        ]
+        assert uploads and "reports/*.ipynb" in uploads[0]["with"]["path"]
 
 
 # --- .gitignore ---------------------------------------------------------------------
@@ -188,7 +374,14 @@ def ignored(repo: Path, path: str) -> bool:
 
 
 @pytest.mark.parametrize(
-    "path", [".venv/bin/python", "mlflow.db", "mlartifacts/1/model.pkl", ".mlvs/logs/mlvs.log"]
+    "path",
+    [
+        ".venv/bin/python",
+        ".venv/.uv/bin/uv",
+        "mlflow.db",
+        "mlartifacts/1/model.pkl",
+        ".mlvs/logs/mlvs.log",
+    ],
 )
 def test_gitignore_keeps_runtime_state_out_of_git(ignore_repo: Path, path: str) -> None:
     assert ignored(ignore_repo, path)
