@@ -27,6 +27,7 @@ from mlvs.backends.git.tree import (
     untracked_files,
     worktree_blob_hashes,
 )
+from mlvs.backends.mlflow.tracking import git_tags
 from mlvs.errors import BadInputError, ExternalToolError, UnknownSnapshotError
 
 IDENTITY = ("-c", "user.name=Test User", "-c", "user.email=test@example.com")
@@ -728,3 +729,35 @@ def test_refs_refuse_an_unsafe_name_before_touching_git(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", GOOD_NAMES)
 def test_an_accepted_name_is_a_valid_git_ref(tmp_path: Path, name: str) -> None:
     assert git_result(tmp_path, "check-ref-format", f"refs/mlvs/snapshots/{name}")[0] == 0
+
+
+# --- the dirty flag of a run --------------------------------------------------------
+
+
+def pipeline_repo(tmp_path: Path) -> Path:
+    return make_repo(
+        tmp_path,
+        {
+            "params/train.yaml": "seed: 1\n",
+            "dvc.lock": "schema: '2.0'\n",
+            "reports/metrics.json": "{}\n",
+            "data/[raw]/file.csv": "a\n",
+        },
+    )
+
+
+def test_what_the_pipeline_writes_does_not_make_a_run_dirty(tmp_path: Path) -> None:
+    root = pipeline_repo(tmp_path)
+    write(root, "dvc.lock", "schema: '2.0'\nstages: {}\n")
+    (root / "reports" / "metrics.json").unlink()  # dvc repro deletes outputs before a stage
+    write(root, "data/[raw]/file.csv", "b\n")
+    generated = ["dvc.lock", "reports", "data/[raw]/file.csv"]
+    assert git_tags(root, generated)["git_dirty"] == "false"
+    assert git_tags(root)["git_dirty"] == "true"
+
+
+def test_an_edited_params_file_makes_a_run_dirty(tmp_path: Path) -> None:
+    root = pipeline_repo(tmp_path)
+    write(root, "params/train.yaml", "seed: 2\n")
+    # A pattern-like generated path must not hide a file it would match as a glob.
+    assert git_tags(root, ["dvc.lock", "reports", "params/*.yaml"])["git_dirty"] == "true"

@@ -161,6 +161,42 @@ def dvc_outputs(paths: ProjectPaths, tracking_files: list[str] | None = None) ->
     return [outputs[p] for p in sorted(outputs)]
 
 
+def pipeline_written(paths: ProjectPaths) -> list[str]:
+    """What the pipeline itself rewrites: `dvc.lock` and every DVC output (metrics included)."""
+    return ["dvc.lock", *(output.path for output in dvc_outputs(paths))]
+
+
+def _stage_dependencies(paths: ProjectPaths, stage: str) -> list[str]:
+    """The `deps` of `stage` in `dvc.yaml`, relative to the root; none for an unknown stage."""
+    root = paths.root
+    pipeline_file = root / "dvc.yaml"
+    document = _dvc_yaml_file(pipeline_file, root) if pipeline_file.is_file() else {}
+    if _uses_templating(document):
+        # deferred: DVC (~0.4 s) is imported only for a templated dvc.yaml
+        from dvc.repo import Repo
+
+        with Repo(str(root)) as repo:
+            return sorted(
+                Path(dep.fs_path).relative_to(root).as_posix()
+                for found in repo.index.stages
+                if getattr(found, "name", None) == stage
+                for dep in found.deps
+            )
+    spec = ((document or {}).get("stages") or {}).get(stage) or {}
+    wdir = str(spec.get("wdir", "."))
+    return sorted(_join(root, wdir, path, "dvc.yaml") for path, _ in _entries(spec.get("deps")))
+
+
+def stage_input_hashes(paths: ProjectPaths, stage: str) -> dict[str, str]:
+    """Dependency path -> MD5 for the inputs of `stage` that `dvc.lock` records as outputs.
+
+    Those are the data a stage reads from the stages before it; by the time it runs,
+    `dvc repro` has written their entries. The stage's code and params are in git.
+    """
+    recorded = lock_hashes(paths)
+    return {dep: recorded[dep] for dep in _stage_dependencies(paths, stage) if dep in recorded}
+
+
 class PartRule:
     """Which part (code, params, data, models) a project file belongs to, as this project says.
 

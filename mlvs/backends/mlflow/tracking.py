@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlvs._io import atomic_write_text
+from mlvs.backends.dvc.outputs import pipeline_written, stage_input_hashes
 from mlvs.backends.git.run import git_answer
 from mlvs.backends.mlflow.registry import read_registry
 from mlvs.backends.mlflow.store import (
@@ -34,7 +35,7 @@ from mlvs.logs import get_logger
 from mlvs.mappings import flatten
 from mlvs.ml.modelio import TRUSTED_TYPES
 from mlvs.ml.params import load_stage
-from mlvs.paths import PACKAGE_DIR, ProjectPaths
+from mlvs.paths import PACKAGE_DIR, STAGE_NOTEBOOKS, ProjectPaths
 
 EXPERIMENT = "mlvs"
 
@@ -78,19 +79,53 @@ def configure(paths: ProjectPaths) -> Any:
     return mlflow
 
 
-def git_tags(root: Path) -> dict[str, str]:
-    """Git commit and dirty flag of the working tree, as MLflow tags."""
+def git_tags(root: Path, generated: Sequence[str] = ()) -> dict[str, str]:
+    """Git commit and dirty flag of the working tree, as MLflow tags.
+
+    `generated`: paths (files or directories, relative to `root`) that the pipeline
+    writes itself. Their changes say nothing about the user's code and parameters, so
+    they do not make the tree dirty: `dvc repro` rewrites `dvc.lock` after each stage
+    and deletes a stage's outputs before running it.
+    """
     commit = git_answer(root, "rev-parse", "HEAD") or "none"
-    dirty = "true" if git_answer(root, "status", "--porcelain", "--untracked-files=no") else "false"
+    excluded = [f":(exclude,literal){path}" for path in generated]
+    # mlvs's git runs take every pathspec literally (GIT_LITERAL_PATHSPECS); the exclusions
+    # need pathspec magic, and each one keeps its own path literal.
+    changes = git_answer(
+        root,
+        "--no-literal-pathspecs",
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        *excluded,
+    )
+    dirty = "true" if changes else "false"
     return {"mlflow.source.git.commit": commit, "git_commit": commit, "git_dirty": dirty}
 
 
+def generated_paths(paths: ProjectPaths) -> list[str]:
+    """What the pipeline and mlvs write themselves: DVC's lock and outputs, reports, runtime state."""
+    own = (paths.reports, paths.state, paths.mlflow_db, paths.root / "mlartifacts")
+    return sorted({*pipeline_written(paths), *(p.relative_to(paths.root).as_posix() for p in own)})
+
+
+def input_provenance(paths: ProjectPaths, notebook: str) -> dict[str, str]:
+    """`dvc_lock.<path>` -> MD5 of each input the stage of `notebook` reads, as `dvc.lock` records it."""
+    stages = [stage for stage, name in STAGE_NOTEBOOKS.items() if name == notebook]
+    if not stages:
+        return {}
+    return {f"dvc_lock.{path}": md5 for path, md5 in stage_input_hashes(paths, stages[0]).items()}
+
+
 def _notebook_tags(paths: ProjectPaths, notebook: str) -> dict[str, str]:
-    """The tags of a notebook's run: the code it ran (git) and the notebook."""
+    """The tags of a notebook's run: the code it ran (git), the notebook, its inputs' hashes."""
     return {
-        **git_tags(paths.root),
+        **git_tags(paths.root, generated_paths(paths)),
         "notebook": notebook,
         "mlflow.source.name": f"notebooks/{notebook}.ipynb",
+        **input_provenance(paths, notebook),
     }
 
 
