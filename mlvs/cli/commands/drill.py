@@ -10,6 +10,7 @@ import click
 from mlvs.cli.render import (
     emit_json,
 )
+from mlvs.cli.style import bad, good
 from mlvs.errors import BadInputError
 from mlvs.ops.drill.drill import DrillFailure, DrillResult, drill_many
 from mlvs.ops.drill.incidents import load_catalog, not_applicable
@@ -51,11 +52,14 @@ def drills_text(results: list[DrillResult], index: Path) -> str:
     lines = []
     for result in results:
         if isinstance(result, DrillFailure):
-            lines.append(f"{result.scenario:<32} {'NOT RECOVERED':<14} {result.error}")
+            failed = bad(
+                f"{'NOT RECOVERED':<14}"
+            )  # padded before styling: the escapes take no column
+            lines.append(f"{result.scenario:<32} {failed} {result.error}")
             continue
-        mark = "recovered" if result.recovered else "NOT RECOVERED"
+        mark = good(f"{'recovered':<14}") if result.recovered else bad(f"{'NOT RECOVERED':<14}")
         lines.append(
-            f"{result.scenario:<32} {mark:<14} detected by {result.detected_by}, "
+            f"{result.scenario:<32} {mark} detected by {result.detected_by}, "
             f"repaired by {result.rung} "
             f"({result.time_to_detect_s:.3f} s + {result.time_to_recover_s:.3f} s)"
         )
