@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
+from mlvs.cli.menu import choose_from_menu, require_terminal, scenario_groups
 from mlvs.cli.render import (
     emit_json,
 )
 from mlvs.cli.style import bad, good
-from mlvs.errors import BadInputError
 from mlvs.ops.drill.drill import DrillFailure, DrillResult, drill_many
 from mlvs.ops.drill.incidents import load_catalog, not_applicable
 from mlvs.paths import project
@@ -26,10 +26,9 @@ def drill_command(scenario: str | None, seed: int, as_json: bool) -> None:
     paths = project()
     catalog = load_catalog(paths.root)
     if scenario is None:
-        if not sys.stdin.isatty():
-            raise BadInputError("give a scenario to drill, or `all`; `mlvs incidents` lists them")
-        scenario = click.prompt(
-            "scenario to drill", type=click.Choice([*catalog, "all"]), show_choices=True
+        require_terminal("give a scenario to drill, or `all`; `mlvs incidents` lists them")
+        scenario = choose_from_menu(
+            "Incident scenarios:", scenario_groups(catalog), "Scenario to drill", "scenario"
         )
 
     # `all` means every scenario that can break something here (a server has no SQLite store to break).
