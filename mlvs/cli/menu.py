@@ -54,17 +54,17 @@ def menu_lines(groups: list[tuple[str | None, list[Entry]]]) -> list[str]:
     entries = [entry for _, group in groups for entry in group]
     number_width = len(str(len(entries)))
     name_width = max(len(entry.name) for entry in entries)
-    columns = shutil.get_terminal_size().columns
+    # One line per entry, even on a narrow terminal: the detail is cut, never wrapped.
+    room = shutil.get_terminal_size().columns - (number_width + name_width + 6) - 1
     lines, number = [], 0
     for heading, group in groups:
         if heading:
             lines.append(f"{heading}:")
         for entry in group:
             number += 1
-            left = f"  {number:>{number_width}}  {entry.name:<{name_width}}  "
             lines.append(
                 f"  {choice_number(f'{number:>{number_width}}')}  {entry.name:<{name_width}}  "
-                + _fit(entry.detail, columns - len(left) - 1)
+                + _fit(entry.detail, room)
             )
     return lines
 
@@ -75,25 +75,21 @@ def chooser(names: list[str], what: str) -> Callable[[str], str]:
     A name wins over a number, so a snapshot called `2` is still chosen by typing `2`.
     A bad answer raises click.BadParameter, which click.prompt prints in one line before asking again.
     """
+    span = f"a number from 1 to {len(names)} or a {what} name from the list"
 
     def choose(answer: str) -> str:
         text = answer.strip()
         if text in names:
             return text
-        span = f"a number from 1 to {len(names)} or a {what} name from the list"
         if text.isdigit():
+            if 1 <= int(text) <= len(names):
+                return names[int(text) - 1]
             raise click.BadParameter(f"{text} is not in the list; type {span}")
         close = difflib.get_close_matches(text, names, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise click.BadParameter(f"there is no {what} {text!r}{hint}; type {span}")
 
-    def choose_number_or_name(answer: str) -> str:
-        text = answer.strip()
-        if text.isdigit() and text not in names and 1 <= int(text) <= len(names):
-            return names[int(text) - 1]
-        return choose(text)
-
-    return choose_number_or_name
+    return choose
 
 
 def choose_from_menu(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -131,14 +134,20 @@ def test_model_is_registered_with_signature_and_champion_alias(trained_workspace
     assert "scikit-learn==" in requirements and "skops==" in requirements
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A private temporary directory short enough for socket paths (tmp_path can be too deep)."""
+    directory = Path(tempfile.mkdtemp(prefix="mlvs-test-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def test_failed_notebook_is_kept_with_its_error_and_run_marked_failed(
-    workspace: Path, tmp_path: Path
+    workspace: Path, tmp_path: Path, short_tmp: Path
 ) -> None:
     # Train before prepare: the data is missing, so a cell fails inside the notebook.
     other_store = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    private_tmp = tmp_path / "tmp"
-    private_tmp.mkdir()
-    env = clean_env(workspace) | {"MLFLOW_TRACKING_URI": other_store, "TMPDIR": str(private_tmp)}
+    env = clean_env(workspace) | {"MLFLOW_TRACKING_URI": other_store, "TMPDIR": str(short_tmp)}
     result = subprocess.run(
         [str(BIN / "mlvs"), "run", "02_train"],
         cwd=workspace,
@@ -151,8 +160,8 @@ def test_failed_notebook_is_kept_with_its_error_and_run_marked_failed(
     assert "Traceback" not in result.stderr
     assert "02_train.ipynb failed" in result.stderr
     # The kernel ran over IPC and its socket directory is gone, even after a failing cell.
-    assert "Kernel is running over TCP" not in result.stderr
-    assert not list(private_tmp.glob(f"{KERNEL_DIR_PREFIX}*"))
+    assert "Kernel is running over TCP" not in result.stderr, result.stderr
+    assert not list(short_tmp.glob(f"{KERNEL_DIR_PREFIX}*"))
     report = (workspace / "reports/02_train.ipynb").read_text()
     assert "An Exception was encountered at" in report
     assert (workspace / "reports/02_train.html").is_file()

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 from conftest import REPO
@@ -173,3 +174,12 @@ def test_a_bad_colour_setting_is_refused_in_one_line(root: Path) -> None:
         "mlvs: error: MLVS_COLOR='rainbow' is not auto, always or never; set it to auto, always "
         "or never, or unset it"
     ]
+
+
+def test_a_name_made_of_digits_is_chosen_by_its_name_before_any_number() -> None:
+    choose = menu.chooser(["2", "baseline"], "snapshot")
+    assert choose("2") == "2"
+    assert choose("1") == "2"
+    assert choose(" baseline ") == "baseline"
+    with pytest.raises(click.BadParameter, match="3 is not in the list"):
+        choose("3")

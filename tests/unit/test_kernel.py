@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -63,3 +64,18 @@ def test_nbclient_takes_the_same_config(tmp_path: Path, capfd: pytest.CaptureFix
     assert printed(notebook)["transport"] == "ipc"
     assert not directory.exists()
     assert TCP_WARNING not in capfd.readouterr().err
+
+
+def test_a_temporary_directory_too_deep_for_a_socket_path_gives_way_to_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    notebook = probe_notebook()
+    with ipc_kernel_config() as config:
+        directory = Path(config.KernelManager.connection_file).parent
+        NotebookClient(notebook, kernel_name="python3", timeout=120, config=config).execute()
+    assert directory.parent == Path("/tmp")
+    assert printed(notebook)["transport"] == "ipc"
+    assert not directory.exists()
