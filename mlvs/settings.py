@@ -131,6 +131,28 @@ LOCK_TOKEN: Setting[str | None] = Setting(
     "share the lock instead of waiting for it; never set it by hand.",
 )
 
+# --- the console ------------------------------------------------------------------------
+
+COLOR_CHOICES = ("auto", "always", "never")
+
+
+def _color(value: str) -> str:
+    choice = value.strip().lower()
+    if choice not in COLOR_CHOICES:
+        raise ValueError(value)
+    return choice
+
+
+COLOR: Setting[str] = Setting(
+    "MLVS_COLOR",
+    _color,
+    "auto",
+    "Colour on the console: auto (only on a terminal, and not when NO_COLOR is set), always "
+    "or never; --json output is never coloured.",
+    expected="auto, always or never",
+    fix="set it to auto, always or never, or unset it",
+)
+
 # --- fault points (tests and incident drills; see mlvs.testing.faults) ------------------
 
 FAILPOINT: Setting[str | None] = Setting(
@@ -178,6 +200,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     SPARE_BYTES,
     LOCK_TIMEOUT,
     LOCK_TOKEN,
+    COLOR,
     FAILPOINT,
     FAULT,
     PAUSE,

@@ -144,10 +144,16 @@ def workspace(tmp_path: Path) -> Path:
     return make_workspace(tmp_path / "ws")
 
 
+def pipeline_console(template: Path) -> Path:
+    """Where the trained template keeps what its first `mlvs pipeline` printed (beside it, not in it)."""
+    return template.parent / "pipeline-console.txt"
+
+
 def _build_trained_template(root: Path) -> Path:
     make_workspace(root)
     result = mlvs(root, "pipeline")
     assert result.returncode == 0, result.stderr[-3000:]
+    pipeline_console(root).write_text(result.stdout + result.stderr, encoding="utf-8")
     env = clean_env(root)
     subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=env)
     subprocess.run(["git", "commit", "-qm", "trained"], cwd=root, check=True, env=env)

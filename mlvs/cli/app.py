@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from mlvs.cli.style import bad, console_color
 from mlvs.errors import MlvsError, storage_error, storage_failure
 from mlvs.logs import get_logger, setup_logging
 from mlvs.paths import project
@@ -48,7 +49,7 @@ class _Group(click.Group):
         except MlvsError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"mlvs: error: {_one_line(exc)}", err=True)
+            click.echo(f"{bad('mlvs: error:')} {_one_line(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("mlvs: interrupted", err=True)
@@ -61,7 +62,7 @@ class _Group(click.Group):
                 raise
             command = f"mlvs {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "mlvs"
             what = f"`{command}` could not finish"
-            click.echo(f"mlvs: error: {_one_line(storage_error(exc, what))}", err=True)
+            click.echo(f"{bad('mlvs: error:')} {_one_line(storage_error(exc, what))}", err=True)
             ctx.exit(1)
 
 
@@ -73,6 +74,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """mlvs: snapshots, verified rollback and incident drills for notebook-driven ML."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    # Every command's context inherits it: click.echo then keeps or strips the styles.
+    ctx.color = console_color()
     # Models are only ever loaded by mlvs itself, hash first, with its own skops trust list.
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     # MLflow logs a database error with its traceback, then raises it; mlvs reports the raised one in one line.

@@ -18,6 +18,7 @@ from mlvs.backends.dvc.outputs import (
     DATA,
     MODELS,
 )
+from mlvs.cli.style import bad, good, note
 
 if TYPE_CHECKING:
     from mlvs.ops.drill.incidents import Scenario
@@ -157,28 +158,30 @@ def report_text(report: RollbackReport) -> str:
         ]
     count = f"{len(report.files)} file(s), {len(report.aliases)} alias(es)"
     if report.dry_run:
-        summary = f"Dry run: rolling back to {report.snapshot!r} ({', '.join(report.parts)}) would change {count}; nothing was changed."
+        summary = f"{note('Dry run:')} rolling back to {report.snapshot!r} ({', '.join(report.parts)}) would change {count}; nothing was changed."
         if not (report.files or report.aliases):
-            summary = f"Dry run: the project already matches snapshot {report.snapshot!r} ({', '.join(report.parts)})."
+            summary = f"{note('Dry run:')} the project already matches snapshot {report.snapshot!r} ({', '.join(report.parts)})."
     elif report.verified:
         summary = (
             f"Rolled back to {report.snapshot!r} ({', '.join(report.parts)}): {verb.lower()} {count}; "
-            f"verified {report.checked_files} DVC-tracked file(s), git files and aliases in {report.seconds:.2f} s."
+            f"{good('verified')} {report.checked_files} DVC-tracked file(s), git files and aliases in {report.seconds:.2f} s."
         )
     else:
-        summary = f"Rolled back to {report.snapshot!r}, but verification found {len(report.findings)} problem(s):"
+        summary = f"Rolled back to {report.snapshot!r}, " + bad(
+            f"but verification found {len(report.findings)} problem(s):"
+        )
     lines.append(summary)
-    lines += [f"  finding: {f}" for f in report.findings]
-    lines += [f"  note: {n}" for n in report.notes]
+    lines += [f"  {bad('finding:')} {f}" for f in report.findings]
+    lines += [f"  {note('note:')} {n}" for n in report.notes]
     if report.automatic_snapshot:
-        lines.append(f"Undo with: mlvs rollback {report.automatic_snapshot}")
+        lines.append(f"{note('Undo with:')} mlvs rollback {report.automatic_snapshot}")
     return "\n".join(lines)
 
 
 def snapshot_saved_text(manifest: Manifest) -> str:
     """The line `mlvs snapshot create` prints."""
     return (
-        f"Snapshot {manifest.name!r} saved: commit {str(manifest.commit)[:12]}, "
+        good(f"Snapshot {manifest.name!r} saved:") + f" commit {str(manifest.commit)[:12]}, "
         f"{len(manifest.files)} DVC-tracked file(s), model version {manifest.model_version or '-'}."
     )
 
@@ -218,7 +221,8 @@ def pipeline_text(result: PipelineResult) -> str:
     metrics = result.metrics
     ran, unchanged = ", ".join(result.ran) or "nothing", ", ".join(result.skipped) or "none"
     lines = [
-        f"Pipeline done in {round(result.seconds, 1)} s (ran: {ran}; unchanged: {unchanged}).",
+        good(f"Pipeline done in {round(result.seconds, 1)} s")
+        + f" (ran: {ran}; unchanged: {unchanged}).",
         "",
         "Metrics (test set):",
         *(f"  {name:<15} {metrics[name]:.4f}" for name in PIPELINE_METRICS if name in metrics),
@@ -233,9 +237,12 @@ def pipeline_text(result: PipelineResult) -> str:
 def verify_text(report: Report) -> str:
     """A verification, for people: healthy, or each finding on its own line."""
     if report.healthy:
-        return "healthy: every check passed"
+        return f"{good('healthy')}: every check passed"
     return "\n".join(
-        [f"{len(report.findings)} finding(s):", *(f"  {finding}" for finding in report.findings)]
+        [
+            bad(f"{len(report.findings)} finding(s):"),
+            *(f"  {finding}" for finding in report.findings),
+        ]
     )
 
 
@@ -248,11 +255,13 @@ def recovery_text(interrupted: RecoveryReport, outcome: RecoveryOutcome) -> str:
     """A recovery, for people: what was repaired from where, what is still wrong, where the evidence is."""
     lines = [interrupted_text(interrupted)]
     if not outcome.before:
-        lines.append("healthy: nothing to repair")
-    lines += [f"  repaired {repair.artifact} from {repair.rung}" for repair in outcome.repairs]
+        lines.append(f"{good('healthy')}: nothing to repair")
+    lines += [
+        f"  {good('repaired')} {repair.artifact} from {repair.rung}" for repair in outcome.repairs
+    ]
     # Recovery has just tried every rung on these: running it again would not help.
     lines += [
-        f"  still wrong: {finding}; no rung could repair it: roll back to a snapshot that "
+        f"  {bad('still wrong:')} {finding}; no rung could repair it: roll back to a snapshot that "
         "verifies (`mlvs rollback NAME`) or rebuild it (`mlvs pipeline`)"
         for finding in outcome.after
     ]
@@ -273,27 +282,28 @@ def reproduction_text(result: Reproduction) -> str:
     """A reproduction, for people: what was compared, or each difference."""
     if result.reproduces:
         return (
-            f"snapshot {result.name!r} reproduces: {result.compared_files} file(s) byte for byte, "
+            f"snapshot {result.name!r} {good('reproduces')}: {result.compared_files} file(s) byte for byte, "
             f"{result.compared_metrics} metric(s) exactly, golden predictions identical "
             f"({result.seconds:.0f} s)"
         )
     return "\n".join(
         [
-            f"snapshot {result.name!r} does not reproduce, {len(result.differences)} difference(s):",
+            f"snapshot {result.name!r} "
+            + bad(f"does not reproduce, {len(result.differences)} difference(s):"),
             *(f"  {difference}" for difference in result.differences),
         ]
     )
 
 
 def emit_json(document: Any) -> None:
-    """Print one JSON document on stdout."""
-    click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+    """Print one JSON document on stdout, never coloured (a document's text fields are plain)."""
+    click.echo(json.dumps(document, indent=2, sort_keys=True, default=str), color=False)
 
 
 def out_of_step_text(differ: list[str]) -> str:
     """The last line of a one-off `mlvs run` whose outputs no longer match `dvc.lock`."""
     shown = ", ".join(differ[:3]) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")
     return (
-        f"mlvs: note: this run's outputs no longer match dvc.lock ({shown}); run `mlvs pipeline` "
+        f"{note('mlvs: note:')} this run's outputs no longer match dvc.lock ({shown}); run `mlvs pipeline` "
         "to rebuild them from params/, or `mlvs recover` to put back the ones dvc.lock records"
     )

@@ -98,6 +98,56 @@ def _stages(output: str) -> list[PipelineStage]:
     ]
 
 
+# `dvc repro` ends a successful run with this advice, unconditionally (dvc/commands/repro.py:
+# no setting turns it off); mlvs pushes by itself right afterwards, so it is not shown.
+DVC_PUSH_HINT = "Use `dvc push` to send your updates to remote storage."
+# DVC's lines that the stage progress says better: a stage's start, its command, the lock update.
+_STAGE_START = re.compile(r"Running stage '(?P<stage>[^']+)':")
+_STAGE_SKIPPED = re.compile(r"Stage '(?P<stage>[^']+)' didn't change, skipping")
+_STAGE_RECORDED = re.compile(r"(Generating|Updating) lock file 'dvc.lock'")
+
+
+class StageProgress:
+    """What `mlvs pipeline` shows of `dvc repro`: one line when a stage starts, one when it ends.
+
+    Every other line DVC or a stage prints (its errors above all) goes through as it is.
+    """
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.started = 0.0
+        self.command_next = False
+
+    def line(self, text: str) -> str | None:
+        """The line to show for one line of DVC's output, or None to leave it out."""
+        stripped = text.strip()
+        if stripped == DVC_PUSH_HINT:
+            return None
+        if found := _STAGE_START.match(stripped):
+            self.finish(ok=True)
+            self.stage, self.started, self.command_next = found["stage"], time.perf_counter(), True
+            log.info("stage %s: started", self.stage)
+            return None
+        if self.command_next and stripped.startswith("> "):
+            self.command_next = False
+            log.debug("stage %s runs: %s", self.stage, stripped[2:])
+            return None
+        if found := _STAGE_SKIPPED.match(stripped):
+            log.info("stage %s: unchanged, skipped", found["stage"])
+            return None
+        if _STAGE_RECORDED.match(stripped):
+            self.finish(ok=True)
+            return None
+        return text
+
+    def finish(self, ok: bool) -> None:
+        """The end of the stage that is running, if one is."""
+        if self.stage is not None:
+            took = time.perf_counter() - self.started
+            log.info("stage %s: %s %.1f s", self.stage, "done in" if ok else "failed after", took)
+        self.stage = None
+
+
 def restore_last_good_outputs(paths: ProjectPaths) -> list[str]:
     """After a failed stage: put back the outputs `dvc.lock` records (DVC deleted or half-wrote them)."""
 
@@ -144,12 +194,15 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
     started = time.perf_counter()
     args = ["repro", "--force"] if force else ["repro"]
     journal, kept = _begin_journal(paths)
+    progress = StageProgress()
     try:
-        result = dvc(paths, *args, check=False, echo=True)
+        result = dvc(paths, *args, check=False, echo=True, on_line=progress.line)
     except BaseException:
+        progress.finish(ok=False)
         undo_pipeline(paths, kept)
         journal.clear()
         raise
+    progress.finish(ok=result.returncode == 0)
     if result.returncode != 0:
         failed = re.findall(r"failed to reproduce '([^']+)'", result.stdout)
         restored = undo_pipeline(paths, kept)

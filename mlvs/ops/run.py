@@ -24,6 +24,7 @@ import yaml
 from mlvs._io import atomic_write_text
 from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
+from mlvs.backends.kernel import ipc_kernel_config
 from mlvs.backends.mlflow import tracking
 from mlvs.backends.mlflow.store import require_server, unreachable_message
 from mlvs.errors import BadInputError, ExternalToolError, NotebookFailedError
@@ -246,7 +247,7 @@ def _execute_notebook(
     started = time.perf_counter()
     failed, error = False, ""
     try:
-        with temporary_environment(env):
+        with temporary_environment(env), ipc_kernel_config() as kernel_config:
             papermill.execute_notebook(
                 str(notebook),
                 str(output),
@@ -255,6 +256,7 @@ def _execute_notebook(
                 progress_bar=progress,
                 request_save_on_cell_execute=False,
                 cwd=str(paths.notebooks),
+                config=kernel_config,  # papermill hands it to nbclient's kernel manager
             )
     except PapermillExecutionError as exc:
         failed, error = True, f"{exc.ename}: {exc.evalue}"

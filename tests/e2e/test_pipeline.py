@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, clean_env, mlvs, tree_hashes
+from conftest import BIN, clean_env, mlvs, pipeline_console, tree_hashes
+
+from mlvs.backends.kernel import KERNEL_DIR_PREFIX
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +46,19 @@ def test_pipeline_writes_every_output(trained_workspace: Path) -> None:
     assert set(lock["stages"]) == {"prepare", "train"}
     card = json.loads((root / "models/model_card.json").read_text())
     assert {"model_sha256", "data_sha256", "metrics", "params"} <= set(card)
+
+
+def test_the_console_shows_each_stage_and_no_contradicting_hint(_trained_template: Path) -> None:
+    # What the first `mlvs pipeline` of the shared template printed: no second training needed.
+    console = pipeline_console(_trained_template).read_text(encoding="utf-8")
+    # Kernels run over IPC: ipykernel's warning about unencrypted TCP never appears.
+    assert "Kernel is running over TCP" not in console
+    # mlvs pushes by itself, so DVC's advice to push is not passed on.
+    assert "dvc push" not in console
+    for stage in ("prepare", "train"):
+        assert f"mlvs: stage {stage}: started" in console
+        assert re.search(rf"mlvs: stage {stage}: done in \d+\.\d s", console), console
+    assert "\x1b[" not in console  # not a terminal: no colour
 
 
 def test_second_run_skips_unchanged_stages(trained_workspace: Path) -> None:
@@ -115,12 +134,20 @@ def test_model_is_registered_with_signature_and_champion_alias(trained_workspace
     assert "scikit-learn==" in requirements and "skops==" in requirements
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A private temporary directory short enough for socket paths (tmp_path can be too deep)."""
+    directory = Path(tempfile.mkdtemp(prefix="mlvs-test-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def test_failed_notebook_is_kept_with_its_error_and_run_marked_failed(
-    workspace: Path, tmp_path: Path
+    workspace: Path, tmp_path: Path, short_tmp: Path
 ) -> None:
     # Train before prepare: the data is missing, so a cell fails inside the notebook.
     other_store = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    env = clean_env(workspace) | {"MLFLOW_TRACKING_URI": other_store}
+    env = clean_env(workspace) | {"MLFLOW_TRACKING_URI": other_store, "TMPDIR": str(short_tmp)}
     result = subprocess.run(
         [str(BIN / "mlvs"), "run", "02_train"],
         cwd=workspace,
@@ -132,6 +159,9 @@ def test_failed_notebook_is_kept_with_its_error_and_run_marked_failed(
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "02_train.ipynb failed" in result.stderr
+    # The kernel ran over IPC and its socket directory is gone, even after a failing cell.
+    assert "Kernel is running over TCP" not in result.stderr, result.stderr
+    assert not list(short_tmp.glob(f"{KERNEL_DIR_PREFIX}*"))
     report = (workspace / "reports/02_train.ipynb").read_text()
     assert "An Exception was encountered at" in report
     assert (workspace / "reports/02_train.html").is_file()

@@ -15,6 +15,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from mlvs.backends.kernel import ipc_kernel_config
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import REPO, clean_env, make_story_workspace, make_workspace
 
@@ -41,12 +43,14 @@ def execute(root: Path, notebooks: tuple[str, ...]) -> None:
         for name in notebooks:
             path = root / "notebooks" / f"{name}.ipynb"
             notebook = nbformat.read(path, as_version=4)
-            NotebookClient(
-                notebook,
-                kernel_name="python3",
-                timeout=600,
-                resources={"metadata": {"path": str(path.parent)}},
-            ).execute()
+            with ipc_kernel_config() as kernel_config:
+                NotebookClient(
+                    notebook,
+                    kernel_name="python3",
+                    timeout=600,
+                    resources={"metadata": {"path": str(path.parent)}},
+                    config=kernel_config,
+                ).execute()
             for cell in notebook.cells:
                 cell.metadata.pop("execution", None)
             nbformat.write(notebook, REPO / "notebooks" / f"{name}.ipynb")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import click
 import pytest
 
 from mlvs.cli.render import pipeline_text
@@ -96,7 +97,7 @@ def test_a_pipeline_result_lists_its_stages_in_dvcs_order() -> None:
         "metrics": {"test_roc_auc": 0.8},
         "reports": ["reports/x.html"],
     }
-    assert pipeline_text(result).splitlines()[:4] == [
+    assert click.unstyle(pipeline_text(result)).splitlines()[:4] == [
         "Pipeline done in 12.3 s (ran: train; unchanged: prepare).",
         "",
         "Metrics (test set):",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from mlvs.errors import ExternalToolError
@@ -25,9 +26,17 @@ def tool_env() -> dict[str, str]:
 
 
 def dvc(
-    paths: ProjectPaths, *args: str, check: bool = True, echo: bool = False
+    paths: ProjectPaths,
+    *args: str,
+    check: bool = True,
+    echo: bool = False,
+    on_line: Callable[[str], str | None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a DVC command in the project; raise ExternalToolError when `check` and it fails."""
+    """Run a DVC command in the project; raise ExternalToolError when `check` and it fails.
+
+    With `echo`, each output line is shown on stderr as it comes, or what `on_line` makes
+    of it (None: not shown); the result holds every line either way.
+    """
     command = [sys.executable, "-m", "dvc", *args]
     log.debug("dvc %s", " ".join(args))
     env = {**tool_env(), ROOT.name: str(paths.root)}
@@ -45,7 +54,9 @@ def dvc(
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            sys.stderr.write(line)
+            shown = on_line(line) if on_line is not None else line
+            if shown is not None:
+                sys.stderr.write(shown)
         proc.wait()
         result = subprocess.CompletedProcess(command, proc.returncode, "".join(lines), "")
     else:

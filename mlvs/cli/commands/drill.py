@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
+from mlvs.cli.menu import choose_from_menu, require_terminal, scenario_groups
 from mlvs.cli.render import (
     emit_json,
 )
-from mlvs.errors import BadInputError
+from mlvs.cli.style import bad, good
 from mlvs.ops.drill.drill import DrillFailure, DrillResult, drill_many
 from mlvs.ops.drill.incidents import load_catalog, not_applicable
 from mlvs.paths import project
@@ -25,10 +26,9 @@ def drill_command(scenario: str | None, seed: int, as_json: bool) -> None:
     paths = project()
     catalog = load_catalog(paths.root)
     if scenario is None:
-        if not sys.stdin.isatty():
-            raise BadInputError("give a scenario to drill, or `all`; `mlvs incidents` lists them")
-        scenario = click.prompt(
-            "scenario to drill", type=click.Choice([*catalog, "all"]), show_choices=True
+        require_terminal("give a scenario to drill, or `all`; `mlvs incidents` lists them")
+        scenario = choose_from_menu(
+            "Incident scenarios:", scenario_groups(catalog), "Scenario to drill", "scenario"
         )
 
     # `all` means every scenario that can break something here (a server has no SQLite store to break).
@@ -51,11 +51,14 @@ def drills_text(results: list[DrillResult], index: Path) -> str:
     lines = []
     for result in results:
         if isinstance(result, DrillFailure):
-            lines.append(f"{result.scenario:<32} {'NOT RECOVERED':<14} {result.error}")
+            failed = bad(
+                f"{'NOT RECOVERED':<14}"
+            )  # padded before styling: the escapes take no column
+            lines.append(f"{result.scenario:<32} {failed} {result.error}")
             continue
-        mark = "recovered" if result.recovered else "NOT RECOVERED"
+        mark = good(f"{'recovered':<14}") if result.recovered else bad(f"{'NOT RECOVERED':<14}")
         lines.append(
-            f"{result.scenario:<32} {mark:<14} detected by {result.detected_by}, "
+            f"{result.scenario:<32} {mark} detected by {result.detected_by}, "
             f"repaired by {result.rung} "
             f"({result.time_to_detect_s:.3f} s + {result.time_to_recover_s:.3f} s)"
         )

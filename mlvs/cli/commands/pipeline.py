@@ -19,6 +19,7 @@ def pipeline_command(force: bool, as_json: bool) -> None:
     """Run prepare -> train through DVC (`dvc repro`), skipping unchanged stages."""
     result = run_pipeline(project(), force=force)
     if as_json:
-        emit_json({**result.to_dict(), "text": pipeline_text(result)})
+        # The document's copy of the summary is plain text, whatever the console shows.
+        emit_json({**result.to_dict(), "text": click.unstyle(pipeline_text(result))})
     else:
         click.echo(pipeline_text(result))

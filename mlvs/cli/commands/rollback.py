@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
+from mlvs.cli.menu import choose_from_menu, require_terminal, snapshot_groups
 from mlvs.cli.render import (
     emit_json,
     report_text,
-    snapshots_table,
 )
 from mlvs.errors import BadInputError
 from mlvs.ops.reports_index import refresh_index
@@ -23,25 +22,16 @@ from mlvs.paths import project
 def _choose_snapshot() -> str:
     """Offer the snapshots in a terminal; refuse elsewhere (a script must name one)."""
 
-    if not sys.stdin.isatty():
-        raise BadInputError(
-            "give a snapshot name: `mlvs rollback NAME` (`mlvs snapshot list` shows them)"
-        )
+    require_terminal("give a snapshot name: `mlvs rollback NAME` (`mlvs snapshot list` shows them)")
     manifests = list_snapshots(project())
     if not manifests:
         raise BadInputError(
             "there are no snapshots to roll back to; create one with `mlvs snapshot create NAME`"
         )
-    click.echo(snapshots_table(manifests), err=True)
-    names = [m.name for m in manifests]
-    return str(
-        click.prompt(
-            "Roll back to",
-            type=click.Choice(names),
-            default=names[-1],
-            show_choices=False,
-            err=True,
-        )
+    groups = snapshot_groups(manifests)
+    newest = groups[0][1][0].name
+    return choose_from_menu(
+        "Snapshots, newest first:", groups, "Roll back to", "snapshot", default=newest
     )
 
 
