@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
@@ -399,6 +400,29 @@ def test_gitignore_keeps_runtime_state_out_of_git(ignore_repo: Path, path: str) 
 )
 def test_gitignore_keeps_project_files_in_git(ignore_repo: Path, path: str) -> None:
     assert not ignored(ignore_repo, path)
+
+
+# --- the committed pipeline state ----------------------------------------------------
+
+
+def committed_lock_stages() -> dict:
+    return yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_NOTEBOOKS))
+def test_the_committed_dvc_lock_describes_the_committed_code_and_params(stage: str) -> None:
+    """A fresh clone's `make run` must find nothing changed: otherwise it rewrites dvc.lock,
+    retrains for nothing, and the user's clean checkout is dirty after the first command."""
+    entry = committed_lock_stages()[stage]
+    stale = []
+    for dep in entry["deps"]:
+        path = REPO / dep["path"]
+        if path.is_file() and hashlib.md5(path.read_bytes()).hexdigest() != dep["md5"]:
+            stale.append(dep["path"])
+    for params_file, recorded in (entry.get("params") or {}).items():
+        if yaml.safe_load((REPO / params_file).read_text()) != recorded:
+            stale.append(params_file)
+    assert not stale, f"dvc.lock is stale for {stale}: run `make run` and commit dvc.lock"
 
 
 # --- notebooks ----------------------------------------------------------------------
