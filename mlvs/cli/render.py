@@ -232,11 +232,20 @@ def pipeline_text(result: PipelineResult) -> str:
 
 def verify_text(report: Report) -> str:
     """A verification, for people: healthy, or each finding on its own line."""
+    skipped = [f"  skipped: {reason}" for reason in report.skipped]
     if report.healthy:
-        return "healthy: every check passed"
-    return "\n".join(
-        [f"{len(report.findings)} finding(s):", *(f"  {finding}" for finding in report.findings)]
-    )
+        return "\n".join(["healthy: every check passed", *skipped])
+    lines = [
+        f"{len(report.findings)} finding(s):",
+        *(f"  {finding}" for finding in report.findings),
+    ]
+    if not report.damaged:
+        # Said apart: `mlvs recover` has nothing to put back here, only a pipeline run helps.
+        lines.append(
+            "no damage: every output is what dvc.lock records, but the pipeline is stale; "
+            "run `mlvs pipeline` to rebuild it from the current params and code"
+        )
+    return "\n".join([*lines, *skipped])
 
 
 def interrupted_text(interrupted: RecoveryReport) -> str:
