@@ -40,6 +40,7 @@ DEEP_CHECK_MODULES: tuple[str, ...] = (
     "mlvs.ml.params",
     "mlvs.errors",
     "mlvs.paths",
+    "mlvs.ops.health",
     "mlvs.ops.verify",
 )
 

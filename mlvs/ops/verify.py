@@ -39,6 +39,7 @@ import mlvs.ml.features
 import mlvs.ml.modeling
 import mlvs.ml.modelio
 import mlvs.ml.params
+import mlvs.ops.health
 import mlvs.paths
 from mlvs._io import hash_file
 from mlvs.backends.dvc.hashcache import HashCache
@@ -109,7 +110,7 @@ class Report:
 
 # The modules whose code decides a deep check's verdict: a change to any of them re-runs every deep check.
 # `features` runs inside the loaded model (its first step); `errors` decides what a check catches;
-# `paths` decides which files a check reads. A test traces the deep checks and fails if any other
+# `paths` and `health` decide which files a check reads. A test traces the deep checks and fails if any other
 # mlvs module's code runs in them.
 # `health.DEEP_CHECK_MODULES` names the same modules, in this order, for the quick checks.
 DEEP_CHECK_CODE: tuple[ModuleType, ...] = (
@@ -120,6 +121,7 @@ DEEP_CHECK_CODE: tuple[ModuleType, ...] = (
     mlvs.ml.params,
     mlvs.errors,
     mlvs.paths,
+    mlvs.ops.health,
     sys.modules[__name__],
 )
 
