@@ -68,7 +68,8 @@ def snapshots_table(manifests: list[Manifest]) -> str:
             [
                 m.name,
                 m.created_at[:19].replace("T", " "),
-                "auto" if m.automatic else "",
+                ("auto" if m.automatic else "")
+                + (" unhealthy" if m.health is not None and not m.health.healthy else ""),
                 _short(m.model_version, 6),
                 aliases,
                 _short(fingerprint(m, DATA), 10),
@@ -93,6 +94,11 @@ def manifest_text(manifest: Manifest) -> str:
         f"registry     {registry.model_name or '-'}: model version {manifest.model_version or '-'}, "
         f"aliases {', '.join(f'{a}={v}' for a, v in registry.alias_versions().items()) or '-'}"
         + (f" (unreadable: {registry.error})" if registry.error else ""),
+        f"health       {health_text(manifest)}",
+        *(
+            f"  finding: {finding}"
+            for finding in (manifest.health.findings if manifest.health else [])
+        ),
         f"environment  Python {manifest.environment.python}, "
         + ", ".join(f"{k} {v}" for k, v in manifest.environment.packages.items() if v),
         "",
@@ -112,6 +118,18 @@ def manifest_text(manifest: Manifest) -> str:
             ),
         ]
     return "\n".join(lines)
+
+
+def health_text(manifest: Manifest) -> str:
+    """What a snapshot recorded of its state's health, in a few words."""
+    health = manifest.health
+    if health is None:
+        return "not recorded (taken by an older mlvs)"
+    if not health.healthy:
+        kinds = sorted({f.kind for f in health.findings})
+        return f"unhealthy when taken: {len(health.findings)} finding(s) ({', '.join(kinds)})"
+    unchecked = f"; not deep-checked since the last change: {', '.join(health.unchecked)}"
+    return "healthy" + (unchecked if health.unchecked else "")
 
 
 def diff_text(diff: SnapshotDiff) -> str:
@@ -177,10 +195,20 @@ def report_text(report: RollbackReport) -> str:
 
 def snapshot_saved_text(manifest: Manifest) -> str:
     """The line `mlvs snapshot create` prints."""
-    return (
+    text = (
         f"Snapshot {manifest.name!r} saved: commit {str(manifest.commit)[:12]}, "
-        f"{len(manifest.files)} DVC-tracked file(s), model version {manifest.model_version or '-'}."
+        f"{len(manifest.files)} DVC-tracked file(s), model version {manifest.model_version or '-'}"
     )
+    health = manifest.health
+    if health is not None and not health.healthy:
+        return f"{text}; taken unhealthy, {len(health.findings)} finding(s) recorded in it."
+    if health is not None and health.unchecked:
+        # Only quick checks run here: say what they could not vouch for, and how to check it.
+        return (
+            f"{text}; not deep-checked since the last change: {', '.join(health.unchecked)} "
+            "(`mlvs verify` runs those checks)."
+        )
+    return f"{text}."
 
 
 def _names(paths: list[str], most: int = 10) -> str:

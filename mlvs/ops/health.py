@@ -210,7 +210,7 @@ def check_pipeline(paths: ProjectPaths, hashes: HashCache) -> list[Finding]:
         Finding(
             "pipeline",
             f"stage {stale.stage}",
-            "the deps, params and command dvc.lock recorded for its outputs",
+            "the deps and params dvc.lock recorded",
             "; ".join(stale.changes),
             kind=STALE,
             fix=PIPELINE_FIX,

@@ -47,6 +47,8 @@ class RollbackReport:
     checked_files: int = 0
     findings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # What the target snapshot's own health check found when it was taken (empty: healthy or not recorded).
+    snapshot_findings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
