@@ -221,8 +221,21 @@ def _plan_lock(paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Pl
     location = paths.root / LOCK_FILE
     current = location.read_bytes() if location.is_file() else None
     wanted = read_files_at(paths.root, [(target.commit, LOCK_FILE)])[0]
-    now = lock_stages(lock_document(current, LOCK_FILE))
     then = lock_stages(lock_document(wanted, f"the {LOCK_FILE} of snapshot {target.name!r}"))
+    try:
+        now = lock_stages(lock_document(current, LOCK_FILE))
+    except IntegrityError:
+        if {DATA, MODELS} <= parts:
+            # Every output comes back, so the snapshot's lock is the one they need: a broken
+            # lock here is no reason to refuse the rollback that repairs it.
+            action = "write" if wanted is not None else "delete"
+            plan.lock = FileChange(LOCK_FILE, f"{DATA},{MODELS}", action, GIT)
+            plan.lock_bytes = wanted
+            return
+        raise IntegrityError(
+            f"{LOCK_FILE} cannot be read, so the stages kept cannot be described; restore it "
+            f"from git, or roll back data and models together (--only data,models,...)"
+        ) from None
     restored: dict[str, set[str]] = {}
     for name in {**now, **then}:
         outputs = [*stage_outputs(now.get(name)), *stage_outputs(then.get(name))]
