@@ -245,7 +245,10 @@ def _plan_lock(paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Pl
     composed = compose_lock(current, wanted, set(restored))
     if composed == current:
         return
-    part = ",".join(sorted(set().union(*restored.values()))) if restored else DATA
+    # Named by the parts whose stages' entries change (the others are restored unchanged).
+    changed = [owned for name, owned in restored.items() if now.get(name) != then.get(name)]
+    named = set().union(*(changed or restored.values()))
+    part = ",".join(sorted(named)) if named else DATA
     plan.lock = FileChange(LOCK_FILE, part, "write" if composed is not None else "delete", GIT)
     plan.lock_bytes = composed
 
