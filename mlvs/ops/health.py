@@ -27,7 +27,7 @@ from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.dvc.outputs import dvc_outputs, lock_hashes, output_files
 from mlvs.backends.dvc.status import stale_stages
-from mlvs.errors import IntegrityError
+from mlvs.errors import IntegrityError, MlvsError
 from mlvs.ops.recorded import STALE, Finding, Health, recorded_files
 from mlvs.paths import ProjectPaths
 
@@ -261,3 +261,17 @@ def quick_health(paths: ProjectPaths, hashes: HashCache | None = None) -> Health
         if own:
             hashes.close()
     return Health(findings, unchecked)
+
+
+def health_never_refusing(paths: ProjectPaths, hashes: HashCache | None = None) -> Health:
+    """`quick_health`, with a check that cannot run recorded as a finding instead of raised.
+
+    For the automatic snapshot a rollback takes: a rollback out of a broken state
+    (a lock that does not parse, a file that cannot be read) must stay possible.
+    """
+    try:
+        return quick_health(paths, hashes)
+    except (MlvsError, OSError) as error:
+        return Health(
+            [Finding("health", "the project", "quick checks that can run", f"{error}")], []
+        )

@@ -129,3 +129,15 @@ def test_the_quick_checks_fingerprint_the_check_code_as_verify_does() -> None:
     # The quick checks vouch for a deep check only by verify's own fingerprint of it.
     assert tuple(m.__name__ for m in verify.DEEP_CHECK_CODE) == health.DEEP_CHECK_MODULES
     assert health.named_code_identity() == verify._code_identity()
+
+
+def test_a_health_check_that_cannot_run_is_recorded_as_a_finding_not_raised(
+    project: ProjectPaths,
+) -> None:
+    # The automatic snapshot of a rollback must be taken whatever state it finds.
+    (project.root / "dvc.lock").write_text("stages: [unclosed\n")
+
+    recorded = health.health_never_refusing(project)
+
+    assert not recorded.healthy and recorded.findings[0].check == "health"
+    assert "dvc.lock" in recorded.findings[0].actual

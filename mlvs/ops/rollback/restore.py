@@ -44,7 +44,7 @@ from mlvs.backends.git.refs import delete_snapshot_ref, list_snapshot_refs, snap
 from mlvs.backends.git.tree import uncommitted_files
 from mlvs.errors import IntegrityError, MlvsError, os_error, storage_failure
 from mlvs.logs import get_logger
-from mlvs.ops.health import quick_health
+from mlvs.ops.health import health_never_refusing
 from mlvs.ops.rollback.apply import _apply, _stage, _verify
 from mlvs.ops.rollback.plan import (
     RollbackReport,
@@ -184,7 +184,7 @@ def rollback(
             try:
                 current = capture_state(paths, auto_name, message, automatic=True, hashes=hashes)
                 # Never refused: a rollback out of a sick state must stay possible; it is recorded instead.
-                current.health = quick_health(paths, hashes)
+                current.health = health_never_refusing(paths, hashes)
             finally:
                 hashes.close()
             _timed(report.timings, "capture", clock)
