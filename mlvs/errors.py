@@ -51,6 +51,12 @@ class IntegrityError(MlvsError):
     exit_code = 1
 
 
+class UnhealthyStateError(MlvsError):
+    """Raised when a command refuses to capture a state that its checks do not call healthy."""
+
+    exit_code = 1
+
+
 class LockTimeoutError(MlvsError):
     """Raised when another mlvs command holds the state lock for too long."""
 

@@ -69,7 +69,8 @@ def snapshots_table(manifests: list[Manifest]) -> str:
             [
                 m.name,
                 m.created_at[:19].replace("T", " "),
-                "auto" if m.automatic else "",
+                ("auto" if m.automatic else "")
+                + (" unhealthy" if m.health is not None and not m.health.healthy else ""),
                 _short(m.model_version, 6),
                 aliases,
                 _short(fingerprint(m, DATA), 10),
@@ -94,6 +95,11 @@ def manifest_text(manifest: Manifest) -> str:
         f"registry     {registry.model_name or '-'}: model version {manifest.model_version or '-'}, "
         f"aliases {', '.join(f'{a}={v}' for a, v in registry.alias_versions().items()) or '-'}"
         + (f" (unreadable: {registry.error})" if registry.error else ""),
+        f"health       {health_text(manifest)}",
+        *(
+            f"  finding: {finding}"
+            for finding in (manifest.health.findings if manifest.health else [])
+        ),
         f"environment  Python {manifest.environment.python}, "
         + ", ".join(f"{k} {v}" for k, v in manifest.environment.packages.items() if v),
         "",
@@ -113,6 +119,18 @@ def manifest_text(manifest: Manifest) -> str:
             ),
         ]
     return "\n".join(lines)
+
+
+def health_text(manifest: Manifest) -> str:
+    """What a snapshot recorded of its state's health, in a few words."""
+    health = manifest.health
+    if health is None:
+        return "not recorded (taken by an older mlvs)"
+    if not health.healthy:
+        kinds = sorted({f.kind for f in health.findings})
+        return f"unhealthy when taken: {len(health.findings)} finding(s) ({', '.join(kinds)})"
+    unchecked = f"; not deep-checked since the last change: {', '.join(health.unchecked)}"
+    return "healthy" + (unchecked if health.unchecked else "")
 
 
 def diff_text(diff: SnapshotDiff) -> str:
@@ -180,10 +198,20 @@ def report_text(report: RollbackReport) -> str:
 
 def snapshot_saved_text(manifest: Manifest) -> str:
     """The line `mlvs snapshot create` prints."""
-    return (
+    text = (
         good(f"Snapshot {manifest.name!r} saved:") + f" commit {str(manifest.commit)[:12]}, "
-        f"{len(manifest.files)} DVC-tracked file(s), model version {manifest.model_version or '-'}."
+        f"{len(manifest.files)} DVC-tracked file(s), model version {manifest.model_version or '-'}"
     )
+    health = manifest.health
+    if health is not None and not health.healthy:
+        return f"{text}; taken unhealthy, {len(health.findings)} finding(s) recorded in it."
+    if health is not None and health.unchecked:
+        # Only quick checks run here: say what they could not vouch for, and how to check it.
+        return (
+            f"{text}; not deep-checked since the last change: {', '.join(health.unchecked)} "
+            "(`mlvs verify` runs those checks)."
+        )
+    return f"{text}."
 
 
 def _names(paths: list[str], most: int = 10) -> str:
@@ -236,14 +264,20 @@ def pipeline_text(result: PipelineResult) -> str:
 
 def verify_text(report: Report) -> str:
     """A verification, for people: healthy, or each finding on its own line."""
+    skipped = [f"  skipped: {reason}" for reason in report.skipped]
     if report.healthy:
-        return f"{good('healthy')}: every check passed"
-    return "\n".join(
-        [
-            bad(f"{len(report.findings)} finding(s):"),
-            *(f"  {finding}" for finding in report.findings),
-        ]
-    )
+        return "\n".join([f"{good('healthy')}: every check passed", *skipped])
+    lines = [
+        bad(f"{len(report.findings)} finding(s):"),
+        *(f"  {finding}" for finding in report.findings),
+    ]
+    if not report.damaged:
+        # Said apart: `mlvs recover` has nothing to put back here, only a pipeline run helps.
+        lines.append(
+            "no damage: every output is what dvc.lock records, but the pipeline is stale; "
+            "run `mlvs pipeline` to rebuild it from the current params and code"
+        )
+    return "\n".join([*lines, *skipped])
 
 
 def interrupted_text(interrupted: RecoveryReport) -> str:

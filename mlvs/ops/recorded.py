@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlvs.backends.dvc.objects import ObjectStore
@@ -16,18 +16,58 @@ from mlvs.backends.dvc.outputs import lock_hashes
 from mlvs.boundary import UnsafeInputError, inside, md5_value, relative_path
 from mlvs.paths import ProjectPaths
 
+DAMAGE, STALE = "damage", "stale"
+
 
 @dataclass(frozen=True)
 class Finding:
-    """One thing found wrong."""
+    """One thing found wrong.
+
+    `kind` tells damage (bytes or records not as recorded: `mlvs recover` puts them
+    back) from a stale pipeline (outputs intact, but produced from params or code
+    that changed since: only re-running the pipeline brings them together). `fix`
+    is the command that does it, when there is one.
+    """
 
     check: str
     artifact: str
     expected: str
     actual: str
+    kind: str = DAMAGE
+    fix: str = ""
 
     def __str__(self) -> str:
-        return f"[{self.check}] {self.artifact}: expected {self.expected}, found {self.actual}"
+        text = f"[{self.check}] {self.artifact}: expected {self.expected}, found {self.actual}"
+        return f"{text} ({self.kind}; fix: {self.fix})" if self.fix else text
+
+
+@dataclass(frozen=True)
+class Health:
+    """How healthy a captured state was, as far as the quick checks tell.
+
+    `unchecked` names the deep checks (schema, model, metrics) that did not pass on
+    exactly these bytes before, so the quick checks cannot vouch for them: `mlvs
+    verify` runs them.
+    """
+
+    findings: list[Finding] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.findings
+
+    @property
+    def damaged(self) -> list[Finding]:
+        """The findings that are damage rather than a stale pipeline."""
+        return [f for f in self.findings if f.kind != STALE]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "healthy": self.healthy,
+            "findings": [asdict(f) for f in self.findings],
+            "unchecked": list(self.unchecked),
+        }
 
 
 def recorded_files(paths: ProjectPaths, store: ObjectStore) -> tuple[dict[str, str], list[Finding]]:

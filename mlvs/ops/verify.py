@@ -22,10 +22,8 @@ module that moves or is renamed breaks the import above, never the fingerprint.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
-import os
 import sqlite3
 import sys
 import time
@@ -41,11 +39,12 @@ import mlvs.ml.features
 import mlvs.ml.modeling
 import mlvs.ml.modelio
 import mlvs.ml.params
+import mlvs.ops.health
 import mlvs.paths
-from mlvs._io import hash_file, sha256_file
+from mlvs._io import hash_file
 from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
-from mlvs.backends.dvc.outputs import dvc_outputs, lock_hashes, output_files
+from mlvs.backends.dvc.outputs import dvc_outputs
 from mlvs.backends.mlflow.backups import latest_backup
 from mlvs.backends.mlflow.registry import read_registry
 from mlvs.backends.mlflow.store import server_problem, tracking_uri
@@ -55,8 +54,18 @@ from mlvs.errors import BadInputError, IntegrityError, MlvsError
 from mlvs.ml.data import features_and_target, read_customers, validate_schema
 from mlvs.ml.modeling import holdout_metrics
 from mlvs.ml.modelio import golden_mismatches, load_verified_model
-from mlvs.ml.params import load_stage, stage_file
-from mlvs.ops.recorded import Finding, recorded_files
+from mlvs.ml.params import load_stage
+from mlvs.ops.health import (
+    PassedChecks,
+    check_pipeline,
+    check_tracked_files,
+    code_identity,
+    metrics_inputs,
+    metrics_stage_stale,
+    model_inputs,
+    schema_inputs,
+)
+from mlvs.ops.recorded import STALE, Finding, recorded_files
 from mlvs.paths import ProjectPaths
 
 METRIC_TOLERANCE = 1e-6
@@ -70,24 +79,40 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     # Deep checks not run again because they passed on exactly these bytes and code.
     reused: list[str] = field(default_factory=list)
+    # Checks not run, and why (the metrics of a stale stage describe inputs that are gone).
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
         return not self.findings
 
+    @property
+    def damaged(self) -> bool:
+        """Whether any finding is damage (`mlvs recover` territory), not only a stale pipeline."""
+        return any(f.kind != STALE for f in self.findings)
+
+    @property
+    def stale(self) -> bool:
+        """Whether some stage's outputs were produced from params or code that changed since."""
+        return any(f.kind == STALE for f in self.findings)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "healthy": self.healthy,
+            "damaged": self.damaged,
+            "stale": self.stale,
             "findings": [asdict(f) for f in self.findings],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "reused": list(self.reused),
+            "skipped": list(self.skipped),
         }
 
 
 # The modules whose code decides a deep check's verdict: a change to any of them re-runs every deep check.
 # `features` runs inside the loaded model (its first step); `errors` decides what a check catches;
-# `paths` decides which files a check reads. A test traces the deep checks and fails if any other
+# `paths` and `health` decide which files a check reads. A test traces the deep checks and fails if any other
 # mlvs module's code runs in them.
+# `health.DEEP_CHECK_MODULES` names the same modules, in this order, for the quick checks.
 DEEP_CHECK_CODE: tuple[ModuleType, ...] = (
     mlvs.ml.data,
     mlvs.ml.features,
@@ -96,6 +121,7 @@ DEEP_CHECK_CODE: tuple[ModuleType, ...] = (
     mlvs.ml.params,
     mlvs.errors,
     mlvs.paths,
+    mlvs.ops.health,
     sys.modules[__name__],
 )
 
@@ -124,104 +150,10 @@ def _module_source(module: ModuleType) -> bytes:
 def _code_identity() -> bytes:
     """The interpreter, the installed packages and mlvs's check code, as bytes to fingerprint.
 
-    Installing or removing a package changes the mtime of its `sys.path` directory
-    (as `snapshots._environment` relies on too); only the interpreter's own
-    directories count, not a project or test folder that changes all the time.
-    Each module of DEEP_CHECK_CODE is hashed with its name, so code moved from one
-    to another changes the fingerprint too.
+    The same identity `health.named_code_identity` reads by module name, here from
+    the modules imported above (a test holds the two equal).
     """
-    parts = [sys.executable, sys.version]
-    prefixes = tuple(
-        os.path.join(os.path.abspath(p), "") for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}
-    )
-    for entry in sys.path:
-        if entry and os.path.join(os.path.abspath(entry), "").startswith(prefixes):
-            try:
-                parts.append(f"{entry}:{os.stat(entry).st_mtime_ns}")
-            except OSError:
-                parts.append(f"{entry}:-")
-    digest = hashlib.sha256("\0".join(parts).encode("utf-8"))
-    for module in DEEP_CHECK_CODE:
-        source = _module_source(module)
-        digest.update(f"\0{module.__name__}\0{len(source)}\0".encode())
-        digest.update(source)
-    return digest.digest()
-
-
-class PassedChecks:
-    """Deep checks that passed, remembered by the fingerprint of every byte they read.
-
-    `fingerprint` reads each input's SHA-256 through the hash cache, which trusts a
-    remembered hash only while the file's size, mtime, ctime and inode hold. A
-    check is recorded as passed only if its inputs hashed the same before and
-    after it ran, so a file changed while it was being checked is never vouched for.
-    """
-
-    def __init__(self, paths: ProjectPaths, hashes: HashCache, reuse: bool = True) -> None:
-        self.paths = paths
-        self.hashes = hashes
-        self.reuse = reuse
-        self._code: bytes | None = None
-
-    def fingerprint(self, check: str, inputs: list[Path]) -> str:
-        """SHA-256 over the check's name, the code identity, and each input's path and SHA-256 (or absence)."""
-        if self._code is None:
-            self._code = _code_identity()
-        digest = hashlib.sha256(self._code)
-        digest.update(check.encode("utf-8"))
-        for path in inputs:
-            relative, sha256 = self._hash(path)
-            digest.update(b"\0" + relative.encode("utf-8") + b"\0" + sha256.encode("ascii"))
-        return digest.hexdigest()
-
-    def _hash(self, path: Path) -> tuple[str, str]:
-        """The input's name (relative to the project when inside it) and its SHA-256, or why there is none."""
-        try:
-            relative = path.resolve().relative_to(self.paths.root.resolve()).as_posix()
-        except (OSError, ValueError):
-            relative = ""
-        try:
-            if not path.is_file():
-                return relative or str(path), "absent"
-            if not relative:  # outside the project: not in the hash cache
-                return str(path), sha256_file(path)
-            return relative, self.hashes.file_hash(relative).sha256
-        except OSError:
-            return relative or str(path), "unreadable"
-
-    def passed(self, fingerprint: str) -> bool:
-        """Whether a check already passed on the inputs `fingerprint` stands for."""
-        return self.reuse and self.hashes.check_passed(fingerprint)
-
-    def record(self, check: str, fingerprint: str, inputs: list[Path]) -> None:
-        """Remember that `check` passed, if its inputs are still the ones fingerprinted before it ran."""
-        if self.fingerprint(check, inputs) == fingerprint:
-            self.hashes.remember_passed(check, fingerprint)
-
-
-def check_tracked_files(
-    paths: ProjectPaths, store: ObjectStore, hashes: HashCache
-) -> list[Finding]:
-    """Every DVC-tracked file against the MD5 `dvc.lock` recorded; unexpected extra files too."""
-    recorded, findings = recorded_files(paths, store)
-    for rel, md5 in recorded.items():
-        path = paths.root / rel
-        if not path.is_file():
-            findings.append(Finding("file_hash", rel, f"md5 {md5}", "the file is missing"))
-            continue
-        actual = hashes.file_hash(rel).md5
-        if actual != md5:
-            findings.append(Finding("file_hash", rel, f"md5 {md5}", f"md5 {actual}"))
-    for output, md5 in lock_hashes(paths).items():
-        if md5.endswith(".dir"):
-            for rel in output_files(paths.root, output):
-                if rel not in recorded:
-                    findings.append(
-                        Finding(
-                            "file_hash", rel, "no such file in the recorded output", "an extra file"
-                        )
-                    )
-    return findings
+    return code_identity([(m.__name__, _module_source(m)) for m in DEEP_CHECK_CODE])
 
 
 def check_schema(
@@ -229,7 +161,7 @@ def check_schema(
 ) -> list[Finding]:
     """The raw and processed data against the declared schema (each file unless it passed on these bytes)."""
     findings = []
-    for path in (paths.raw_data, paths.train_data, paths.test_data):
+    for path in schema_inputs(paths):
         rel = path.relative_to(paths.root).as_posix()
         if not path.is_file():
             continue  # reported by the hash check
@@ -249,20 +181,6 @@ def check_schema(
     return findings
 
 
-def _model_inputs(paths: ProjectPaths) -> list[Path]:
-    return [paths.model_file, paths.model_card, paths.golden]
-
-
-def _metrics_inputs(paths: ProjectPaths) -> list[Path]:
-    return [
-        paths.model_file,
-        paths.model_card,
-        paths.test_data,
-        paths.metrics,
-        stage_file(paths.root, "train"),
-    ]
-
-
 def check_model(
     paths: ProjectPaths, passed: PassedChecks | None = None, report: Report | None = None
 ) -> tuple[list[Finding], Any]:
@@ -274,7 +192,7 @@ def check_model(
     rel = paths.model_file.relative_to(paths.root).as_posix()
     if not paths.model_card.is_file():
         return [], None  # nothing trained yet, or reported by the hash check
-    inputs = _model_inputs(paths)
+    inputs = model_inputs(paths)
     fingerprint = passed.fingerprint("model", inputs) if passed is not None else ""
     if passed is not None and passed.passed(fingerprint):
         if report is not None:
@@ -319,7 +237,7 @@ def check_metrics(
     """
     if model is None or not paths.metrics.is_file() or not paths.test_data.is_file():
         return []
-    inputs = _metrics_inputs(paths)
+    inputs = metrics_inputs(paths)
     fingerprint = passed.fingerprint("metrics", inputs) if passed is not None else ""
     if passed is not None and passed.passed(fingerprint):
         if report is not None:
@@ -465,7 +383,7 @@ def verify(
     report = Report()
     store = ObjectStore(paths)
     hashes = HashCache(paths)
-    passed = PassedChecks(paths, hashes, reuse=reuse_passed)
+    passed = PassedChecks(paths, hashes, reuse=reuse_passed, code=_code_identity)
     model_holder: dict[str, Any] = {}
 
     def model_check() -> list[Finding]:
@@ -492,19 +410,27 @@ def verify(
                 )
             return None
 
+    def metrics_check() -> list[Finding]:
+        stage = metrics_stage_stale(paths, report.findings)
+        if stage is not None:
+            report.skipped.append(
+                f"metrics: stage {stage} is stale, so its metrics describe the inputs dvc.lock "
+                "recorded, not today's; `mlvs pipeline` brings them together"
+            )
+            return []
+        return check_metrics(
+            paths,
+            model_holder.get("model") if model_holder.get("model") is not None else load_model,
+            passed,
+            report,
+        )
+
     plan: list[tuple[str, Callable[[], list[Finding]]]] = [
         ("file_hash", lambda: check_tracked_files(paths, store, hashes)),
+        ("pipeline", lambda: check_pipeline(paths, hashes)),
         ("schema", lambda: check_schema(paths, passed, report)),
         ("model", model_check),
-        (
-            "metrics",
-            lambda: check_metrics(
-                paths,
-                model_holder.get("model") if model_holder.get("model") is not None else load_model,
-                passed,
-                report,
-            ),
-        ),
+        ("metrics", metrics_check),
         ("mlflow_store", lambda: check_mlflow_store(paths)),
         # A broken store is one finding, not a second one from reading through it.
         (
@@ -529,7 +455,16 @@ def verify(
     return report
 
 
-CHECKS = ("file_hash", "schema", "model", "metrics", "mlflow_store", "registry", "dvc_cache")
+CHECKS = (
+    "file_hash",
+    "pipeline",
+    "schema",
+    "model",
+    "metrics",
+    "mlflow_store",
+    "registry",
+    "dvc_cache",
+)
 
 
 def parse_checks(text: str | None) -> tuple[str, ...] | None:

@@ -9,6 +9,7 @@ hashes computed here, by the test itself.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -101,6 +102,8 @@ class Story:
     aliases_b: dict[str, str]
     manifest_a: dict
     manifest_b: dict
+    lock_a: dict
+    lock_b: dict
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +113,9 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     created = mlvs(root, "snapshot", "create", "A", "-m", "first model", "--json")
     assert created.returncode == 0, created.stderr
     manifest_a, state_a, aliases_a = json.loads(created.stdout), state(root), aliases(root)
+    # Verified once per state, so the copies remember the deep checks these bytes passed.
+    assert mlvs(root, "verify").returncode == 0
+    lock_a = yaml.safe_load((root / "dvc.lock").read_text())
 
     for stage, change in (
         ("prepare", lambda p: p.update(seed=p["seed"] + 1)),
@@ -126,10 +132,22 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     created = mlvs(root, "snapshot", "create", "B", "-m", "retrained", "--json")
     assert created.returncode == 0, created.stderr
     manifest_b, state_b, aliases_b = json.loads(created.stdout), state(root), aliases(root)
+    assert mlvs(root, "verify").returncode == 0
+    lock_b = yaml.safe_load((root / "dvc.lock").read_text())
     assert state_a["data/raw/customer_data.csv"] != state_b["data/raw/customer_data.csv"]
     assert state_a["models/model.skops"] != state_b["models/model.skops"]
     assert aliases_a["champion"] != aliases_b["champion"]
-    return Story(root, state_a, state_b, aliases_a, aliases_b, manifest_a, manifest_b)
+    return Story(
+        root,
+        state_a,
+        state_b,
+        aliases_a,
+        aliases_b,
+        manifest_a,
+        manifest_b,
+        lock_a["stages"],
+        lock_b["stages"],
+    )
 
 
 @pytest.fixture
@@ -396,11 +414,70 @@ def test_only_models_restores_the_model_and_keeps_the_new_data(story: Story, ws:
     assert report["parts"] == ["models"] and report["verified"] is True
     now = state(ws)
     for path in now:
+        if path == "dvc.lock":
+            continue  # each stage's entry from its own side: below
         expected = (
             story.a if path.startswith("models/") or path == "reports/metrics.json" else story.b
         )
         assert now[path] == expected[path], path
     assert aliases(ws) == story.aliases_b  # the registry is a part of its own
+    # The lock describes the bytes in place: the model's stage as A recorded it, the data's as B did.
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
+    assert lock["train"] == story.lock_a["train"] and lock["prepare"] == story.lock_b["prepare"]
+
+
+def test_a_rollback_from_a_sick_state_is_never_refused_and_its_automatic_snapshot_says_so(
+    story: Story, ws: Path
+) -> None:
+    card = ws / "models" / "model_card.json"
+    card.write_text(card.read_text() + "\n")  # damage: no longer what dvc.lock records
+
+    report = rollback(ws, "A")
+
+    assert report["verified"] is True and state(ws) == story.a
+    automatic = json.loads(
+        mlvs(ws, "snapshot", "show", report["automatic_snapshot"], "--json").stdout
+    )
+    assert automatic["health"]["healthy"] is False
+    assert [f["artifact"] for f in automatic["health"]["findings"]] == ["models/model_card.json"]
+
+    back = mlvs(ws, "rollback", report["automatic_snapshot"])
+
+    assert back.returncode == 0, back.stderr
+    assert "was taken unhealthy" in back.stdout and "models/model_card.json" in back.stdout
+    assert card.read_text() == (story.template / "models" / "model_card.json").read_text() + "\n"
+
+
+PARTS = ("code", "params", "data", "models", "registry")
+EVERY_COMBINATION = [
+    ",".join(chosen) for size in range(1, 6) for chosen in itertools.combinations(PARTS, size)
+]
+
+
+@pytest.mark.parametrize("only", EVERY_COMBINATION)
+def test_a_partial_rollback_leaves_a_state_verify_finds_undamaged_and_recover_leaves_alone(
+    story: Story, ws: Path, only: str
+) -> None:
+    # A and B differ in both stages' params, data, model and champion; their code is the same.
+    rolled = mlvs(ws, "rollback", "A", "--only", only, "--json")
+    assert rolled.returncode == 0, rolled.stdout[-2000:] + rolled.stderr[-2000:]
+    assert json.loads(rolled.stdout)["verified"] is True
+
+    checked = mlvs(ws, "verify", "--json")
+    report = json.loads(checked.stdout)
+    assert [f for f in report["findings"] if f["kind"] != "stale"] == [], report["findings"]
+    # Outputs of A beside params of B (or the other way round) were produced from other
+    # params: stale. With params, data and models all restored (or none), nothing is.
+    restored = set(only.split(",")) & {"params", "data", "models"}
+    expect_stale = bool(restored) and restored != {"params", "data", "models"}
+    assert report["stale"] is expect_stale, report["findings"]
+    assert checked.returncode == (1 if expect_stale else 0)
+
+    files, champion = state(ws), aliases(ws)
+    recovered = mlvs(ws, "recover", "--json")
+    assert recovered.returncode == (1 if expect_stale else 0), recovered.stderr[-2000:]
+    assert json.loads(recovered.stdout)["repairs"] == []
+    assert state(ws) == files and aliases(ws) == champion
 
 
 def test_only_registry_moves_the_aliases_and_no_file(story: Story, ws: Path) -> None:

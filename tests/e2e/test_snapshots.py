@@ -211,8 +211,12 @@ def test_snapshot_records_the_files_as_they_are_even_when_dvc_lock_is_stale(
     card = root / "models" / "model_card.json"
     card.write_text(card.read_text() + "\n")
 
-    manifest = create(root, "stale")
+    manifest = create(root, "stale", "--allow-unhealthy")
 
+    assert manifest["health"]["healthy"] is False
+    assert [(f["check"], f["artifact"]) for f in manifest["health"]["findings"]] == [
+        ("file_hash", "models/model_card.json")
+    ]
     assert manifest["files"]["models/model_card.json"]["sha256"] == sha256(card)
     assert manifest["outputs"]["models"]["matches_dvc_lock"] is False
     md5 = hashlib.md5(card.read_bytes()).hexdigest()
@@ -237,6 +241,63 @@ def test_a_second_snapshot_of_an_unchanged_state_copies_nothing_and_is_fast(
     ) == stores
     assert second["files"] == create(root, "three")["files"]
     assert elapsed < 5  # a whole CLI process; the benchmark measures the real budget
+
+
+def test_a_healthy_snapshot_records_its_health(trained_workspace: Path) -> None:
+    manifest = create(trained_workspace, "well")
+    assert manifest["health"]["healthy"] is True and manifest["health"]["findings"] == []
+    shown = mlvs(trained_workspace, "snapshot", "show", "well")
+    assert "health       healthy" in shown.stdout
+
+
+def test_a_stale_state_is_refused_in_one_line_unless_allowed_and_then_recorded(
+    trained_workspace: Path,
+) -> None:
+    root = trained_workspace
+    params = root / "params" / "train.yaml"
+    values = yaml.safe_load(params.read_text())
+    values["cv_folds"] += 1
+    params.write_text(yaml.safe_dump(values, sort_keys=False))
+    refs = git(root, "for-each-ref", "refs/mlvs/")
+    cache = tree_hashes(root / ".dvc" / "cache")
+
+    refused = mlvs(root, "snapshot", "create", "sick")
+
+    assert refused.returncode == 1
+    line = refused.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "stage train" in line and "cv_folds" in line and "`mlvs pipeline`" in line
+    assert "--allow-unhealthy" in line
+    assert git(root, "for-each-ref", "refs/mlvs/") == refs  # nothing was created
+    assert tree_hashes(root / ".dvc" / "cache") == cache
+
+    manifest = create(root, "sick", "--allow-unhealthy")
+
+    (finding,) = manifest["health"]["findings"]
+    assert (finding["check"], finding["kind"], finding["artifact"]) == (
+        "pipeline",
+        "stale",
+        "stage train",
+    )
+    assert finding["fix"] == "mlvs pipeline"
+    shown = mlvs(root, "snapshot", "show", "sick")
+    assert "unhealthy when taken: 1 finding(s) (stale)" in shown.stdout
+    assert "cv_folds" in shown.stdout
+    listed = mlvs(root, "snapshot", "list")
+    assert any(
+        line.startswith("sick") and "unhealthy" in line for line in listed.stdout.splitlines()
+    )
+
+
+def test_damaged_data_is_refused_naming_recover_as_the_fix(trained_workspace: Path) -> None:
+    raw = trained_workspace / "data" / "raw" / "customer_data.csv"
+    os.chmod(raw, 0o644)
+    raw.write_text(raw.read_text() + "tampered\n")
+
+    refused = mlvs(trained_workspace, "snapshot", "create", "broken")
+
+    assert refused.returncode == 1
+    assert "data/raw/customer_data.csv" in refused.stderr and "`mlvs recover`" in refused.stderr
 
 
 # --- listing, showing, comparing ------------------------------------------------------------
@@ -278,7 +339,7 @@ def test_diff_names_params_metrics_data_and_code_changes(trained_workspace: Path
     assert diff["code"] == ["mlvs/new_helper.py"]
     assert diff["metrics"] == {} and diff["registry"] == {}
 
-    create(root, "after")
+    create(root, "after", "--allow-unhealthy")  # a changed state, on purpose not rebuilt
     between = json.loads(mlvs(root, "snapshot", "diff", "before", "after", "--json").stdout)
     assert {k: v for k, v in between.items() if k not in ("a", "b")} == {
         k: v for k, v in diff.items() if k not in ("a", "b")
@@ -448,13 +509,14 @@ def test_a_snapshot_killed_at_a_step_is_undone_or_kept_whole_by_recover(
     trained_workspace: Path, step: str
 ) -> None:
     root = trained_workspace
-    # New bytes that neither the cache nor the remote holds yet, so an undo has objects to take out.
+    # New bytes that neither the cache nor the remote holds yet, so an undo has objects to take out
+    # (no longer what dvc.lock records: the snapshot is taken with --allow-unhealthy).
     card = root / "models" / "model_card.json"
     card.write_text(card.read_text() + "\n")
     before = tree_hashes(root, skip=RUNTIME_CACHES)
     env = {**clean_env(root), "MLVS_FAILPOINT": f"snapshot:{step}"}
 
-    killed = run(root, "snapshot", "create", "interrupted", env=env)
+    killed = run(root, "snapshot", "create", "interrupted", "--allow-unhealthy", env=env)
     assert killed.returncode == -9, killed.stderr
     assert (root / ".mlvs" / "journal.json").exists()
 
@@ -471,7 +533,8 @@ def test_a_snapshot_killed_at_a_step_is_undone_or_kept_whole_by_recover(
         assert outcome["action"] == "undone"
         assert after == before  # exactly the old state: no object, no temporary file left
         assert git(root, "for-each-ref", "refs/mlvs/").strip() == ""
-        assert mlvs(root, "snapshot", "create", "interrupted").returncode == 0
+        created = mlvs(root, "snapshot", "create", "interrupted", "--allow-unhealthy")
+        assert created.returncode == 0
 
 
 def test_a_full_disk_while_storing_data_leaves_no_snapshot_and_no_trace(
@@ -496,7 +559,7 @@ def test_a_full_disk_while_storing_data_leaves_no_snapshot_and_no_trace(
     for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
         monkeypatch.delenv(name)
     with pytest.raises(MlvsError, match="No space left on device"):
-        create_snapshot(ProjectPaths(root), "full")
+        create_snapshot(ProjectPaths(root), "full", allow_unhealthy=True)
 
     assert tree_hashes(root, skip=RUNTIME_CACHES) == before
     assert git(root, "for-each-ref", "refs/mlvs/").strip() == ""

@@ -104,7 +104,8 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 
 def test_records_frame_has_one_column_per_field() -> None:
     frame = mlvs.records_frame([Finding("model", "models/model.skops", "sha256 a", "sha256 b")])
-    assert list(frame.columns) == ["check", "artifact", "expected", "actual"]
+    assert list(frame.columns) == ["check", "artifact", "expected", "actual", "kind", "fix"]
+    assert frame.iloc[0]["kind"] == "damage"
     assert mlvs.records_frame([Repair("models/model.skops", "dvc cache", 10)]).iloc[
         0
     ].to_dict() == {

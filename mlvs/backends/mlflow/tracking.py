@@ -30,7 +30,7 @@ from mlvs.backends.mlflow.store import (
     server_problem,
     tracking_uri,
 )
-from mlvs.errors import MlvsError
+from mlvs.errors import ExternalToolError, MlvsError
 from mlvs.logs import get_logger
 from mlvs.mappings import flatten
 from mlvs.ml.modelio import TRUSTED_TYPES
@@ -108,7 +108,11 @@ def git_tags(root: Path, generated: Sequence[str] = ()) -> dict[str, str]:
 def generated_paths(paths: ProjectPaths) -> list[str]:
     """What the pipeline and mlvs write themselves: DVC's lock and outputs, reports, runtime state."""
     own = (paths.reports, paths.state, paths.mlflow_db, paths.root / "mlartifacts")
-    return sorted({*pipeline_written(paths), *(p.relative_to(paths.root).as_posix() for p in own)})
+    try:
+        written = pipeline_written(paths)
+    except ExternalToolError:  # not a git repository: no commit to be dirty against either
+        written = ["dvc.lock"]
+    return sorted({*written, *(p.relative_to(paths.root).as_posix() for p in own)})
 
 
 def input_provenance(paths: ProjectPaths, notebook: str) -> dict[str, str]:

@@ -28,12 +28,22 @@ def snapshot_group() -> None:
 @snapshot_group.command("create")
 @click.argument("name")
 @click.option("-m", "--message", default="", help="What this snapshot is.")
+@click.option(
+    "--allow-unhealthy",
+    is_flag=True,
+    help="Take the snapshot even if the quick checks find damage or a stale pipeline; "
+    "its manifest records the findings (without it, such a state is refused).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def snapshot_create_command(name: str, message: str, as_json: bool) -> None:
-    """Snapshot code, params, data, models and registry as NAME."""
+def snapshot_create_command(name: str, message: str, allow_unhealthy: bool, as_json: bool) -> None:
+    """Snapshot code, params, data, models and registry as NAME.
+
+    The state is checked first (tracked files against dvc.lock, a stale pipeline, the
+    deep checks verify remembers); an unhealthy one is refused unless --allow-unhealthy.
+    """
 
     paths = project()
-    manifest = create_snapshot(paths, name, message)
+    manifest = create_snapshot(paths, name, message, allow_unhealthy=allow_unhealthy)
     refresh_index(paths)
     if as_json:
         emit_json(manifest.to_dict())

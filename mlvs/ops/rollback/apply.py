@@ -12,12 +12,14 @@ from pathlib import Path
 
 from mlvs._io import (
     FileHash,
+    atomic_write_bytes,
     copy_verified,
     durable_writes,
     fsync_directories,
     is_regular_file,
 )
 from mlvs.backends.dvc.hashcache import HashCache, Identity, file_identity, landed_identity
+from mlvs.backends.dvc.lockfile import LOCK_FILE
 from mlvs.backends.dvc.objects import TEMP_SUFFIX, ObjectStore
 from mlvs.backends.dvc.outputs import output_files
 from mlvs.backends.git.refs import SNAPSHOT_REF_PREFIX
@@ -237,6 +239,12 @@ def _apply(
     if plan.git:
         assert target.commit is not None
         restore_worktree(root, target.commit, [c.path for c in plan.git])
+    if plan.lock is not None:
+        # After the outputs it describes: a crash before this line is rolled forward by recovery.
+        if plan.lock_bytes is None:
+            (root / LOCK_FILE).unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(root / LOCK_FILE, plan.lock_bytes)
     fault_point("rollback:apply:git")
     if plan.model_name and plan.alias_changes:
         assert plan.aliases_wanted is not None
@@ -299,6 +307,12 @@ def _verify(
         for change in _git_differences(paths, target, plan.part_of, parts):
             findings.append(f"{change.path}: differs from snapshot {target.name!r} ({change.part})")
             checked += 1
+    if plan.lock is not None:
+        location = root / LOCK_FILE
+        lock_now = location.read_bytes() if location.is_file() else None
+        checked += 1
+        if lock_now != plan.lock_bytes:
+            findings.append(f"{LOCK_FILE}: differs from the lock the restored stages need")
     if plan.model_name and plan.aliases_wanted is not None:
         now = read_registry(paths, plan.model_name, None)
         if now.error is not None:

@@ -8,10 +8,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mlvs.backends.dvc.lockfile import (
+    LOCK_FILE,
+    compose_lock,
+    lock_document,
+    lock_stages,
+    stage_outputs,
+)
 from mlvs.backends.dvc.objects import ObjectStore
-from mlvs.backends.dvc.outputs import PartRule
+from mlvs.backends.dvc.outputs import DATA, MODELS, PartRule
 from mlvs.backends.git.refs import MAX_NAME_LENGTH, validate_snapshot_name
-from mlvs.backends.git.tree import tree_files, worktree_blob_hashes
+from mlvs.backends.git.tree import read_files_at, tree_files, worktree_blob_hashes
 from mlvs.backends.mlflow.registry import missing_versions, read_registry
 from mlvs.boundary import workspace_file
 from mlvs.errors import BadInputError, IntegrityError, MlvsError
@@ -47,6 +54,8 @@ class RollbackReport:
     checked_files: int = 0
     findings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # What the target snapshot's own health check found when it was taken (empty: healthy or not recorded).
+    snapshot_findings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -122,6 +131,9 @@ class _Plan:
     aliases_wanted: dict[str, str] | None = None
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what makes the plan impossible
+    # dvc.lock as the restored outputs need it (None: no lock), when that differs from the file now.
+    lock: FileChange | None = None
+    lock_bytes: bytes | None = None
 
     @property
     def alias_changes(self) -> dict[str, tuple[str | None, str | None]]:
@@ -136,7 +148,10 @@ class _Plan:
 
     @property
     def files(self) -> list[FileChange]:
-        return sorted([*self.git, *self.writes, *self.deletes], key=lambda c: (c.path, c.action))
+        lock = [self.lock] if self.lock is not None else []
+        return sorted(
+            [*self.git, *self.writes, *self.deletes, *lock], key=lambda c: (c.path, c.action)
+        )
 
 
 def _git_differences(
@@ -148,6 +163,9 @@ def _git_differences(
     # The manifest lives only inside snapshot commits; a working-tree file of that name is the user's.
     wanted.pop(MANIFEST_PATH, None)
     present.pop(MANIFEST_PATH, None)
+    # dvc.lock describes the outputs, not the code: it is put together stage by stage (`_plan_lock`).
+    wanted.pop(LOCK_FILE, None)
+    present.pop(LOCK_FILE, None)
     changes = []
     for path in sorted(set(wanted) | set(present)):
         if wanted.get(path) == present.get(path):
@@ -183,9 +201,56 @@ def _plan(
     for output in target.outputs:
         if plan.part_of(output) in parts:
             workspace_file(paths.root, output, f"snapshot {target.name!r} path")
+    if parts & {DATA, MODELS}:
+        _plan_lock(paths, target, parts, plan)
     if "registry" in parts:
         _plan_registry(paths, target, current, plan, asked=parts != set(PARTS))
     return plan
+
+
+def _plan_lock(paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Plan) -> None:
+    """Plan dvc.lock so that it describes the outputs in place once the restored parts are back.
+
+    A stage whose outputs belong to a restored part takes the snapshot's entry (its
+    outputs, and the deps and params they were produced with); every other stage keeps
+    the current one. Restored outputs made from params or code that are not current
+    then show as a stale pipeline, never as damage that `mlvs recover` would "repair"
+    by undoing the rollback.
+    """
+    assert target.commit is not None
+    location = paths.root / LOCK_FILE
+    current = location.read_bytes() if location.is_file() else None
+    wanted = read_files_at(paths.root, [(target.commit, LOCK_FILE)])[0]
+    then = lock_stages(lock_document(wanted, f"the {LOCK_FILE} of snapshot {target.name!r}"))
+    try:
+        now = lock_stages(lock_document(current, LOCK_FILE))
+    except IntegrityError:
+        if {DATA, MODELS} <= parts:
+            # Every output comes back, so the snapshot's lock is the one they need: a broken
+            # lock here is no reason to refuse the rollback that repairs it.
+            action = "write" if wanted is not None else "delete"
+            plan.lock = FileChange(LOCK_FILE, f"{DATA},{MODELS}", action, GIT)
+            plan.lock_bytes = wanted
+            return
+        raise IntegrityError(
+            f"{LOCK_FILE} cannot be read, so the stages kept cannot be described; restore it "
+            f"from git, or roll back data and models together (--only data,models,...)"
+        ) from None
+    restored: dict[str, set[str]] = {}
+    for name in {**now, **then}:
+        outputs = [*stage_outputs(now.get(name)), *stage_outputs(then.get(name))]
+        owned = {plan.part_of(output) for output in outputs} & parts
+        if owned:
+            restored[name] = owned
+    composed = compose_lock(current, wanted, set(restored))
+    if composed == current:
+        return
+    # Named by the parts whose stages' entries change (the others are restored unchanged).
+    changed = [owned for name, owned in restored.items() if now.get(name) != then.get(name)]
+    named = set().union(*(changed or restored.values()))
+    part = ",".join(sorted(named)) if named else DATA
+    plan.lock = FileChange(LOCK_FILE, part, "write" if composed is not None else "delete", GIT)
+    plan.lock_bytes = composed
 
 
 def _plan_registry(

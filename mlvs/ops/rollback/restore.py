@@ -44,6 +44,7 @@ from mlvs.backends.git.refs import delete_snapshot_ref, list_snapshot_refs, snap
 from mlvs.backends.git.tree import uncommitted_files
 from mlvs.errors import IntegrityError, MlvsError, os_error, storage_failure
 from mlvs.logs import get_logger
+from mlvs.ops.health import health_never_refusing
 from mlvs.ops.rollback.apply import _apply, _stage, _verify
 from mlvs.ops.rollback.plan import (
     RollbackReport,
@@ -146,6 +147,7 @@ def rollback(
     report = RollbackReport(
         snapshot=name, commit=target.commit, parts=sorted(parts), dry_run=dry_run
     )
+    _name_unhealthy_target(target, report)
     if dry_run:
         plan = _plan(paths, target, capture_state(paths), parts, ObjectStore(paths))
         report.files, report.aliases, report.model_name = (
@@ -180,7 +182,13 @@ def rollback(
         try:
             clock = time.perf_counter()
             message = f"automatic snapshot before rolling back to {name}"
-            current = capture_state(paths, auto_name, message, automatic=True)
+            hashes = HashCache(paths)
+            try:
+                current = capture_state(paths, auto_name, message, automatic=True, hashes=hashes)
+                # Never refused: a rollback out of a sick state must stay possible; it is recorded instead.
+                current.health = health_never_refusing(paths, hashes)
+            finally:
+                hashes.close()
             _timed(report.timings, "capture", clock)
             report.automatic_snapshot = auto_name
             _restore(
@@ -208,6 +216,23 @@ def rollback(
     if not report.verified:
         raise VerificationError(report)
     return report
+
+
+def _name_unhealthy_target(target: Manifest, report: RollbackReport) -> None:
+    """Say that the snapshot was taken of an unhealthy state: it is restored as recorded, findings and all."""
+    if target.health is None or target.health.healthy:
+        return
+    report.snapshot_findings = [str(f) for f in target.health.findings]
+    shown = "; ".join(report.snapshot_findings[:3])
+    more = (
+        f" and {len(report.snapshot_findings) - 3} more"
+        if len(report.snapshot_findings) > 3
+        else ""
+    )
+    report.notes.append(
+        f"snapshot {target.name!r} was taken unhealthy ({len(report.snapshot_findings)} finding(s): "
+        f"{shown}{more}); it is restored as it was recorded, so `mlvs verify` may name them again"
+    )
 
 
 def _name_saved_edits(paths: ProjectPaths, saved: Manifest, report: RollbackReport) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.dvc.outputs import (
     dir_object,
@@ -33,8 +34,10 @@ from mlvs.backends.git.refs import (
 )
 from mlvs.backends.git.run import known_toplevel, remember_toplevel, run_git
 from mlvs.backends.git.tree import commit_worktree
-from mlvs.errors import BadInputError, ExternalToolError, os_error
+from mlvs.errors import BadInputError, ExternalToolError, UnhealthyStateError, os_error
 from mlvs.logs import get_logger
+from mlvs.ops.health import PIPELINE_FIX, quick_health
+from mlvs.ops.recorded import STALE, Health
 from mlvs.ops.snapshot.capture import capture_state
 from mlvs.ops.snapshot.manifest import MANIFEST_PATH, Manifest
 from mlvs.paths import ProjectPaths
@@ -166,8 +169,33 @@ def _refuse_unreadable_registry(manifest: Manifest) -> None:
         )
 
 
-def create_snapshot(paths: ProjectPaths, name: str, message: str = "") -> Manifest:
-    """Snapshot the whole current state as `name`; refuse a bad or existing name (changing nothing)."""
+def _refuse_unhealthy(name: str, health: Health) -> None:
+    # A snapshot is what a rollback later restores as "the good state": one taken of a
+    # sick state must be asked for, and then says so in its manifest.
+    if health.healthy:
+        return
+    shown = "; ".join(str(f) for f in health.findings[:3])
+    more = f" and {len(health.findings) - 3} more" if len(health.findings) > 3 else ""
+    fixes = []
+    if health.damaged:
+        fixes.append("`mlvs recover` (put back what dvc.lock records)")
+    if any(f.kind == STALE for f in health.findings):
+        fixes.append(f"`{PIPELINE_FIX}` (rebuild the stale stages)")
+    raise UnhealthyStateError(
+        f"snapshot {name!r} was not created: the state is not healthy, {len(health.findings)} "
+        f"finding(s): {shown}{more}; fix it with {' or '.join(fixes)}, or take the snapshot anyway "
+        "with --allow-unhealthy (its manifest then records the findings)"
+    )
+
+
+def create_snapshot(
+    paths: ProjectPaths, name: str, message: str = "", allow_unhealthy: bool = False
+) -> Manifest:
+    """Snapshot the whole current state as `name`; refuse a bad or existing name (changing nothing).
+
+    The state's quick health checks (`mlvs.ops.health`) are recorded in the manifest;
+    an unhealthy state is refused unless `allow_unhealthy`.
+    """
 
     _refuse_existing(paths, name)
     with state_lock(paths):
@@ -177,7 +205,14 @@ def create_snapshot(paths: ProjectPaths, name: str, message: str = "") -> Manife
         journal.begin("snapshot", {"name": name})
         record = journal_recorder(journal, "snapshot")
         try:
-            manifest = capture_state(paths, name, message)
+            hashes = HashCache(paths)
+            try:
+                manifest = capture_state(paths, name, message, hashes=hashes)
+                manifest.health = quick_health(paths, hashes)
+            finally:
+                hashes.close()
+            if not allow_unhealthy:
+                _refuse_unhealthy(name, manifest.health)
             _refuse_unreadable_registry(manifest)
             record("captured")
             save_snapshot(paths, manifest, record)

@@ -16,6 +16,7 @@ from typing import Any
 from mlvs.backends.mlflow.registry import RegistryState, VersionInfo
 from mlvs.boundary import md5_value, project_path
 from mlvs.errors import IntegrityError
+from mlvs.ops.recorded import DAMAGE, Finding, Health
 
 MANIFEST_PATH = ".mlvs-snapshot.json"
 
@@ -65,6 +66,22 @@ class _Fields:
 
     def name(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
+
+    def items(self, key: str) -> list[_Fields]:
+        """A list of objects (absent: empty), each entry read in turn."""
+        found = self.get(key, (list,), "a list", [])
+        return [
+            _Fields(entry, f"{self.name(key)}[{position}]", self.source)
+            for position, entry in enumerate(found)
+        ]
+
+    def texts(self, key: str) -> list[str]:
+        """A list of strings (absent: empty)."""
+        found = self.get(key, (list,), "a list", [])
+        for position, value in enumerate(found):
+            if not isinstance(value, str):
+                raise self.wrong(f"{self.name(key)}[{position}]", "a string", value)
+        return list(found)
 
     def get(self, key: str, kinds: tuple[type, ...], wanted: str, default: Any = ...) -> Any:
         """The value of `key`, of one of `kinds`; `default` when absent (required without one)."""
@@ -211,6 +228,22 @@ class RemoteInfo:
         return {"remote": self.remote, "remote_url": self.remote_url}
 
 
+def _finding(fields: _Fields) -> Finding:
+    return Finding(
+        fields.text("check"),
+        fields.text("artifact"),
+        fields.text("expected"),
+        fields.text("actual"),
+        kind=fields.text("kind", DAMAGE),
+        fix=fields.text("fix", ""),
+    )
+
+
+def _health(fields: _Fields) -> Health:
+    """The health a snapshot recorded; its `healthy` flag is derived from the findings, never believed."""
+    return Health([_finding(f) for f in fields.items("findings")], fields.texts("unchecked"))
+
+
 def _version(fields: _Fields) -> VersionInfo:
     return VersionInfo(
         fields.text("version"),
@@ -248,6 +281,8 @@ class Manifest:
     registry: RegistryState
     environment: Environment
     dvc: RemoteInfo = field(default_factory=RemoteInfo)
+    # The quick checks' verdict on the state when it was captured; None in snapshots older than it.
+    health: Health | None = None
     commit: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,6 +301,7 @@ class Manifest:
             "registry": self.registry.to_dict(),
             "environment": self.environment.to_dict(),
             "dvc": self.dvc.to_dict(),
+            "health": None if self.health is None else self.health.to_dict(),
         }
 
     def to_bytes(self) -> bytes:
@@ -339,6 +375,13 @@ class Manifest:
             ),
             dvc=RemoteInfo(
                 dvc.optional_text("remote", None), dvc.optional_text("remote_url", None)
+            ),
+            health=(
+                None
+                if fields.data.get("health") is None
+                else _health(
+                    _Fields(fields.get("health", (dict,), "an object"), "health", fields.source)
+                )
             ),
             commit=commit or git.optional_text("commit", None),
         )
