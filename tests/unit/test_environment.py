@@ -232,7 +232,7 @@ def test_a_lock_out_of_date_with_pyproject_stops_make_in_one_line(tmp_path: Path
     (tmp_path / ".venv" / ".uv").symlink_to(REPO / ".venv" / ".uv")
     stale = (tmp_path / "pyproject.toml").read_text().replace('"click>=8.1"', '"click>=8.1.3"')
     (tmp_path / "pyproject.toml").write_text(stale)
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     result = subprocess.run(
         ["make", "--no-print-directory", "-s", "setup"],
         cwd=tmp_path,

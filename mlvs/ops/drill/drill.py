@@ -37,7 +37,7 @@ from mlvs.ops.drill.incidents import Scenario, inject, not_applicable, scenario
 from mlvs.ops.recover import recover
 from mlvs.ops.repair import RecoveryOutcome, Repair
 from mlvs.ops.reports_index import write_index
-from mlvs.ops.run import run_notebook
+from mlvs.ops.run import resolve_notebook, run_notebook
 from mlvs.ops.verify import Report, verify
 from mlvs.paths import ProjectPaths
 from mlvs.state.lock import locked, state_lock
@@ -420,6 +420,7 @@ def drill_many(
         reason = not_applicable(paths, scenario(paths.root, name))
         if reason is not None:
             raise BadInputError(reason)
+    resolve_notebook(paths, "03_incident")  # a project without it cannot drill at all: say so first
     records: list[DrillResult] = []
     with state_lock(paths):  # every drill as a whole, and the index of their postmortems
         for name in names:

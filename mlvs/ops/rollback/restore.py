@@ -42,7 +42,13 @@ from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.git.refs import delete_snapshot_ref, list_snapshot_refs, snapshot_ref
 from mlvs.backends.git.tree import uncommitted_files
-from mlvs.errors import IntegrityError, MlvsError, os_error, storage_failure
+from mlvs.errors import (
+    ExternalToolError,
+    IntegrityError,
+    MlvsError,
+    os_error,
+    storage_failure,
+)
 from mlvs.logs import get_logger
 from mlvs.ops.health import health_never_refusing
 from mlvs.ops.rollback.apply import _apply, _stage, _verify
@@ -209,6 +215,10 @@ def rollback(
                 report.automatic_snapshot = None
                 if isinstance(error, OSError):
                     raise os_error(error, f"nothing was rolled back to {name!r}") from error
+                if isinstance(error, ExternalToolError):  # git or DVC failed (a full disk, say)
+                    raise ExternalToolError(
+                        f"{error}; nothing was rolled back to {name!r}"
+                    ) from error
                 raise
             raise _finish_after_failure(paths, journal, error) from error
         journal.clear()
