@@ -81,6 +81,11 @@ class ProjectPaths:
         return self.reports / "metrics.json"
 
     @property
+    def uv_lock(self) -> Path:
+        """The committed lock file of the project's Python environment."""
+        return self.root / "uv.lock"
+
+    @property
     def state(self) -> Path:
         """mlvs's own runtime state: logs, journal, locks, backups (git-ignored)."""
         return self.root / ".mlvs"

@@ -101,7 +101,8 @@ def manifest_text(manifest: Manifest) -> str:
             for finding in (manifest.health.findings if manifest.health else [])
         ),
         f"environment  Python {manifest.environment.python}, "
-        + ", ".join(f"{k} {v}" for k, v in manifest.environment.packages.items() if v),
+        + ", ".join(f"{k} {v}" for k, v in manifest.environment.packages.items() if v)
+        + _lock_text(manifest),
         "",
     ]
     rows = []
@@ -121,6 +122,13 @@ def manifest_text(manifest: Manifest) -> str:
     return "\n".join(lines)
 
 
+def _lock_text(manifest: Manifest) -> str:
+    environment = manifest.environment
+    if not environment.lock_recorded:
+        return ""  # taken before mlvs recorded the lock file
+    return f"; uv.lock {_short(environment.uv_lock_sha256, 17) if environment.uv_lock_sha256 else 'absent'}"
+
+
 def health_text(manifest: Manifest) -> str:
     """What a snapshot recorded of its state's health, in a few words."""
     health = manifest.health
@@ -131,6 +139,32 @@ def health_text(manifest: Manifest) -> str:
         return f"unhealthy when taken: {len(health.findings)} finding(s) ({', '.join(kinds)})"
     unchecked = f"; not deep-checked since the last change: {', '.join(health.unchecked)}"
     return "healthy" + (unchecked if health.unchecked else "")
+
+
+def environment_lines(changes: dict[str, tuple[str | None, str | None]]) -> list[str]:
+    """Environment changes (from `Environment.changes_to`), one indented line each: `what  old -> new`."""
+    labels = {
+        key: (
+            "uv.lock sha256"
+            if key == "uv_lock_sha256"
+            else key.removeprefix("packages.")
+            if key.startswith("packages.")
+            else key
+        )
+        for key in changes
+    }
+    width = max((len(label) for label in labels.values()), default=0)
+    lines = []
+    for key, (old, new) in changes.items():
+        if key == "uv_lock_sha256":
+            old_text, new_text = (
+                _short(old or "(no uv.lock)", 17),
+                _short(new or "(no uv.lock)", 17),
+            )
+        else:
+            old_text, new_text = old or "(not installed)", new or "(not installed)"
+        lines.append(f"  {labels[key]:<{width}}  {old_text} -> {new_text}")
+    return lines
 
 
 def diff_text(diff: SnapshotDiff) -> str:
@@ -157,6 +191,9 @@ def diff_text(diff: SnapshotDiff) -> str:
     if diff.code:
         lines.append(f"code: {len(diff.code)} file(s) changed")
         lines += [f"  {p}" for p in diff.code]
+    if diff.environment:
+        lines.append("environment:")
+        lines += environment_lines(diff.environment)
     return "\n".join(lines)
 
 
@@ -313,20 +350,33 @@ def incidents_table(catalog: dict[str, Scenario]) -> str:
 
 
 def reproduction_text(result: Reproduction) -> str:
-    """A reproduction, for people: what was compared, or each difference."""
+    """A reproduction, for people: the environment differences first, then what was compared, or each difference."""
+    lines = []
+    if result.environment:
+        lines += [
+            note(f"the environment differs from the one snapshot {result.name!r} recorded")
+            + " (recorded -> now):",
+            *environment_lines(result.environment),
+        ]
     if result.reproduces:
-        return (
+        lines.append(
             f"snapshot {result.name!r} {good('reproduces')}: {result.compared_files} file(s) byte for byte, "
             f"{result.compared_metrics} metric(s) exactly, golden predictions identical "
             f"({result.seconds:.0f} s)"
+            + (" despite the environment differences" if result.environment else "")
         )
-    return "\n".join(
-        [
-            f"snapshot {result.name!r} "
-            + bad(f"does not reproduce, {len(result.differences)} difference(s):"),
-            *(f"  {difference}" for difference in result.differences),
-        ]
-    )
+        return "\n".join(lines)
+    lines += [
+        f"snapshot {result.name!r} "
+        + bad(f"does not reproduce, {len(result.differences)} difference(s):"),
+        *(f"  {difference}" for difference in result.differences),
+    ]
+    if result.environment:
+        lines.append(
+            "these differences in results may come from the environment differences above; "
+            "reproduce in the snapshot's environment (its uv.lock: `uv sync --frozen`) to tell"
+        )
+    return "\n".join(lines)
 
 
 def emit_json(document: Any) -> None:

@@ -28,7 +28,8 @@ from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.git.run import run_git, run_git_bytes
 from mlvs.errors import BadInputError
 from mlvs.logs import get_logger
-from mlvs.ops.snapshot.manifest import Manifest
+from mlvs.ops.snapshot.capture import current_environment
+from mlvs.ops.snapshot.manifest import Environment, Manifest
 from mlvs.paths import ProjectPaths
 from mlvs.settings import ROOT
 
@@ -49,6 +50,7 @@ class Expected:
     files: dict[str, str]
     metrics: dict[str, float]
     golden: list[str] | None = None
+    environment: Environment | None = None
 
 
 @dataclass
@@ -61,6 +63,9 @@ class Reproduction:
     compared_files: int = 0
     compared_metrics: int = 0
     seconds: float = 0.0
+    # What differs from the snapshot's environment to this one, as (recorded, current):
+    # reported, never a failure by itself (the results decide).
+    environment: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +75,8 @@ class Reproduction:
             "compared_files": self.compared_files,
             "compared_metrics": self.compared_metrics,
             "seconds": round(self.seconds, 1),
+            "environment_differs": bool(self.environment),
+            "environment": {key: list(pair) for key, pair in sorted(self.environment.items())},
         }
 
 
@@ -132,6 +139,18 @@ def _compare_golden(expected: list[str] | None, actual_file: Path) -> list[str]:
 def reproduce(paths: ProjectPaths, name: str, expected: Expected) -> Reproduction:
     """Re-run the pipeline of `expected.commit` from scratch and list every difference."""
     started = time.perf_counter()
+    environment = (
+        expected.environment.changes_to(current_environment(paths))
+        if expected.environment is not None
+        else {}
+    )
+    if environment:
+        # Said before the long re-run: whoever watches knows what may explain a difference.
+        log.warning(
+            "the environment differs from snapshot %s's: %s",
+            name,
+            "; ".join(f"{key} {old} -> {new}" for key, (old, new) in environment.items()),
+        )
     tmp = Path(tempfile.mkdtemp(prefix="mlvs-reproduce-"))
     try:
         work = tmp / "project"
@@ -183,6 +202,7 @@ def reproduce(paths: ProjectPaths, name: str, expected: Expected) -> Reproductio
             len(expected.files),
             len(expected.metrics),
             time.perf_counter() - started,
+            environment,
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -202,5 +222,9 @@ def expected_from_manifest(paths: ProjectPaths, manifest: Manifest) -> Expected:
             except (ValueError, KeyError):
                 golden = None
     return Expected(
-        commit=str(manifest.commit), files=files, metrics=dict(manifest.metrics), golden=golden
+        commit=str(manifest.commit),
+        files=files,
+        metrics=dict(manifest.metrics),
+        golden=golden,
+        environment=manifest.environment,
     )

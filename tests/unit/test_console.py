@@ -13,10 +13,11 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import REPO
 
-from mlvs.cli import menu
+from mlvs.cli import menu, render
 from mlvs.cli.app import cli
 from mlvs.cli.commands import drill, rollback
 from mlvs.ops.drill.incidents import load_catalog
+from mlvs.ops.reproduce import Reproduction
 
 ESCAPE = "\x1b["
 
@@ -183,3 +184,25 @@ def test_a_name_made_of_digits_is_chosen_by_its_name_before_any_number() -> None
     assert choose(" baseline ") == "baseline"
     with pytest.raises(click.BadParameter, match="3 is not in the list"):
         choose("3")
+
+
+def test_a_reproduction_names_the_environment_first_and_says_it_may_explain_the_differences() -> (
+    None
+):
+    changes = {"packages.numpy": ("1.0.0", "2.0.0"), "uv_lock_sha256": ("a" * 64, None)}
+    failed = render.reproduction_text(
+        Reproduction(
+            "s", False, ["metric test_f1: recorded 0.5, reproduced 0.6"], environment=changes
+        )
+    )
+    lines = click.unstyle(failed).splitlines()
+    assert (
+        lines[0] == "the environment differs from the one snapshot 's' recorded (recorded -> now):"
+    )
+    assert lines[1].split() == ["numpy", "1.0.0", "->", "2.0.0"]
+    assert lines[2].split()[:3] == ["uv.lock", "sha256", "a" * 16 + "…"]
+    assert lines[2].endswith("-> (no uv.lock)")
+    assert lines[3].startswith("snapshot 's' does not reproduce")
+    assert "may come from the environment" in lines[-1]
+    same = click.unstyle(render.reproduction_text(Reproduction("s", True)))
+    assert "environment" not in same and "reproduces" in same

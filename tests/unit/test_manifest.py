@@ -29,6 +29,7 @@ from mlvs.backends.uris import safe_uri
 from mlvs.errors import BadInputError, IntegrityError
 from mlvs.mappings import flatten
 from mlvs.ops.rollback.plan import auto_snapshot_name, parse_parts
+from mlvs.ops.snapshot.capture import current_environment
 from mlvs.ops.snapshot.manifest import (
     FORMAT,
     MAX_MANIFEST_BYTES,
@@ -173,6 +174,109 @@ def test_a_manifest_that_is_not_json_is_refused_in_one_line() -> None:
         Manifest.from_bytes(b"[" * 200_000 + b"]" * 200_000)
     with pytest.raises(IntegrityError, match="more than the"):
         Manifest.from_bytes(b" " * (MAX_MANIFEST_BYTES + 1))
+
+
+# --- the environment -------------------------------------------------------------
+
+LOCK = "e" * 64
+
+
+def _environment(**overrides: object) -> Environment:
+    values: dict[str, object] = dict(
+        python="3.11.9",
+        implementation="CPython",
+        platform="Linux",
+        packages={"numpy": "2.0.0", "dvc": None},
+        uv_lock_sha256=LOCK,
+        lock_recorded=True,
+    )
+    values.update(overrides)
+    return Environment(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("lock", [LOCK, None])
+def test_the_uv_lock_hash_round_trips_beside_the_versions(lock: str | None) -> None:
+    manifest = _manifest(environment=_environment(uv_lock_sha256=lock))
+    document = json.loads(manifest.to_bytes())
+    assert document["environment"]["uv_lock_sha256"] == lock
+    again = Manifest.from_bytes(manifest.to_bytes())
+    assert again.environment == manifest.environment
+    assert again.to_bytes() == manifest.to_bytes()
+
+
+def test_a_manifest_written_before_the_lock_hash_reads_and_claims_no_lock_change() -> None:
+    document = json.loads(_manifest().to_bytes())
+    document["environment"].pop("uv_lock_sha256", None)
+    old = Manifest.from_dict(document).environment
+    assert old.lock_recorded is False and old.uv_lock_sha256 is None
+    assert "uv_lock_sha256" not in old.to_dict()  # written back as it was read
+    # An old snapshot is not said to have had another lock file: it recorded none.
+    assert old.changes_to(_environment(packages=old.packages, python=old.python)) == {}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "named"),
+    [
+        (("environment", "uv_lock_sha256"), "abc", "environment.uv_lock_sha256"),
+        (("environment", "uv_lock_sha256"), "E" * 64, "environment.uv_lock_sha256"),
+        (("environment", "uv_lock_sha256"), "g" * 64, "environment.uv_lock_sha256"),
+        (("environment", "uv_lock_sha256"), "e" * 65, "environment.uv_lock_sha256"),
+        (("environment", "uv_lock_sha256"), 7, "environment.uv_lock_sha256"),
+        (("environment", "packages", "numpy"), "2.0\x1b[31m", "environment.packages['numpy']"),
+        (("environment", "packages", "numpy"), "2 0", "environment.packages['numpy']"),
+        (("environment", "packages", "numpy"), "9" * 101, "environment.packages['numpy']"),
+        (("environment", "packages", "numpy"), "", "environment.packages['numpy']"),
+        (("environment", "packages", "\x1b[2Jnumpy"), "1", "environment.packages["),
+        (("environment", "packages", "a" * 101), "1", "environment.packages["),
+        (("environment", "packages", ""), "1", "environment.packages['']"),
+    ],
+)
+def test_a_bad_lock_hash_or_package_entry_is_refused_in_one_line(
+    path: tuple, value: object, named: str
+) -> None:
+    manifest = _manifest(environment=_environment())
+    document = _damaged(json.loads(manifest.to_bytes()), path, value)
+    with pytest.raises(IntegrityError) as refused:
+        Manifest.from_bytes(json.dumps(document).encode(), commit="c" * 40)
+    message = str(refused.value)
+    assert named in message and "\n" not in message and "\x1b" not in message
+    assert ".mlvs-snapshot.json of snapshot commit cccccccccccc" in message
+
+
+def test_environment_changes_name_python_each_package_and_the_lock() -> None:
+    old = _environment()
+    new = _environment(
+        python="3.12.1",
+        packages={"numpy": "2.1.0", "dvc": "3.0.0", "pandas": "2.2.0"},
+        uv_lock_sha256=None,
+    )
+    assert old.changes_to(new) == {
+        "python": ("3.11.9", "3.12.1"),
+        "packages.dvc": (None, "3.0.0"),
+        "packages.numpy": ("2.0.0", "2.1.0"),
+        "packages.pandas": (None, "2.2.0"),
+        "uv_lock_sha256": (LOCK, None),
+    }
+    assert old.changes_to(_environment(platform="Linux-6.9")) == {}  # a kernel update
+
+
+def test_the_current_environment_records_the_lock_hash_read_once_and_null_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = ProjectPaths(tmp_path)
+    without = current_environment(paths)
+    assert without.lock_recorded and without.uv_lock_sha256 is None
+    (tmp_path / "uv.lock").write_bytes(b"version = 1\n")
+    time.sleep(0.1)  # past the window in which a same-tick change could hide
+    first = current_environment(paths)
+    assert first.uv_lock_sha256 == hashlib.sha256(b"version = 1\n").hexdigest()
+    assert first.packages == without.packages  # the versions come from the cache in .mlvs/
+
+    def no_reading(path: object) -> None:
+        raise AssertionError("an unchanged uv.lock was read again")
+
+    monkeypatch.setattr(hashcache, "hash_file", no_reading)
+    assert current_environment(paths) == first
 
 
 def test_manifest_knows_the_part_of_each_tracked_path() -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,31 @@ def _read_metrics(paths: ProjectPaths) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return metrics if isinstance(metrics, dict) else {}
+
+
+def _lock_hash(paths: ProjectPaths, hashes: HashCache) -> str | None:
+    # Through the hash cache: uv.lock is about half a megabyte, re-read only when its stat changes.
+    relative = paths.uv_lock.relative_to(paths.root).as_posix()
+    try:
+        return hashes.file_hash(relative).sha256
+    except FileNotFoundError:
+        return None  # a project without a lock file records null
+    except OSError as error:
+        raise IntegrityError(
+            f"{relative} cannot be read ({error}); fix its permissions or remove it"
+        ) from None
+
+
+def current_environment(paths: ProjectPaths, hashes: HashCache | None = None) -> Environment:
+    """The Python and package versions of this interpreter and the hash of the project's `uv.lock`."""
+    own_cache = hashes is None
+    hashes = hashes or HashCache(paths)
+    try:
+        lock = _lock_hash(paths, hashes)
+    finally:
+        if own_cache:
+            hashes.close()
+    return replace(_environment(paths), uv_lock_sha256=lock, lock_recorded=True)
 
 
 def _environment(paths: ProjectPaths) -> Environment:
@@ -180,6 +206,7 @@ def capture_state(
                 nfiles=len(members) if is_dir else None,
                 matches_dvc_lock=md5 is not None and recorded.get(out.path) == md5,
             )
+        environment = current_environment(paths, hashes)
     finally:
         if own_cache:
             hashes.close()
@@ -199,7 +226,7 @@ def capture_state(
         params=params,
         metrics=_read_metrics(paths),
         registry=read_registry(paths, _model_name(params), model_sha),
-        environment=_environment(paths),
+        environment=environment,
         dvc=RemoteInfo(
             store.remote.name if store.remote else None, store.remote.url if store.remote else None
         ),

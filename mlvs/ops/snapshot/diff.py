@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlvs.backends.git.tree import tree_files, worktree_blob_hashes
@@ -27,12 +27,20 @@ class SnapshotDiff:
     files: dict[str, Change]
     registry: dict[str, Change]
     code: list[str]
+    # `python`, `packages.NAME`, `uv_lock_sha256` (see `Environment.changes_to`)
+    environment: dict[str, Change] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
         """True when nothing differs."""
         return not (
-            self.params or self.metrics or self.outputs or self.files or self.registry or self.code
+            self.params
+            or self.metrics
+            or self.outputs
+            or self.files
+            or self.registry
+            or self.code
+            or self.environment
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -47,6 +55,7 @@ class SnapshotDiff:
             "files": pairs(self.files),
             "registry": pairs(self.registry),
             "code": self.code,
+            "environment": pairs(self.environment),
         }
 
 
@@ -104,4 +113,5 @@ def diff_snapshots(paths: ProjectPaths, a: str, b: str | None = None) -> Snapsho
         ),
         registry=registry,
         code=code,
+        environment=first.environment.changes_to(second.environment),
     )

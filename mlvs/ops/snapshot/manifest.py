@@ -10,6 +10,7 @@ commands start in about 0.2 s, and importing pydantic alone takes 0.13 s.)
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,15 @@ PACKAGES = ("mlvs", "dvc", "mlflow", "scikit-learn", "pandas", "numpy", "papermi
 
 
 _TEXT, _OPTIONAL_TEXT = (str,), (str, type(None))
+
+
+# Package names and versions longer than this are not from a package index.
+MAX_PACKAGE_TEXT = 100
+_PACKAGE_NAME = re.compile(
+    rf"[A-Za-z0-9](?:[A-Za-z0-9._-]{{0,{MAX_PACKAGE_TEXT - 2}}}[A-Za-z0-9])?"
+)
+_VERSION = re.compile(rf"[\x21-\x7e]{{1,{MAX_PACKAGE_TEXT}}}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _kind(value: Any) -> str:
@@ -184,20 +194,52 @@ class OutputEntry:
 
 @dataclass(frozen=True)
 class Environment:
-    """The interpreter and the versions of the packages that decide what the pipeline produces."""
+    """The interpreter and the versions of the packages that decide what the pipeline produces.
+
+    `uv_lock_sha256` is the SHA-256 of the project's `uv.lock` (None without one);
+    `lock_recorded` is False for a manifest written before mlvs recorded it, so that an
+    old snapshot is not said to have had another lock file.
+    """
 
     python: str
     implementation: str
     platform: str
     packages: dict[str, str | None]
+    uv_lock_sha256: str | None = None
+    lock_recorded: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "python": self.python,
             "implementation": self.implementation,
             "platform": self.platform,
             "packages": dict(self.packages),
         }
+        if self.lock_recorded:
+            document["uv_lock_sha256"] = self.uv_lock_sha256
+        return document
+
+    def changes_to(self, other: Environment) -> dict[str, tuple[str | None, str | None]]:
+        """What differs from this environment to `other` that can change what a pipeline produces.
+
+        Keys are `python`, `packages.NAME` and `uv_lock_sha256` (only when both record a
+        lock); values are (this, other). The platform string is left out: it names the
+        kernel release, which changes with every system update.
+        """
+        changes: dict[str, tuple[str | None, str | None]] = {}
+        if self.python != other.python:
+            changes["python"] = (self.python, other.python)
+        for name in sorted(set(self.packages) | set(other.packages)):
+            old, new = self.packages.get(name), other.packages.get(name)
+            if old != new:
+                changes[f"packages.{name}"] = (old, new)
+        if (
+            self.lock_recorded
+            and other.lock_recorded
+            and self.uv_lock_sha256 != other.uv_lock_sha256
+        ):
+            changes["uv_lock_sha256"] = (self.uv_lock_sha256, other.uv_lock_sha256)
+        return changes
 
     @classmethod
     def from_dict(cls, data: Any, source: str) -> Environment:
@@ -208,12 +250,36 @@ class Environment:
     def from_fields(cls, fields: _Fields) -> Environment:
         packages = fields.get("packages", (dict,), "an object")
         for name, version in packages.items():
-            if not _matches(version, _OPTIONAL_TEXT):
-                raise fields.wrong(
-                    f"{fields.name('packages')}[{name!r}]", "a string or null", version
+            where = f"{fields.name('packages')}[{str(name)[:MAX_PACKAGE_TEXT]!r}]"
+            # Names and versions are printed by `reproduce` and `diff`: no control characters.
+            if not _PACKAGE_NAME.fullmatch(name):
+                raise IntegrityError(
+                    f"{fields.source}: field {where} is not a package name "
+                    f"(letters, digits, '.', '_', '-', at most {MAX_PACKAGE_TEXT} characters); "
+                    "the snapshot is damaged or was not written by mlvs"
                 )
+            if not _matches(version, _OPTIONAL_TEXT):
+                raise fields.wrong(where, "a string or null", version)
+            if version is not None and not _VERSION.fullmatch(version):
+                raise IntegrityError(
+                    f"{fields.source}: field {where} is not a version (printable, no spaces, "
+                    f"at most {MAX_PACKAGE_TEXT} characters); "
+                    "the snapshot is damaged or was not written by mlvs"
+                )
+        lock_recorded = "uv_lock_sha256" in fields.data
+        lock = fields.optional_text("uv_lock_sha256", None)
+        if lock is not None and not _SHA256.fullmatch(lock):
+            raise IntegrityError(
+                f"{fields.source}: field {fields.name('uv_lock_sha256')} should be 64 lowercase "
+                f"hex digits or null, not {lock[:80]!r}; the snapshot is damaged or was not written by mlvs"
+            )
         return cls(
-            fields.text("python"), fields.text("implementation"), fields.text("platform"), packages
+            fields.text("python"),
+            fields.text("implementation"),
+            fields.text("platform"),
+            packages,
+            uv_lock_sha256=lock,
+            lock_recorded=lock_recorded,
         )
 
 
