@@ -451,6 +451,16 @@ def write_small(path: Path, version: int) -> None:
     path.write_text("version,row,value\n" + "\n".join(rows) + "\n")
 
 
+def change_small(root: Path, version: int) -> None:
+    """Write a new version of the small file and record it with `dvc add`, untimed.
+
+    A snapshot refuses a tracked file that differs from its record (an unhealthy state),
+    so the change is recorded first, as a user records new data before a snapshot.
+    """
+    write_small(root / SMALL, version)
+    run_ok(root, str(BIN / "dvc"), "add", "-q", SMALL)
+
+
 @pytest.fixture(scope="module")
 def scaled(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One workspace per size: `data/bulk.bin` of that size and the small `data/small.csv`, both tracked by DVC."""
@@ -475,7 +485,7 @@ def test_snapshot_grows_with_the_change_not_the_tracked_size(scaled: dict[str, P
     for label, root in scaled.items():
         runs = []
         for i in range(1, SMALL_CHANGE_RUNS + 1):
-            write_small(root / SMALL, i)
+            change_small(root, i)
             seconds, created = run_timed(
                 [str(BIN / "mlvs"), "snapshot", "create", f"small-{i}"], root, clean_env(root)
             )
@@ -515,14 +525,17 @@ def test_rollback_of_one_small_file_with_1gib_tracked(scaled: dict[str, Path]) -
     root = scaled["1GiB"]
     small_md5 = {}
     for name, version in (("one", 101), ("two", 102)):
-        write_small(root / SMALL, version)
+        change_small(root, version)
         created = mlvs(root, "snapshot", "create", name)
         assert created.returncode == 0, created.stderr[-3000:]
         small_md5[name] = md5_of(root / SMALL)
     runs, internal = [], []
     for _ in range(SMALL_CHANGE_RUNS):
         seconds, report = mlvs_rollback(root, "one", {})
-        assert [c["path"] for c in report["files"]] == [SMALL], report["files"]
+        # What differs is the small file and its DVC record, nothing of the 1 GiB.
+        assert sorted(c["path"] for c in report["files"]) == [SMALL, f"{SMALL}.dvc"], report[
+            "files"
+        ]
         assert md5_of(root / SMALL) == small_md5["one"]
         runs.append(seconds)
         internal.append({k: round(v, 3) for k, v in (report.get("timings") or {}).items()})
