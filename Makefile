@@ -68,7 +68,7 @@ test: lint ## Set up, lint, then run the whole test suite
 	.ci/system-deps
 	HYPOTHESIS_STORAGE_DIRECTORY=$$(mktemp -d) $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
-bench: $(STAMP) ## Run the benchmarks; results in reports/benchmarks/latest.json
+bench: $(STAMP) ## Run the benchmarks into reports/benchmarks/latest.json; fails on a missed target
 	$(BIN)/python -m pytest -m bench tests/benchmarks -s
 
 fuzz: $(STAMP) ## Fuzz the params loader and notebook-parameter validation for a bounded time

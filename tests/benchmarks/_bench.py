@@ -35,21 +35,96 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 4)
 
 
-def record(name: str, figures: dict[str, Any]) -> None:
-    """Merge one benchmark's figures into reports/benchmarks/latest.json."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+# The keys every entry of the report has (`baseline` and `ratio` where there is a comparison); each
+# benchmark's own figures go beside them and may not reuse these names.
+HEADLINE = ("name", "value", "unit", "target", "target_text", "met", "baseline", "ratio")
+
+
+def entry(
+    name: str,
+    figures: dict[str, Any],
+    *,
+    value: float,
+    unit: str,
+    target: float,
+    target_text: str,
+    better: str = "lower",
+    met: bool | None = None,
+    baseline: float | None = None,
+    baseline_unit: str | None = None,
+    ratio: float | None = None,
+) -> dict[str, Any]:
+    """One report entry: the headline figure against its target, then the benchmark's own figures.
+
+    `value` (in `unit`) is the figure `target` applies to, lower or higher being `better`;
+    `met` is decided from those two unless the benchmark's target has more than one part,
+    when it passes `met` itself. `baseline` is the comparison measured in the same run (in
+    `baseline_unit`, `unit` unless said) and `ratio` the mlvs measurement over it.
+    """
+    clash = sorted(set(figures) & set(HEADLINE))
+    if clash:
+        raise ValueError(f"{name}: the figures reuse the report's own keys {clash}")
+    for label, number in (("value", value), ("target", target), ("baseline", baseline)):
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int | float)):
+            raise ValueError(f"{name}: {label} must be a number, not {number!r}")
+    if better not in ("lower", "higher"):
+        raise ValueError(f"{name}: better is 'lower' or 'higher', not {better!r}")
+    if met is None:
+        met = value <= target if better == "lower" else value >= target
+    headline: dict[str, Any] = {
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "target": target,
+        "target_text": target_text,
+        "better": better,
+        "met": bool(met),
+    }
+    if baseline is not None:
+        headline["baseline"] = baseline
+        headline["baseline_unit"] = baseline_unit or unit
+    if ratio is not None:
+        headline["ratio"] = ratio
+    return {**headline, **figures}
+
+
+def read_results(path: Path = RESULTS) -> dict[str, dict[str, Any]]:
+    """The report as it is on disk; none yet, or unreadable, is an empty one."""
     try:
-        results = json.loads(RESULTS.read_text(encoding="utf-8"))
+        results = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
-        results = {}
+        return {}
+    return results if isinstance(results, dict) else {}
+
+
+def record(name: str, figures: dict[str, Any], *, path: Path = RESULTS, **headline: Any) -> None:
+    """Merge one benchmark's entry (see `entry` for the headline keywords) into the report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results = read_results(path)
     results[name] = {
-        **figures,
+        **entry(name, figures, **headline),
         "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # The session-end check lists only what this run measured, not entries left by older runs.
+        "measured_at_epoch": round(time.time(), 3),
     }
-    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(RESULTS)
+    tmp.replace(path)
+
+
+def misses(results: dict[str, dict[str, Any]], since: float) -> list[str]:
+    """One line per entry measured at or after `since` that missed its target, by name."""
+    lines = []
+    for name, found in sorted(results.items()):
+        if not isinstance(found, dict) or found.get("measured_at_epoch", 0) < since:
+            continue
+        if found.get("met") is not True:
+            lines.append(
+                f"{name}: {found.get('value')} {found.get('unit', '')}, "
+                f"target {found.get('target_text', found.get('target'))}"
+            )
+    return lines
 
 
 def table(title: str, header: list[str], rows: list[list[Any]]) -> None:

@@ -102,6 +102,13 @@ def test_drill_timings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     met = [e["met"] for e in results.values() if e["met"] is not None]
+    file_level_entries = [e for e in results.values() if e["file_level"]]
+    # The headline is the slowest detection or recovery of a file-level incident; a file-level
+    # drill that stopped before it was timed misses the target whatever the others measured.
+    slowest = max(
+        (max(e["detect_s"], e["recover_s"]) for e in file_level_entries if "detect_s" in e),
+        default=0.0,
+    )
     record(
         "drill_timings",
         {
@@ -109,9 +116,12 @@ def test_drill_timings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             "default_pipeline_s": round(pipeline_s, 2),
             "file_level_met": sum(met),
             "file_level_total": len(met),
-            "target": "time to detect and to recover <= 0.5 s each for file-level incidents (in process)",
-            "met": all(met) and len(met) > 0,
         },
+        value=slowest,
+        unit="s",
+        target=TARGET_S,
+        target_text="time to detect and to recover <= 0.5 s each for file-level incidents (in process)",
+        met=all(met) and len(met) == len(file_level_entries) > 0,
     )
     table(
         "drill_timings (in process, default data, one run each)",
