@@ -113,10 +113,16 @@ def tree_hashes(root: Path, skip: tuple[str, ...] = (".git/",)) -> dict[str, str
     return hashes
 
 
-def git(root: Path, *args: str) -> str:
-    """Run git in a test workspace with a test identity."""
+def git(root: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> str:
+    """Run git in a test workspace with a test identity (or `env`), feeding it `input`."""
     return subprocess.run(
-        ["git", *args], cwd=root, env=clean_env(root), check=True, capture_output=True, text=True
+        ["git", *args],
+        cwd=root,
+        env=clean_env(root) if env is None else env,
+        input=input,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
 
 

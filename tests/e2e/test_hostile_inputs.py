@@ -90,15 +90,7 @@ def plant_snapshot(
     env = _git_env(root, root.parent / "index")
 
     def plumbing(*args: str, text: str | None = None) -> str:
-        return subprocess.run(
-            ["git", *args],
-            cwd=root,
-            env=env,
-            input=text,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        return git(root, *args, input=text, env=env).strip()
 
     blob = plumbing("hash-object", "-w", "--stdin", text=json.dumps(document, indent=2))
     plumbing("read-tree", commit)
@@ -463,15 +455,7 @@ def plant_model_file(ws: Path, teammate: Path, name: str, path: str, payload: by
     env = _git_env(teammate, teammate.parent / "index")
 
     def plumbing(*args: str, text: str | None = None) -> str:
-        return subprocess.run(
-            ["git", *args],
-            cwd=teammate,
-            env=env,
-            input=text,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        return git(teammate, *args, input=text, env=env).strip()
 
     manifest = plumbing("hash-object", "-w", "--stdin", text=json.dumps(document, indent=2))
     locked = plumbing("hash-object", "-w", "--stdin", text=yaml.safe_dump(lock, sort_keys=False))

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, git, mlvs, tree_hashes
+from conftest import git, mlvs, tree_hashes
 
 MANIFEST = ".mlvs-snapshot.json"
 REF = "refs/mlvs/snapshots/"
@@ -54,15 +53,7 @@ def record_another_environment(root: Path, name: str, environment: dict) -> None
     document["environment"].update(environment)
 
     def plumbing(*args: str, text: str | None = None) -> str:
-        return subprocess.run(
-            ["git", *args],
-            cwd=root,
-            env=clean_env(root),
-            input=text,
-            text=True,
-            capture_output=True,
-            check=True,
-        ).stdout.strip()
+        return git(root, *args, input=text).strip()
 
     blob = plumbing("hash-object", "-w", "--stdin", text=json.dumps(document, indent=2))
     entries = [
