@@ -151,7 +151,20 @@ def stale_stages(paths: ProjectPaths, hashes: HashCache) -> list[StaleStage]:
         outputs = lock_hashes(paths)
     except BadInputError:
         outputs = {}  # an unreadable lock or .dvc file: the hash check names it
-    damaged = {out for out, md5 in outputs.items() if _current_md5(root, out, hashes) != md5}
+    # Only an output that another stage reads can make that stage look stale; hashing the
+    # others here would read every tracked byte a second time (the hash check reads them).
+    read_by_stages = {
+        dep["path"]
+        for entry in (lock.get("stages") or {}).values()
+        if isinstance(entry, dict)
+        for dep in entry.get("deps") or []
+        if isinstance(dep, dict) and isinstance(dep.get("path"), str)
+    }
+    damaged = {
+        out
+        for out, md5 in outputs.items()
+        if out in read_by_stages and _current_md5(root, out, hashes) != md5
+    }
     stale = []
     for name, entry in sorted((lock.get("stages") or {}).items()):
         if not isinstance(entry, dict):
