@@ -180,10 +180,17 @@ def metrics_inputs(paths: ProjectPaths) -> list[Path]:
 
 
 def check_tracked_files(
-    paths: ProjectPaths, store: ObjectStore, hashes: HashCache
+    paths: ProjectPaths,
+    store: ObjectStore,
+    hashes: HashCache,
+    outputs: dict[str, str] | None = None,
 ) -> list[Finding]:
-    """Every DVC-tracked file against the MD5 `dvc.lock` recorded; unexpected extra files too."""
-    recorded, findings = recorded_files(paths, store)
+    """Every DVC-tracked file against the MD5 `dvc.lock` recorded; unexpected extra files too.
+
+    `outputs` is `lock_hashes(paths)` when the caller has already read it.
+    """
+    outputs = lock_hashes(paths) if outputs is None else outputs
+    recorded, findings = recorded_files(paths, store, outputs)
     for rel, md5 in recorded.items():
         path = paths.root / rel
         if not path.is_file():
@@ -192,7 +199,7 @@ def check_tracked_files(
         actual = hashes.file_hash(rel).md5
         if actual != md5:
             findings.append(Finding("file_hash", rel, f"md5 {md5}", f"md5 {actual}"))
-    for output, md5 in lock_hashes(paths).items():
+    for output, md5 in outputs.items():
         if md5.endswith(".dir"):
             for rel in output_files(paths.root, output):
                 if rel not in recorded:
@@ -204,7 +211,9 @@ def check_tracked_files(
     return findings
 
 
-def check_pipeline(paths: ProjectPaths, hashes: HashCache) -> list[Finding]:
+def check_pipeline(
+    paths: ProjectPaths, hashes: HashCache, outputs: dict[str, str] | None = None
+) -> list[Finding]:
     """Each stage whose deps, params or command changed since `dvc.lock` recorded its outputs: stale."""
     return [
         Finding(
@@ -215,7 +224,7 @@ def check_pipeline(paths: ProjectPaths, hashes: HashCache) -> list[Finding]:
             kind=STALE,
             fix=PIPELINE_FIX,
         )
-        for stale in stale_stages(paths, hashes)
+        for stale in stale_stages(paths, hashes, outputs)
     ]
 
 
@@ -240,8 +249,10 @@ def quick_health(paths: ProjectPaths, hashes: HashCache | None = None) -> Health
     own = hashes is None
     hashes = hashes or HashCache(paths)
     try:
-        findings = check_tracked_files(paths, ObjectStore(paths), hashes)
-        findings += check_pipeline(paths, hashes)
+        # Read once: each `.dvc` file is found with a `git ls-files` and parsed as YAML.
+        outputs = lock_hashes(paths)
+        findings = check_tracked_files(paths, ObjectStore(paths), hashes, outputs)
+        findings += check_pipeline(paths, hashes, outputs)
         passed = PassedChecks(paths, hashes)
         unchecked = []
         for path in schema_inputs(paths):

@@ -70,11 +70,17 @@ class Health:
         }
 
 
-def recorded_files(paths: ProjectPaths, store: ObjectStore) -> tuple[dict[str, str], list[Finding]]:
-    """relpath -> MD5 of every file DVC recorded (directory outputs expanded through their `.dir` objects)."""
+def recorded_files(
+    paths: ProjectPaths, store: ObjectStore, outputs: dict[str, str] | None = None
+) -> tuple[dict[str, str], list[Finding]]:
+    """relpath -> MD5 of every file DVC recorded (directory outputs expanded through their `.dir` objects).
+
+    `outputs` is `lock_hashes(paths)` when the caller has already read it.
+    """
     files: dict[str, str] = {}
     findings: list[Finding] = []
-    for output, md5 in sorted(lock_hashes(paths).items()):
+    recorded = lock_hashes(paths) if outputs is None else outputs
+    for output, md5 in sorted(recorded.items()):
         if not md5.endswith(".dir"):
             files[output] = md5
             continue

@@ -132,12 +132,14 @@ def _flat_difference(before: Any, now: Any) -> str:
     return ""
 
 
-def stale_stages(paths: ProjectPaths, hashes: HashCache) -> list[StaleStage]:
+def stale_stages(
+    paths: ProjectPaths, hashes: HashCache, outputs: dict[str, str] | None = None
+) -> list[StaleStage]:
     """Every stage of `dvc.lock` whose deps, params or command changed since it recorded its outputs.
 
     No `dvc.lock`: nothing was recorded, so nothing is stale. A templated `dvc.yaml`
     (`${...}`, `foreach`) is not evaluated: its stages are compared by what the lock
-    records alone.
+    records alone. `outputs` is `lock_hashes(paths)` when the caller has already read it.
     """
     root = paths.root
     lock_file = root / "dvc.lock"
@@ -147,10 +149,11 @@ def stale_stages(paths: ProjectPaths, hashes: HashCache) -> list[StaleStage]:
     pipeline = _document(root / "dvc.yaml")
     templated = "${" in str(pipeline) or "foreach" in str(pipeline) or "matrix" in str(pipeline)
     declared_stages = {} if templated else (pipeline.get("stages") or {})
-    try:
-        outputs = lock_hashes(paths)
-    except BadInputError:
-        outputs = {}  # an unreadable lock or .dvc file: the hash check names it
+    if outputs is None:
+        try:
+            outputs = lock_hashes(paths)
+        except BadInputError:
+            outputs = {}  # an unreadable lock or .dvc file: the hash check names it
     # Only an output that another stage reads can make that stage look stale; hashing the
     # others here would read every tracked byte a second time (the hash check reads them).
     read_by_stages = {

@@ -6,16 +6,17 @@ import logging
 import os
 import secrets
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from mlvs._io import fsync_directories, write_file
-from mlvs.backends.git.run import _EXECUTABLE, _SYMLINK, run_git_bytes
+from mlvs.backends.git.run import _EXECUTABLE, _SYMLINK, Entry, run_git_bytes
 from mlvs.backends.git.tree import (
     _behind_symlink,
     _is_safe_tree_path,
     _relative_path,
     _tree_entries,
-    _worktree_entries,
+    worktree_entries,
 )
 from mlvs.errors import IntegrityError
 
@@ -90,7 +91,12 @@ def _set_executable(destination: Path, executable: bool) -> None:
     os.chmod(destination, wanted)
 
 
-def restore_worktree(root: Path, sha: str, paths: list[str] | None = None) -> list[str]:
+def restore_worktree(
+    root: Path,
+    sha: str,
+    paths: list[str] | None = None,
+    current: Mapping[str, Entry] | None = None,
+) -> list[str]:
     """Make the working tree's files equal to commit `sha`'s, for `paths` (all when None).
 
     A path names a file or a directory. Only files that differ are written (each
@@ -98,6 +104,7 @@ def restore_worktree(root: Path, sha: str, paths: list[str] | None = None) -> li
     lacks are deleted. Ignored files are never touched, so a target file whose
     place an ignored file or directory occupies is skipped with a warning. HEAD,
     the branch and the index do not move. Returns the changed paths, sorted.
+    `current` is `worktree_entries(root)` when the caller has just read it.
     """
     root = Path(root)
     scope = None if paths is None else [_relative_path(p) for p in paths]
@@ -107,7 +114,7 @@ def restore_worktree(root: Path, sha: str, paths: list[str] | None = None) -> li
         raise IntegrityError(
             f"commit {sha} holds the unsafe path {unsafe[0]!r}; refusing to restore it into the working tree"
         )
-    current = _worktree_entries(root)
+    current = worktree_entries(root) if current is None else current
 
     to_delete = sorted(p for p in current if p not in target and _in_scope(p, scope))
     to_write = sorted(

@@ -309,7 +309,11 @@ def _symlink_blob_sha(root: Path, path: str, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def _worktree_entries(root: Path) -> dict[str, Entry]:
+def worktree_entries(root: Path) -> dict[str, Entry]:
+    """Return path -> (git mode, blob sha) of every file `commit_worktree` would include now.
+
+    Reads only: no object is written and the index is left alone.
+    """
     root = Path(root)
     files = _worktree_files(root)
     regular = [p for p, mode in files.items() if mode != _SYMLINK]
@@ -373,7 +377,7 @@ def worktree_blob_hashes(root: Path) -> dict[str, str]:
 
     Reads only: no object is written and the index is left alone.
     """
-    return {path: oid for path, (_, oid) in _worktree_entries(root).items()}
+    return {path: oid for path, (_, oid) in worktree_entries(root).items()}
 
 
 def _relative_path(path: str | os.PathLike[str]) -> str:

@@ -238,7 +238,11 @@ def _apply(
     settle_retired(paths)
     if plan.git:
         assert target.commit is not None
-        restore_worktree(root, target.commit, [c.path for c in plan.git])
+        git_paths = [c.path for c in plan.git]
+        # The planned listing holds unless the outputs just placed share a path with git's files.
+        outputs_placed = {c.path for c in (*plan.writes, *plan.deletes)}
+        listing = None if outputs_placed & set(git_paths) else plan.worktree
+        restore_worktree(root, target.commit, git_paths, listing)
     if plan.lock is not None:
         # After the outputs it describes: a crash before this line is rolled forward by recovery.
         if plan.lock_bytes is None:

@@ -18,7 +18,8 @@ from mlvs.backends.dvc.lockfile import (
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.dvc.outputs import DATA, MODELS, PartRule
 from mlvs.backends.git.refs import MAX_NAME_LENGTH, validate_snapshot_name
-from mlvs.backends.git.tree import read_files_at, tree_files, worktree_blob_hashes
+from mlvs.backends.git.run import Entry
+from mlvs.backends.git.tree import read_files_at, tree_files, worktree_entries
 from mlvs.backends.mlflow.registry import missing_versions, read_registry
 from mlvs.boundary import workspace_file
 from mlvs.errors import BadInputError, IntegrityError, MlvsError
@@ -134,6 +135,10 @@ class _Plan:
     # dvc.lock as the restored outputs need it (None: no lock), when that differs from the file now.
     lock: FileChange | None = None
     lock_bytes: bytes | None = None
+    # The working tree's git files as planned, under the state lock. Restoring compares
+    # against them instead of hashing again; a file changed since is named by the
+    # verification that follows, which does hash the tree again.
+    worktree: dict[str, Entry] | None = None
 
     @property
     def alias_changes(self) -> dict[str, tuple[str | None, str | None]]:
@@ -155,11 +160,17 @@ class _Plan:
 
 
 def _git_differences(
-    paths: ProjectPaths, target: Manifest, part_of: PartRule, parts: set[str]
+    paths: ProjectPaths,
+    target: Manifest,
+    part_of: PartRule,
+    parts: set[str],
+    entries: dict[str, Entry] | None = None,
 ) -> list[FileChange]:
+    """The git files that differ from the snapshot's, in `parts` (`entries`: `worktree_entries` now)."""
     assert target.commit is not None
     wanted = tree_files(paths.root, target.commit)
-    present = worktree_blob_hashes(paths.root)
+    entries = worktree_entries(paths.root) if entries is None else entries
+    present = {path: oid for path, (_, oid) in entries.items()}
     # The manifest lives only inside snapshot commits; a working-tree file of that name is the user's.
     wanted.pop(MANIFEST_PATH, None)
     present.pop(MANIFEST_PATH, None)
@@ -182,7 +193,8 @@ def _plan(
     # `current` was captured in this process from the project's own dvc.yaml and .dvc files.
     plan = _Plan(PartRule(paths, {path: entry.part for path, entry in current.outputs.items()}))
     if parts & {"code", "params", "data", "models"}:
-        plan.git = _git_differences(paths, target, plan.part_of, parts)
+        plan.worktree = worktree_entries(paths.root)
+        plan.git = _git_differences(paths, target, plan.part_of, parts, plan.worktree)
     for path, entry in sorted(target.files.items()):
         part = plan.part_of(path)
         have = current.files.get(path)
