@@ -133,6 +133,18 @@ class PassedChecks:
             digest.update(b"\0" + relative.encode("utf-8") + b"\0" + sha256.encode("ascii"))
         return digest.hexdigest()
 
+    def content_fingerprint(self, check: str, sha256: str) -> str:
+        """SHA-256 over the check's name, the code identity, and the SHA-256 of the bytes it checks.
+
+        For a check whose verdict depends on a file's bytes alone, wherever they lie
+        (a rollback's staged copy has a new name every time).
+        """
+        if self._code is None:
+            self._code = self._code_of()
+        digest = hashlib.sha256(self._code)
+        digest.update(check.encode("utf-8") + b"\0content\0" + sha256.encode("ascii"))
+        return digest.hexdigest()
+
     def _hash(self, path: Path) -> tuple[str, str]:
         """The input's name (relative to the project when inside it) and its SHA-256, or why there is none."""
         try:

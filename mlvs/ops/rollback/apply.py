@@ -27,6 +27,7 @@ from mlvs.backends.git.restore import restore_worktree
 from mlvs.backends.mlflow.registry import read_registry, set_aliases
 from mlvs.errors import BadInputError, IntegrityError, storage_failure
 from mlvs.logs import get_logger
+from mlvs.ops.health import PassedChecks
 from mlvs.ops.rollback.plan import CACHE, REMOTE, FileChange, _git_differences, _Plan
 from mlvs.ops.snapshot.manifest import FileEntry, Manifest
 from mlvs.paths import ProjectPaths
@@ -46,9 +47,10 @@ class _Staged:
 
 
 def _stage(
-    paths: ProjectPaths, target: Manifest, plan: _Plan, store: ObjectStore
+    paths: ProjectPaths, target: Manifest, plan: _Plan, store: ObjectStore, hashes: HashCache
 ) -> tuple[dict[str, _Staged], list[FileChange]]:
     """Copy every file to write into the staging area, each one verified by reading it back."""
+    passed = PassedChecks(paths, hashes)
     staging = staging_directory(paths)
     staging.mkdir(parents=True, exist_ok=True)
     staged: dict[str, _Staged] = {}
@@ -76,7 +78,7 @@ def _stage(
                     "in both the DVC cache and the DVC remote; nothing was changed. Restore the object "
                     "(e.g. `dvc fetch` from another remote) and try again"
                 )
-        _refuse_unusable(paths, target, change.path, temporary)
+        _refuse_unusable(paths, target, change.path, temporary, passed)
         staged[change.path] = _Staged(temporary, os.stat(temporary))
         sources.append(FileChange(change.path, change.part, "write", source))
     return staged, sources
@@ -85,12 +87,16 @@ def _stage(
 _MODEL_FILES = "mlvs.ml.modelio"
 
 
-def _refuse_unusable(paths: ProjectPaths, target: Manifest, path: str, staged: Path) -> None:
+def _refuse_unusable(
+    paths: ProjectPaths, target: Manifest, path: str, staged: Path, passed: PassedChecks
+) -> None:
     """Refuse a model card or golden file that `verify` could never accept, before anything lands.
 
     Its bytes match the manifest, but a fetched snapshot's manifest is anyone's: the
     content itself is checked field by field, so that "verified" is never said of a
-    state that `verify` would call broken.
+    state that `verify` would call broken. The verdict depends on the bytes and the
+    check code alone: bytes that passed this check before (the staged copy's SHA-256,
+    read back, is the manifest's), with the same code, are not parsed again.
     """
     checks = {
         paths.model_card.relative_to(paths.root).as_posix(): "card_problem",
@@ -99,14 +105,19 @@ def _refuse_unusable(paths: ProjectPaths, target: Manifest, path: str, staged: P
     check = checks.get(path)
     if check is None:
         return
+    fingerprint = passed.content_fingerprint(check, target.files[path].sha256)
+    if passed.passed(fingerprint):
+        return
     # The checks' module brings pydantic and the model types (~0.1 s): it is imported
-    # only by a rollback that stages one of these files, not by every rollback.
+    # only by a rollback that stages one of these files, not by every rollback, and
+    # not again for bytes that passed before.
     problem = getattr(importlib.import_module(_MODEL_FILES), check)(staged.read_bytes())
     if problem is not None:
         raise BadInputError(
             f"{path} of snapshot {target.name!r} {problem}; nothing was changed. Ask whoever made "
             f"the snapshot to take it again, or delete it (git update-ref -d {SNAPSHOT_REF_PREFIX}{target.name})"
         )
+    passed.hashes.remember_passed(check, fingerprint)
 
 
 def _copy_making_room(

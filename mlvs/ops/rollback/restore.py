@@ -110,7 +110,7 @@ def _restore(
         record("planned")
         clock = _timed(report.timings, "plan", clock)
         try:
-            staged, sources = _stage(paths, target, plan, store)
+            staged, sources = _stage(paths, target, plan, store, hashes)
         except BaseException:
             shutil.rmtree(staging_directory(paths), ignore_errors=True)
             raise
