@@ -240,7 +240,9 @@ def check_pipeline(
     ]
 
 
-def metrics_stage_stale(paths: ProjectPaths, findings: list[Finding]) -> str | None:
+def metrics_stage_stale(
+    paths: ProjectPaths, findings: list[Finding], tracking_files: list[str] | None = None
+) -> str | None:
     """The stale stage that wrote the metrics, if any: its metrics describe the inputs dvc.lock recorded.
 
     Recomputing them on today's test data or params would then name the staleness
@@ -250,19 +252,25 @@ def metrics_stage_stale(paths: ProjectPaths, findings: list[Finding]) -> str | N
     if not stale:
         return None
     metrics = paths.metrics.relative_to(paths.root).as_posix()
-    for output in dvc_outputs(paths):
+    for output in dvc_outputs(paths, tracking_files):
         if output.path == metrics and output.stage in stale:
             return output.stage
     return None
 
 
-def quick_health(paths: ProjectPaths, hashes: HashCache | None = None) -> Health:
-    """The quick checks of the current state (see the module's docstring); nothing is written but the hash cache."""
+def quick_health(
+    paths: ProjectPaths, hashes: HashCache | None = None, tracking_files: list[str] | None = None
+) -> Health:
+    """The quick checks of the current state (see the module's docstring); nothing is written but the hash cache.
+
+    `tracking_files` is `dvc_files(paths.root)` when the caller has just listed them
+    (a snapshot, for the state it captures).
+    """
     own = hashes is None
     hashes = hashes or HashCache(paths)
     try:
         # Read once: each `.dvc` file is found with a `git ls-files` and parsed as YAML.
-        outputs = lock_hashes(paths)
+        outputs = lock_hashes(paths, tracking_files)
         findings = check_tracked_files(paths, ObjectStore(paths), hashes, outputs)
         findings += check_pipeline(paths, hashes, outputs)
         passed = PassedChecks(paths, hashes)
@@ -276,7 +284,7 @@ def quick_health(paths: ProjectPaths, hashes: HashCache | None = None) -> Health
             if (
                 paths.metrics.is_file()
                 and paths.test_data.is_file()
-                and metrics_stage_stale(paths, findings) is None
+                and metrics_stage_stale(paths, findings, tracking_files) is None
                 and not passed.passed(passed.fingerprint("metrics", metrics_inputs(paths)))
             ):
                 unchecked.append("metrics")
@@ -286,14 +294,16 @@ def quick_health(paths: ProjectPaths, hashes: HashCache | None = None) -> Health
     return Health(findings, unchecked)
 
 
-def health_never_refusing(paths: ProjectPaths, hashes: HashCache | None = None) -> Health:
+def health_never_refusing(
+    paths: ProjectPaths, hashes: HashCache | None = None, tracking_files: list[str] | None = None
+) -> Health:
     """`quick_health`, with a check that cannot run recorded as a finding instead of raised.
 
     For the automatic snapshot a rollback takes: a rollback out of a broken state
     (a lock that does not parse, a file that cannot be read) must stay possible.
     """
     try:
-        return quick_health(paths, hashes)
+        return quick_health(paths, hashes, tracking_files)
     except (MlvsError, OSError) as error:
         return Health(
             [Finding("health", "the project", "quick checks that can run", f"{error}")], []

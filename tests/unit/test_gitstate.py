@@ -343,6 +343,18 @@ def test_worktree_blob_hashes_handle_quotes_newlines_and_spaces_in_names(tmp_pat
     assert worktree_blob_hashes(root) == tree_files(root, commit_worktree(root, "snapshot"))
 
 
+def test_worktree_blob_hashes_in_a_repository_without_commits_equal_its_first_snapshot(
+    tmp_path: Path,
+) -> None:
+    root = make_repo(tmp_path, commit=False)
+    write(root, ".env", "SECRET=1\n")
+
+    hashes = worktree_blob_hashes(root)
+
+    assert hashes == tree_files(root, commit_worktree(root, "first snapshot"))
+    assert untracked_files(root) == ([".gitignore", "README.md", "params/train.yaml"], [".env"])
+
+
 def test_worktree_blob_hashes_writes_no_git_objects(tmp_path: Path) -> None:
     root = make_repo(tmp_path)
     write(root, "brand-new.txt", "never hashed before\n")

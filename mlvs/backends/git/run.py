@@ -221,6 +221,26 @@ def _head_index(root: Path, head: str | None) -> Iterator[dict[str, str]]:
         yield env
 
 
+@contextmanager
+def _current_head_index(root: Path) -> Iterator[dict[str, str]]:
+    """`_head_index` of HEAD as `git read-tree` finds it, without resolving HEAD first.
+
+    One git process instead of two; HEAD is looked up only when `read-tree` fails,
+    to tell an unborn branch (an empty index) from a real error.
+    """
+    with tempfile.TemporaryDirectory(prefix="mlvs-index-") as tmp:
+        index = Path(tmp) / "index"
+        env = {"GIT_INDEX_FILE": str(index)}
+        done = _run(root, ("read-tree", "HEAD"), None, env)
+        if done.returncode != 0:
+            if _head(root) is not None:
+                raise ExternalToolError(
+                    f"git read-tree failed in {root}: {done.stderr.decode('utf-8', 'replace').strip()}"
+                )
+            index.unlink(missing_ok=True)  # no commit yet: the index starts empty
+        yield env
+
+
 def _identity_env(root: Path) -> dict[str, str]:
     """Return GIT_AUTHOR_*/GIT_COMMITTER_* values for whatever identity git lacks.
 

@@ -17,6 +17,7 @@ from mlvs.backends.git.run import (
     _SYMLINK,
     _TREES,
     Entry,
+    _current_head_index,
     _head,
     _head_index,
     _identity_env,
@@ -230,7 +231,7 @@ def _listing(root: Path) -> list[str]:
     """Every file git lists in the working tree, untracked secrets left out."""
     root = Path(root)
     _require_toplevel(root)
-    with _head_index(root, _head(root)) as env:
+    with _current_head_index(root) as env:
         # Against a HEAD-seeded index, --cached is what HEAD tracks and --others is
         # exactly the untracked files that git does not ignore; -t tags the latter '?'.
         out = run_git_bytes(
@@ -258,7 +259,7 @@ def untracked_files(root: Path, commit: str | None = None) -> tuple[list[str], l
     names = _UNTRACKED.get((os.path.realpath(root), commit)) if commit else None
     if names is None:
         _require_toplevel(root)
-        with _head_index(root, _head(root)) as env:
+        with _current_head_index(root) as env:
             names = _others(root, env)
     return [n for n in names if not looks_secret(n)], [n for n in names if looks_secret(n)]
 

@@ -40,6 +40,7 @@ from typing import Any
 
 from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
+from mlvs.backends.dvc.outputs import dvc_files
 from mlvs.backends.git.refs import delete_snapshot_ref, list_snapshot_refs, snapshot_ref
 from mlvs.backends.git.tree import uncommitted_files
 from mlvs.errors import (
@@ -190,9 +191,18 @@ def rollback(
             message = f"automatic snapshot before rolling back to {name}"
             hashes = HashCache(paths)
             try:
-                current = capture_state(paths, auto_name, message, automatic=True, hashes=hashes)
+                # One listing of the `.dvc` files serves the state and its health check.
+                tracking = dvc_files(paths.root)
+                current = capture_state(
+                    paths,
+                    auto_name,
+                    message,
+                    automatic=True,
+                    hashes=hashes,
+                    tracking_files=tracking,
+                )
                 # Never refused: a rollback out of a sick state must stay possible; it is recorded instead.
-                current.health = health_never_refusing(paths, hashes)
+                current.health = health_never_refusing(paths, hashes, tracking)
             finally:
                 hashes.close()
             _timed(report.timings, "capture", clock)

@@ -166,13 +166,17 @@ def capture_state(
     message: str = "",
     automatic: bool = False,
     hashes: HashCache | None = None,
+    tracking_files: list[str] | None = None,
 ) -> Manifest:
-    """Record the project's current state as a manifest (nothing is written but the hash cache)."""
+    """Record the project's current state as a manifest (nothing is written but the hash cache).
+
+    `tracking_files` is `dvc_files(paths.root)` when the caller has just listed them.
+    """
     root = paths.root
     own_cache = hashes is None
     hashes = hashes or HashCache(paths)
     try:
-        tracking_files = dvc_files(root)
+        tracking_files = dvc_files(root) if tracking_files is None else tracking_files
         recorded = lock_hashes(paths, tracking_files)
         outputs: dict[str, OutputEntry] = {}
         files: dict[str, FileEntry] = {}

@@ -23,9 +23,7 @@ from typing import Any
 
 from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
-from mlvs.backends.dvc.outputs import (
-    dir_object,
-)
+from mlvs.backends.dvc.outputs import dir_object, dvc_files
 from mlvs.backends.git.refs import (
     list_snapshot_refs,
     save_snapshot_ref,
@@ -207,8 +205,12 @@ def create_snapshot(
         try:
             hashes = HashCache(paths)
             try:
-                manifest = capture_state(paths, name, message, hashes=hashes)
-                manifest.health = quick_health(paths, hashes)
+                # One listing of the `.dvc` files serves the state and its health check.
+                tracking = dvc_files(paths.root)
+                manifest = capture_state(
+                    paths, name, message, hashes=hashes, tracking_files=tracking
+                )
+                manifest.health = quick_health(paths, hashes, tracking)
             finally:
                 hashes.close()
             if not allow_unhealthy:
