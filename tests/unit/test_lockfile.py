@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from mlvs.backends.dvc.lockfile import compose_lock
+from mlvs.backends.dvc.outputs import load_yaml
 from mlvs.errors import IntegrityError
 
 
@@ -66,3 +67,16 @@ def test_a_layout_that_does_not_split_is_written_as_yaml_with_the_same_meaning()
 def test_a_snapshot_lock_that_is_not_yaml_is_refused() -> None:
     with pytest.raises(IntegrityError, match=r"snapshot's dvc\.lock"):
         compose_lock(NOW, b"stages: [unclosed", {"train"})
+
+
+def test_the_same_yaml_text_parsed_twice_gives_each_caller_its_own_document() -> None:
+    text = lock(1, 10).decode()
+    for _ in range(2):  # parsed, then remembered
+        document = load_yaml(text)
+        document["stages"]["train"]["params"]["params/train.yaml"]["trees"] = 99
+        document["stages"].pop("prepare")
+
+    again = load_yaml(text)
+
+    assert again == yaml.safe_load(text)
+    assert again["stages"]["train"]["params"]["params/train.yaml"]["trees"] == 10

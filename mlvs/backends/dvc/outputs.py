@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -21,10 +22,25 @@ from mlvs.paths import ProjectPaths
 CODE, PARAMS, DATA, MODELS = "code", "params", "data", "models"
 
 
+# One command reads dvc.lock, dvc.yaml and the params files several times (the captured
+# state, its health check, the stale-pipeline check). Parsing is a function of the text
+# alone, so a text seen before is not parsed again; each caller gets its own copy.
+_PARSED: dict[str, Any] = {}
+_PARSED_KEPT = 32
+_PARSED_MAX_CHARS = 1 << 20
+
+
 def load_yaml(text: str) -> Any:
     """Parse YAML safely, with libyaml when it is there (ten times faster on `dvc.lock`)."""
+    if text in _PARSED:
+        return copy.deepcopy(_PARSED[text])
     # yaml.load, not safe_load, to choose the loader: either one is a safe loader.
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    if len(text) <= _PARSED_MAX_CHARS:
+        if len(_PARSED) >= _PARSED_KEPT:
+            _PARSED.clear()
+        _PARSED[text] = copy.deepcopy(document)
+    return document
 
 
 def _dvc_yaml_file(path: Path, root: Path) -> dict[str, Any]:
