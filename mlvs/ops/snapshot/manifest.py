@@ -53,6 +53,9 @@ def _kind(value: Any) -> str:
     return names.get(type(value), "a number" if isinstance(value, int | float) else "a value")
 
 
+_ABSENT = object()
+
+
 def _matches(value: Any, kinds: tuple[type, ...]) -> bool:
     if isinstance(value, bool):  # JSON's true is no integer
         return bool in kinds
@@ -95,14 +98,17 @@ class _Fields:
 
     def get(self, key: str, kinds: tuple[type, ...], wanted: str, default: Any = ...) -> Any:
         """The value of `key`, of one of `kinds`; `default` when absent (required without one)."""
-        if key not in self.data:
+        value = self.data.get(key, _ABSENT)
+        # JSON gives exact types: one of `kinds` itself is the common case (bool only when listed).
+        if type(value) in kinds:
+            return value
+        if value is _ABSENT:
             if default is ...:
                 raise IntegrityError(
                     f"{self.source}: field {self.name(key)} is missing; "
                     "the snapshot is damaged or was not written by mlvs"
                 )
             return default
-        value = self.data[key]
         if not _matches(value, kinds):
             raise self.wrong(self.name(key), wanted, value)
         return value
