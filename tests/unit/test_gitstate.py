@@ -297,6 +297,23 @@ def test_commit_worktree_uses_the_configured_identity(tmp_path: Path) -> None:
     assert git(root, "show", "-s", "--format=%an <%ae>", sha).strip() == "Ada <ada@example.com>"
 
 
+def test_commit_worktree_uses_the_identity_the_environment_names_over_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path)
+    git(root, "config", "user.name", "Ada")
+    git(root, "config", "user.email", "ada@example.com")
+    for role, who in (("AUTHOR", "Grace"), ("COMMITTER", "Linus")):
+        monkeypatch.setenv(f"GIT_{role}_NAME", who)
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", f"{who.lower()}@example.com")
+
+    sha = commit_worktree(root, "snapshot")
+
+    assert git(root, "show", "-s", "--format=%an <%ae>|%cn <%ce>", sha).strip() == (
+        "Grace <grace@example.com>|Linus <linus@example.com>"
+    )
+
+
 def test_commit_worktree_keeps_the_message(tmp_path: Path) -> None:
     root = make_repo(tmp_path)
 
