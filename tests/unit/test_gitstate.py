@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mlvs.backends.git import tree
 from mlvs.backends.git.refs import (
     delete_snapshot_ref,
     list_snapshot_refs,
@@ -21,6 +22,7 @@ from mlvs.backends.git.restore import restore_worktree
 from mlvs.backends.git.run import run_git
 from mlvs.backends.git.tree import (
     commit_worktree,
+    file_at_or_known,
     looks_secret,
     read_file_at,
     tree_files,
@@ -395,6 +397,23 @@ def test_read_file_at_returns_none_where_the_commit_has_no_file(tmp_path: Path, 
     root = make_repo(tmp_path)
 
     assert read_file_at(root, git(root, "rev-parse", "HEAD").strip(), path) is None
+
+
+def test_bytes_known_to_be_the_committed_blob_are_answered_without_reading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path, {"data.bin": "x"})
+    write(root, "data.bin", bytes(range(256)))
+    sha = commit_worktree(root, "snapshot")
+    assert file_at_or_known(root, sha, "data.bin", b"other bytes") == bytes(range(256))
+
+    def no_blob_read(*args: object, **kwargs: object) -> bytes:
+        raise AssertionError("the blob was read")
+
+    monkeypatch.setattr(tree, "run_git_bytes", no_blob_read)  # the commit's listing is known
+    known = bytes(range(256))
+    assert file_at_or_known(root, sha, "data.bin", known) is known
+    assert file_at_or_known(root, sha, "missing.txt", known) is None
 
 
 def test_read_file_at_an_unknown_commit_raises_external_tool_error(tmp_path: Path) -> None:

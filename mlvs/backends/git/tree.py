@@ -302,12 +302,29 @@ def _behind_symlink(root: Path, path: str, cache: dict[str, bool] | None = None)
     return False
 
 
+def _blob_sha(content: bytes, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    digest.update(b"blob %d\0" % len(content) + content)
+    return digest.hexdigest()
+
+
 def _symlink_blob_sha(root: Path, path: str, algorithm: str) -> str:
     # `git hash-object` follows symlinks; git stores the link text itself.
-    target = os.fsencode(os.readlink(root / path))
-    digest = hashlib.new(algorithm)
-    digest.update(b"blob %d\0" % len(target) + target)
-    return digest.hexdigest()
+    return _blob_sha(os.fsencode(os.readlink(root / path)), algorithm)
+
+
+def file_at_or_known(root: Path, sha: str, path: str, known: bytes | None) -> bytes | None:
+    """`read_file_at`, answered without reading the blob when it is `known`, the bytes the caller holds.
+
+    The commit's listing gives the blob's id; `known` bytes whose git blob id is that
+    id are that blob, byte for byte. Otherwise git reads it.
+    """
+    oid = tree_files(root, sha).get(_relative_path(path))
+    if oid is None:
+        return None
+    if known is not None and _blob_sha(known, "sha1" if len(oid) == 40 else "sha256") == oid:
+        return known
+    return run_git_bytes(root, "cat-file", "blob", oid)
 
 
 def worktree_entries(root: Path) -> dict[str, Entry]:

@@ -19,7 +19,7 @@ from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.dvc.outputs import DATA, MODELS, PartRule
 from mlvs.backends.git.refs import MAX_NAME_LENGTH, validate_snapshot_name
 from mlvs.backends.git.run import Entry
-from mlvs.backends.git.tree import read_files_at, tree_files, worktree_entries
+from mlvs.backends.git.tree import file_at_or_known, tree_files, worktree_entries
 from mlvs.backends.mlflow.registry import missing_versions, read_registry
 from mlvs.boundary import workspace_file
 from mlvs.errors import BadInputError, IntegrityError, MlvsError
@@ -232,7 +232,8 @@ def _plan_lock(paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Pl
     assert target.commit is not None
     location = paths.root / LOCK_FILE
     current = location.read_bytes() if location.is_file() else None
-    wanted = read_files_at(paths.root, [(target.commit, LOCK_FILE)])[0]
+    # The snapshot's tree is listed already (`_git_differences`): an unchanged lock is not read again.
+    wanted = file_at_or_known(paths.root, target.commit, LOCK_FILE, current)
     then = lock_stages(lock_document(wanted, f"the {LOCK_FILE} of snapshot {target.name!r}"))
     try:
         now = lock_stages(lock_document(current, LOCK_FILE))
