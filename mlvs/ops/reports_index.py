@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from mlvs._io import atomic_write_text
+from mlvs.backends.git.refs import list_snapshot_refs
+from mlvs.backends.git.run import is_object_id
 from mlvs.logs import get_logger
-from mlvs.ops.snapshot.read import list_snapshots
+from mlvs.ops.snapshot.create import require_git
+from mlvs.ops.snapshot.manifest import Manifest
+from mlvs.ops.snapshot.read import read_snapshots
 from mlvs.paths import ProjectPaths
 
 log = get_logger("reports")
@@ -144,19 +151,117 @@ def _drill_rows(paths: ProjectPaths) -> list[tuple[str, bool]]:
     return rows
 
 
+# What the index shows of each snapshot, remembered by commit: a commit's manifest never
+# changes, so only snapshots new since the last rebuild are read from git and parsed.
+SNAPSHOT_ROWS = "index-snapshots.json"
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """What the index shows of one snapshot."""
+
+    name: str
+    created_at: str
+    automatic: bool
+    message: str
+    model_version: str | None
+    test_roc_auc: float | None
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> _Shown:
+        roc_auc = manifest.metrics.get("test_roc_auc")
+        return cls(
+            manifest.name,
+            manifest.created_at,
+            manifest.automatic,
+            manifest.message,
+            manifest.model_version,
+            float(roc_auc) if isinstance(roc_auc, (int, float)) else None,
+        )
+
+    @classmethod
+    def read(cls, data: Any) -> _Shown | None:
+        """One remembered entry, or None when it is not of this shape (the file is anyone's)."""
+        if not isinstance(data, dict) or set(data) != _SHOWN_FIELDS:
+            return None
+        texts = (data["name"], data["created_at"], data["message"])
+        version, roc_auc = data["model_version"], data["test_roc_auc"]
+        if (
+            not all(type(t) is str for t in texts)
+            or type(data["automatic"]) is not bool
+            or not (version is None or type(version) is str)
+            or not (roc_auc is None or type(roc_auc) is float)
+        ):
+            return None
+        return cls(**data)
+
+
+_SHOWN_FIELDS = {f.name for f in fields(_Shown)}
+
+
+def _remembered(paths: ProjectPaths) -> dict[str, _Shown]:
+    try:
+        document = json.loads((paths.state / SNAPSHOT_ROWS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    entries = document.items() if isinstance(document, dict) else []
+    remembered = {}
+    for commit, data in entries:
+        shown = _Shown.read(data)
+        if shown is not None and is_object_id(commit):
+            remembered[commit] = shown
+    return remembered
+
+
+def _remember(paths: ProjectPaths, shown: dict[str, _Shown]) -> None:
+    # Only a cache: not flushed to disk, and a file that cannot be read later is rebuilt.
+    target = paths.state / SNAPSHOT_ROWS
+    try:
+        paths.state.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(
+            prefix=f".{SNAPSHOT_ROWS}.", suffix=".tmp", dir=paths.state
+        )
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({c: asdict(s) for c, s in shown.items()}, handle, sort_keys=True)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        log.debug("could not remember the index's snapshots: %s", error)
+
+
+def _shown_snapshots(paths: ProjectPaths) -> list[tuple[str, _Shown]]:
+    """(commit, what the index shows) of every snapshot `list_snapshots` lists, oldest first."""
+    require_git(paths)
+    refs = list_snapshot_refs(paths.root)
+    before = _remembered(paths)
+    remembered = dict(before)
+    # A ref is known when its commit's manifest was read before under the ref's own name.
+    unknown = [(n, c) for n, c in refs if c not in remembered or remembered[c].name != n]
+    for manifest in read_snapshots(paths, unknown):
+        assert manifest.commit is not None
+        remembered[manifest.commit] = _Shown.of(manifest)
+    listed = {c: remembered[c] for n, c in refs if c in remembered and remembered[c].name == n}
+    if listed != before:
+        _remember(paths, listed)
+    return sorted(listed.items(), key=lambda item: (item[1].created_at, item[1].name))
+
+
 def _snapshot_rows(paths: ProjectPaths) -> list[str]:
     try:
-        manifests = list_snapshots(paths)
+        snapshots = _shown_snapshots(paths)
     except Exception:  # no git repository, or an unreadable ref: the index still renders
         return []
     rows = []
-    for m in manifests:
-        roc_auc = m.metrics.get("test_roc_auc")
+    for commit, m in snapshots:
+        roc_auc = m.test_roc_auc
         rows.append(
             f'<tr data-snapshot="{html.escape(m.name)}">{_cell(m.name)}{_cell(m.created_at[:19].replace("T", " "))}'
             f"{_cell('automatic' if m.automatic else 'made')}{_cell(m.message)}{_cell(m.model_version)}"
-            f"{_cell(f'{roc_auc:.4f}' if isinstance(roc_auc, (int, float)) else None)}"
-            f"<td><code>{html.escape(str(m.commit or '')[:12])}</code></td></tr>"
+            f"{_cell(f'{roc_auc:.4f}' if roc_auc is not None else None)}"
+            f"<td><code>{html.escape(commit[:12])}</code></td></tr>"
         )
     return rows
 

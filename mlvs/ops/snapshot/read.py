@@ -42,7 +42,11 @@ def manifest_at(paths: ProjectPaths, commit: str) -> Manifest:
 def list_snapshots(paths: ProjectPaths) -> list[Manifest]:
     """Every snapshot, oldest first. Reads only: no lock, no journal."""
     require_git(paths)
-    refs = list_snapshot_refs(paths.root)
+    return read_snapshots(paths, list_snapshot_refs(paths.root))
+
+
+def read_snapshots(paths: ProjectPaths, refs: list[tuple[str, str]]) -> list[Manifest]:
+    """The snapshots of `refs` (name, commit), oldest first; a ref without a readable manifest of its name is skipped with a warning."""
     payloads = read_files_at(paths.root, [(sha, MANIFEST_PATH) for _, sha in refs])
     manifests = []
     for (name, sha), payload in zip(refs, payloads, strict=True):
