@@ -25,6 +25,7 @@ from mlvs.backends.git.tree import (
     file_at_or_known,
     looks_secret,
     read_file_at,
+    read_files_at,
     tree_files,
     untracked_files,
     worktree_blob_hashes,
@@ -414,6 +415,20 @@ def test_bytes_known_to_be_the_committed_blob_are_answered_without_reading_it(
     known = bytes(range(256))
     assert file_at_or_known(root, sha, "data.bin", known) is known
     assert file_at_or_known(root, sha, "missing.txt", known) is None
+
+
+def test_an_extra_file_of_a_commit_made_here_is_read_back_without_git(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path)
+    sha = commit_worktree(root, "snapshot", extra_files={"extra.json": b'{"made": "here"}\n'})
+    assert git(root, "show", f"{sha}:extra.json") == '{"made": "here"}\n'
+
+    def no_git(*args: object, **kwargs: object) -> bytes:
+        raise AssertionError("git was asked")
+
+    monkeypatch.setattr(tree, "run_git_bytes", no_git)
+    assert read_files_at(root, [(sha, "extra.json")]) == [b'{"made": "here"}\n']
 
 
 def test_read_file_at_an_unknown_commit_raises_external_tool_error(tmp_path: Path) -> None:

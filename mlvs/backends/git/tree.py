@@ -32,6 +32,9 @@ from mlvs.errors import BadInputError
 # and which working-tree files it holds that differ from HEAD, so a rollback can name them.
 _UNTRACKED: dict[tuple[str, str], list[str]] = {}
 _CHANGED: dict[tuple[str, str], list[str]] = {}
+# The extra files each commit made in this process holds (a commit's bytes never change),
+# so reading one back (a snapshot's manifest, for the reports index) asks git nothing.
+_EXTRA: dict[tuple[str, str, str], bytes] = {}
 
 # Untracked files that look like secrets never go into a snapshot commit: snapshot refs
 # are pushed to teammates, and an untracked `.env` or key is there precisely because it
@@ -130,6 +133,8 @@ def commit_worktree(
     ).strip()
     _COMMITS[(os.path.realpath(root), commit)] = commit
     key = (os.path.realpath(root), commit)
+    for path, content in (extra_files or {}).items():
+        _EXTRA[(*key, _relative_path(path))] = content
     _UNTRACKED[key] = others
     if parents == ([head] if head else []):
         secret = set(withheld)
@@ -201,17 +206,28 @@ def read_files_at(root: Path, items: list[tuple[str, str]]) -> list[bytes | None
     if not items:
         return []
     requests = []
-    for sha, path in items:
+    known: dict[int, bytes] = {}
+    real = os.path.realpath(root)
+    for position, (sha, path) in enumerate(items):
         relative = _relative_path(path)
         if "\n" in relative or not re.fullmatch(r"[0-9a-fA-F]{4,64}", sha):
             raise BadInputError(
                 f"cannot read {path!r} at {sha!r}: give a commit sha and a one-line path"
             )
-        requests.append(f"{sha}:{relative}\n")
+        committed = _EXTRA.get((real, sha, relative))
+        if committed is not None:
+            known[position] = committed
+        else:
+            requests.append(f"{sha}:{relative}\n")
+    if len(known) == len(items):
+        return [known[i] for i in range(len(items))]
     out = run_git_bytes(root, "cat-file", "--batch", input="".join(requests).encode())
     found: list[bytes | None] = []
     position = 0
-    for _ in items:
+    for index in range(len(items)):
+        if index in known:
+            found.append(known[index])
+            continue
         end = out.index(b"\n", position)
         header = out[position:end].decode("utf-8", "surrogateescape").split(" ")
         if len(header) == 3 and header[1] == "blob":
