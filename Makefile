@@ -71,7 +71,7 @@ test: lint ## Set up, lint, then run the whole test suite
 bench: $(STAMP) ## Run the benchmarks into reports/benchmarks/latest.json; fails on a missed target
 	$(BIN)/python -m pytest -m bench tests/benchmarks -s
 
-fuzz: $(STAMP) ## Fuzz the params loader and notebook-parameter validation for a bounded time
+fuzz: $(STAMP) ## Fuzz params, notebook parameters and the files read back from disk (journal, manifest, hash cache, dvc.lock, .dir) for a bounded time
 	$(BIN)/python tests/fuzz/fuzz_inputs.py
 
 demo: $(STAMP) ## The guided tour: pipeline, snapshots, retrain, every drill, rollback (several minutes)

@@ -12,6 +12,7 @@ from mlvs.backends.dvc.command import dvc
 from mlvs.backends.dvc.outputs import dvc_outputs
 from mlvs.backends.mlflow.backups import backup_mlflow_db
 from mlvs.backends.mlflow.store import require_server, server_problem, unreachable_message
+from mlvs.backends.uris import redact_credentials
 from mlvs.errors import (
     BadInputError,
     ExternalToolError,
@@ -239,7 +240,14 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
     backup_mlflow_db(paths)
     pushed = dvc(paths, "push", check=False)
     if pushed.returncode != 0:
-        log.warning("could not push data to the DVC remote: %s", pushed.stderr.strip()[-200:])
+        # The run itself succeeded and its outputs are in the DVC cache: a remote that is down
+        # costs nothing but the push, which the next pipeline, snapshot or `dvc push` repeats.
+        errors = [line for line in pushed.stderr.splitlines() if line.startswith("ERROR")]
+        log.warning(
+            "could not push the pipeline's data to the DVC remote (%s); it is safe in the DVC cache: "
+            "run `dvc push` or `mlvs snapshot create` once the remote is reachable",
+            redact_credentials(errors[-1] if errors else pushed.stderr.strip()[-200:]),
+        )
     outcome = PipelineResult(
         stages=_stages(result.stdout),
         seconds=time.perf_counter() - started,

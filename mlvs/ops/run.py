@@ -264,7 +264,13 @@ def _execute_notebook(
         failed, error = True, f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - started
     if output.exists():
-        render_html(output, html)
+        try:
+            render_html(output, html)
+        except Exception as exc:  # nbformat raises its own kinds for a notebook that is not JSON
+            if not failed:
+                raise
+            # A run that failed writing its report (a full disk) leaves it cut short: no HTML of it.
+            log.warning("%s could not be rendered to HTML (%s)", output.name, type(exc).__name__)
     _finish_tracked_run(paths, run_id, notebook, [output, html], failed, before)
 
     refresh_index(paths)

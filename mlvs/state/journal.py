@@ -87,9 +87,13 @@ class Journal:
     def current(self) -> dict[str, Any] | None:
         """Return the recorded operation, or None when none is in progress."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            payload = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._unreadable("it is not UTF-8 text") from None
         *complete, _torn = text.split("\n")
         try:
             record = json.loads(complete[0]) if complete else None

@@ -1,12 +1,17 @@
 """Crash consistency at random points (issue 3, outcome 4): `kill -9` anywhere, not only at step boundaries.
 
 The real CLI is started, then SIGKILLed (with its whole process group, so no
-orphaned git child finishes its write later) after a delay drawn by a seeded
-`random.Random` between 0 and the command's measured duration. The next
-state-changing command (which recovers first) then runs, and the state,
-hashed by the test itself, must be exactly the old one or exactly the new one:
-every project file outside the runtime stores, the registry aliases (read from
-`mlflow.db` with sqlite3) and the set of snapshot refs.
+orphaned git child finishes its write later) a delay after it took the state lock
+(its pid in the lock's holder file, watched from outside), drawn by a seeded
+`random.Random` over the critical section: between 0 and the time, measured on an
+un-killed run, from taking the lock to the command's end. A kill landed in the
+critical section when the command's journal is found right after it; at least
+half of each test's kills must. The next state-changing command (which recovers
+first) then runs, and the state, hashed by the test itself, must be exactly the
+old one or exactly the new one: every project file outside the runtime stores,
+the registry aliases (read from `mlflow.db` with sqlite3) and the set of snapshot
+refs. The old and new states are the ones the test hashed when each snapshot
+was taken, not what mlvs later restores.
 
 Beyond snapshot and rollback: `mlvs recover` killed while it finishes an
 interrupted rollback, and while it repairs a damaged data or model file; and
@@ -114,9 +119,16 @@ class State:
         return paths + (["registry aliases"] if self.aliases != other.aliases else [])
 
 
-def killed_run(root: Path, delay: float, *args: str) -> int | None:
-    """Start `mlvs ARGS`, SIGKILL it (and its children) after `delay` seconds; its exit code."""
-    proc = subprocess.Popen(
+def holds_the_lock(root: Path, pid: int) -> bool:
+    """Whether process `pid` holds the project's state lock (its pid in the holder file)."""
+    try:
+        return json.loads((root / ".mlvs" / "state.lock.holder").read_text())["pid"] == pid
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _start(root: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [str(BIN / "mlvs"), *args],
         cwd=root,
         env=clean_env(root),
@@ -124,10 +136,51 @@ def killed_run(root: Path, delay: float, *args: str) -> int | None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def _until_locked(root: Path, proc: subprocess.Popen[bytes]) -> bool:
+    """Wait until `proc` holds the state lock; False if it ended first."""
+    while proc.poll() is None:
+        if holds_the_lock(root, proc.pid):
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def critical_seconds(root: Path, *args: str) -> float:
+    """Run `mlvs ARGS` to its end; the seconds from taking the state lock to the end."""
+    proc = _start(root, *args)
+    assert _until_locked(root, proc), f"mlvs {' '.join(args)} never held the state lock"
+    taken = time.perf_counter()
+    assert proc.wait(timeout=600) == 0, f"mlvs {' '.join(args)} failed"
+    return time.perf_counter() - taken
+
+
+@dataclass(frozen=True)
+class Kill:
+    code: int | None
+    locked: bool  # the command held the state lock when the delay began
+    in_critical_section: bool  # its journal was there right after the kill
+
+    def __str__(self) -> str:
+        where = "in the critical section" if self.in_critical_section else "outside it"
+        return f"exit {self.code}, {where}"
+
+
+def killed_run(root: Path, delay: float, *args: str) -> Kill:
+    """Start `mlvs ARGS`, SIGKILL it (and its children) `delay` seconds after it took the state lock."""
+    proc = _start(root, *args)
+    locked = _until_locked(root, proc)
     time.sleep(delay)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    return proc.wait(timeout=60)
+    code = proc.wait(timeout=60)
+    return Kill(code, locked, (root / ".mlvs" / "journal.json").exists())
+
+
+def assert_most_kills_landed_in_the_critical_section(kills: list[Kill]) -> None:
+    landed = sum(k.in_critical_section for k in kills)
+    assert landed * 2 >= len(kills), f"only {landed} of {len(kills)} kills hit the critical section"
 
 
 def timed(root: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
@@ -155,18 +208,22 @@ class Story:
     template: Path
     a: State
     b: State
-    rollback_seconds: float
+    rollback_seconds: float  # each: from taking the state lock to the end
     snapshot_seconds: float
     pipeline_seconds: float
 
 
 @pytest.fixture(scope="module")
 def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Story:
-    """Snapshot A, more trees, retrain, champion on the new version, snapshot B; A and B by real rollbacks."""
+    """Snapshot A, more trees, retrain, champion on the new version, snapshot B.
+
+    The reference states A and B are hashed here, when each snapshot is taken; the
+    un-killed rollbacks afterwards measure the critical sections and must reach them.
+    """
     root = tmp_path_factory.mktemp("crash") / "ws"
     copy_workspace(_trained_template, root)
-    first, created = timed(root, "snapshot", "create", "A")
-    assert created.returncode == 0, created.stderr
+    first = critical_seconds(root, "snapshot", "create", "A")
+    a = State.of(root)
     params = root / "params" / "train.yaml"
     values = yaml.safe_load(params.read_text())
     values["hyperparameters"]["random_forest"]["n_estimators"] += 10
@@ -174,18 +231,15 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     retraining, retrained = timed(root, "pipeline")
     assert retrained.returncode == 0, retrained.stderr[-3000:]
     make_newest_version_champion(root)
-    second, created = timed(root, "snapshot", "create", "B")
-    assert created.returncode == 0, created.stderr
-    # The reference states are what real, un-killed rollbacks produce.
-    to_a, done = timed(root, "rollback", "A")
-    assert done.returncode == 0, done.stdout + done.stderr
-    a = State.of(root)
-    to_b, done = timed(root, "rollback", "B")
-    assert done.returncode == 0, done.stdout + done.stderr
+    second = critical_seconds(root, "snapshot", "create", "B")
     b = State.of(root)
     assert a.files["models/model.skops"] != b.files["models/model.skops"]
     assert a.files["params/train.yaml"] != b.files["params/train.yaml"]
     assert a.aliases != b.aliases
+    to_a = critical_seconds(root, "rollback", "A")
+    assert State.of(root) == a, State.of(root).differences(a)
+    to_b = critical_seconds(root, "rollback", "B")
+    assert State.of(root) == b, State.of(root).differences(b)
     return Story(root, a, b, max(to_a, to_b), max(first, second), retraining)
 
 
@@ -220,15 +274,19 @@ def test_rollbacks_killed_at_random_points_end_exactly_old_or_exactly_new(
     current = "B"
     failures: list[str] = []
     outcomes = {"old": 0, "new": 0}
+    kills: list[Kill] = []
     for i in range(ROLLBACK_KILLS):
         target = "A" if current == "B" else "B"
         delay = rng.uniform(0, story.rollback_seconds)
         refs = snapshot_refs(ws)
         code = killed_run(ws, delay, "rollback", target)
+        kills.append(code)
         # The next state-changing command finishes or undoes the killed rollback first.
         probe = f"probe-{i}"
         recovered = mlvs(ws, "snapshot", "create", probe, "--json")
-        where = f"kill {i}: rollback {current}->{target} killed after {delay:.3f}s (exit {code})"
+        where = (
+            f"kill {i}: rollback {current}->{target} killed {delay:.3f}s after the lock ({code})"
+        )
         if recovered.returncode != 0:
             failures.append(
                 f"{where}: `snapshot create {probe}` exit {recovered.returncode}: {recovered.stderr[-400:]}"
@@ -261,7 +319,10 @@ def test_rollbacks_killed_at_random_points_end_exactly_old_or_exactly_new(
         outcomes["old" if ended == current else "new"] += 1
         current = ended
     assert not failures, report(failures, SEED)
-    print(f"rollback kills: {outcomes}")
+    assert_most_kills_landed_in_the_critical_section(kills)
+    print(
+        f"rollback kills: {outcomes}, {sum(k.in_critical_section for k in kills)} in the critical section"
+    )
 
 
 def test_snapshot_creates_killed_at_random_points_leave_the_snapshot_whole_or_absent(
@@ -270,6 +331,7 @@ def test_snapshot_creates_killed_at_random_points_leave_the_snapshot_whole_or_ab
     rng = random.Random(SEED + 1)
     failures: list[str] = []
     outcomes = {"absent": 0, "present": 0}
+    kills: list[Kill] = []
     readme, notes = ws / "README.md", ws / "notes.txt"
     for i in range(SNAPSHOT_KILLS):
         # New bytes each time (a committed file changed, an untracked one), so each snapshot commits something new.
@@ -279,7 +341,8 @@ def test_snapshot_creates_killed_at_random_points_leave_the_snapshot_whole_or_ab
         name = f"k-{i}"
         delay = rng.uniform(0, story.snapshot_seconds)
         code = killed_run(ws, delay, "snapshot", "create", name)
-        where = f"kill {i}: snapshot create {name} killed after {delay:.3f}s (exit {code})"
+        kills.append(code)
+        where = f"kill {i}: snapshot create {name} killed {delay:.3f}s after the lock ({code})"
         problems = []
         present = name in snapshot_refs(ws)
         if present:
@@ -319,7 +382,10 @@ def test_snapshot_creates_killed_at_random_points_leave_the_snapshot_whole_or_ab
             f"final `snapshot create`: exit {final.returncode}, {recovered_cleanly(ws)}: {final.stderr[-400:]}"
         )
     assert not failures, report(failures, SEED + 1)
-    print(f"snapshot kills: {outcomes}")
+    assert_most_kills_landed_in_the_critical_section(kills)
+    print(
+        f"snapshot kills: {outcomes}, {sum(k.in_critical_section for k in kills)} in the critical section"
+    )
 
 
 def target_problems(root: Path, name: str, manifest: dict, state: State) -> list[str]:
@@ -375,7 +441,8 @@ def test_recovers_killed_at_random_points_finish_interrupted_rollbacks_exactly(
     states = {"A": story.a, "B": story.b}
     current = "B"
     failures: list[str] = []
-    outcomes = {"old": 0, "new": 0, "killed with work left": 0}
+    outcomes = {"old": 0, "new": 0}
+    kills: list[Kill] = []
     # A recover that rolls forward does about what a rollback does.
     seconds = story.rollback_seconds
     for i in range(RECOVER_KILLS // RECOVERS_IN_A_ROW):
@@ -390,13 +457,12 @@ def test_recovers_killed_at_random_points_finish_interrupted_rollbacks_exactly(
         assert stopped.returncode == -signal.SIGKILL, stopped.stderr[-400:]
         delays = [rng.uniform(0, seconds) for _ in range(RECOVERS_IN_A_ROW)]
         for delay in delays:
-            outcomes["killed with work left"] += (ws / ".mlvs" / "journal.json").exists()
-            killed_run(ws, delay, "recover", "--interrupted-only")
+            kills.append(killed_run(ws, delay, "recover", "--interrupted-only"))
         finished = mlvs(ws, "recover", "--interrupted-only")
         where = (
             f"kills {RECOVERS_IN_A_ROW * i}-{RECOVERS_IN_A_ROW * i + RECOVERS_IN_A_ROW - 1}: rollback "
-            f"{current}->{target} stopped at {step}, recovers killed after "
-            + ", ".join(f"{d:.3f}s" for d in delays)
+            f"{current}->{target} stopped at {step}, recovers killed "
+            + ", ".join(f"{d:.3f}s after the lock" for d in delays)
         )
         if finished.returncode != 0:
             failures.append(
@@ -420,8 +486,10 @@ def test_recovers_killed_at_random_points_finish_interrupted_rollbacks_exactly(
         current = ended
     assert not failures, report(failures, SEED + 2)
     # Kills of a recover with nothing left to do say little: most must hit one at work.
-    assert outcomes["killed with work left"] >= RECOVER_KILLS // 2, outcomes
-    print(f"recover kills: {outcomes}")
+    assert_most_kills_landed_in_the_critical_section(kills)
+    print(
+        f"recover kills: {outcomes}, {sum(k.in_critical_section for k in kills)} in the critical section"
+    )
 
 
 def _damage(root: Path, rng: random.Random) -> str:
@@ -453,21 +521,19 @@ def test_recovers_killed_while_repairing_a_damaged_file_are_finished_by_the_next
     """A damaged data or model file, its `mlvs recover` killed; the next `mlvs recover` gives the exact healthy state.
 
     The repair comes after the first verification, about half-way: the delays are
-    drawn from the later part of a recover's run.
+    drawn from the later part of the time a recover holds the state lock.
     """
     rng = random.Random(SEED + 3)
     failures: list[str] = []
     damage = _damage(ws, rng)
-    seconds, repaired = timed(
-        ws, "recover"
-    )  # how long a repair takes here, and a first repair checked
-    assert repaired.returncode == 0 and State.of(ws) == story.b, repaired.stdout + repaired.stderr
+    seconds = critical_seconds(ws, "recover")  # how long a repair holds the lock; a first repair
+    assert State.of(ws) == story.b, State.of(ws).differences(story.b)
     for i in range(REPAIR_KILLS):
         damage = _damage(ws, rng)
         delay = rng.uniform(0.3 * seconds, seconds)
         code = killed_run(ws, delay, "recover")
         finished = mlvs(ws, "recover", "--json")
-        where = f"kill {i}: recover of {damage} killed after {delay:.3f}s (exit {code})"
+        where = f"kill {i}: recover of {damage} killed {delay:.3f}s after the lock ({code})"
         problems = [p for p in (leftovers(ws),) if p]
         if finished.returncode != 0:
             problems.append(

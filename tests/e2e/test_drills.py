@@ -2,14 +2,22 @@
 
 The scenarios are read from params/incidents.yaml at collection time, so a
 scenario added to the catalog is drilled here without anyone writing a test.
+The test takes mlvs's word for none of it: it reads for itself that each
+injection changed what the scenario names (a file's bytes or rows, a cache
+object, an alias, the MLflow database, a failed stage's run), and afterwards
+compares the tracked files, the DVC cache objects, the registry's aliases and
+versions and every MLflow run and metric (its own SQL) with the state before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -56,20 +64,102 @@ def drill_env(trained_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return trained_workspace
 
 
+def cache_objects(root: Path) -> dict[str, str]:
+    """Every object in the DVC cache (relative path -> SHA-256), read here."""
+    return tree_hashes(root / ".dvc" / "cache", skip=("runs/", "tmp/"))
+
+
+def registry_rows(root: Path) -> dict[str, Any]:
+    """The registry's aliases and versions, and every run with its status and metrics: our own SQL."""
+    with contextlib.closing(sqlite3.connect(root / "mlflow.db")) as db:
+        return {
+            "aliases": sorted(
+                db.execute("SELECT name, alias, version FROM registered_model_aliases")
+            ),
+            "versions": sorted(
+                db.execute("SELECT name, version, run_id, status FROM model_versions")
+            ),
+            "runs": sorted(db.execute("SELECT run_uuid, status, lifecycle_stage FROM runs")),
+            "metrics": sorted(db.execute("SELECT run_uuid, key, value, step FROM metrics")),
+        }
+
+
+def csv_rows(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+def assert_injection_changed_what_it_names(
+    root: Path,
+    spec: dict[str, Any],
+    files: dict[str, str],
+    objects: dict[str, str],
+    registry: dict[str, Any],
+    rows: dict[str, list[str]],
+) -> None:
+    """Read, independently of mlvs, the bytes, rows, object, alias or database the scenario names."""
+    family, target = spec["family"], spec.get("target")
+    if family in ("data", "model"):
+        now = tree_hashes(root).get(target)
+        assert now != files[target], f"{target} is unchanged"
+        if family == "data" and now is not None and "fraction" in spec:
+            changed = set(csv_rows(root / target)) ^ set(rows[target])
+            assert changed or len(csv_rows(root / target)) != len(rows[target]), target
+    elif family == "pipeline":
+        failed = [r for r in registry_rows(root)["runs"] if r not in registry["runs"]]
+        assert any(status == "FAILED" for _, status, _ in failed), failed
+    elif target == "mlflow.db":
+        database = root / "mlflow.db"
+        if database.exists():
+            assert tree_hashes(root)["mlflow.db"] != files["mlflow.db"]
+        with contextlib.suppress(sqlite3.DatabaseError):
+            assert registry_rows(root) != registry  # unreadable, or read as something else
+    elif "alias" in spec:
+        after = registry_rows(root)
+        versions = {(name, str(version)) for name, version, _, _ in after["versions"]}
+        (dangling,) = [a for a in after["aliases"] if a[1] == spec["alias"]]
+        assert (dangling[0], str(dangling[2])) not in versions, dangling
+    else:  # a cache object corrupted or removed
+        now = cache_objects(root)
+        assert {k: v for k, v in objects.items() if now.get(k) != v}, "no cache object changed"
+        for relative, digest in now.items():
+            if relative.startswith("files/md5/") and not relative.endswith(".dir"):
+                name = relative.removeprefix("files/md5/").replace("/", "")
+                path = root / ".dvc" / "cache" / relative
+                if digest != objects.get(relative):
+                    assert hashlib.md5(path.read_bytes()).hexdigest() != name, relative
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CATALOG))
 def test_scenario_is_detected_recovered_and_byte_identical(drill_env: Path, name: str) -> None:
-    from mlvs.ops.drill.drill import run_drill
+    from mlvs.ops.drill.drill import Drill
     from mlvs.paths import ProjectPaths
 
-    root = drill_env
-    before, runs_before = tracked_state(root), mlflow_run_ids(root)
-    record = run_drill(ProjectPaths(root), name, seed=1)
+    root, spec = drill_env, CATALOG[name]
+    drill = Drill.start(ProjectPaths(root), name, seed=1)
+    drill.steady_state()
+    before = tracked_state(root)
+    files, objects, registry = tree_hashes(root), cache_objects(root), registry_rows(root)
+    rows = {t: csv_rows(root / t) for t in [spec.get("target")] if t and t.endswith(".csv")}
+
+    drill.inject()
+    assert_injection_changed_what_it_names(root, spec, files, objects, registry, rows)
+    drill.detect()
+    drill.recover()
+    record = drill.write_record(drill.verify_again())
     assert record.detected, record
     assert record.rung is not None
     assert record.recovered, record
+
+    # The state afterwards, read here: files, cache objects, registry and runs as they were.
     assert tracked_state(root) == before
-    assert runs_before <= mlflow_run_ids(root)
+    after_objects = cache_objects(root)
+    assert {k: after_objects.get(k) for k in objects} == objects
+    after = registry_rows(root)
+    assert after["aliases"] == registry["aliases"]
+    assert after["versions"] == registry["versions"]
+    assert set(registry["runs"]) <= set(after["runs"])  # a stage that failed adds its FAILED run
+    assert set(registry["metrics"]) <= set(after["metrics"])
     assert (root / "reports" / "incidents" / name / "record.json").is_file()
 
 

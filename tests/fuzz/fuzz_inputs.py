@@ -1,10 +1,13 @@
-"""Fuzz the params loader and notebook-parameter validation for a bounded time (`make fuzz`).
+"""Fuzz the parsers of untrusted input for a bounded time (`make fuzz`).
 
 Random YAML documents are written as params files and loaded; random names,
-values and `-f` files go through the notebook-parameter validation. Only
-ParamsError and BadInputError may escape. Not collected by pytest (no `test_`
-prefix): run `python tests/fuzz/fuzz_inputs.py`, `FUZZ_SECONDS` bounds it
-(default 60). Findings become regression tests in tests/reliability/.
+values and `-f` files go through the notebook-parameter validation (only
+ParamsError and BadInputError may escape). Hostile bytes go into the files mlvs
+reads back from disk: the journal, a snapshot manifest, the hash cache, `dvc.lock`
+and DVC `.dir` objects (`hostile_files.py` says what each must withstand). Not
+collected by pytest (no `test_` prefix): run `python tests/fuzz/fuzz_inputs.py`,
+`FUZZ_SECONDS` bounds it (default 60). Findings become regression tests in
+tests/reliability/ (the hostile files' in `test_fuzz_findings.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import InMemoryExampleDatabase
+
+# The hostile-file targets live beside this script, in the tests' package space.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fuzz import hostile_files
 
 from mlvs.errors import BadInputError
 from mlvs.ml.params import STAGES, load_stage
@@ -134,15 +141,73 @@ def fuzz_notebook_parameters(pairs: list[tuple[str, str]], files: list[str | byt
             pass
 
 
+SANDBOX = hostile_files.Sandbox()
+CASES = {name: 0 for name in ("journal", "manifest", "hash cache", "dvc.lock", ".dir object")}
+
+
+@ROUND
+@given(hostile_files.JOURNALS)
+def fuzz_journal(payload: bytes) -> None:
+    CASES["journal"] += 1
+    hostile_files.check_journal(SANDBOX, payload)
+
+
+@ROUND
+@given(hostile_files.MANIFESTS)
+def fuzz_manifest(payload: bytes) -> None:
+    CASES["manifest"] += 1
+    hostile_files.check_manifest(SANDBOX, payload)
+
+
+@ROUND
+@given(st.one_of(hostile_files.HASH_RECORDS, st.binary(max_size=400)))
+def fuzz_hash_cache(record: tuple | bytes) -> None:
+    CASES["hash cache"] += 1
+    if isinstance(record, bytes):
+        hostile_files.check_hash_cache_file(SANDBOX, record)
+    else:
+        hostile_files.check_hash_cache_record(SANDBOX, record)
+
+
+@ROUND
+@given(hostile_files.LOCKS)
+def fuzz_lock(payload: bytes) -> None:
+    CASES["dvc.lock"] += 1
+    hostile_files.check_lock(SANDBOX, payload)
+
+
+@ROUND
+@given(hostile_files.DIR_OBJECTS)
+def fuzz_dir_object(payload: bytes) -> None:
+    CASES[".dir object"] += 1
+    hostile_files.check_dir_object(SANDBOX, payload)
+
+
+TARGETS = (
+    fuzz_load_stage,
+    fuzz_notebook_parameters,
+    fuzz_journal,
+    fuzz_manifest,
+    fuzz_hash_cache,
+    fuzz_lock,
+    fuzz_dir_object,
+)
+
+
 def main() -> int:
-    """Alternate the two fuzz targets until FUZZ_SECONDS have passed; a finding fails loudly."""
+    """Go round the fuzz targets until FUZZ_SECONDS have passed; a finding fails loudly."""
     rounds = 0
-    while time.monotonic() < DEADLINE:
-        fuzz_load_stage()
-        fuzz_notebook_parameters()
-        rounds += 1
+    try:
+        while time.monotonic() < DEADLINE:
+            for target in TARGETS:
+                target()
+            rounds += 1
+    finally:
+        SANDBOX.close()
+    files = ", ".join(f"{count} {name}" for name, count in CASES.items())
     print(
-        f"fuzzed the params loader and notebook parameters for {SECONDS:.0f} s ({rounds} round(s)): no finding"
+        f"fuzzed for {SECONDS:.0f} s ({rounds} round(s)): params and notebook parameters, and "
+        f"{sum(CASES.values())} hostile files ({files}): no finding"
     )
     return 0
 

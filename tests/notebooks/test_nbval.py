@@ -1,8 +1,12 @@
 """nbval: the notebooks, re-executed in a clean workspace, print what they stored.
 
 The stored outputs come from `make golden`. Cells whose output changes on every
-run (run ids, registry versions) are tagged `nbval-ignore-output`; images are not
-compared (nbval's default), their text placeholders are.
+run (run ids, timings) are tagged `nbval-ignore-output`; what differs only by the
+clock (the automatic snapshot's name, creation times) is masked by `sanitize.cfg` in
+both outputs and the rest compared; images are not compared (nbval's default),
+their text placeholders are. `04_rollback` shows the test metrics of the state left
+and of the state restored after its rollback cell: a rollback that restored nothing
+would print other numbers than the stored ones.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from conftest import clean_env, make_story_workspace, make_workspace
 pytestmark = pytest.mark.slow
 
 PIPELINE_NOTEBOOKS = ["notebooks/01_prepare.ipynb", "notebooks/02_train.ipynb"]
+SANITIZE = Path(__file__).with_name("sanitize.cfg")
 
 
 def run_nbval(root: Path, notebooks: list[str]) -> subprocess.CompletedProcess[str]:
@@ -30,6 +35,8 @@ def run_nbval(root: Path, notebooks: list[str]) -> subprocess.CompletedProcess[s
             "--nbval",
             "--nbval-kernel-name",
             "python3",
+            "--nbval-sanitize-with",
+            str(SANITIZE),
             "-p",
             "no:cacheprovider",
             "-q",

@@ -23,10 +23,11 @@ from __future__ import annotations
 import configparser
 import contextlib
 import hashlib
+import logging
 import os
 import secrets
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -78,6 +79,19 @@ def object_relpath(md5: str, source: str = "DVC object name") -> str:
     """
     md5 = md5_value(md5, source)
     return f"files/md5/{md5[:2]}/{md5[2:]}"
+
+
+@contextlib.contextmanager
+def _dvc_kept_quiet() -> Iterator[None]:
+    """DVC's own error lines held back while mlvs calls it in-process: mlvs says it in one line."""
+    # DVC's libraries log through loggers of many names, with handlers DVC may have set up:
+    # every record is held back for the call (mlvs's own included; it logs nothing meanwhile).
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 @dataclass(frozen=True)
@@ -140,10 +154,15 @@ class ObjectStore:
         from dvc.repo import Repo
         from dvc_data.hashfile.hash_info import HashInfo
 
-        with Repo(str(self.paths.root)) as repo:
-            status = repo.cloud.status(
-                [HashInfo("md5", m) for m in wanted], remote=self.remote.name
-            )
+        try:
+            with _dvc_kept_quiet(), Repo(str(self.paths.root)) as repo:
+                status = repo.cloud.status(
+                    [HashInfo("md5", m) for m in wanted], remote=self.remote.name
+                )
+        except (
+            Exception
+        ) as error:  # DVC and its filesystems raise many kinds for a remote that is down
+            raise self._unreachable("ask it which objects it holds", error) from None
         missing = {h.value for h in (*status.new, *status.missing)}
         return [m for m in wanted if m in missing]
 
@@ -225,13 +244,33 @@ class ObjectStore:
         from dvc_data.hashfile.hash_info import HashInfo
 
         wanted = [HashInfo("md5", m) for m in (*sorted(objects), *dir_objects)]
-        with Repo(str(self.paths.root)) as repo:
-            result = repo.cloud.push(wanted, remote=self.remote.name)
+        try:
+            with _dvc_kept_quiet(), Repo(str(self.paths.root)) as repo:
+                result = repo.cloud.push(wanted, remote=self.remote.name)
+        except (
+            Exception
+        ) as error:  # DVC and its filesystems raise many kinds for a remote that is down
+            raise self._unreachable(f"push {len(wanted)} object(s) to it", error) from None
         if result.failed:
             raise ExternalToolError(
-                f"could not push {len(result.failed)} object(s) to the DVC remote {self.remote.name!r}; "
-                "check the remote with `dvc push` and try again"
+                f"could not push {len(result.failed)} of {len(wanted)} object(s) to the DVC remote "
+                f"{self.remote.name!r} ({self.remote.url}); nothing was lost, and what was already sent "
+                "is kept there. Check that the remote is reachable (`dvc push` shows DVC's own error), "
+                "then run the command again"
             )
+
+    def _unreachable(self, doing: str, error: BaseException) -> ExternalToolError:
+        """One line for a network remote that failed mid-way: which remote, what failed, what to do.
+
+        DVC's message may quote the remote's address with its user or a signed URL: only
+        the kind of error is shown, beside the address without credentials.
+        """
+        assert self.remote is not None
+        return ExternalToolError(
+            f"could not {doing}: the DVC remote {self.remote.name!r} ({self.remote.url}) did not answer "
+            f"({type(error).__name__}); nothing was lost, and what was already sent is kept there. "
+            "Check that the remote is reachable (`dvc push` shows DVC's own error), then run the command again"
+        )
 
     def fetch_to_cache(self, md5: str, sha256: str) -> bool:
         """Replace the cache's object `md5` with the remote's, if the remote's has `sha256`.
@@ -267,7 +306,7 @@ class ObjectStore:
         if cached.exists():
             os.replace(cached, aside)
         try:
-            with Repo(str(self.paths.root)) as repo:
+            with _dvc_kept_quiet(), Repo(str(self.paths.root)) as repo:
                 repo.cloud.pull([HashInfo("md5", md5)], remote=self.remote.name)
             if cached.is_file() and sha256_file(cached) == sha256:
                 aside.unlink(missing_ok=True)

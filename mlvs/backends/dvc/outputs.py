@@ -252,8 +252,13 @@ def lock_hashes(paths: ProjectPaths, tracking_files: list[str] | None = None) ->
     lock_file = paths.root / "dvc.lock"
     if lock_file.is_file():
         document = _dvc_yaml_file(lock_file, paths.root)
-        for spec in (document.get("stages") or {}).values():
-            for out in (spec or {}).get("outs") or []:
+        stages = document.get("stages") or {}
+        if not isinstance(stages, dict):
+            raise BadInputError(
+                "dvc.lock: 'stages' is not a mapping of stage names; restore dvc.lock from git"
+            )
+        for name, spec in stages.items():
+            for out in _listed_outs(spec, f"dvc.lock stage {str(name)[:80]!r}"):
                 if isinstance(out, dict) and "path" in out and "md5" in out:
                     recorded[_join(paths.root, ".", out["path"], "dvc.lock")] = md5_value(
                         out["md5"], "dvc.lock output md5"
@@ -261,12 +266,24 @@ def lock_hashes(paths: ProjectPaths, tracking_files: list[str] | None = None) ->
     for dvc_file in dvc_files(paths.root) if tracking_files is None else tracking_files:
         spec = _dvc_yaml_file(paths.root / dvc_file, paths.root)
         base = str(PurePosixPath(dvc_file).parent)
-        for out in spec.get("outs") or []:
+        for out in _listed_outs(spec, dvc_file):
             if isinstance(out, dict) and "path" in out and "md5" in out:
                 recorded[_join(paths.root, base, out["path"], dvc_file)] = md5_value(
                     out["md5"], f"{dvc_file} output md5"
                 )
     return recorded
+
+
+def _listed_outs(spec: Any, where: str) -> list[Any]:
+    """The `outs` list of a lock entry or `.dvc` file; anything else there is refused in one line."""
+    if spec is None:
+        return []
+    outs = spec.get("outs") if isinstance(spec, dict) else None
+    if not isinstance(spec, dict) or not isinstance(outs or [], list):
+        raise BadInputError(
+            f"{where} is not a mapping with a list of outs; restore it from git (or run `dvc commit`)"
+        )
+    return list(outs or [])
 
 
 def output_files(root: Path, output: str) -> list[str]:
