@@ -8,41 +8,130 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from mlvs.ml.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET
+from mlvs.ml.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, SCHEMA, TARGET
 
 CHURN_COLOURS = {0: "#4C72B0", 1: "#DD8452"}
 
 
-def distributions(frame: pd.DataFrame) -> Any:
-    """Numeric features as histograms split by churn; categorical ones as churn rate per level."""
-    numeric = [c for c in NUMERIC_FEATURES if c in frame.columns and frame[c].nunique() > 2]
-    categorical = [c for c in CATEGORICAL_FEATURES if c in frame.columns]
-    panels = numeric + categorical
-    cols = 4
+# What 01_prepare shows: every feature against churn, on the data it names.
+
+CHURN_RATE_COLOUR = "#C44E52"
+COUNT_COLOUR = "#8C8C8C"
+# A value or bin needs this many customers before its churn rate is drawn: fewer would
+# put noise on the plot that reads like signal.
+MIN_CUSTOMERS_FOR_A_RATE = 20
+# Freedman-Diaconis bins, within these bounds: few enough to read, enough to show a shape.
+MIN_BINS, MAX_BINS = 10, 60
+
+
+def distributions(frame: pd.DataFrame, data_name: str = "raw data") -> Any:
+    """Every feature of `frame` against churn, one panel each, titled with the data it shows.
+
+    Integer, binary and categorical features: a bar of customers for each value, and the
+    churn rate of each value with the base rate marked. Continuous features: a histogram of
+    customers (stayed and churned stacked) and the churn rate of each bin.
+    """
+    kinds = {column.name: column.kind for column in SCHEMA}
+    panels = [c for c in (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES) if c in frame.columns]
+    base_rate = float(frame[TARGET].mean())
+    cols = 3
     rows = int(np.ceil(len(panels) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows))
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
     for ax, column in zip(axes.ravel(), panels, strict=False):
-        if column in numeric:
-            for label, group in frame.groupby(TARGET):
-                ax.hist(
-                    group[column],
-                    bins=30,
-                    alpha=0.6,
-                    color=CHURN_COLOURS[int(label)],
-                    label="churned" if label else "stayed",
-                    density=True,
-                )
-            ax.set_title(column)
-            ax.legend(fontsize=7)
+        if kinds.get(column) == "float":
+            _histogram_with_churn_rate(ax, frame, column, base_rate)
+            ax.set_title(f"{column}: customers and churn rate per bin\n{data_name}", fontsize=10)
         else:
-            rates = frame.groupby(column)[TARGET].mean().sort_values()
-            ax.barh(rates.index.astype(str), rates.values, color="#55A868")
-            ax.set_title(f"churn rate by {column}")
-            ax.set_xlim(0, 1)
+            _bars_with_churn_rate(ax, frame, column, base_rate)
+            ax.set_title(f"{column}: customers and churn rate per value\n{data_name}", fontsize=10)
     for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
+    fig.suptitle(
+        f"Features against churn, {data_name}: {len(frame):,} customers, "
+        f"base churn rate {base_rate:.1%}"
+    )
     fig.tight_layout()
     return fig
+
+
+def _bars_with_churn_rate(ax: Any, frame: pd.DataFrame, column: str, base_rate: float) -> None:
+    """Customers per value as bars; churn rate per value (right axis) against the base rate."""
+    grouped = frame.groupby(column, observed=True)[TARGET].agg(["size", "mean"])
+    declared = next((c.allowed for c in SCHEMA if c.name == column and c.allowed), ())
+    if declared:
+        levels: list[Any] = [v for v in declared if v in grouped.index]
+        levels += [v for v in grouped.index if v not in declared]
+        positions = np.arange(len(levels))
+        grouped = grouped.reindex(levels)
+        ax.set_xticks(positions, [str(v) for v in levels], rotation=15, fontsize=8)
+    else:
+        # Every integer between the smallest and the largest, so a gap shows as a gap.
+        values = grouped.index.astype(int)
+        levels = list(range(int(values.min()), int(values.max()) + 1))
+        grouped = grouped.reindex(levels)
+        positions = np.asarray(levels)
+        if len(levels) <= 2:
+            ax.set_xticks(positions, [str(v) for v in levels])
+    counts = grouped["size"].fillna(0).to_numpy()
+    ax.bar(positions, counts, width=0.8, color=COUNT_COLOUR, label="customers")
+    ax.set_ylabel("customers")
+    ax.set_xlabel(column)
+    _churn_rate_overlay(ax, positions, counts, grouped["mean"].to_numpy(), base_rate)
+
+
+def _histogram_with_churn_rate(
+    ax: Any, frame: pd.DataFrame, column: str, base_rate: float
+) -> None:
+    """Customers per bin, stayed and churned stacked; churn rate per bin against the base rate."""
+    values = frame[column].to_numpy(dtype=float)
+    churned = frame[TARGET].to_numpy() == 1
+    edges = np.histogram_bin_edges(values, bins="fd")
+    if not MIN_BINS <= len(edges) - 1 <= MAX_BINS:
+        bins = min(max(len(edges) - 1, MIN_BINS), MAX_BINS)
+        edges = np.linspace(values.min(), values.max(), bins + 1)
+    ax.hist(
+        [values[~churned], values[churned]],
+        bins=edges,
+        stacked=True,
+        color=[CHURN_COLOURS[0], CHURN_COLOURS[1]],
+        label=["stayed", "churned"],
+    )
+    all_counts = np.histogram(values, bins=edges)[0]
+    churned_counts = np.histogram(values[churned], bins=edges)[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = churned_counts / all_counts
+    ax.set_ylabel("customers")
+    ax.set_xlabel(f"{column} (bins of {edges[1] - edges[0]:.4g})")
+    ax.legend(loc="upper center", fontsize=7)
+    _churn_rate_overlay(ax, (edges[:-1] + edges[1:]) / 2, all_counts, rates, base_rate)
+
+
+def _churn_rate_overlay(
+    ax: Any, positions: Any, counts: Any, rates: Any, base_rate: float
+) -> None:
+    """Churn rate per value (right axis) where enough customers have it, and the base rate."""
+    shown = np.asarray(counts) >= MIN_CUSTOMERS_FOR_A_RATE
+    rate_axis = ax.twinx()
+    rate_axis.plot(
+        np.asarray(positions)[shown],
+        np.asarray(rates)[shown],
+        "o-",
+        color=CHURN_RATE_COLOUR,
+        markersize=3,
+        linewidth=1,
+        label="churn rate",
+    )
+    rate_axis.axhline(
+        base_rate,
+        color=CHURN_RATE_COLOUR,
+        linestyle="--",
+        linewidth=1,
+        label=f"base rate {base_rate:.1%}",
+    )
+    top = np.nanmax(np.asarray(rates, dtype=float)[shown], initial=base_rate)
+    rate_axis.set_ylim(0, min(1.0, top * 1.15 + 0.02))
+    rate_axis.set_ylabel("churn rate", color=CHURN_RATE_COLOUR)
+    rate_axis.legend(loc="upper right", fontsize=7)
 
 
 def compare_distributions(frames: dict[str, pd.DataFrame], columns: list[str]) -> Any:
