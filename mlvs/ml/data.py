@@ -135,14 +135,31 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _intercept_for_rate(logit: np.ndarray, rate: float) -> float:
+    """The intercept b at which the mean of sigmoid(logit + b) is `rate`, by bisection."""
+    # deferred: numpy (~0.2 s) is imported only when this runs
+    import numpy as np
+
+    # sigmoid(x + b) = 1 / (1 + exp(-x) exp(-b)): one exponential per row, not one per step.
+    odds_against = np.exp(-logit)
+    low, high = -20.0, 20.0
+    for _ in range(50):
+        mid = (low + high) / 2
+        if (1.0 / (1.0 + odds_against * np.exp(-mid))).mean() < rate:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
 def _draw_level(rng: np.random.Generator, shares: Any, row_of: np.ndarray) -> np.ndarray:
     """For each row, the index of a level drawn with the shares of row `row_of` of `shares`."""
     # deferred: numpy (~0.2 s) is imported only when this runs
     import numpy as np
 
     cumulative = np.cumsum(np.asarray(shares, dtype=float), axis=1)
-    draws = rng.random(row_of.shape[0])
-    return (draws[:, None] > cumulative[row_of]).sum(axis=1).clip(0, cumulative.shape[1] - 1)
+    draws = rng.random((row_of.shape[0], 1))
+    return (draws > cumulative[row_of]).sum(axis=1).clip(0, cumulative.shape[1] - 1)
 
 
 def _tenure_months(rng: np.random.Generator, contract: np.ndarray) -> np.ndarray:
@@ -151,26 +168,40 @@ def _tenure_months(rng: np.random.Generator, contract: np.ndarray) -> np.ndarray
     # deferred: numpy (~0.2 s) is imported only when this runs
     import numpy as np
 
-    n_rows = contract.shape[0]
-    month_to_month = 1.0 + np.floor(rng.gamma(0.6, 30.0, n_rows))
-    one_year = 1.0 + np.floor(rng.beta(1.7, 1.2, n_rows) * _MAX_TENURE)
-    two_year = _MAX_TENURE - np.floor(rng.gamma(0.8, 19.0, n_rows))
-    tenure = np.choose(contract, (month_to_month, one_year, two_year))
+    tenure = np.empty(contract.shape[0])
+    rows = [np.flatnonzero(contract == level) for level in range(len(CONTRACTS))]
+    tenure[rows[0]] = 1.0 + np.floor(rng.gamma(0.6, 30.0, rows[0].size))
+    tenure[rows[1]] = 1.0 + np.floor(rng.beta(1.7, 1.2, rows[1].size) * _MAX_TENURE)
+    tenure[rows[2]] = _MAX_TENURE - np.floor(rng.gamma(0.8, 19.0, rows[2].size))
     return np.clip(tenure, 1, _MAX_TENURE).astype(int)
 
 
-def _total_charges(monthly: np.ndarray, tenure: np.ndarray, annual_rise: np.ndarray) -> np.ndarray:
-    """What a customer has paid: today's price back to the last anniversary, and each earlier
-    year of the tenure at the price before that year's rise."""
+def _monthly_charges(rng: np.random.Generator, internet: np.ndarray) -> np.ndarray:
+    """Today's price of each customer, drawn within the band of their internet service."""
     # deferred: numpy (~0.2 s) is imported only when this runs
     import numpy as np
 
-    total = np.zeros_like(monthly)
+    monthly = np.empty(internet.shape[0])
+    for level, (low, span, a, b) in enumerate(_PRICE_BANDS):
+        rows = np.flatnonzero(internet == level)
+        monthly[rows] = low + span * rng.beta(a, b, rows.size)
+    return np.round(monthly, 2)
+
+
+def _total_charges(monthly: np.ndarray, tenure: np.ndarray, annual_rise: np.ndarray) -> np.ndarray:
+    """What a customer has paid over the tenure: the price rose by `annual_rise` on each
+    anniversary of joining, up to today's `monthly` price."""
+    # deferred: numpy (~0.2 s) is imported only when this runs
+    import numpy as np
+
+    rises_so_far = (tenure - 1) // 12
+    # The months since the last anniversary are at today's price, the twelve of each earlier
+    # year one rise lower.
+    total = (tenure - 12 * rises_so_far) * monthly
     price = monthly.copy()
-    for year in range(-(-_MAX_TENURE // 12)):
-        months_this_year = np.clip(tenure - 12 * year, 0, 12)
-        total += months_this_year * price
+    for rises_back in range(1, (_MAX_TENURE - 1) // 12 + 1):
         price = price / (1.0 + annual_rise)
+        total += np.where(rises_back <= rises_so_far, 12 * price, 0.0)
     return total
 
 
@@ -275,8 +306,7 @@ def generate_customers(
     internet_index = _draw_level(rng, _INTERNET_SHARES, contract_index)
     payment_index = _draw_level(rng, _PAYMENT_SHARES, contract_index)
     tenure = _tenure_months(rng, contract_index)
-    low, span, a, b = (np.asarray(band)[internet_index] for band in zip(*_PRICE_BANDS, strict=True))
-    monthly = np.round(low + span * rng.beta(a, b), 2)
+    monthly = _monthly_charges(rng, internet_index)
     annual_rise = rng.uniform(0.0, _MAX_ANNUAL_PRICE_RISE, n_rows)
     total = np.round(_total_charges(monthly, tenure, annual_rise), 2)
     fiber = internet_index == INTERNET_SERVICES.index("Fiber optic")
@@ -292,14 +322,8 @@ def generate_customers(
     )
     # Flipping a share n of labels moves the rate r to r(1 - n) + (1 - r)n: aim before the flips.
     aim = min(max((churn_rate - label_noise) / (1.0 - 2.0 * label_noise), 0.005), 0.995)
-    low_end, high_end = -20.0, 20.0
-    for _ in range(60):
-        mid = (low_end + high_end) / 2
-        if _sigmoid(logit + mid).mean() < aim:
-            low_end = mid
-        else:
-            high_end = mid
-    churn = (rng.random(n_rows) < _sigmoid(logit + low_end)).astype(int)
+    intercept = _intercept_for_rate(logit, aim)
+    churn = (rng.random(n_rows) < _sigmoid(logit + intercept)).astype(int)
     flip = rng.random(n_rows) < label_noise
     churn = np.where(flip, 1 - churn, churn)
 
