@@ -8,41 +8,159 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from mlvs.ml.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET
+from mlvs.ml.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, SCHEMA, TARGET
 
 CHURN_COLOURS = {0: "#4C72B0", 1: "#DD8452"}
 
 
-def distributions(frame: pd.DataFrame) -> Any:
-    """Numeric features as histograms split by churn; categorical ones as churn rate per level."""
-    numeric = [c for c in NUMERIC_FEATURES if c in frame.columns and frame[c].nunique() > 2]
-    categorical = [c for c in CATEGORICAL_FEATURES if c in frame.columns]
-    panels = numeric + categorical
-    cols = 4
+# What 01_prepare shows: every feature against churn, on the data it names.
+
+CHURN_RATE_COLOUR = "#C44E52"
+COUNT_COLOUR = "#8C8C8C"
+# A value or bin needs this many customers before its churn rate is drawn: fewer would
+# put noise on the plot that reads like signal.
+MIN_CUSTOMERS_FOR_A_RATE = 20
+# Freedman-Diaconis bins, within these bounds: few enough to read, enough to show a shape.
+MIN_BINS, MAX_BINS = 10, 60
+# Beyond this many values (tenure's 72 months), the bars of an integer feature touch.
+MAX_SEPARATE_BARS = 20
+
+
+def distributions(frame: pd.DataFrame, data_name: str = "raw data") -> Any:
+    """Every feature of `frame` against churn, one panel each, titled with the data it shows.
+
+    Integer, binary and categorical features: a bar of customers for each value, and the
+    churn rate of each value with the base rate marked. Continuous features: a histogram of
+    customers (stayed and churned stacked) and the churn rate of each bin.
+    """
+    # deferred: matplotlib's legend artists are needed only for this figure's key
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    kinds = {column.name: column.kind for column in SCHEMA}
+    panels = [c for c in (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES) if c in frame.columns]
+    base_rate = float(frame[TARGET].mean())
+    cols = 3
     rows = int(np.ceil(len(panels) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows))
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.5 * rows + 0.8), squeeze=False)
     for ax, column in zip(axes.ravel(), panels, strict=False):
-        if column in numeric:
-            for label, group in frame.groupby(TARGET):
-                ax.hist(
-                    group[column],
-                    bins=30,
-                    alpha=0.6,
-                    color=CHURN_COLOURS[int(label)],
-                    label="churned" if label else "stayed",
-                    density=True,
-                )
-            ax.set_title(column)
-            ax.legend(fontsize=7)
+        if kinds.get(column) == "float":
+            _histogram_with_churn_rate(ax, frame, column, base_rate)
+            ax.set_title(f"{column}: customers and churn rate per bin, {data_name}", fontsize=9)
         else:
-            rates = frame.groupby(column)[TARGET].mean().sort_values()
-            ax.barh(rates.index.astype(str), rates.values, color="#55A868")
-            ax.set_title(f"churn rate by {column}")
-            ax.set_xlim(0, 1)
+            _bars_with_churn_rate(ax, frame, column, base_rate)
+            ax.set_title(f"{column}: customers and churn rate per value, {data_name}", fontsize=9)
     for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
-    fig.tight_layout()
+    fig.suptitle(
+        f"Features against churn, {data_name}: {len(frame):,} customers, "
+        f"base churn rate {base_rate:.1%}"
+    )
+    # One key for every panel, so no legend hides a bar or a rate.
+    key = [
+        Patch(color=COUNT_COLOUR, label="customers per value"),
+        Patch(color=CHURN_COLOURS[0], label="stayed (per bin)"),
+        Patch(color=CHURN_COLOURS[1], label="churned (per bin)"),
+        Line2D([], [], color=CHURN_RATE_COLOUR, marker="o", label="churn rate (right axis)"),
+        Line2D([], [], color=CHURN_RATE_COLOUR, linestyle="--", label=f"base rate {base_rate:.1%}"),
+    ]
+    fig.legend(
+        handles=key,
+        loc="upper center",
+        ncol=len(key),
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, 1 - 0.45 / fig.get_figheight()),
+    )
+    # Fixed margins: tight_layout would measure every tick label of all the axes (seconds).
+    top = 1 - 0.95 / fig.get_figheight()
+    fig.subplots_adjust(left=0.05, right=0.95, bottom=0.08, top=top, wspace=0.42, hspace=0.55)
     return fig
+
+
+def _bars_with_churn_rate(ax: Any, frame: pd.DataFrame, column: str, base_rate: float) -> None:
+    """Customers per value as bars; churn rate per value (right axis) against the base rate."""
+    grouped = frame.groupby(column, observed=True)[TARGET].agg(["size", "mean"])
+    declared = next((c.allowed for c in SCHEMA if c.name == column and c.allowed), ())
+    if declared:
+        levels: list[Any] = [v for v in declared if v in grouped.index]
+        levels += [v for v in grouped.index if v not in declared]
+        positions = np.arange(len(levels))
+        grouped = grouped.reindex(levels)
+        ax.set_xticks(positions, [str(v) for v in levels], rotation=15, fontsize=8)
+    else:
+        # Every integer between the smallest and the largest, so a gap shows as a gap.
+        values = grouped.index.astype(int)
+        levels = list(range(int(values.min()), int(values.max()) + 1))
+        grouped = grouped.reindex(levels)
+        positions = np.asarray(levels)
+        if len(levels) <= 2:
+            ax.set_xticks(positions, [str(v) for v in levels])
+    counts = grouped["size"].fillna(0).to_numpy()
+    if len(levels) > MAX_SEPARATE_BARS:
+        # One filled outline instead of a patch per value: it reads the same, draws faster.
+        edges = np.append(positions, positions[-1] + 1) - 0.5
+        ax.stairs(counts, edges, fill=True, color=COUNT_COLOUR)
+    else:
+        ax.bar(positions, counts, width=0.8, color=COUNT_COLOUR)
+    ax.set_ylabel("customers")
+    ax.set_xlabel(column)
+    ordered = not declared and len(levels) > 2
+    _churn_rate_overlay(ax, positions, counts, grouped["mean"].to_numpy(), base_rate, ordered)
+
+
+def _histogram_with_churn_rate(ax: Any, frame: pd.DataFrame, column: str, base_rate: float) -> None:
+    """Customers per bin, stayed and churned stacked; churn rate per bin against the base rate."""
+    values = frame[column].to_numpy(dtype=float)
+    churned = frame[TARGET].to_numpy() == 1
+    edges = _readable_bin_edges(values)
+    all_counts = np.histogram(values, bins=edges)[0]
+    churned_counts = np.histogram(values[churned], bins=edges)[0]
+    # Two filled outlines (all customers, then those who stayed over them) draw a stacked
+    # histogram with two artists rather than one patch per bin.
+    ax.stairs(all_counts, edges, fill=True, color=CHURN_COLOURS[1])
+    ax.stairs(all_counts - churned_counts, edges, fill=True, color=CHURN_COLOURS[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = churned_counts / all_counts
+    ax.set_ylabel("customers")
+    ax.set_xlabel(f"{column} (bins of {edges[1] - edges[0]:g})")
+    _churn_rate_overlay(ax, (edges[:-1] + edges[1:]) / 2, all_counts, rates, base_rate)
+
+
+def _readable_bin_edges(values: np.ndarray) -> np.ndarray:
+    """Bins of a round width (1, 2, 2.5 or 5 times a power of ten) near the Freedman-Diaconis
+    width, about MIN_BINS to MAX_BINS of them over the range of `values`."""
+    low, high = float(np.min(values)), float(np.max(values))
+    span = max(high - low, 1e-9)
+    quartiles = np.percentile(values, [25, 75])
+    width = 2.0 * float(quartiles[1] - quartiles[0]) / max(len(values), 1) ** (1 / 3)
+    width = min(max(width, span / MAX_BINS), span / MIN_BINS)
+    magnitude = 10.0 ** np.floor(np.log10(width))
+    width = min((m * magnitude for m in (1.0, 2.0, 2.5, 5.0, 10.0)), key=lambda w: abs(w - width))
+    start = np.floor(low / width) * width
+    bins = max(int(np.ceil((high - start) / width)), 1)
+    return start + width * np.arange(bins + 1)
+
+
+def _churn_rate_overlay(
+    ax: Any, positions: Any, counts: Any, rates: Any, base_rate: float, ordered: bool = True
+) -> None:
+    """Churn rate per value (right axis) where enough customers have it, and the base rate;
+    joined by a line only when the values are ordered (not between categories)."""
+    shown = np.asarray(counts) >= MIN_CUSTOMERS_FOR_A_RATE
+    rate_axis = ax.twinx()
+    rate_axis.plot(
+        np.asarray(positions)[shown],
+        np.asarray(rates)[shown],
+        "o-" if ordered else "o",
+        color=CHURN_RATE_COLOUR,
+        markersize=3 if ordered else 7,
+        linewidth=1,
+    )
+    rate_axis.axhline(base_rate, color=CHURN_RATE_COLOUR, linestyle="--", linewidth=1)
+    top = np.nanmax(np.asarray(rates, dtype=float)[shown], initial=base_rate)
+    rate_axis.set_ylim(0, min(1.0, top * 1.15 + 0.02))
+    rate_axis.set_ylabel("churn rate", color=CHURN_RATE_COLOUR)
 
 
 def compare_distributions(frames: dict[str, pd.DataFrame], columns: list[str]) -> Any:

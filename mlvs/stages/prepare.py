@@ -80,14 +80,48 @@ class PreparedData:
             preprocessor.transform(X.head(rows)), columns=names, index=X.head(rows).index
         ).round(3)
 
-    def run_metrics(self) -> dict[str, float]:
-        """What the prepare run logs as metrics: sizes and the churn rate."""
+    def churn_by_level(self) -> pd.DataFrame:
+        """Customers and churn rate of each contract, internet service and payment method in
+        the raw data, next to the public Telco sample's rate the generator is tuned to."""
+        rows = []
+        for column, reference in datamod.TELCO_CHURN_RATES.items():
+            grouped = self.customers.groupby(column)[datamod.TARGET].agg(["size", "mean"])
+            for level, telco_rate in reference.items():
+                found = level in grouped.index
+                rows.append(
+                    {
+                        "feature": column,
+                        "value": level,
+                        "customers": int(grouped.loc[level, "size"]) if found else 0,
+                        "churn rate": float(grouped.loc[level, "mean"]) if found else float("nan"),
+                        "Telco sample": telco_rate,
+                    }
+                )
+        return pd.DataFrame(rows).set_index(["feature", "value"]).round(3)
+
+    def true_logit_auc(self, signal_strength: float) -> dict[str, float]:
+        """The AUC ceiling of the raw data and of each side of the split, by the names `hashes` uses.
+
+        It is the ROC-AUC of the generator's own churn probability on the labels: how much
+        signal the data holds, which no model trained on it beats on average.
+        """
         return {
+            name: datamod.true_logit_auc(frame, signal_strength)
+            for name, frame in self.frames().items()
+        }
+
+    def run_metrics(self, true_logit_auc: dict[str, float] | None = None) -> dict[str, float]:
+        """What the prepare run logs as metrics: sizes, the churn rate and, when given (from
+        `true_logit_auc`), the AUC ceiling of each frame as `true_logit_auc_<name>`."""
+        metrics = {
             "rows": len(self.customers),
             "churn_rate": float(self.customers[datamod.TARGET].mean()),
             "train_rows": len(self.train),
             "test_rows": len(self.test),
         }
+        for name, auc in (true_logit_auc or {}).items():
+            metrics[f"true_logit_auc_{name}"] = auc
+        return metrics
 
     def run_tags(self) -> dict[str, str]:
         """What the prepare run logs as tags: the SHA-256 of each file written."""

@@ -10,16 +10,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mlvs.errors import BadInputError, ParamsError, SchemaViolationError
 from mlvs.ml.data import (
     TARGET,
+    TELCO_CHURN_RATES,
+    TELCO_MEDIAN_TENURE_MONTHS,
+    TELCO_OVERALL_CHURN_RATE,
     check_schema,
+    churn_log_odds,
     features_and_target,
     generate_customers,
     read_customers,
     split_customers,
     to_csv_bytes,
+    true_logit_auc,
     validate_schema,
     write_csv,
 )
@@ -108,6 +114,133 @@ def test_zero_signal_strength_gives_labels_no_model_can_predict() -> None:
 
 def test_default_signal_strength_gives_labels_a_model_can_predict() -> None:
     assert holdout_auc(customers(n_rows=5000)) > 0.7
+
+
+def test_default_parameters_reproduce_the_raw_data_bytes_recorded_in_dvc_lock() -> None:
+    params = load_stage("prepare", REPO)
+    frame = generate_customers(
+        params.n_rows, params.churn_rate, params.signal_strength, params.label_noise, params.seed
+    )
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())
+    recorded = {out["path"]: out["md5"] for out in lock["stages"]["prepare"]["outs"]}
+    assert hashlib.md5(to_csv_bytes(frame)).hexdigest() == recorded["data/raw/customer_data.csv"]
+
+
+# --- a telecom's churn: the public Telco sample's rates at the default parameters ----------
+
+# Two seeds of the default parameters: the rates are the generator's, not one draw's.
+SEEDS = (42, 2026)
+# The generator aims at the sample's rates; a 5,000-row draw lands within a few points.
+POINTS = 0.05
+
+
+@pytest.fixture(scope="module")
+def default_draws() -> dict[int, pd.DataFrame]:
+    return {seed: customers(n_rows=5000, seed=seed) for seed in SEEDS}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("column", list(TELCO_CHURN_RATES))
+def test_churn_by_level_lands_within_five_points_of_the_telco_sample(
+    default_draws: dict[int, pd.DataFrame], seed: int, column: str
+) -> None:
+    rates = default_draws[seed].groupby(column)[TARGET].mean()
+    for level, telco_rate in TELCO_CHURN_RATES[column].items():
+        assert abs(rates[level] - telco_rate) <= POINTS, (column, level, rates[level], telco_rate)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_overall_churn_lands_within_five_points_of_the_telco_sample(
+    default_draws: dict[int, pd.DataFrame], seed: int
+) -> None:
+    assert abs(default_draws[seed][TARGET].mean() - TELCO_OVERALL_CHURN_RATE) <= POINTS
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_median_tenure_is_within_three_months_of_the_telco_sample(
+    default_draws: dict[int, pd.DataFrame], seed: int
+) -> None:
+    median = default_draws[seed]["tenure_months"].median()
+    assert abs(median - TELCO_MEDIAN_TENURE_MONTHS) <= 3, median
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_tenure_is_u_shaped_with_many_new_and_many_long_standing_customers(
+    default_draws: dict[int, pd.DataFrame], seed: int
+) -> None:
+    per_month = default_draws[seed]["tenure_months"].value_counts()
+    middle = per_month.reindex(range(20, 51), fill_value=0).mean()
+    assert per_month.get(1, 0) > 3 * middle and per_month.get(72, 0) > 3 * middle, per_month
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_customers_without_internet_pay_about_20_with_no_pile_up_at_a_bound(
+    default_draws: dict[int, pd.DataFrame], seed: int
+) -> None:
+    frame = default_draws[seed]
+    charges = frame.loc[frame["internet_service"] == "No internet", "monthly_charges"]
+    assert charges.between(18.0, 27.0).all(), charges.describe()
+    assert 19.0 <= charges.mean() <= 22.0
+    # The old generator clipped N(22, 12) at 10: 17% of them paid exactly 10.00.
+    assert charges.value_counts(normalize=True).max() < 0.02
+
+
+def test_total_charges_add_up_a_price_that_rose_on_each_anniversary() -> None:
+    frame = customers(n_rows=5000)
+    paid_at_todays_price = frame["monthly_charges"] * frame["tenure_months"]
+    first_year = frame["tenure_months"] <= 12
+    assert np.allclose(
+        frame.loc[first_year, "total_charges"], paid_at_todays_price[first_year], atol=0.01
+    )
+    ratio = (frame["total_charges"] / paid_at_todays_price)[~first_year]
+    assert (ratio < 1.0).all(), "before a rise, every month cost less than today"
+    years = (frame.loc[~first_year, "tenure_months"] - 1) // 12
+    # Each rise lowers the share of today's price paid on average: not noise around monthly x tenure.
+    assert ratio.groupby(years).mean().is_monotonic_decreasing
+
+
+def test_a_bill_that_has_grown_raises_the_churn_log_odds() -> None:
+    same = {"contract": "Month-to-month", "internet": "DSL", "payment": "Mailed check"}
+    odds = churn_log_odds(
+        tenure=[36, 36],
+        monthly=[60.0, 60.0],
+        total=[2160.0, 1800.0],  # the second paid less on average: its price has risen
+        support_calls=[1, 1],
+        senior=[0, 0],
+        paperless=[0, 0],
+        **{k: [v, v] for k, v in same.items()},
+    )
+    assert odds[1] > odds[0]
+
+
+# --- the true-logit AUC ceiling ------------------------------------------------------
+
+
+def test_no_model_beats_the_true_logit_auc_on_the_test_set() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from mlvs.ml.features import build_model
+
+    train, test = split_customers(customers(n_rows=5000, seed=5), 0.3, seed=0)
+    model = build_model(LogisticRegression(max_iter=500)).fit(*features_and_target(train))
+    X_test, y_test = features_and_target(test)
+    model_auc = roc_auc_score(y_test, model.predict_proba(X_test)[:, 1])
+    ceiling = true_logit_auc(test, signal_strength=1.0)
+    assert 0.5 < model_auc <= ceiling + 0.01, (model_auc, ceiling)
+
+
+def test_the_true_logit_auc_is_one_half_without_signal() -> None:
+    assert true_logit_auc(customers(signal_strength=0.0), signal_strength=0.0) == 0.5
+
+
+def test_the_true_logit_auc_rises_with_signal_and_falls_with_label_noise() -> None:
+    def ceiling(**changes: float) -> float:
+        frame = customers(n_rows=5000, **changes)
+        return true_logit_auc(frame, changes.get("signal_strength", 1.0))
+
+    assert ceiling(signal_strength=0.5) < ceiling() < ceiling(signal_strength=2.0)
+    assert ceiling(label_noise=0.2) < ceiling(label_noise=0.0)
 
 
 # --- schema -------------------------------------------------------------------------
@@ -252,3 +385,25 @@ def test_write_prepared_refuses_invalid_data_and_writes_nothing(tmp_path: Path) 
     with pytest.raises(SchemaViolationError):
         write_prepared(ProjectPaths(tmp_path), broken_in_every_way(), test_size=0.2, seed=7)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prepared_data_shows_churn_by_level_next_to_the_telco_sample(tmp_path: Path) -> None:
+    frame = customers()
+    table = write_prepared(ProjectPaths(tmp_path), frame, test_size=0.2, seed=7).churn_by_level()
+    contract = table.loc["contract"]
+    assert list(contract.index) == list(TELCO_CHURN_RATES["contract"])
+    assert contract["customers"].sum() == len(frame)
+    assert contract.loc["Two year", "churn rate"] == round(
+        frame.loc[frame["contract"] == "Two year", TARGET].mean(), 3
+    )
+    assert contract.loc["Two year", "Telco sample"] == TELCO_CHURN_RATES["contract"]["Two year"]
+
+
+def test_prepared_run_metrics_log_the_true_logit_auc_of_each_frame(tmp_path: Path) -> None:
+    prepared = write_prepared(ProjectPaths(tmp_path), customers(), test_size=0.2, seed=7)
+    ceiling = prepared.true_logit_auc(signal_strength=1.0)
+    assert ceiling["test"] == true_logit_auc(prepared.test, 1.0)
+    metrics = prepared.run_metrics(ceiling)
+    assert set(ceiling) == {"raw", "train", "test"}
+    assert {name: metrics[f"true_logit_auc_{name}"] for name in ceiling} == ceiling
+    assert "true_logit_auc_raw" not in prepared.run_metrics()
