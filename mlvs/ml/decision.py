@@ -74,10 +74,10 @@ def contact_values(drivers: ValueDrivers, monthly_charges: Any) -> ContactValues
     import numpy as np
 
     charges = np.asarray(monthly_charges, dtype=float)
-    if drivers.customer_value_months is not None:
-        worth = drivers.customer_value_months * charges
-    else:
+    if drivers.customer_value is not None:
         worth = np.full(charges.shape, float(drivers.customer_value))
+    else:  # the params check that exactly one of the two is given
+        worth = float(drivers.customer_value_months or 0.0) * charges
     return ContactValues(
         if_churner=drivers.save_rate * worth - drivers.offer_cost,
         if_not=np.full(charges.shape, -(drivers.offer_cost + drivers.non_churner_cost)),
@@ -176,7 +176,7 @@ def campaign(
     p = np.asarray(probability, dtype=float)
     realised = values.realised(y)
     contacted = p >= threshold
-    budget = int(round(budget_share * len(p)))
+    budget = round(budget_share * len(p))
     top = np.argsort(-p, kind="stable")[:budget]
     budget_net = float(realised[top].sum())
     spend = budget * values.offer_cost

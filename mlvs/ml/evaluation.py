@@ -7,6 +7,7 @@ resampling counts, so a thousand draws of a thousand customers cost one matrix p
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -268,7 +269,7 @@ def permutation_importance_by_column(
 
 def tenure_band(tenure_months: pd.Series) -> pd.Series:
     """Tenure in bands of months (0-5, 6-11, 12-23, 24-47, 48-72)."""
-    labels = [f"{lo}-{hi - 1}" for lo, hi in zip(TENURE_BANDS[:-1], TENURE_BANDS[1:], strict=True)]
+    labels = [f"{lo}-{hi - 1}" for lo, hi in itertools.pairwise(TENURE_BANDS)]
     return pd.cut(tenure_months, bins=list(TENURE_BANDS), labels=labels, right=False)
 
 

@@ -130,7 +130,9 @@ def importance_views(impurity: pd.Series, permutation: pd.DataFrame, top: int = 
     perm = permutation.iloc[::-1]
     right.barh(perm.index, perm["importance"], xerr=perm["std"], color="#55A868", capsize=3)
     right.axvline(0, color="grey", linewidth=1)
-    right.set_title("permutation importance, test set\n(drop in ROC-AUC when a raw column is shuffled)")
+    right.set_title(
+        "permutation importance, test set\n(drop in ROC-AUC when a raw column is shuffled)"
+    )
     fig.tight_layout()
     return fig
 
@@ -165,7 +167,9 @@ def reliability(calibration: dict[str, Any]) -> Any:
     """Observed churn rate against mean predicted probability, in equal-count bins."""
     fig, ax = plt.subplots(figsize=(4.4, 4))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfectly calibrated")
-    ax.plot(calibration["mean_predicted"], calibration["observed"], "o-", color="#4C72B0", label="model")
+    ax.plot(
+        calibration["mean_predicted"], calibration["observed"], "o-", color="#4C72B0", label="model"
+    )
     ax.set_xlabel("mean predicted churn probability")
     ax.set_ylabel("observed churn rate")
     ax.set_title(

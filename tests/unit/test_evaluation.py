@@ -13,8 +13,8 @@ from mlvs.ml.decision import contact_values
 from mlvs.ml.evaluation import (
     bootstrap_counts,
     bootstrap_intervals,
-    comparison_verdict,
     compare_models,
+    comparison_verdict,
     gain_and_lift,
     paired_difference,
     weighted_roc_auc,
@@ -96,6 +96,4 @@ def test_a_clearly_better_model_type_is_named_and_a_copy_of_the_default_is_not()
     assert table.loc["copy", "auc_diff"] == 0.0 and table.loc["copy", "net_value_p"] == 1.0
     verdict = comparison_verdict(table, "default")
     assert "sharp beats default" in verdict and "copy" not in verdict
-    assert "the default stays default" in comparison_verdict(
-        table.drop(index="sharp"), "default"
-    )
+    assert "the default stays default" in comparison_verdict(table.drop(index="sharp"), "default")
