@@ -139,6 +139,8 @@ class TrainParams(_Strict):
     # A probability, or "value": the threshold of highest net value on out-of-fold predictions.
     decision_threshold: float | Literal["value"]
     golden_sample_size: int = Field(ge=1, le=10_000)
+    # The comparison fits every other model type once per fold: the dearest view of 02_train.
+    compare_model_types: bool = True
     hyperparameters: dict[str, dict[str, Any]]
     business: BusinessParams
     registry: RegistryParams

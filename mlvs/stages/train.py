@@ -132,7 +132,8 @@ class TrainedModel:
             f"fixed budget: top {share:.0%}": (b["budget_contacted"], b["budget_net_value"]),
         }
         table = pd.DataFrame(rows, index=["contacted", "net value"]).T
-        table["ROI"] = [None] * 4 + [round(b["budget_roi"], 3)]
+        # ROI only where the spend is fixed: elsewhere it would reward contacting fewer.
+        table["ROI"] = [""] * 4 + [f"{b['budget_roi']:.3f}"]
         table["contacted"] = table["contacted"].astype(int)
         return table.round({"net value": 0})
 
@@ -184,7 +185,14 @@ class TrainedModel:
         )
 
     def compare_model_types(self) -> ModelComparison:
-        """Every registered model type on the same folds as the configured one (see `compare_models`)."""
+        """Every registered model type on the same folds as the configured one (see `compare_models`).
+
+        Skipped, with an empty table that says so, when `compare_model_types` is false.
+        """
+        if not self.params.compare_model_types:
+            return ModelComparison(
+                pd.DataFrame(), "Skipped: compare_model_types is false in the train params."
+            )
         X, y = datamod.features_and_target(self.train)
         predictions = {}
         for name in MODEL_TYPES:

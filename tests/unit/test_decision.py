@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,10 @@ from mlvs.errors import ParamsError
 from mlvs.ml.data import TARGET, generate_customers, split_customers
 from mlvs.ml.decision import choose_threshold, contact_values, cuts, net_value, profit_curve
 from mlvs.ml.params import TrainParams, load_stage
-from mlvs.stages.train import train_and_evaluate
+from mlvs.ops.verify import check_metrics
+from mlvs.paths import ProjectPaths
+from mlvs.stages.prepare import write_prepared
+from mlvs.stages.train import save_trained, train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {
@@ -159,3 +163,27 @@ def test_changing_the_test_labels_leaves_the_chosen_threshold_unchanged() -> Non
     assert relabelled.decision_threshold == original.decision_threshold
     # the test set did change what was measured on it
     assert relabelled.test["test_roc_auc"] == pytest.approx(1 - original.test["test_roc_auc"])
+
+
+# --- the consumers read the card ---------------------------------------------------------
+
+
+def test_verify_scores_the_model_at_the_threshold_its_card_records(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "params", tmp_path / "params")
+    paths = ProjectPaths(tmp_path)
+    params: TrainParams = load_stage("train", tmp_path, TINY)
+    customers = generate_customers(
+        n_rows=300, churn_rate=0.3, signal_strength=1.0, label_noise=0.0, seed=5
+    )
+    prepared = write_prepared(paths, customers, test_size=0.25, seed=5)
+    trained = train_and_evaluate(prepared.train, prepared.test, params)
+    save_trained(paths, trained, prepared.test, params)
+    card = json.loads(paths.model_card.read_text())
+    assert card["decision_threshold"] == trained.decision_threshold
+    # params now say "value": only the card knows the number the metrics were measured at
+    assert check_metrics(paths, trained.model) == []
+
+    card["decision_threshold"] = 0.99
+    paths.model_card.write_text(json.dumps(card))
+    findings = check_metrics(paths, trained.model)
+    assert {f.artifact for f in findings} >= {"reports/metrics.json:test_recall"}
