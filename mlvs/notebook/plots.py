@@ -157,7 +157,7 @@ def profit_curves(curves: dict[str, pd.DataFrame], chosen: float) -> Any:
             )
         ax.set_xlabel("share of customers contacted, most likely churners first")
         ax.set_ylabel("net value")
-        ax.set_title(f"profit curve, {label} ({len(curve) - 1:,} cuts)")
+        ax.set_title(f"profit curve, {label}")
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
