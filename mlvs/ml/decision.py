@@ -123,7 +123,8 @@ def cuts(y: Any, probability: Any, values: ContactValues) -> Cuts:
     halfway = lower + (upper - lower) / 2
     thresholds = np.where(halfway > lower, halfway, upper)
     contacted = np.concatenate([[0], last_of_tie + 1])
-    keep = slice(1, None) if distinct[0] >= 1.0 else slice(None)  # nobody is below a certainty
+    # No threshold up to 1 leaves out a customer scored 1.0: then "contact nobody" is no cut.
+    keep = slice(1, None) if distinct[0] >= 1.0 else slice(None)
     return Cuts(
         thresholds=thresholds[keep], contacted=contacted[keep], net_value=earned[contacted][keep]
     )
