@@ -19,7 +19,7 @@ from mlvs.ml.params import TrainParams, load_stage
 from mlvs.ops.verify import check_metrics
 from mlvs.paths import ProjectPaths
 from mlvs.stages.prepare import write_prepared
-from mlvs.stages.train import save_trained, train_and_evaluate
+from mlvs.stages.train import TrainedModel, save_trained, train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {
@@ -150,19 +150,37 @@ def test_every_cut_of_the_profit_curve_earns_what_its_threshold_earns(root: Path
     assert len(cuts(y, p, values).thresholds) == len(np.unique(p)) + 1
 
 
-def test_changing_the_test_labels_leaves_the_chosen_threshold_unchanged() -> None:
+@pytest.fixture(scope="module")
+def trained_twice() -> tuple[TrainedModel, TrainedModel]:
+    """One small model trained and tested, then again with every test label flipped."""
     params: TrainParams = load_stage("train", REPO, TINY)
     customers = generate_customers(
         n_rows=600, churn_rate=0.3, signal_strength=1.0, label_noise=0.0, seed=11
     )
     train, test = split_customers(customers, 0.25, 11)
     flipped = test.assign(**{TARGET: 1 - test[TARGET]})
-    original = train_and_evaluate(train, test, params)
-    relabelled = train_and_evaluate(train, flipped, params)
+    return train_and_evaluate(train, test, params), train_and_evaluate(train, flipped, params)
+
+
+def test_changing_the_test_labels_leaves_the_chosen_threshold_unchanged(
+    trained_twice: tuple[TrainedModel, TrainedModel],
+) -> None:
+    original, relabelled = trained_twice
     assert 0.0 < original.decision_threshold < 1.0
     assert relabelled.decision_threshold == original.decision_threshold
     # the test set did change what was measured on it
     assert relabelled.test["test_roc_auc"] == pytest.approx(1 - original.test["test_roc_auc"])
+
+
+def test_training_chooses_the_brute_force_best_threshold_of_its_out_of_fold_predictions(
+    trained_twice: tuple[TrainedModel, TrainedModel],
+) -> None:
+    trained = trained_twice[0]
+    y = trained.train[TARGET].to_numpy()
+    p = trained.cross_validation.probability
+    values = contact_values(trained.params.business, trained.train["monthly_charges"])
+    best = max(net_value(y, p, t, values) for t in np.concatenate([np.unique(p), [1.0]]))
+    assert net_value(y, p, trained.decision_threshold, values) == best
 
 
 # --- the consumers read the card ---------------------------------------------------------
