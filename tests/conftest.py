@@ -31,6 +31,7 @@ TINY_PREPARE = {"n_rows": 400}
 TINY_TRAIN = {
     "cv_folds": 3,
     "golden_sample_size": 20,
+    "compare_model_types": False,
     "hyperparameters": {
         "random_forest": {"n_estimators": 15, "max_depth": 5, "min_samples_leaf": 5}
     },

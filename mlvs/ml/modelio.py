@@ -54,6 +54,8 @@ class ModelCard(BaseModel):
     model_sha256: _SHA256
     # A file name beside the card, never a path: a card is read from snapshots others made.
     model_file: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$")]
+    # The probability from which the model's customers are contacted (absent in older cards).
+    decision_threshold: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
 
 
 class GoldenPredictions(BaseModel):

@@ -22,6 +22,8 @@ from pydantic import (
 )
 
 from mlvs.errors import ParamsError
+from mlvs.ml.data import SCHEMA
+from mlvs.ml.decision import CELL_TOLERANCE, MATRIX_CELLS, flat_matrix
 from mlvs.ml.modeling import METRICS, MODEL_TYPES
 from mlvs.paths import project
 
@@ -52,14 +54,71 @@ class PrepareParams(_Strict):
         return self
 
 
-class BusinessParams(_Strict):
-    """Value per customer of each confusion-matrix cell, against doing nothing."""
+# The dearest customer the schema allows: the most a scaled customer value can reach.
+MAX_MONTHLY_CHARGES = next(float(c.maximum or 0.0) for c in SCHEMA if c.name == "monthly_charges")
 
-    true_positive: float
-    false_positive: float
-    false_negative: float
-    true_negative: float
-    contact_cost: float = Field(gt=0.0)
+
+class BusinessParams(_Strict):
+    """The drivers of a retention campaign's value, against doing nothing (see `mlvs.ml.decision`).
+
+    The confusion-matrix cells follow from them; a cell still written out must agree.
+    """
+
+    customer_value: float | None = Field(default=None, gt=0.0)
+    customer_value_months: float | None = Field(default=None, gt=0.0)
+    save_rate: float = Field(gt=0.0, le=1.0)
+    offer_cost: float = Field(gt=0.0)
+    non_churner_cost: float = Field(ge=0.0)
+    budget_share: float = Field(gt=0.0, le=1.0)
+    # Optional, checked against the drivers: what older params files wrote out by hand.
+    true_positive: float | None = None
+    false_positive: float | None = None
+    false_negative: float | None = None
+    true_negative: float | None = None
+    contact_cost: float | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BusinessParams:
+        if (self.customer_value is None) == (self.customer_value_months is None):
+            raise ValueError(
+                "give exactly one of customer_value (the same for everyone) and "
+                "customer_value_months (that many months of each customer's monthly charges)"
+            )
+        if self.contact_cost is not None and self.contact_cost != self.offer_cost:
+            raise ValueError(
+                f"contact_cost = {self.contact_cost:g} disagrees with offer_cost = {self.offer_cost:g}; "
+                "remove contact_cost (the cost of one offer is offer_cost)"
+            )
+        written = {c: getattr(self, c) for c in MATRIX_CELLS if getattr(self, c) is not None}
+        if written and self.customer_value is None:
+            raise ValueError(
+                f"{', '.join(written)} cannot be written out when customer value scales with "
+                "monthly charges; remove them (they follow from the drivers)"
+            )
+        if self.customer_value is not None:
+            derived = flat_matrix(self)
+            for cell, value in written.items():
+                if abs(value - derived[cell]) > CELL_TOLERANCE:
+                    raise ValueError(
+                        f"{cell} = {value:g} disagrees with the drivers, which make it "
+                        f"{derived[cell]:g}; remove {cell} or change the drivers"
+                    )
+        # The most an offer can save: a flat value, or the dearest customer the schema allows.
+        worth, of = (
+            (self.customer_value, "customer_value")
+            if self.customer_value is not None
+            else (
+                float(self.customer_value_months or 0.0) * MAX_MONTHLY_CHARGES,
+                f"customer_value_months x {MAX_MONTHLY_CHARGES:g} (the highest monthly charges)",
+            )
+        )
+        if self.save_rate * worth <= self.offer_cost:
+            raise ValueError(
+                f"an offer saves at most save_rate x {of} = {self.save_rate * worth:g} per "
+                f"churner contacted but costs offer_cost = {self.offer_cost:g}, so no campaign "
+                "pays; check save_rate, the customer value and offer_cost"
+            )
+        return self
 
 
 class RegistryParams(_Strict):
@@ -77,11 +136,27 @@ class TrainParams(_Strict):
     seed: int = Field(ge=0, le=2**32 - 1)
     model_type: str
     cv_folds: int = Field(ge=2, le=20)
-    decision_threshold: float = Field(gt=0.0, lt=1.0)
+    # A probability, or "value": the threshold of highest net value on out-of-fold predictions.
+    decision_threshold: float | Literal["value"]
     golden_sample_size: int = Field(ge=1, le=10_000)
+    # The comparison fits every other model type once per fold: the dearest view of 02_train.
+    compare_model_types: bool = True
     hyperparameters: dict[str, dict[str, Any]]
     business: BusinessParams
     registry: RegistryParams
+
+    @field_validator("decision_threshold", mode="before")
+    @classmethod
+    def _probability_or_value(cls, value: Any) -> Any:
+        # One check for both forms, so a wrong value gets one line, not one per form.
+        if value == "value" and isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 < value < 1.0:
+            return float(value)
+        raise ValueError(
+            "must be a probability strictly between 0 and 1, or 'value' (the threshold of "
+            "highest net value on out-of-fold predictions)"
+        )
 
     @field_validator("model_type")
     @classmethod
@@ -112,8 +187,12 @@ class TrainParams(_Strict):
 
     def model_hyperparameters(self) -> BaseModel:
         """The validated hyperparameters of the chosen model type."""
-        return MODEL_TYPES[self.model_type].hyperparameters.model_validate(
-            self.hyperparameters.get(self.model_type, {})
+        return self.hyperparameters_of(self.model_type)
+
+    def hyperparameters_of(self, model_type: str) -> BaseModel:
+        """The validated hyperparameters of `model_type` (its defaults where params give none)."""
+        return MODEL_TYPES[model_type].hyperparameters.model_validate(
+            self.hyperparameters.get(model_type, {})
         )
 
 
@@ -128,7 +207,11 @@ def _describe(err: Any, prefix: str = "") -> str:
     if kind == "missing":
         return f"'{key}' is missing"
     message = err["msg"].removeprefix("Value error, ")
-    return f"{key} = {err['input']!r} is not allowed: {message}" if key else message
+    if not key:
+        return message
+    if isinstance(err["input"], dict):  # a whole section: its values would hide the message
+        return f"{key}: {message}"
+    return f"{key} = {err['input']!r} is not allowed: {message}"
 
 
 def _format_errors(source: str, exc: ValidationError, model: type[BaseModel]) -> str:

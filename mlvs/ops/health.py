@@ -34,6 +34,7 @@ from mlvs.paths import ProjectPaths
 # The modules whose code decides a deep check's verdict, by name (see `verify.DEEP_CHECK_CODE`).
 DEEP_CHECK_MODULES: tuple[str, ...] = (
     "mlvs.ml.data",
+    "mlvs.ml.decision",
     "mlvs.ml.features",
     "mlvs.ml.modeling",
     "mlvs.ml.modelio",

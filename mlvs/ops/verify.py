@@ -35,6 +35,7 @@ from typing import Any
 
 import mlvs.errors
 import mlvs.ml.data
+import mlvs.ml.decision
 import mlvs.ml.features
 import mlvs.ml.modeling
 import mlvs.ml.modelio
@@ -53,7 +54,7 @@ from mlvs.backends.uris import safe_uri
 from mlvs.errors import BadInputError, IntegrityError, MlvsError
 from mlvs.ml.data import features_and_target, read_customers, validate_schema
 from mlvs.ml.modeling import holdout_metrics
-from mlvs.ml.modelio import golden_mismatches, load_verified_model
+from mlvs.ml.modelio import golden_mismatches, load_verified_model, read_card
 from mlvs.ml.params import load_stage
 from mlvs.ops.health import (
     PassedChecks,
@@ -115,6 +116,7 @@ class Report:
 # `health.DEEP_CHECK_MODULES` names the same modules, in this order, for the quick checks.
 DEEP_CHECK_CODE: tuple[ModuleType, ...] = (
     mlvs.ml.data,
+    mlvs.ml.decision,
     mlvs.ml.features,
     mlvs.ml.modeling,
     mlvs.ml.modelio,
@@ -224,6 +226,22 @@ def check_model(
     return [], model
 
 
+def recorded_threshold(paths: ProjectPaths) -> float:
+    """The decision threshold the model was evaluated at: its card's, or a number in params.
+
+    A card written before cards recorded it falls back to a numeric threshold in params.
+    """
+    recorded = read_card(paths).get("decision_threshold")
+    if recorded is not None:
+        return float(recorded)
+    threshold = load_stage("train", paths.root).decision_threshold
+    if threshold == "value":
+        raise IntegrityError(
+            f"{paths.model_card.name} records no decision_threshold; run `mlvs pipeline --force` to retrain"
+        )
+    return float(threshold)
+
+
 def check_metrics(
     paths: ProjectPaths,
     model: Any,
@@ -249,7 +267,7 @@ def check_metrics(
             return []  # the model could not be loaded: the model check says why
     try:
         recorded = json.loads(paths.metrics.read_text(encoding="utf-8"))
-        threshold = load_stage("train", paths.root).decision_threshold
+        threshold = recorded_threshold(paths)
         X, y = features_and_target(read_customers(paths.test_data))
         actual = holdout_metrics(y, model.predict_proba(X)[:, 1], threshold)
     except (MlvsError, ValueError, KeyError) as exc:

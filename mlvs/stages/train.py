@@ -12,11 +12,14 @@ import pandas as pd
 from mlvs._io import atomic_write_text, sha256_file
 from mlvs.backends.mlflow import tracking
 from mlvs.ml import data as datamod
+from mlvs.ml import evaluation
+from mlvs.ml.decision import ContactValues, campaign, choose_threshold, contact_values, profit_curve
 from mlvs.ml.features import build_model, feature_importances
 from mlvs.ml.modeling import (
     METRICS,
+    MODEL_TYPES,
+    CrossValidation,
     build_classifier,
-    business_value,
     cross_validate_model,
     holdout_metrics,
 )
@@ -58,54 +61,197 @@ def load_split(paths: ProjectPaths) -> Split:
     return Split(train, test, data_hash(paths))
 
 
+@dataclass(frozen=True)
+class ModelComparison:
+    """Every registered model type on the same folds, and what the table says of the default."""
+
+    table: pd.DataFrame
+    verdict: str
+
+
 @dataclass
 class TrainedModel:
-    """A fitted model with everything measured about it."""
+    """A fitted model with everything measured about it, out of sample.
+
+    The methods compute the views of `02_train` on demand (each seeded), so that a
+    notebook cell shows one of them and its cost is that cell's.
+    """
 
     model: Any
     cv: dict[str, float]
     test: dict[str, float]
     business: dict[str, float]
     test_probability: Any
+    decision_threshold: float
+    cross_validation: CrossValidation
+    majority: dict[str, float]
+    train: pd.DataFrame
+    test_frame: pd.DataFrame
+    params: Any
 
     def metrics(self) -> dict[str, float]:
         """Every metric in one flat mapping: cross-validated, held out, and business value."""
-        return {**self.cv, **self.test, **self.business}
+        baseline = {"test_majority_accuracy": self.majority["test_accuracy"]}
+        return {**self.cv, **self.test, **baseline, **self.business}
 
     def metrics_table(self) -> pd.DataFrame:
-        """Each model metric's cross-validated mean and spread, and its score on the test set."""
+        """Each metric's cross-validated mean and spread (ddof=1), on the test set, and the
+        same for predicting the training set's majority class for everyone."""
 
         return pd.DataFrame(
             {
                 "cv mean": {m: self.cv[f"cv_{m}_mean"] for m in METRICS},
                 "cv std": {m: self.cv[f"cv_{m}_std"] for m in METRICS},
                 "test": {m: self.test[f"test_{m}"] for m in METRICS},
+                "majority class, test": {m: self.majority[f"test_{m}"] for m in METRICS},
             }
         ).round(4)
 
     def feature_importances(self) -> pd.Series:
-        """The fitted model's importance of each engineered feature, largest first."""
+        """The fitted model's impurity importance of each engineered feature, largest first."""
 
         return feature_importances(self.model)
 
+    def _values(self, frame: pd.DataFrame) -> ContactValues:
+        return contact_values(self.params.business, frame["monthly_charges"])
+
+    def _y_test(self) -> Any:
+        return self.test_frame[datamod.TARGET].to_numpy()
+
+    def value_table(self) -> pd.DataFrame:
+        """Test-set net value of the campaign at the chosen threshold, at 0.5 and the baselines."""
+        b, values = self.business, self._values(self.test_frame)
+        y, p = self._y_test(), self.test_probability
+        at_half = campaign(y, p, 0.5, values, self.params.business.budget_share)
+        share = self.params.business.budget_share
+        rows = {
+            f"threshold {self.decision_threshold:.3f} (chosen)": (b["contacted"], b["net_value"]),
+            "threshold 0.5": (at_half["contacted"], at_half["net_value"]),
+            "contact everyone": (float(len(y)), b["net_value_contact_everyone"]),
+            "contact nobody": (0.0, b["net_value_contact_nobody"]),
+            f"fixed budget: top {share:.0%}": (b["budget_contacted"], b["budget_net_value"]),
+        }
+        table = pd.DataFrame(rows, index=["contacted", "net value"]).T
+        # ROI only where the spend is fixed: elsewhere it would reward contacting fewer.
+        table["ROI"] = [""] * 4 + [f"{b['budget_roi']:.3f}"]
+        table["contacted"] = table["contacted"].astype(int)
+        return table.round({"net value": 0})
+
+    def profit_curves(self) -> dict[str, pd.DataFrame]:
+        """Net value against share contacted, out of fold (where the threshold was chosen) and on test."""
+        y_train = self.train[datamod.TARGET].to_numpy()
+        return {
+            "out-of-fold, training set": profit_curve(
+                y_train, self.cross_validation.probability, self._values(self.train)
+            ),
+            "test set": profit_curve(
+                self._y_test(), self.test_probability, self._values(self.test_frame)
+            ),
+        }
+
+    def intervals(self) -> pd.DataFrame:
+        """95% bootstrap intervals of test ROC-AUC and net value at the chosen threshold."""
+        return evaluation.bootstrap_intervals(
+            self._y_test(),
+            self.test_probability,
+            self.decision_threshold,
+            self._values(self.test_frame),
+            self.params.seed,
+        )
+
+    def reliability(self) -> dict[str, Any]:
+        """Observed churn against predicted on the test set, with Brier scores."""
+        base_rate = float(self.train[datamod.TARGET].mean())
+        return evaluation.reliability(self._y_test(), self.test_probability, base_rate)
+
+    def gain_and_lift(self) -> pd.DataFrame:
+        """Test customers ranked by churn probability in deciles: lift and cumulative gain."""
+        return evaluation.gain_and_lift(self._y_test(), self.test_probability)
+
+    def permutation_importance(self) -> pd.DataFrame:
+        """Drop in test ROC-AUC when each raw column is shuffled."""
+        X_test, y_test = datamod.features_and_target(self.test_frame)
+        return evaluation.permutation_importance_by_column(
+            self.model, X_test, y_test, self.params.seed
+        )
+
+    def segments(self) -> pd.DataFrame:
+        """Test churn rate, predictions, contacts and net value by contract and tenure band."""
+        return evaluation.segments(
+            self.test_frame,
+            self.test_probability,
+            self.decision_threshold,
+            self._values(self.test_frame),
+        )
+
+    def compare_model_types(self) -> ModelComparison:
+        """Every registered model type on the same folds as the configured one (see `compare_models`).
+
+        Skipped, with an empty table that says so, when `compare_model_types` is false.
+        """
+        if not self.params.compare_model_types:
+            return ModelComparison(
+                pd.DataFrame(), "Skipped: compare_model_types is false in the train params."
+            )
+        X, y = datamod.features_and_target(self.train)
+        predictions = {}
+        for name in MODEL_TYPES:
+            if name == self.params.model_type:
+                predictions[name] = self.cross_validation
+                continue
+            classifier = build_classifier(
+                name, self.params.hyperparameters_of(name), self.params.seed
+            )
+            predictions[name] = cross_validate_model(
+                build_model(classifier), X, y, self.params.cv_folds, self.params.seed
+            )
+        table = evaluation.compare_models(
+            y.to_numpy(),
+            predictions,
+            self.params.model_type,
+            self._values(self.train),
+            self.params.seed,
+        )
+        return ModelComparison(table, evaluation.comparison_verdict(table, self.params.model_type))
+
 
 def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, params: Any) -> TrainedModel:
-    """Cross-validate the configured model on `train`, fit it, and score it on `test`."""
+    """Cross-validate the configured model on `train`, choose the threshold, fit, score on `test`.
+
+    With `decision_threshold: value` the threshold is the one of highest net value on the
+    out-of-fold predictions of the cross-validation: the test set plays no part in it.
+    """
     X, y = datamod.features_and_target(train)
     X_test, y_test = datamod.features_and_target(test)
     classifier = build_classifier(params.model_type, params.model_hyperparameters(), params.seed)
     model = build_model(classifier)
     fault_point("train:train")
-    cv = cross_validate_model(model, X, y, params.cv_folds, params.seed)
+    cross_validation = cross_validate_model(model, X, y, params.cv_folds, params.seed)
+    if params.decision_threshold == "value":
+        threshold = choose_threshold(
+            y.to_numpy(),
+            cross_validation.probability,
+            contact_values(params.business, train["monthly_charges"]),
+        )
+    else:
+        threshold = float(params.decision_threshold)
     model.fit(X, y)
     fault_point("train:evaluate")
     proba = model.predict_proba(X_test)[:, 1]
+    test_values = contact_values(params.business, test["monthly_charges"])
+    majority = float(y.mean() >= 0.5)
     return TrainedModel(
         model=model,
-        cv=cv,
-        test=holdout_metrics(y_test, proba, params.decision_threshold),
-        business=business_value(y_test, proba, params.decision_threshold, params.business),
+        cv=cross_validation.summary(y.to_numpy(), threshold),
+        test=holdout_metrics(y_test, proba, threshold),
+        business=campaign(y_test, proba, threshold, test_values, params.business.budget_share),
         test_probability=proba,
+        decision_threshold=threshold,
+        cross_validation=cross_validation,
+        majority=holdout_metrics(y_test, [majority] * len(y_test), 0.5),
+        train=train,
+        test_frame=test,
+        params=params,
     )
 
 
@@ -123,6 +269,8 @@ def save_trained(
     metrics = trained.metrics()
     card = {
         "model_type": params.model_type,
+        # Every later consumer (verify, the scoring service, monitoring) decides with this one.
+        "decision_threshold": trained.decision_threshold,
         "params": params.model_dump(),
         "data_sha256": data_hash(paths),
         "metrics": {k: round(v, 6) for k, v in metrics.items()},

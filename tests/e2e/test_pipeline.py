@@ -108,7 +108,8 @@ def test_each_notebook_is_a_finished_mlflow_run_with_its_report(trained_workspac
         "test_f1",
         "test_roc_auc",
         "net_value",
-        "roi",
+        "budget_roi",
+        "net_value_contact_everyone",
     ):
         assert metric in train.data.metrics, metric
     plots = {a.path for a in client.list_artifacts(train.info.run_id, "plots")}

@@ -117,7 +117,8 @@ def test_model_card_records_hashes_metrics_and_parameters(
         "test_roc_auc",
         "test_f1",
         "net_value",
-        "roi",
+        "budget_roi",
+        "decision_threshold",
     } <= set(card["metrics"])
 
 
