@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mlvs._io import atomic_write_bytes, atomic_write_text, sha256_file
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.mlflow.store import tracking_uri
+from mlvs.backends.mlflow.versions import register_version
 from mlvs.backends.uris import safe_uri
 from mlvs.boundary import relative_path, workspace_file
 from mlvs.errors import BadInputError, ParamsError
@@ -28,9 +30,11 @@ from mlvs.ml.features import build_model
 from mlvs.ml.modeling import build_classifier
 from mlvs.ml.modelio import _reproducible_zip
 from mlvs.ml.params import load_stage, read_yaml
+from mlvs.ops.deploy import deploy
 from mlvs.ops.pipeline import run_stage
 from mlvs.ops.recorded import recorded_files
 from mlvs.paths import ProjectPaths
+from mlvs.stages.versions import MODEL_MD5_TAG, MODEL_SHA256_TAG
 
 if TYPE_CHECKING:
     import numpy as np
@@ -309,6 +313,43 @@ def inject_model_replaced_by_worse(
     return {"replaced": s.target, "trained_on": "shuffled labels", "card_patched": True}
 
 
+def inject_deploy_forced_worse(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    """A worse model (shuffled labels) registered, then deployed with --force past the gate's refusal.
+
+    No file of the project changes: only the registry (and its alias history) gives it away.
+    """
+    # deferred: skops (~4 s, with scikit-learn) is imported only when this runs
+    import skops.io as sio
+
+    params = load_stage("train", paths.root)
+    X, y = features_and_target(read_customers(paths.train_data))
+    worse = build_model(
+        build_classifier(params.model_type, params.model_hyperparameters(), params.seed)
+    )
+    worse.fit(X, rng.permutation(y.to_numpy()))
+    payload = _reproducible_zip(sio.dumps(worse))
+    sha256, md5 = hashlib.sha256(payload).hexdigest(), hashlib.md5(payload).hexdigest()
+    ObjectStore(paths).put_bytes(md5, payload)
+    card = json.loads(paths.model_card.read_text(encoding="utf-8"))
+    version = register_version(
+        paths,
+        params.registry.model_name,
+        "deploy_forced_worse",
+        {MODEL_SHA256_TAG: sha256, MODEL_MD5_TAG: md5, "data_sha256": str(card.get("data_sha256"))},
+        {"decision_threshold": str(params.decision_threshold), "trained_on": "shuffled labels"},
+    )
+    result = deploy(paths, version, force=True)
+    return {
+        "version": version,
+        "gate": "passed" if result.passed else "refused",
+        "forced": result.forced,
+        "snapshot": result.snapshot,
+        "reason": result.decision.reason,
+    }
+
+
 def inject_pipeline_fault(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
@@ -397,6 +438,7 @@ INJECTORS: dict[str, Injector] = {
     "model_truncated": inject_model_truncated,
     "model_bit_flips": inject_bit_flips,
     "model_replaced_by_worse": inject_model_replaced_by_worse,
+    "deploy_forced_worse": inject_deploy_forced_worse,
     "pipeline_preprocessing_failure": inject_pipeline_fault,
     "pipeline_training_failure": inject_pipeline_fault,
     "pipeline_evaluation_failure": inject_pipeline_fault,
