@@ -308,14 +308,22 @@ def check_registry(paths: ProjectPaths) -> list[Finding]:
     return findings
 
 
+# The commands whose alias moves are decisions; a rollback or a recovery puts back an earlier one.
+_DECIDING_COMMANDS = ("pipeline", "deploy")
+
+
 def forced_champion(paths: ProjectPaths, name: str, champion: str | None) -> AliasMove | None:
-    """The forced deploy that put today's champion in place, if that is how it got there."""
+    """The forced deploy that made today's champion champion, if that is how it got the place.
+
+    The newest decision (pipeline or deploy) that moved `champion` to this version counts:
+    a rollback to a state with a forced champion brings the finding back with it.
+    """
     if champion is None:
         return None
-    history = read_alias_history(paths, name)
-    last = history.last_move("champion")
-    if last is not None and last.forced and last.to_version == champion:
-        return last
+    for move in reversed(read_alias_history(paths, name).moves):
+        if move.alias == "champion" and move.to_version == champion:
+            if move.command in _DECIDING_COMMANDS:
+                return move if move.forced else None
     return None
 
 

@@ -9,15 +9,17 @@ skops and mlvs's own trusted types (`mlvs.ml.modelio`), never pickle.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from mlvs._io import sha256_file
 from mlvs.backends.dvc.objects import ObjectStore
-from mlvs.backends.mlflow.versions import VersionDetails, version_details
+from mlvs.backends.mlflow.versions import VersionDetails, register_version, version_details
 from mlvs.errors import IntegrityError
-from mlvs.ml.modelio import load_model_bytes
+from mlvs.ml.modelio import _reproducible_zip, load_model_bytes, read_card
+from mlvs.ml.params import load_stage
 from mlvs.paths import ProjectPaths
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -99,4 +101,32 @@ def load_version_model(
         sha256,
         _threshold(details, default_threshold),
         data if data and _SHA256.match(data) else None,
+    )
+
+
+def register_fitted_model(
+    paths: ProjectPaths, model: Any, run_name: str, params: dict[str, str]
+) -> str:
+    """Register a fitted model trained outside the pipeline as a new version; return its number.
+
+    Its file (skops, byte-reproducible) goes into the DVC cache, where `load_version_model`
+    finds it by the hashes its run records; `params` should hold its `decision_threshold`.
+    """
+    # deferred: skops (~4 s, with scikit-learn) is imported only when this runs
+    import skops.io as sio
+
+    train = load_stage("train", paths.root)
+    payload = _reproducible_zip(sio.dumps(model))
+    sha256, md5 = hashlib.sha256(payload).hexdigest(), hashlib.md5(payload).hexdigest()
+    ObjectStore(paths).put_bytes(md5, payload)
+    try:
+        data = read_card(paths).get("data_sha256")
+    except IntegrityError:
+        data = None
+    return register_version(
+        paths,
+        train.registry.model_name,
+        run_name,
+        {MODEL_SHA256_TAG: sha256, MODEL_MD5_TAG: md5, "data_sha256": str(data or "")},
+        params,
     )

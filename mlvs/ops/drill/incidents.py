@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
 import json
 import sqlite3
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mlvs._io import atomic_write_bytes, atomic_write_text, sha256_file
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.mlflow.store import tracking_uri
-from mlvs.backends.mlflow.versions import register_version
 from mlvs.backends.uris import safe_uri
 from mlvs.boundary import relative_path, workspace_file
 from mlvs.errors import BadInputError, ParamsError
@@ -34,7 +32,7 @@ from mlvs.ops.deploy import deploy
 from mlvs.ops.pipeline import run_stage
 from mlvs.ops.recorded import recorded_files
 from mlvs.paths import ProjectPaths
-from mlvs.stages.versions import MODEL_MD5_TAG, MODEL_SHA256_TAG
+from mlvs.stages.versions import register_fitted_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -320,24 +318,16 @@ def inject_deploy_forced_worse(
 
     No file of the project changes: only the registry (and its alias history) gives it away.
     """
-    # deferred: skops (~4 s, with scikit-learn) is imported only when this runs
-    import skops.io as sio
-
     params = load_stage("train", paths.root)
     X, y = features_and_target(read_customers(paths.train_data))
     worse = build_model(
         build_classifier(params.model_type, params.model_hyperparameters(), params.seed)
     )
     worse.fit(X, rng.permutation(y.to_numpy()))
-    payload = _reproducible_zip(sio.dumps(worse))
-    sha256, md5 = hashlib.sha256(payload).hexdigest(), hashlib.md5(payload).hexdigest()
-    ObjectStore(paths).put_bytes(md5, payload)
-    card = json.loads(paths.model_card.read_text(encoding="utf-8"))
-    version = register_version(
+    version = register_fitted_model(
         paths,
-        params.registry.model_name,
+        worse,
         "deploy_forced_worse",
-        {MODEL_SHA256_TAG: sha256, MODEL_MD5_TAG: md5, "data_sha256": str(card.get("data_sha256"))},
         {"decision_threshold": str(params.decision_threshold), "trained_on": "shuffled labels"},
     )
     result = deploy(paths, version, force=True)

@@ -1,0 +1,201 @@
+"""`mlvs deploy` and the alias history: gated, snapshotted, undone by rollback, every move recorded.
+
+The trained workspace has version 1 (the pipeline's model, champion). Each test registers
+version 2, a model trained on inverted labels: clearly worse on the same test split.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import git, mlvs, tree_hashes
+
+MODEL = "churn-classifier"
+
+
+@pytest.fixture
+def deploy_ws(trained_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The trained workspace with version 2 registered (inverted labels), no alias on it."""
+    root = trained_workspace
+    # Set, not deleted, so that the store an in-process call configures is undone after the test.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("MLVS_ROOT", str(root))
+    from mlvs.ml.data import features_and_target, read_customers
+    from mlvs.ml.features import build_model
+    from mlvs.ml.modeling import LogisticRegressionHyper, build_classifier
+    from mlvs.paths import ProjectPaths
+    from mlvs.stages.versions import register_fitted_model
+
+    paths = ProjectPaths(root)
+    X, y = features_and_target(read_customers(paths.train_data))
+    inverted = build_model(build_classifier("logistic_regression", LogisticRegressionHyper(), 0))
+    inverted.fit(X, 1 - y)
+    version = register_fitted_model(paths, inverted, "inverted", {"decision_threshold": "0.5"})
+    assert version == "2"
+    return root
+
+
+def aliases(root: Path) -> dict[str, str]:
+    with sqlite3.connect(root / "mlflow.db") as db:
+        return {
+            alias: str(version)
+            for alias, version in db.execute(
+                "SELECT alias, version FROM registered_model_aliases WHERE name = ?", (MODEL,)
+            )
+        }
+
+
+def snapshots(root: Path) -> list[str]:
+    refs = git(root, "for-each-ref", "--format=%(refname:strip=3)", "refs/mlvs/snapshots/")
+    return refs.split()
+
+
+def history(root: Path) -> list[dict]:
+    result = mlvs(root, "registry", "history", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["moves"]
+
+
+def force_worse_champion(root: Path) -> None:
+    """Version 2 made champion past the gate, in process (the CLI's --force has its own test)."""
+    from mlvs.ops.deploy import deploy
+    from mlvs.paths import ProjectPaths
+
+    assert deploy(ProjectPaths(root), "2", force=True).forced
+
+
+def test_the_pipeline_promotion_is_the_first_move_of_the_history(trained_workspace: Path) -> None:
+    (move,) = history(trained_workspace)
+    assert move["command"] == "pipeline"
+    assert (move["alias"], move["from_version"], move["to_version"]) == ("champion", None, "1")
+    assert move["reason"] == "there is no champion yet"
+
+
+def test_deploy_refuses_a_worse_candidate_and_moves_nothing(deploy_ws: Path) -> None:
+    before = snapshots(deploy_ws)
+    result = mlvs(deploy_ws, "deploy", "2", "--json")
+    assert result.returncode == 1, result.stderr
+    document = json.loads(result.stdout)
+    assert not document["passed"] and not document["deployed"]
+    assert document["snapshot"] is None
+    assert aliases(deploy_ws) == {"champion": "1"}
+    assert snapshots(deploy_ws) == before  # nothing moved, so nothing to undo
+    report = json.loads((deploy_ws / document["report"]).read_text())
+    assert report["decision"]["comparisons"][0]["gain"] < 0
+    assert report["run_id"]
+
+
+def test_a_forced_deploy_says_so_and_verify_names_the_champion(deploy_ws: Path) -> None:
+    result = mlvs(deploy_ws, "deploy", "2", "--force")
+    assert result.returncode == 0, result.stderr
+    assert "--force past the gate's refusal" in result.stderr
+    assert aliases(deploy_ws)["champion"] == "2"
+    check = mlvs(deploy_ws, "verify")
+    assert check.returncode == 1
+    assert "version 2 was deployed with --force past the gate's refusal" in check.stdout
+    last = history(deploy_ws)[-1]
+    assert last["forced"] and last["command"] == "deploy" and last["to_version"] == "2"
+
+
+def test_a_better_candidate_is_deployed_and_its_rollback_restores_the_old_champion(
+    deploy_ws: Path,
+) -> None:
+    force_worse_champion(deploy_ws)
+    before = set(snapshots(deploy_ws))
+    result = mlvs(deploy_ws, "deploy", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["passed"] and document["deployed"] and not document["forced"]
+    assert aliases(deploy_ws)["champion"] == "1"
+    (snapshot,) = set(snapshots(deploy_ws)) - before
+    assert snapshot == document["snapshot"] and snapshot.startswith("pre-deploy-v1-")
+
+    undo = mlvs(deploy_ws, "rollback", snapshot)
+    assert undo.returncode == 0, undo.stderr
+    assert aliases(deploy_ws)["champion"] == "2"
+
+    moves = history(deploy_ws)  # the history lives in the registry: the rollback kept it
+    deployed = [m for m in moves if m["command"] == "deploy" and m["to_version"] == "1"]
+    assert deployed and deployed[0]["snapshot"] == snapshot and deployed[0]["from_version"] == "2"
+    rolled = moves[-1]
+    assert rolled["command"] == "rollback" and rolled["alias"] == "champion"
+    assert (rolled["from_version"], rolled["to_version"]) == ("1", "2")
+    assert rolled["snapshot"].startswith("auto-") and snapshot in rolled["reason"]
+
+
+def test_a_dry_run_decides_and_changes_nothing(deploy_ws: Path) -> None:
+    force_worse_champion(deploy_ws)
+    before, refs, registry = tree_hashes(deploy_ws), snapshots(deploy_ws), aliases(deploy_ws)
+    moves = history(deploy_ws)
+    result = mlvs(deploy_ws, "deploy", "1", "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["passed"]
+    assert aliases(deploy_ws) == registry and snapshots(deploy_ws) == refs
+    assert history(deploy_ws) == moves
+    changed = {k for k in before.keys() ^ tree_hashes(deploy_ws).keys()}
+    changed |= {k for k, v in tree_hashes(deploy_ws).items() if before.get(k) != v}
+    assert not {c for c in changed if not c.startswith((".mlvs/", "mlflow.db"))}
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("99",), "version 99 of registered model 'churn-classifier' does not exist"),
+        (("v2",), "'v2' is not a version number"),
+        (("1",), "version 1 is the champion already"),
+        ((), "has no challenger"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    deploy_ws: Path, args: tuple[str, ...], said: str
+) -> None:
+    result = mlvs(deploy_ws, "deploy", *args)
+    assert result.returncode == 2
+    assert said in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert aliases(deploy_ws) == {"champion": "1"}
+
+
+def test_recover_puts_back_a_forced_champion_and_records_it(deploy_ws: Path) -> None:
+    from mlvs.ops.recover import recover
+    from mlvs.paths import ProjectPaths
+
+    force_worse_champion(deploy_ws)
+    outcome = recover(ProjectPaths(deploy_ws))
+    assert outcome.healthy and outcome.rung == "snapshot_restore"
+    assert aliases(deploy_ws)["champion"] == "1"
+    last = history(deploy_ws)[-1]
+    assert last["command"] == "recover" and (last["from_version"], last["to_version"]) == ("2", "1")
+    assert last["snapshot"].startswith("pre-deploy-v2-")
+
+
+def test_which_version_was_champion_at_a_time_has_one_answer(deploy_ws: Path) -> None:
+    from mlvs.ops.history import champion_at
+    from mlvs.paths import ProjectPaths
+
+    paths = ProjectPaths(deploy_ws)
+    before_forcing = datetime.now(UTC)
+    force_worse_champion(deploy_ws)
+    assert champion_at(paths, datetime(2000, 1, 1, tzinfo=UTC)) is None
+    assert champion_at(paths, before_forcing) == "1"
+    assert champion_at(paths, datetime.now(UTC)) == "2"
+
+
+def test_a_malformed_history_tag_is_named_and_the_rest_still_shown(trained_workspace: Path) -> None:
+    key = "mlvs.alias_move.00000000000000000001.0001.champion"
+    with sqlite3.connect(trained_workspace / "mlflow.db") as db:
+        db.execute(
+            "INSERT INTO registered_model_tags (key, value, name) VALUES (?, ?, ?)",
+            (key, '{"time": "yesterday", "alias": "champion"}', MODEL),
+        )
+    result = mlvs(trained_workspace, "registry", "history")
+    assert result.returncode == 0, result.stderr
+    assert key in result.stderr and "not an alias move" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "pipeline" in result.stdout  # the good record is still listed
