@@ -14,6 +14,7 @@ Pure: values in, a decision out; the caller finds the data, models and margins.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -303,8 +304,6 @@ def matrix_customer_values(y_true: Any, business: Any) -> CustomerValues:
 def rows_sha256(features: Any, labels: Any) -> str:
     """SHA-256 of held-out rows (features and labels, in order): what "the same data" means to the gate."""
     # deferred: pandas (~1 s) is imported only when this runs
-    import hashlib
-
     import pandas as pd
 
     digest = hashlib.sha256()

@@ -321,9 +321,12 @@ def forced_champion(paths: ProjectPaths, name: str, champion: str | None) -> Ali
     if champion is None:
         return None
     for move in reversed(read_alias_history(paths, name).moves):
-        if move.alias == "champion" and move.to_version == champion:
-            if move.command in _DECIDING_COMMANDS:
-                return move if move.forced else None
+        if (
+            move.alias == "champion"
+            and move.to_version == champion
+            and move.command in _DECIDING_COMMANDS
+        ):
+            return move if move.forced else None
     return None
 
 
