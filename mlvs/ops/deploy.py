@@ -31,7 +31,7 @@ from mlvs.backends.mlflow import tracking
 from mlvs.backends.mlflow.history import MoveReason
 from mlvs.backends.mlflow.registry import read_registry, set_aliases
 from mlvs.backends.mlflow.tracking import CHALLENGER, CHAMPION
-from mlvs.errors import BadInputError, ExternalToolError, IntegrityError
+from mlvs.errors import BadInputError, ExternalToolError, IntegrityError, UnhealthyStateError
 from mlvs.logs import get_logger
 from mlvs.ml import data as datamod
 from mlvs.ml.gate import (
@@ -243,11 +243,18 @@ def deploy(
             return result
         result.forced = not decision.promote
         snapshot = _snapshot_name(paths, candidate)
-        create_snapshot(
-            paths,
-            snapshot,
-            f"before deploying version {candidate} of {name} (champion was version {champion})",
-        )
+        try:
+            create_snapshot(
+                paths,
+                snapshot,
+                f"before deploying version {candidate} of {name} (champion was version {champion})",
+            )
+        except UnhealthyStateError as error:
+            # No snapshot, no deployment: a deploy must always be undoable.
+            raise UnhealthyStateError(
+                f"version {candidate} was not deployed: {str(error).split(': ', 1)[-1].split('; fix it')[0]}; "
+                "fix it with `mlvs recover` (damage) or `mlvs pipeline` (a stale pipeline), then deploy again"
+            ) from None
         result.snapshot = snapshot
         wanted = dict(aliases)
         wanted[CHAMPION] = candidate
