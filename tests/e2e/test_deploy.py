@@ -96,13 +96,15 @@ def test_deploy_refuses_a_worse_candidate_and_moves_nothing(deploy_ws: Path) -> 
 
 
 def test_a_forced_deploy_says_so_and_verify_names_the_champion(deploy_ws: Path) -> None:
+    from mlvs.ops.verify import verify
+    from mlvs.paths import ProjectPaths
+
     result = mlvs(deploy_ws, "deploy", "2", "--force")
     assert result.returncode == 0, result.stderr
     assert "--force past the gate's refusal" in result.stderr
     assert aliases(deploy_ws)["champion"] == "2"
-    check = mlvs(deploy_ws, "verify", "--only", "registry")
-    assert check.returncode == 1
-    assert "version 2 was deployed with --force past the gate's refusal" in check.stdout
+    (finding,) = verify(ProjectPaths(deploy_ws), ("registry",)).findings
+    assert "version 2 was deployed with --force past the gate's refusal" in str(finding)
     last = history(deploy_ws)[-1]
     assert last["forced"] and last["command"] == "deploy" and last["to_version"] == "2"
 
@@ -110,18 +112,20 @@ def test_a_forced_deploy_says_so_and_verify_names_the_champion(deploy_ws: Path) 
 def test_a_better_candidate_is_deployed_and_its_rollback_restores_the_old_champion(
     deploy_ws: Path,
 ) -> None:
+    from mlvs.ops.deploy import deploy
+    from mlvs.ops.rollback.restore import rollback
+    from mlvs.paths import ProjectPaths
+
+    paths = ProjectPaths(deploy_ws)
     force_worse_champion(deploy_ws)
     before = set(snapshots(deploy_ws))
-    result = mlvs(deploy_ws, "deploy", "1", "--json")
-    assert result.returncode == 0, result.stderr
-    document = json.loads(result.stdout)
-    assert document["passed"] and document["deployed"] and not document["forced"]
+    result = deploy(paths, "1")
+    assert result.exit_code == 0 and result.deployed and not result.forced
     assert aliases(deploy_ws)["champion"] == "1"
     (snapshot,) = set(snapshots(deploy_ws)) - before
-    assert snapshot == document["snapshot"] and snapshot.startswith("pre-deploy-v1-")
+    assert snapshot == result.snapshot and snapshot.startswith("pre-deploy-v1-")
 
-    undo = mlvs(deploy_ws, "rollback", snapshot)
-    assert undo.returncode == 0, undo.stderr
+    assert rollback(paths, snapshot).verified
     assert aliases(deploy_ws)["champion"] == "2"
 
     moves = history(deploy_ws)  # the history lives in the registry: the rollback kept it
@@ -134,16 +138,19 @@ def test_a_better_candidate_is_deployed_and_its_rollback_restores_the_old_champi
 
 
 def test_a_dry_run_decides_and_changes_nothing(deploy_ws: Path) -> None:
+    from mlvs.ops.deploy import deploy
+    from mlvs.paths import ProjectPaths
+
     force_worse_champion(deploy_ws)
     before, refs, registry = tree_hashes(deploy_ws), snapshots(deploy_ws), aliases(deploy_ws)
     moves = history(deploy_ws)
-    result = mlvs(deploy_ws, "deploy", "1", "--dry-run", "--json")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["passed"]
+    result = deploy(ProjectPaths(deploy_ws), "1", dry_run=True)
+    assert result.passed and result.exit_code == 0 and not result.deployed
+    assert result.snapshot is None and result.report is None and result.run_id is None
     assert aliases(deploy_ws) == registry and snapshots(deploy_ws) == refs
     assert history(deploy_ws) == moves
-    changed = {k for k in before.keys() ^ tree_hashes(deploy_ws).keys()}
-    changed |= {k for k, v in tree_hashes(deploy_ws).items() if before.get(k) != v}
+    after = tree_hashes(deploy_ws)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     assert not {c for c in changed if not c.startswith((".mlvs/", "mlflow.db"))}
 
 
