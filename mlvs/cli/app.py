@@ -102,6 +102,8 @@ COMMANDS: dict[str, str] = {
     "incidents": "mlvs.cli.commands.incidents:incidents_command",
     "drill": "mlvs.cli.commands.drill:drill_command",
     "reproduce": "mlvs.cli.commands.reproduce:reproduce_command",
+    "deploy": "mlvs.cli.commands.deploy:deploy_command",
+    "registry": "mlvs.cli.commands.registry:registry_group",
 }
 
 

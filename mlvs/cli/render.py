@@ -21,6 +21,8 @@ from mlvs.backends.dvc.outputs import (
 from mlvs.cli.style import bad, good, note
 
 if TYPE_CHECKING:
+    from mlvs.backends.mlflow.history import AliasHistory
+    from mlvs.ops.deploy import DeployResult
     from mlvs.ops.drill.incidents import Scenario
     from mlvs.ops.pipeline import PipelineResult
     from mlvs.ops.repair import RecoveryOutcome
@@ -391,3 +393,63 @@ def out_of_step_text(differ: list[str]) -> str:
         f"{note('mlvs: note:')} this run's outputs no longer match dvc.lock ({shown}); run `mlvs pipeline` "
         "to rebuild them from params/, or `mlvs recover` to put back the ones dvc.lock records"
     )
+
+
+def deploy_text(result: DeployResult) -> str:
+    """The gate's decision, figure by figure, and what the deploy did."""
+    d = result.decision
+    lines = [
+        f"{result.model_name}: version {result.candidate} (candidate) against version "
+        f"{result.champion_before} (champion), {d.rows} test rows, {d.method}, "
+        f"{d.resamples} resamples, {d.confidence:.0%} intervals"
+    ]
+    rows = [
+        [
+            c.metric,
+            f"{c.champion:.4f}",
+            f"{c.candidate:.4f}",
+            f"{c.gain:+.4f}",
+            f"{c.required_gain:.4f}",
+            f"[{c.interval_low:+.4f}, {c.interval_high:+.4f}]",
+            good("pass") if c.passed else bad("fail"),
+        ]
+        for c in d.comparisons
+    ]
+    if rows:
+        lines.append(
+            _table(["metric", "champion", "candidate", "gain", "needed", "interval", ""], rows)
+        )
+    lines.append(f"gate: {good('passed') if d.promote else bad('refused')}: {d.reason}")
+    if result.dry_run:
+        would = "would be deployed" if (d.promote or result.forced) else "would stay the challenger"
+        lines.append(f"{note('dry run:')} nothing changed; version {result.candidate} {would}")
+    elif result.deployed:
+        forced = f" {bad('FORCED past the refusal')}" if result.forced else ""
+        lines.append(
+            f"{good('deployed:')} {result.model_name}@champion is version {result.candidate}{forced}"
+        )
+        lines.append(f"{note('undo with:')} mlvs rollback {result.snapshot}")
+    else:
+        lines.append(f"{bad('not deployed:')} the champion stays version {result.champion_before}")
+    if result.report:
+        lines.append(f"report: {result.report}")
+    return "\n".join(lines)
+
+
+def history_text(history: AliasHistory) -> str:
+    """The alias history as a table, oldest first."""
+    if not history.moves:
+        return f"{history.model_name}: no alias move recorded yet"
+    rows = [
+        [
+            m.time.replace("T", " ")[:19],
+            m.command + (" --force" if m.forced else ""),
+            m.alias,
+            m.from_version or "-",
+            m.to_version or "-",
+            m.snapshot or "-",
+            m.reason if len(m.reason) <= 80 else m.reason[:79] + "…",
+        ]
+        for m in history.moves
+    ]
+    return _table(["when (UTC)", "command", "alias", "from", "to", "snapshot", "reason"], rows)

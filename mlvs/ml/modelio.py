@@ -227,10 +227,6 @@ def read_card(paths: ProjectPaths) -> dict[str, Any]:
 
 def load_verified_model(paths: ProjectPaths, expected_sha256: str | None = None) -> Any:
     """Load the model only if its bytes match the recorded hash and it needs only trusted types."""
-    # deferred: skops (~4 s, with scikit-learn) is imported only when this runs
-    import skops.io as sio
-    from skops.io.exceptions import UntrustedTypesFoundException
-
     expected = expected_sha256 or read_card(paths).get("model_sha256")
     # Messages name the file relative to the project: they end up in postmortems.
     shown = (
@@ -241,12 +237,25 @@ def load_verified_model(paths: ProjectPaths, expected_sha256: str | None = None)
     if not paths.model_file.is_file():
         raise IntegrityError(f"{shown} is missing; run `mlvs recover`")
     # One read: the bytes that are hashed are the bytes that are loaded, never a second read of the file.
-    payload = paths.model_file.read_bytes()
+    return load_model_bytes(paths.model_file.read_bytes(), str(expected), str(shown))
+
+
+def load_model_bytes(
+    payload: bytes, expected_sha256: str, shown: str, fix: str = "run `mlvs recover`"
+) -> Any:
+    """Load model bytes only if they hash to `expected_sha256` and need only trusted types.
+
+    `shown` names the model in an error, `fix` says what to do about a hash that differs.
+    """
+    # deferred: skops (~4 s, with scikit-learn) is imported only when this runs
+    import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
+
     actual = hashlib.sha256(payload).hexdigest()
-    if actual != expected:
+    if actual != expected_sha256:
         raise IntegrityError(
-            f"{shown} has SHA-256 {actual[:12]}…, not the recorded {str(expected)[:12]}…; "
-            "it was not loaded; run `mlvs recover`"
+            f"{shown} has SHA-256 {actual[:12]}…, not the recorded {expected_sha256[:12]}…; "
+            f"it was not loaded; {fix}"
         )
     try:
         # skops audits every type against `trusted` before it constructs anything.

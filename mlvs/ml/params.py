@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import (
@@ -122,12 +122,17 @@ class BusinessParams(_Strict):
 
 
 class RegistryParams(_Strict):
-    """Where the model is registered and when a new version becomes champion."""
+    """Where the model is registered, and the gate a new version must pass to become champion."""
 
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-    # One of the model's metrics (a Literal built from the tuple, which mypy cannot follow).
-    promotion_metric: Literal[METRICS]  # type: ignore[valid-type]
-    promotion_margin: float = Field(ge=0.0, le=1.0)
+    # The gate (`mlvs.ml.gate`): the gain over the champion each metric must reach, absolute and
+    # relative to the champion's figure, and the paired bootstrap that tells a gain from noise.
+    min_roc_auc_gain: float = Field(ge=0.0, le=1.0)
+    min_roc_auc_gain_relative: float = Field(ge=0.0, le=1.0)
+    min_net_value_gain: float = Field(ge=0.0)
+    min_net_value_gain_relative: float = Field(ge=0.0, le=10.0)
+    bootstrap_resamples: int = Field(ge=100, le=100_000)
+    bootstrap_confidence: float = Field(ge=0.5, lt=1.0)
 
 
 class TrainParams(_Strict):

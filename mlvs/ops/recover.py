@@ -24,8 +24,10 @@ from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.dvc.outputs import dvc_outputs
 from mlvs.backends.mlflow.backups import latest_backup, restore_mlflow_db
+from mlvs.backends.mlflow.history import MoveReason
 from mlvs.backends.mlflow.registry import read_registry, set_aliases
 from mlvs.backends.mlflow.tracking import settle_unfinished_runs
+from mlvs.errors import MlvsError
 from mlvs.logs import get_logger
 from mlvs.ml.params import load_stage
 from mlvs.ops.pipeline import run_stage
@@ -39,8 +41,8 @@ from mlvs.ops.repair import (
     evidence_dir,
     restore_recorded_files,
 )
-from mlvs.ops.snapshot.read import list_snapshots
-from mlvs.ops.verify import Report, verify
+from mlvs.ops.snapshot.read import list_snapshots, show_snapshot
+from mlvs.ops.verify import Report, forced_champion, verify
 from mlvs.paths import ProjectPaths
 from mlvs.state.interrupted import RecoveryReport, recover_interrupted
 from mlvs.state.lock import locked
@@ -125,20 +127,76 @@ def repair_aliases(paths: ProjectPaths, outcome: RecoveryOutcome) -> None:
         if dangling <= set(known):
             wanted.update({alias: str(known[alias]) for alias in dangling})
             rung = "local_backup"
+    rung_snapshot = None
     if rung is None:
         for manifest in sorted(list_snapshots(paths), key=lambda m: m.created_at, reverse=True):
             aliases = manifest.registry.aliases if manifest.registry else {}
             if dangling <= set(aliases):
                 wanted.update({alias: str(aliases[alias].version) for alias in dangling})
-                rung = "snapshot_restore"
+                rung, rung_snapshot = "snapshot_restore", manifest.name
                 break
     if rung is None:
         return
     try:
-        set_aliases(paths, name, wanted)
+        snapshot = rung_snapshot if rung == "snapshot_restore" else None
+        set_aliases(
+            paths,
+            name,
+            wanted,
+            MoveReason(
+                "recover",
+                f"dangling alias(es) {', '.join(sorted(dangling))} put back "
+                + (
+                    "as the newest MLflow database backup had them"
+                    if rung == "local_backup"
+                    else f"as snapshot {snapshot} recorded them"
+                ),
+                snapshot,
+            ),
+        )
         outcome.repairs.extend(Repair(f"{name}@{alias}", rung) for alias in sorted(dangling))
     except Exception as exc:  # a version gone for good: leave the finding for the report
         log.warning("could not repair the aliases of %s: %s", name, exc)
+
+
+def repair_forced_champion(paths: ProjectPaths, outcome: RecoveryOutcome) -> None:
+    """Put `champion` back where the snapshot taken before a forced deploy had it (the snapshot rung)."""
+    name = load_stage("train", paths.root).registry.model_name
+    state = read_registry(paths, name, None)
+    if state.error:
+        return
+    forced = forced_champion(paths, name, state.alias_versions().get("champion"))
+    if forced is None:
+        return
+    wanted = state.alias_versions()
+    before = None
+    if forced.snapshot:
+        try:
+            manifest = show_snapshot(paths, forced.snapshot)
+            recorded = manifest.registry.aliases if manifest.registry else {}
+            before = recorded["champion"].version if "champion" in recorded else None
+        except MlvsError as error:
+            log.warning("the snapshot %s cannot be read: %s", forced.snapshot, error)
+    rung = "snapshot_restore" if before is not None else "local_backup"
+    before = before or forced.from_version
+    if before is None:
+        return
+    wanted["champion"] = before
+    try:
+        set_aliases(
+            paths,
+            name,
+            wanted,
+            MoveReason(
+                "recover",
+                f"version {forced.to_version} was deployed past the gate's refusal; champion back to "
+                f"version {before}",
+                forced.snapshot,
+            ),
+        )
+        outcome.repairs.append(Repair(f"{name}@champion", rung))
+    except Exception as exc:  # a version gone for good: leave the finding for the report
+        log.warning("could not put back the champion of %s: %s", name, exc)
 
 
 def rerun_stages(paths: ProjectPaths, files: list[str], outcome: RecoveryOutcome) -> None:
@@ -176,6 +234,7 @@ def recover(
         repair_mlflow_store(paths, evidence, outcome)
     if "registry" in checks:
         repair_aliases(paths, outcome)
+        repair_forced_champion(paths, outcome)
     if "dvc_cache" in checks:
         repair_cache(paths, evidence, outcome)
     if checks & {"file_hash", "schema", "model_hash", "golden_predictions", "metrics", "dvc_cache"}:

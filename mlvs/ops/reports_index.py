@@ -21,6 +21,7 @@ from mlvs._io import atomic_write_text
 from mlvs.backends.git.refs import list_snapshot_refs
 from mlvs.backends.git.run import is_object_id
 from mlvs.logs import get_logger
+from mlvs.ops.history import alias_history
 from mlvs.ops.snapshot.create import require_git
 from mlvs.ops.snapshot.manifest import Manifest
 from mlvs.ops.snapshot.read import read_snapshots
@@ -266,6 +267,29 @@ def _snapshot_rows(paths: ProjectPaths) -> list[str]:
     return rows
 
 
+def _history_rows(paths: ProjectPaths) -> list[str]:
+    try:
+        history = alias_history(paths)
+    except Exception:  # no params or no registry yet: the index still renders
+        return []
+    rows = [
+        f'<tr class="bad">{_cell(problem)}<td colspan="6"></td></tr>'
+        for problem in history.problems
+    ]
+    if history.error:
+        rows.append(
+            f'<tr class="bad">{_cell(f"unreadable: {history.error}")}<td colspan="6"></td></tr>'
+        )
+    for m in reversed(history.moves):  # newest first, as a reader looks for the last move
+        command = m.command + (" --force" if m.forced else "")
+        rows.append(
+            f'<tr data-alias="{html.escape(m.alias)}">{_cell(m.time[:19].replace("T", " "))}'
+            f"{_cell(command)}{_cell(m.alias)}{_cell(m.from_version or '-')}"
+            f"{_cell(m.to_version or '-')}{_cell(m.snapshot or '-')}{_cell(m.reason)}</tr>"
+        )
+    return rows
+
+
 def _table(table_id: str, header: list[str], rows: list[str], empty: str) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = (
@@ -278,6 +302,7 @@ def _table(table_id: str, header: list[str], rows: list[str], empty: str) -> str
 def render_index(paths: ProjectPaths) -> str:
     """The index page for what `reports/` and the snapshot list hold now."""
     runs, snapshots = _run_rows(paths), _snapshot_rows(paths)
+    moves = _history_rows(paths)
     drill_rows = _drill_rows(paths)
     drills, recovered = [row for row, _ in drill_rows], sum(ok for _, ok in drill_rows)
     return f"""<!doctype html>
@@ -321,6 +346,15 @@ def render_index(paths: ProjectPaths) -> str:
             ["name", "created (UTC)", "kind", "message", "model version", "test ROC-AUC", "commit"],
             snapshots,
             "none yet: mlvs snapshot create NAME",
+        )
+    }
+<h2>Alias history</h2>
+{
+        _table(
+            "alias-history",
+            ["when (UTC)", "command", "alias", "from", "to", "snapshot taken before", "reason"],
+            moves,
+            "no alias move recorded yet: mlvs pipeline",
         )
     }
 </body></html>

@@ -47,7 +47,8 @@ from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.dvc.outputs import dvc_outputs
 from mlvs.backends.mlflow.backups import latest_backup
-from mlvs.backends.mlflow.registry import read_registry
+from mlvs.backends.mlflow.history import AliasMove
+from mlvs.backends.mlflow.registry import read_alias_history, read_registry
 from mlvs.backends.mlflow.store import server_problem, tracking_uri
 from mlvs.backends.mlflow.tracking import unfinished_runs
 from mlvs.backends.uris import safe_uri
@@ -296,7 +297,7 @@ def check_registry(paths: ProjectPaths) -> list[Finding]:
     state = read_registry(paths, name, None)
     if state.error:
         return [Finding("registry", name, "a readable registry", state.error)]
-    return [
+    findings = [
         Finding(
             "registry",
             f"{name}@{alias}",
@@ -306,6 +307,45 @@ def check_registry(paths: ProjectPaths) -> list[Finding]:
         for alias, info in sorted(state.aliases.items())
         if info.run_id is None and info.source is None
     ]
+    forced = forced_champion(paths, name, state.alias_versions().get("champion"))
+    if forced is not None:
+        undo = (
+            f"`mlvs rollback {forced.snapshot} --only registry`"
+            if forced.snapshot
+            else "`mlvs recover`"
+        )
+        findings.append(
+            Finding(
+                "registry",
+                f"{name}@champion",
+                "a champion that passed the deploy gate",
+                f"version {forced.to_version} was deployed with --force past the gate's refusal "
+                f"at {forced.time}; undo it with {undo} or `mlvs recover`",
+            )
+        )
+    return findings
+
+
+# The commands whose alias moves are decisions; a rollback or a recovery puts back an earlier one.
+_DECIDING_COMMANDS = ("pipeline", "deploy")
+
+
+def forced_champion(paths: ProjectPaths, name: str, champion: str | None) -> AliasMove | None:
+    """The forced deploy that made today's champion champion, if that is how it got the place.
+
+    The newest decision (pipeline or deploy) that moved `champion` to this version counts:
+    a rollback to a state with a forced champion brings the finding back with it.
+    """
+    if champion is None:
+        return None
+    for move in reversed(read_alias_history(paths, name).moves):
+        if (
+            move.alias == "champion"
+            and move.to_version == champion
+            and move.command in _DECIDING_COMMANDS
+        ):
+            return move if move.forced else None
+    return None
 
 
 def check_mlflow_store(paths: ProjectPaths) -> list[Finding]:

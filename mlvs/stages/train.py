@@ -9,12 +9,25 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mlvs._io import atomic_write_text, sha256_file
+from mlvs._io import atomic_write_text, hash_file, sha256_file
 from mlvs.backends.mlflow import tracking
+from mlvs.backends.mlflow.history import MoveReason
+from mlvs.backends.mlflow.registry import move_alias, read_registry
+from mlvs.backends.mlflow.tracking import CHALLENGER, CHAMPION
+from mlvs.errors import ExternalToolError, MlvsError
 from mlvs.ml import data as datamod
 from mlvs.ml import evaluation
 from mlvs.ml.decision import ContactValues, campaign, choose_threshold, contact_values, profit_curve
 from mlvs.ml.features import build_model, feature_importances
+from mlvs.ml.gate import (
+    GateDecision,
+    Margins,
+    Scored,
+    compare,
+    first_champion,
+    matrix_customer_values,
+    rows_sha256,
+)
 from mlvs.ml.modeling import (
     METRICS,
     MODEL_TYPES,
@@ -24,7 +37,8 @@ from mlvs.ml.modeling import (
     holdout_metrics,
 )
 from mlvs.ml.modelio import save_model
-from mlvs.paths import ProjectPaths
+from mlvs.paths import ProjectPaths, project
+from mlvs.stages.versions import MODEL_MD5_TAG, MODEL_SHA256_TAG, load_version_model
 from mlvs.testing.faults import fault_point
 
 if TYPE_CHECKING:
@@ -88,6 +102,9 @@ class TrainedModel:
     train: pd.DataFrame
     test_frame: pd.DataFrame
     params: Any
+    test_sha256: str = (
+        ""  # of the test rows `test_probability` was computed on (`gate.rows_sha256`)
+    )
 
     def metrics(self) -> dict[str, float]:
         """Every metric in one flat mapping: cross-validated, held out, and business value."""
@@ -252,6 +269,7 @@ def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, params: Any) -> 
         train=train,
         test_frame=test,
         params=params,
+        test_sha256=rows_sha256(X_test, y_test),
     )
 
 
@@ -285,26 +303,84 @@ def save_trained(
 def register_model(
     run: NotebookRun, trained: TrainedModel, card: dict[str, Any], test: pd.DataFrame, params: Any
 ) -> dict[str, Any]:
-    """Log the training to `run`, register the model, and promote it if it beats the champion.
+    """Log the training to `run`, register the model, and promote it if it passes the gate.
 
     The run gets the parameters (with the chosen model's hyperparameters), every metric
     and the data and model hashes of `card`; the model is logged to it with mlvs's
-    trusted types and registered as `params.registry.model_name`. `champion` moves to
-    the new version if it beats the champion by the promotion margin, otherwise the
-    version becomes the `challenger`. Returns that decision.
+    trusted types and registered as `params.registry.model_name`. The new version and
+    the champion are compared by the promotion gate (`mlvs.ml.gate`) on the test set:
+    `champion` moves to the new version only if it wins beyond the noise, otherwise the
+    version becomes the `challenger`. Either move is recorded in the alias history.
+    Returns that decision with the gate's figures.
     """
-
+    paths = project()
+    model_md5 = hash_file(paths.model_file).md5 if paths.model_file.is_file() else ""
     run.log(
         {**params.model_dump(), "hyperparameters": params.model_hyperparameters().model_dump()},
         trained.metrics(),
-        tags={"data_sha256": card["data_sha256"], "model_sha256": card["model_sha256"]},
+        tags={
+            "data_sha256": card["data_sha256"],
+            MODEL_SHA256_TAG: card["model_sha256"],
+            MODEL_MD5_TAG: model_md5,
+        },
     )
     example = golden_sample(test, INPUT_EXAMPLE_ROWS, params.seed)
     info = tracking.log_and_register_model(trained.model, example, params.registry)
-    return tracking.promote(
-        params.registry.model_name,
-        str(info.registered_model_version),
-        params.registry.promotion_metric,
-        params.registry.promotion_margin,
-        trained.test,
+    version = str(info.registered_model_version)
+    name = params.registry.model_name
+    decision, previous = _gate_new_version(paths, trained, test, params, version)
+    alias = CHAMPION if decision.promote else CHALLENGER
+    move_alias(paths, name, alias, version, MoveReason("pipeline", decision.reason))
+    figures = decision.figures()
+    if figures:
+        run.log({}, figures)
+    return {
+        "version": version,
+        "alias": alias,
+        "previous_champion": previous,
+        "reason": decision.reason,
+        "gate": decision.method,
+        **{k: round(v, 6) for k, v in figures.items()},
+    }
+
+
+def _gate_new_version(
+    paths: ProjectPaths, trained: TrainedModel, test: pd.DataFrame, params: Any, version: str
+) -> tuple[GateDecision, str | None]:
+    """The gate's decision on the new version against the champion; the champion's version."""
+    name = params.registry.model_name
+    state = read_registry(paths, name, None)
+    if state.error:
+        raise ExternalToolError(
+            f"the MLflow registry cannot be read ({state.error}), so version {version} was not promoted"
+        )
+    champion = state.alias_versions().get(CHAMPION)
+    label = f"version {version}"
+    if champion is None:
+        return first_champion(label), None
+    X_test, y_test = datamod.features_and_target(test)
+    try:
+        loaded = load_version_model(paths, name, champion, params.decision_threshold)
+    except MlvsError as error:
+        # No comparison, no promotion: the champion stays until `mlvs deploy` can compare the two.
+        return (
+            GateDecision(
+                False, label, f"version {champion}", f"the champion could not be scored ({error})"
+            ),
+            champion,
+        )
+    data_sha256 = rows_sha256(X_test, y_test)
+    decision = compare(
+        y_test,
+        Scored(label, trained.test_probability, trained.test_sha256, params.decision_threshold),
+        Scored(
+            f"version {champion}",
+            loaded.model.predict_proba(X_test)[:, 1],
+            data_sha256,
+            loaded.threshold,
+        ),
+        matrix_customer_values(y_test, params.business),
+        Margins.from_params(params.registry),
+        params.seed,
     )
+    return decision, champion

@@ -615,6 +615,7 @@ def test_the_next_state_changing_command_recovers_first(story: Story, ws: Path) 
 def test_the_sql_and_mlflow_client_registry_readers_agree(
     story: Story, ws: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from mlvs.backends.mlflow.history import MoveReason
     from mlvs.backends.mlflow.registry import read_registry, set_aliases
     from mlvs.paths import ProjectPaths
 
@@ -627,5 +628,5 @@ def test_the_sql_and_mlflow_client_registry_readers_agree(
     through_mlflow = read_registry(paths, "churn-classifier", model_sha)
     assert direct == through_mlflow and direct.error is None and direct.model is not None
 
-    set_aliases(paths, "churn-classifier", story.aliases_a)
+    set_aliases(paths, "churn-classifier", story.aliases_a, MoveReason("test", "the readers agree"))
     assert aliases(ws) == story.aliases_a

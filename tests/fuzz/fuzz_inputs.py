@@ -44,7 +44,7 @@ KEYS = sorted(
         "max_depth",
         "random_forest",
         "model_name",
-        "promotion_metric",
+        "min_roc_auc_gain",
         "true_positive",
     }
 )

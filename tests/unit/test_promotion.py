@@ -1,64 +1,149 @@
-"""Champion/challenger: the alias moves only when the new version wins by the margin."""
+"""The promotion gate: the champion moves only when the candidate wins beyond the noise, on the same data."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import numpy as np
 import pytest
 
-from mlvs.backends.mlflow import tracking
+from mlvs.ml.gate import (
+    DataMismatchError,
+    Margins,
+    Scored,
+    compare,
+    matrix_customer_values,
+    rows_sha256,
+    weighted_roc_auc,
+)
+from mlvs.ml.modeling import business_value
+from mlvs.ml.params import BusinessParams
 
-NAME = "churn-classifier"
+BUSINESS = BusinessParams(
+    true_positive=170.0,
+    false_positive=-40.0,
+    false_negative=0.0,
+    true_negative=0.0,
+    contact_cost=40.0,
+)
+DATA = "a" * 64
+MARGINS = Margins(resamples=400, confidence=0.95)
 
 
-@pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import mlflow
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    client.create_registered_model(NAME)
-    return client
+def churners(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and a latent churn score that explains them (about a quarter churn)."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=rows)
+    labels = (latent + rng.normal(scale=0.8, size=rows) > 0.9).astype(int)
+    return labels, latent
 
 
-def add_version(client, roc_auc: float) -> str:
-    experiment = client.get_experiment_by_name("Default").experiment_id
-    run = client.create_run(experiment)
-    client.log_metric(run.info.run_id, "test_roc_auc", roc_auc)
-    client.set_terminated(run.info.run_id)
-    version = client.create_model_version(
-        NAME, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+def probabilities(latent: np.ndarray, noise: float, seed: int) -> np.ndarray:
+    """A model's probabilities: the latent score blurred by `noise`, squashed into (0, 1)."""
+    rng = np.random.default_rng(seed)
+    return 1.0 / (1.0 + np.exp(-(2.0 * latent - 2.0 + rng.normal(scale=noise, size=latent.size))))
+
+
+def decide(labels, candidate, champion, margins=MARGINS, candidate_data=DATA):
+    return compare(
+        labels,
+        Scored("candidate", candidate, candidate_data, 0.2),
+        Scored("champion", champion, DATA, 0.2),
+        matrix_customer_values(labels, BUSINESS),
+        margins,
+        seed=7,
     )
-    return str(version.version)
 
 
-def alias_version(client, alias: str) -> str:
-    return str(client.get_model_version_by_alias(NAME, alias).version)
+def test_a_difference_inside_the_noise_keeps_the_champion() -> None:
+    labels, latent = churners(800, seed=1)
+    champion = probabilities(latent, noise=1.0, seed=2)
+    candidate = probabilities(latent, noise=1.0, seed=3)  # as good, different noise
+    decision = decide(labels, candidate, champion)
+    assert not decision.promote
+    auc = decision.comparisons[0]
+    assert auc.interval_low < 0 < auc.interval_high
+    assert "inside the noise" in decision.reason or "below the required" in decision.reason
 
 
-def test_first_version_becomes_champion(client) -> None:
-    version = add_version(client, 0.80)
-    decision = tracking.promote(NAME, version, "roc_auc", 0.01, {"test_roc_auc": 0.80})
-    assert decision["alias"] == "champion"
-    assert alias_version(client, "champion") == version
+def test_a_clearly_better_candidate_moves_the_champion() -> None:
+    labels, latent = churners(800, seed=1)
+    champion = probabilities(latent, noise=3.0, seed=2)
+    candidate = probabilities(latent, noise=0.3, seed=3)
+    decision = decide(labels, candidate, champion)
+    assert decision.promote, decision.reason
+    assert all(c.passed and c.interval_low > 0 for c in decision.comparisons)
 
 
-def test_version_that_wins_by_the_margin_takes_champion(client) -> None:
-    first = add_version(client, 0.80)
-    tracking.promote(NAME, first, "roc_auc", 0.01, {"test_roc_auc": 0.80})
-    second = add_version(client, 0.82)
-    decision = tracking.promote(NAME, second, "roc_auc", 0.01, {"test_roc_auc": 0.82})
-    assert decision["alias"] == "champion" and decision["previous_champion"] == first
-    assert alias_version(client, "champion") == second
+def test_a_significant_gain_below_the_absolute_margin_is_refused() -> None:
+    labels, latent = churners(800, seed=1)
+    champion = probabilities(latent, noise=3.0, seed=2)
+    candidate = probabilities(latent, noise=0.3, seed=3)
+    gain = decide(labels, candidate, champion).comparisons[0].gain
+    strict = Margins(roc_auc_gain=gain + 0.01, resamples=400)
+    decision = decide(labels, candidate, champion, strict)
+    assert not decision.promote
+    assert "roc_auc gain" in decision.reason and "below the required" in decision.reason
 
 
-def test_version_within_the_margin_becomes_challenger(client) -> None:
-    first = add_version(client, 0.80)
-    tracking.promote(NAME, first, "roc_auc", 0.01, {"test_roc_auc": 0.80})
-    second = add_version(client, 0.805)
-    decision = tracking.promote(NAME, second, "roc_auc", 0.01, {"test_roc_auc": 0.805})
-    assert decision["alias"] == "challenger"
-    assert alias_version(client, "champion") == first
-    assert alias_version(client, "challenger") == second
+def test_the_relative_margin_counts_when_it_is_the_larger() -> None:
+    margins = Margins(net_value_gain=100.0, net_value_gain_relative=0.1)
+    assert margins.required("net_value", 5000.0) == 500.0
+    assert margins.required("net_value", 500.0) == 100.0
+
+
+def test_models_scored_on_different_data_are_not_compared() -> None:
+    labels, latent = churners(200, seed=1)
+    proba = probabilities(latent, noise=1.0, seed=2)
+    with pytest.raises(DataMismatchError, match="same held-out rows"):
+        decide(labels, proba, proba, candidate_data="b" * 64)
+
+
+def test_probabilities_that_do_not_match_the_labels_are_refused() -> None:
+    labels, latent = churners(200, seed=1)
+    proba = probabilities(latent, noise=1.0, seed=2)
+    with pytest.raises(DataMismatchError, match="one probability per"):
+        decide(labels, proba[:-1], proba)
+
+
+def test_the_same_seed_gives_the_same_decision() -> None:
+    labels, latent = churners(300, seed=1)
+    a, b = probabilities(latent, 1.0, 2), probabilities(latent, 0.8, 3)
+    assert decide(labels, a, b).to_dict() == decide(labels, a, b).to_dict()
+
+
+def test_weighted_roc_auc_with_unit_weights_is_scikit_learns_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    labels, latent = churners(500, seed=4)
+    scores = np.round(probabilities(latent, 1.0, 5), 1)  # many ties
+    ours = weighted_roc_auc(labels, scores, np.ones((1, labels.size)))[0]
+    assert ours == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_weighted_roc_auc_counts_a_row_drawn_twice_twice() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    labels, latent = churners(300, seed=6)
+    scores = probabilities(latent, 1.0, 7)
+    counts = np.random.default_rng(8).multinomial(300, np.full(300, 1 / 300))
+    repeated = np.repeat(np.arange(300), counts)
+    expected = roc_auc_score(labels[repeated], scores[repeated])
+    assert weighted_roc_auc(labels, scores, counts[None, :].astype(float))[0] == pytest.approx(
+        expected, abs=1e-12
+    )
+
+
+def test_customer_values_add_up_to_the_business_net_value() -> None:
+    labels, latent = churners(400, seed=9)
+    proba = probabilities(latent, 1.0, 10)
+    values = matrix_customer_values(labels, BUSINESS)(proba, 0.3)
+    assert values.sum() == pytest.approx(business_value(labels, proba, 0.3, BUSINESS)["net_value"])
+
+
+def test_rows_hash_changes_with_one_label() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+    labels = pd.Series([0, 1, 0])
+    flipped = pd.Series([0, 1, 1])
+    assert rows_sha256(frame, labels) == rows_sha256(frame.copy(), labels.copy())
+    assert rows_sha256(frame, labels) != rows_sha256(frame, flipped)

@@ -23,6 +23,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlvs.backends.mlflow.history import (
+    TAG_PREFIX,
+    AliasHistory,
+    MoveReason,
+    move_tags,
+    parse_history,
+)
 from mlvs.backends.mlflow.store import registry_uri, server_problem, tracking_uri
 from mlvs.backends.uris import safe_uri
 from mlvs.errors import ExternalToolError, storage_failure
@@ -31,6 +38,18 @@ from mlvs.paths import ProjectPaths
 from mlvs.settings import REGISTRY_BACKEND
 
 log = get_logger("registry")
+
+# One alias move: (alias, from version, to version); None is "no such alias".
+Move = tuple[str, str | None, str | None]
+
+
+def _moves(current: dict[str, str], wanted: dict[str, str]) -> list[Move]:
+    """The moves that take the aliases from `current` to exactly `wanted`."""
+    removed: list[Move] = [(a, current[a], None) for a in sorted(set(current) - set(wanted))]
+    moved: list[Move] = [
+        (a, current.get(a), v) for a, v in sorted(wanted.items()) if current.get(a) != v
+    ]
+    return removed + moved
 
 
 DELETED_STAGE = "Deleted_Internal"  # how MLflow's SQL store marks a deleted version
@@ -43,6 +62,7 @@ _NEEDED_COLUMNS = {
     "registered_model_aliases": {"name", "alias", "version"},
     "model_versions": {"name", "version", "run_id", "source", "current_stage"},
     "tags": {"run_uuid", "key", "value"},
+    "registered_model_tags": {"name", "key", "value"},
 }
 
 
@@ -193,7 +213,19 @@ class _SqlRegistry:
         with self._reading() as db:
             return {v: self._version(db, name, v) for v in versions}
 
-    def set_aliases(self, name: str, wanted: dict[str, str]) -> None:
+    def tags(self, name: str, prefix: str) -> dict[str, str]:
+        with self._reading() as db:
+            where, args = self._workspace_filter(db, "registered_model_tags")
+            return {
+                key: value
+                for key, value in db.execute(
+                    f"SELECT key, value FROM registered_model_tags WHERE name = ?{where}",
+                    (name, *args),
+                )
+                if isinstance(key, str) and key.startswith(prefix)
+            }
+
+    def set_aliases(self, name: str, wanted: dict[str, str], why: MoveReason) -> list[Move]:
         db = self._connect(write=True)
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -230,7 +262,22 @@ class _SqlRegistry:
                         "INSERT OR REPLACE INTO registered_model_aliases (name, alias, version) VALUES (?, ?, ?)",
                         (name, alias, int(version)),
                     )
+            moves = _moves(current, wanted)
+            # In the same transaction as the moves: a move is never made without its record.
+            tag_columns = {row[1] for row in db.execute("PRAGMA table_info(registered_model_tags)")}
+            for key, value in move_tags(moves, why).items():
+                if "workspace" in tag_columns:
+                    db.execute(
+                        "INSERT INTO registered_model_tags (workspace, key, value, name) VALUES (?, ?, ?, ?)",
+                        ("default", key, value, name),
+                    )
+                else:
+                    db.execute(
+                        "INSERT INTO registered_model_tags (key, value, name) VALUES (?, ?, ?)",
+                        (key, value, name),
+                    )
             db.execute("COMMIT")
+            return moves
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -296,19 +343,35 @@ class _ClientRegistry:
     def versions_exist(self, name: str, versions: set[str]) -> dict[str, VersionInfo | None]:
         return {v: self._version(name, v) for v in versions}
 
-    def set_aliases(self, name: str, wanted: dict[str, str]) -> None:
-        _, current = self.read(name, None)
-        for alias in sorted(set(current) - set(wanted)):
-            self.client.delete_registered_model_alias(name, alias)
+    def tags(self, name: str, prefix: str) -> dict[str, str]:
+        try:
+            registered = self.client.get_registered_model(name)
+        except self.mlflow.exceptions.MlflowException as error:
+            if self._absent(error):
+                return {}
+            raise
+        return {k: v for k, v in (registered.tags or {}).items() if k.startswith(prefix)}
+
+    def set_aliases(self, name: str, wanted: dict[str, str], why: MoveReason) -> list[Move]:
+        _, aliases = self.read(name, None)
+        current = {alias: info.version for alias, info in aliases.items()}
         for alias, version in sorted(wanted.items()):
-            if alias in current and current[alias].version == version:
-                continue
-            if self._version(name, version) is None:
+            if current.get(alias) != version and self._version(name, version) is None:
                 raise ExternalToolError(
                     f"version {version} of registered model {name!r} does not exist any more, so alias "
                     f"{alias!r} cannot point at it; register that model again or roll back without --only registry"
                 )
-            self.client.set_registered_model_alias(name, alias, version)
+        moves = _moves(current, wanted)
+        # A server has no transaction over both: each move is made, then recorded at once.
+        for (alias, _, to_version), (key, value) in zip(
+            moves, move_tags(moves, why).items(), strict=True
+        ):
+            if to_version is None:
+                self.client.delete_registered_model_alias(name, alias)
+            else:
+                self.client.set_registered_model_alias(name, alias, to_version)
+            self.client.set_registered_model_tag(name, key, value)
+        return moves
 
 
 def _backend(paths: ProjectPaths) -> _SqlRegistry | _ClientRegistry | None:
@@ -358,8 +421,15 @@ def read_registry(
     return state
 
 
-def set_aliases(paths: ProjectPaths, model_name: str, wanted: dict[str, str]) -> None:
-    """Make `model_name`'s aliases exactly `wanted` (alias -> version); others are removed."""
+def set_aliases(
+    paths: ProjectPaths, model_name: str, wanted: dict[str, str], why: MoveReason
+) -> list[Move]:
+    """Make `model_name`'s aliases exactly `wanted` (alias -> version), recording each move in its history.
+
+    The one way mlvs moves an alias: every move (others removed, some set) becomes a
+    record of the alias history (`mlvs.backends.mlflow.history`), saying `why`.
+    Returns the moves made (alias, from, to).
+    """
     backend = _backend(paths)
     if backend is None:
         if wanted:
@@ -367,8 +437,34 @@ def set_aliases(paths: ProjectPaths, model_name: str, wanted: dict[str, str]) ->
                 f"the MLflow registry at {registry_uri(paths)} does not exist, so the aliases "
                 f"{', '.join(sorted(wanted))} cannot be set; restore mlflow.db or run `mlvs recover`"
             )
-        return
-    backend.set_aliases(model_name, wanted)
+        return []
+    return backend.set_aliases(model_name, wanted, why)
+
+
+def move_alias(
+    paths: ProjectPaths, model_name: str, alias: str, version: str | None, why: MoveReason
+) -> list[Move]:
+    """Point one alias of `model_name` at `version` (None removes it), the others left as they are."""
+    state = read_registry(paths, model_name, None)
+    if state.error:
+        raise ExternalToolError(
+            f"the MLflow registry cannot be read ({state.error}), so {model_name}@{alias} was not moved"
+        )
+    wanted = state.alias_versions()
+    if version is None:
+        wanted.pop(alias, None)
+    else:
+        wanted[alias] = version
+    return set_aliases(paths, model_name, wanted, why)
+
+
+def model_tags(paths: ProjectPaths, model_name: str, prefix: str) -> dict[str, str]:
+    """The tags of `model_name` whose keys start with `prefix` (empty when nothing is registered)."""
+    problem = server_problem(paths, registry_uri(paths))
+    if problem is not None:
+        raise ExternalToolError(f"the MLflow registry does not answer ({problem})")
+    backend = _backend(paths)
+    return {} if backend is None else backend.tags(model_name, prefix)
 
 
 def missing_versions(paths: ProjectPaths, model_name: str, versions: set[str]) -> list[str]:
@@ -380,3 +476,17 @@ def missing_versions(paths: ProjectPaths, model_name: str, versions: set[str]) -
         return sorted(versions, key=int)
     found = backend.versions_exist(model_name, versions)
     return sorted((v for v, info in found.items() if info is None), key=int)
+
+
+def read_alias_history(paths: ProjectPaths, model_name: str) -> AliasHistory:
+    """Every recorded alias move of `model_name`, oldest first; an unreadable registry is `error`, never empty."""
+    try:
+        tags = model_tags(paths, model_name, TAG_PREFIX)
+    except Exception as error:  # a damaged store or a dead server: say so, as read_registry does
+        reason = (
+            storage_failure(error)
+            or (str(error) if isinstance(error, ExternalToolError) else None)
+            or f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        )
+        return AliasHistory(model_name, error=reason)
+    return parse_history(model_name, tags)

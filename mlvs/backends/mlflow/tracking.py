@@ -23,7 +23,8 @@ from typing import Any
 from mlvs._io import atomic_write_text
 from mlvs.backends.dvc.outputs import pipeline_written, stage_input_hashes
 from mlvs.backends.git.run import git_answer
-from mlvs.backends.mlflow.registry import read_registry
+from mlvs.backends.mlflow.history import MoveReason
+from mlvs.backends.mlflow.registry import move_alias, read_registry
 from mlvs.backends.mlflow.store import (
     is_tracking_server,
     registry_uri,
@@ -206,9 +207,11 @@ def start_run(notebook: str, paths: ProjectPaths) -> NotebookRun:
 KIND_TAG = "mlvs.kind"
 INCIDENT = "incident"
 ROLLBACK = "rollback"
+DEPLOY = "deploy"
 RUN_KIND_TAGS: dict[str, tuple[str, ...]] = {
     INCIDENT: ("incident", "detected_by", "rung"),
     ROLLBACK: ("automatic_snapshot",),
+    DEPLOY: ("candidate", "champion", "decision", "forced", "snapshot"),
 }
 
 
@@ -244,6 +247,45 @@ def log_kind_run(
         run.log_file(path, folder)
     run.end()
     return run.run_id
+
+
+def log_operation_run(
+    paths: ProjectPaths,
+    run_name: str,
+    kind: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    details: dict[str, Any],
+    files: Sequence[tuple[Path, str]] = (),
+) -> str:
+    """Log a command's decision as one finished run of `kind`, apart from any active run; return its id.
+
+    Unlike `log_kind_run` it never joins the run of a notebook that happens to be running
+    (a drill's kernel has one), and it records the code it ran (git), not a notebook.
+    """
+    mlflow = configure(paths)
+    client = mlflow.MlflowClient()
+    experiment = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    tags = {**git_tags(paths.root, generated_paths(paths)), **kind_tags(kind, **details)}
+    run = client.create_run(experiment.experiment_id, run_name=run_name, tags=tags)
+    run_id = str(run.info.run_id)
+    # deferred: mlflow (~1.7 s) is imported only when this runs
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.time import get_current_time_millis
+
+    now = get_current_time_millis()
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)) for k, v in flatten(params).items()],
+    )
+    for path, folder in files:
+        client.log_artifact(run_id, str(path), folder)
+    with contextlib.redirect_stdout(
+        sys.stderr
+    ):  # the run's link, printed by MLflow against a server
+        client.set_terminated(run_id, status="FINISHED")
+    return run_id
 
 
 def _requirements() -> list[str]:
@@ -302,36 +344,6 @@ def _log_model(
         code_paths=[str(package_dir)],
         registered_model_name=registry.model_name,
     )
-
-
-def promote(
-    model_name: str, version: str, metric: str, margin: float, run_metrics: dict[str, float]
-) -> dict[str, Any]:
-    """Move `champion` to `version` if it beats the champion by `margin`, else mark it `challenger`."""
-    # deferred: mlflow (~1.7 s) is imported only when this runs
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    key = f"test_{metric}"
-    new_score = run_metrics[key]
-    try:
-        champion = client.get_model_version_by_alias(model_name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        champion = None
-    champion_score = None
-    if champion is not None and champion.run_id:
-        champion_score = client.get_run(champion.run_id).data.metrics.get(key)
-    promoted = champion is None or champion_score is None or new_score >= champion_score + margin
-    client.set_registered_model_alias(model_name, CHAMPION if promoted else CHALLENGER, version)
-    return {
-        "version": version,
-        "alias": CHAMPION if promoted else CHALLENGER,
-        "metric": key,
-        "score": new_score,
-        "previous_champion": None if champion is None else str(champion.version),
-        "previous_score": champion_score,
-        "margin": margin,
-    }
 
 
 def finish_run(run_id: str, paths: ProjectPaths, artifacts: list[Path], failed: bool) -> None:
@@ -441,7 +453,17 @@ def settle_unfinished_runs(paths: ProjectPaths) -> list[str]:
             gone = {str(v.version) for v in withdrawn if v.name == name}
             for alias, version in sorted((record.get("aliases_before") or {}).items()):
                 if name and (alias not in aliases_now or aliases_now[alias] in gone):
-                    client.set_registered_model_alias(name, alias, version)
+                    move_alias(
+                        paths,
+                        name,
+                        alias,
+                        version,
+                        MoveReason(
+                            "recover",
+                            f"put back as before run {run_id}, which the lost tracking server left "
+                            "unfinished",
+                        ),
+                    )
                     settled.append(f"{name}@{alias} (back to version {version})")
             for kept in sorted(folder.iterdir()):
                 if kept.name != "run.json":

@@ -28,9 +28,11 @@ from mlvs.ml.features import build_model
 from mlvs.ml.modeling import build_classifier
 from mlvs.ml.modelio import _reproducible_zip
 from mlvs.ml.params import load_stage, read_yaml
+from mlvs.ops.deploy import deploy
 from mlvs.ops.pipeline import run_stage
 from mlvs.ops.recorded import recorded_files
 from mlvs.paths import ProjectPaths
+from mlvs.stages.versions import register_fitted_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -309,6 +311,35 @@ def inject_model_replaced_by_worse(
     return {"replaced": s.target, "trained_on": "shuffled labels", "card_patched": True}
 
 
+def inject_deploy_forced_worse(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    """A worse model (shuffled labels) registered, then deployed with --force past the gate's refusal.
+
+    No file of the project changes: only the registry (and its alias history) gives it away.
+    """
+    params = load_stage("train", paths.root)
+    X, y = features_and_target(read_customers(paths.train_data))
+    worse = build_model(
+        build_classifier(params.model_type, params.model_hyperparameters(), params.seed)
+    )
+    worse.fit(X, rng.permutation(y.to_numpy()))
+    version = register_fitted_model(
+        paths,
+        worse,
+        "deploy_forced_worse",
+        {"decision_threshold": str(params.decision_threshold), "trained_on": "shuffled labels"},
+    )
+    result = deploy(paths, version, force=True)
+    return {
+        "version": version,
+        "gate": "passed" if result.passed else "refused",
+        "forced": result.forced,
+        "snapshot": result.snapshot,
+        "reason": result.decision.reason,
+    }
+
+
 def inject_pipeline_fault(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
@@ -397,6 +428,7 @@ INJECTORS: dict[str, Injector] = {
     "model_truncated": inject_model_truncated,
     "model_bit_flips": inject_bit_flips,
     "model_replaced_by_worse": inject_model_replaced_by_worse,
+    "deploy_forced_worse": inject_deploy_forced_worse,
     "pipeline_preprocessing_failure": inject_pipeline_fault,
     "pipeline_training_failure": inject_pipeline_fault,
     "pipeline_evaluation_failure": inject_pipeline_fault,

@@ -24,6 +24,7 @@ from mlvs.backends.dvc.objects import TEMP_SUFFIX, ObjectStore
 from mlvs.backends.dvc.outputs import output_files
 from mlvs.backends.git.refs import SNAPSHOT_REF_PREFIX
 from mlvs.backends.git.restore import restore_worktree
+from mlvs.backends.mlflow.history import MoveReason
 from mlvs.backends.mlflow.registry import read_registry, set_aliases
 from mlvs.errors import BadInputError, IntegrityError, storage_failure
 from mlvs.logs import get_logger
@@ -209,7 +210,12 @@ def _prune(root: Path, start: Path, stop_at: set[Path]) -> None:
 
 
 def _apply(
-    paths: ProjectPaths, target: Manifest, parts: set[str], plan: _Plan, staged: dict[str, _Staged]
+    paths: ProjectPaths,
+    target: Manifest,
+    parts: set[str],
+    plan: _Plan,
+    staged: dict[str, _Staged],
+    why: MoveReason,
 ) -> dict[str, Identity]:
     """Put the staged files in place, delete what the target lacks, restore git files and aliases.
 
@@ -263,7 +269,7 @@ def _apply(
     fault_point("rollback:apply:git")
     if plan.model_name and plan.alias_changes:
         assert plan.aliases_wanted is not None
-        set_aliases(paths, plan.model_name, plan.aliases_wanted)
+        set_aliases(paths, plan.model_name, plan.aliases_wanted, why)
     return placed
 
 

@@ -43,6 +43,7 @@ from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.dvc.outputs import dvc_files
 from mlvs.backends.git.refs import delete_snapshot_ref, list_snapshot_refs, snapshot_ref
 from mlvs.backends.git.tree import uncommitted_files
+from mlvs.backends.mlflow.history import MoveReason
 from mlvs.errors import (
     ExternalToolError,
     IntegrityError,
@@ -92,9 +93,13 @@ def _restore(
     parts: set[str],
     record: Callable[..., None],
     report: RollbackReport,
+    why: MoveReason,
     before_apply: Callable[[], object] | None = None,
 ) -> None:
-    """Plan, stage, (run `before_apply`), apply and verify a restore of `target`; fill `report`."""
+    """Plan, stage, (run `before_apply`), apply and verify a restore of `target`; fill `report`.
+
+    `why` is what the alias history records for the aliases the restore moves.
+    """
     store = ObjectStore(paths)
     hashes = HashCache(paths)
     try:
@@ -124,7 +129,7 @@ def _restore(
             before_apply()
             clock = _timed(report.timings, "automatic_snapshot", clock)
         record("applying")
-        placed = _apply(paths, target, parts, plan, staged)
+        placed = _apply(paths, target, parts, plan, staged, why)
         record("applied")
         clock = _timed(report.timings, "apply", clock)
         report.checked_files, report.findings = _verify(
@@ -214,6 +219,7 @@ def rollback(
                 parts,
                 record,
                 report,
+                MoveReason("rollback", f"rollback to snapshot {name}", auto_name),
                 lambda: save_snapshot(paths, current, record_auto),
             )
             _name_saved_edits(paths, current, report)
@@ -323,6 +329,11 @@ def _recover_rollback(
             parts,
             journal_recorder(journal, "recover", "forward:"),
             report,
+            MoveReason(
+                "recover",
+                f"the interrupted rollback to snapshot {target_name} completed",
+                auto_name,
+            ),
         )
         if report.verified:
             journal.clear()
@@ -348,6 +359,11 @@ def _recover_rollback(
             parts,
             journal_recorder(journal, "recover", "back:"),
             back,
+            MoveReason(
+                "recover",
+                f"the interrupted rollback to snapshot {target_name} undone: back to {auto_name}",
+                auto_name,
+            ),
         )
     except Exception as error:
         raise MlvsError(
