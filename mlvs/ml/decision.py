@@ -39,6 +39,16 @@ class ValueDrivers(Protocol):
     budget_share: float
 
 
+# The threshold of a model version that recorded none: every version before thresholds were
+# chosen by value decided at 0.5, the fixed default of that time.
+UNRECORDED_THRESHOLD = 0.5
+
+
+def fixed_or_default_threshold(rule: float | str) -> float:
+    """`decision_threshold` of the train params as a number: itself, or the default when chosen by value."""
+    return float(rule) if not isinstance(rule, str) else UNRECORDED_THRESHOLD
+
+
 def flat_matrix(drivers: ValueDrivers) -> dict[str, float]:
     """The value of each confusion-matrix cell when every customer is worth `customer_value`."""
     if drivers.customer_value is None:

@@ -24,6 +24,8 @@ from mlvs.errors import BadInputError
 if TYPE_CHECKING:
     import numpy as np
 
+    from mlvs.ml.decision import ContactValues
+
 METHOD = "paired bootstrap, percentile interval"
 ROC_AUC = "roc_auc"
 NET_VALUE = "net_value"
@@ -279,24 +281,20 @@ def compare(
     )
 
 
-def matrix_customer_values(y_true: Any, business: Any) -> CustomerValues:
-    """Per-customer values from today's cost matrix (`business` in `params/train.yaml`).
+def campaign_customer_values(y_true: Any, contact: ContactValues) -> CustomerValues:
+    """Per-customer values of a campaign at a threshold: what contacting each one earned, 0 if left alone.
 
-    The cell value of each customer's outcome (caught churner, wasted offer, missed
-    churner, left alone), so that their sum is `modeling.business_value`'s net value.
+    `contact` comes from the business drivers (`decision.contact_values`), so their sum
+    is `decision.net_value` of the same campaign.
     """
     # deferred: numpy (~0.2 s) is imported only when this runs
     import numpy as np
 
-    churned = np.asarray(y_true).astype(bool)
+    realised = contact.realised(y_true)
 
     def values(probabilities: Any, threshold: float) -> np.ndarray:
-        flagged = np.asarray(probabilities) >= threshold
-        return np.select(
-            [churned & flagged, ~churned & flagged, churned & ~flagged],
-            [business.true_positive, business.false_positive, business.false_negative],
-            default=business.true_negative,
-        ).astype(np.float64)
+        contacted = np.asarray(probabilities, dtype=float) >= threshold
+        return np.where(contacted, realised, 0.0).astype(np.float64)
 
     return values
 

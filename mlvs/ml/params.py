@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -24,7 +24,7 @@ from pydantic import (
 from mlvs.errors import ParamsError
 from mlvs.ml.data import SCHEMA
 from mlvs.ml.decision import CELL_TOLERANCE, MATRIX_CELLS, flat_matrix
-from mlvs.ml.modeling import METRICS, MODEL_TYPES
+from mlvs.ml.modeling import MODEL_TYPES
 from mlvs.paths import project
 
 

@@ -34,12 +34,13 @@ from mlvs.backends.mlflow.tracking import CHALLENGER, CHAMPION
 from mlvs.errors import BadInputError, ExternalToolError, IntegrityError, UnhealthyStateError
 from mlvs.logs import get_logger
 from mlvs.ml import data as datamod
+from mlvs.ml.decision import contact_values, fixed_or_default_threshold
 from mlvs.ml.gate import (
     GateDecision,
     Margins,
     Scored,
+    campaign_customer_values,
     compare,
-    matrix_customer_values,
     rows_sha256,
 )
 from mlvs.ml.params import load_stage
@@ -149,14 +150,16 @@ def _decide(paths: ProjectPaths, params: Any, candidate: str, champion: str) -> 
     name = params.registry.model_name
     scored = []
     for version in (candidate, champion):
-        loaded = load_version_model(paths, name, version, params.decision_threshold)
+        loaded = load_version_model(
+            paths, name, version, fixed_or_default_threshold(params.decision_threshold)
+        )
         probabilities = loaded.model.predict_proba(X_test)[:, 1]
         scored.append(Scored(f"version {version}", probabilities, data_sha256, loaded.threshold))
     return compare(
         y_test,
         scored[0],
         scored[1],
-        matrix_customer_values(y_test, params.business),
+        campaign_customer_values(y_test, contact_values(params.business, test["monthly_charges"])),
         Margins.from_params(params.registry),
         params.seed,
     )

@@ -17,15 +17,21 @@ from mlvs.backends.mlflow.tracking import CHALLENGER, CHAMPION
 from mlvs.errors import ExternalToolError, MlvsError
 from mlvs.ml import data as datamod
 from mlvs.ml import evaluation
-from mlvs.ml.decision import ContactValues, campaign, choose_threshold, contact_values, profit_curve
+from mlvs.ml.decision import (
+    ContactValues,
+    campaign,
+    choose_threshold,
+    contact_values,
+    profit_curve,
+)
 from mlvs.ml.features import build_model, feature_importances
 from mlvs.ml.gate import (
     GateDecision,
     Margins,
     Scored,
+    campaign_customer_values,
     compare,
     first_champion,
-    matrix_customer_values,
     rows_sha256,
 )
 from mlvs.ml.modeling import (
@@ -316,7 +322,13 @@ def register_model(
     paths = project()
     model_md5 = hash_file(paths.model_file).md5 if paths.model_file.is_file() else ""
     run.log(
-        {**params.model_dump(), "hyperparameters": params.model_hyperparameters().model_dump()},
+        {
+            **params.model_dump(),
+            "hyperparameters": params.model_hyperparameters().model_dump(),
+            # the threshold the model decides at, as chosen; the rule that chose it beside it
+            "decision_threshold": trained.decision_threshold,
+            "decision_threshold_rule": params.decision_threshold,
+        },
         trained.metrics(),
         tags={
             "data_sha256": card["data_sha256"],
@@ -360,7 +372,7 @@ def _gate_new_version(
         return first_champion(label), None
     X_test, y_test = datamod.features_and_target(test)
     try:
-        loaded = load_version_model(paths, name, champion, params.decision_threshold)
+        loaded = load_version_model(paths, name, champion, trained.decision_threshold)
     except MlvsError as error:
         # No comparison, no promotion: the champion stays until `mlvs deploy` can compare the two.
         return (
@@ -372,14 +384,14 @@ def _gate_new_version(
     data_sha256 = rows_sha256(X_test, y_test)
     decision = compare(
         y_test,
-        Scored(label, trained.test_probability, trained.test_sha256, params.decision_threshold),
+        Scored(label, trained.test_probability, trained.test_sha256, trained.decision_threshold),
         Scored(
             f"version {champion}",
             loaded.model.predict_proba(X_test)[:, 1],
             data_sha256,
             loaded.threshold,
         ),
-        matrix_customer_values(y_test, params.business),
+        campaign_customer_values(y_test, contact_values(params.business, test["monthly_charges"])),
         Margins.from_params(params.registry),
         params.seed,
     )

@@ -5,25 +5,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mlvs.ml.decision import contact_values, net_value
 from mlvs.ml.gate import (
     DataMismatchError,
     Margins,
     Scored,
+    campaign_customer_values,
     compare,
-    matrix_customer_values,
     rows_sha256,
     weighted_roc_auc,
 )
-from mlvs.ml.modeling import business_value
 from mlvs.ml.params import BusinessParams
 
+# A caught churner is worth 0.35 x 600 - 40 = 170, a wasted offer -40.
 BUSINESS = BusinessParams(
-    true_positive=170.0,
-    false_positive=-40.0,
-    false_negative=0.0,
-    true_negative=0.0,
-    contact_cost=40.0,
+    customer_value=600.0, save_rate=0.35, offer_cost=40.0, non_churner_cost=0.0, budget_share=0.2
 )
+
+
+def customer_values(labels: np.ndarray):
+    return campaign_customer_values(labels, contact_values(BUSINESS, np.full(labels.size, 50.0)))
+
+
 DATA = "a" * 64
 MARGINS = Margins(resamples=400, confidence=0.95)
 
@@ -47,7 +50,7 @@ def decide(labels, candidate, champion, margins=MARGINS, candidate_data=DATA):
         labels,
         Scored("candidate", candidate, candidate_data, 0.2),
         Scored("champion", champion, DATA, 0.2),
-        matrix_customer_values(labels, BUSINESS),
+        customer_values(labels),
         margins,
         seed=7,
     )
@@ -135,8 +138,12 @@ def test_weighted_roc_auc_counts_a_row_drawn_twice_twice() -> None:
 def test_customer_values_add_up_to_the_business_net_value() -> None:
     labels, latent = churners(400, seed=9)
     proba = probabilities(latent, 1.0, 10)
-    values = matrix_customer_values(labels, BUSINESS)(proba, 0.3)
-    assert values.sum() == pytest.approx(business_value(labels, proba, 0.3, BUSINESS)["net_value"])
+    values = customer_values(labels)(proba, 0.3)
+    contact = contact_values(BUSINESS, np.full(labels.size, 50.0))
+    assert values.sum() == pytest.approx(net_value(labels, proba, 0.3, contact))
+    caught = int(((proba >= 0.3) & (labels == 1)).sum())
+    wasted = int(((proba >= 0.3) & (labels == 0)).sum())
+    assert values.sum() == pytest.approx(170.0 * caught - 40.0 * wasted)
 
 
 def test_rows_hash_changes_with_one_label() -> None:

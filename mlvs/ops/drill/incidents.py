@@ -24,6 +24,7 @@ from mlvs.backends.uris import safe_uri
 from mlvs.boundary import relative_path, workspace_file
 from mlvs.errors import BadInputError, ParamsError
 from mlvs.ml.data import features_and_target, read_customers, write_csv
+from mlvs.ml.decision import fixed_or_default_threshold
 from mlvs.ml.features import build_model
 from mlvs.ml.modeling import build_classifier
 from mlvs.ml.modelio import _reproducible_zip
@@ -328,7 +329,10 @@ def inject_deploy_forced_worse(
         paths,
         worse,
         "deploy_forced_worse",
-        {"decision_threshold": str(params.decision_threshold), "trained_on": "shuffled labels"},
+        {
+            "decision_threshold": str(fixed_or_default_threshold(params.decision_threshold)),
+            "trained_on": "shuffled labels",
+        },
     )
     result = deploy(paths, version, force=True)
     return {
