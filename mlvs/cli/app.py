@@ -102,6 +102,7 @@ COMMANDS: dict[str, str] = {
     "incidents": "mlvs.cli.commands.incidents:incidents_command",
     "drill": "mlvs.cli.commands.drill:drill_command",
     "reproduce": "mlvs.cli.commands.reproduce:reproduce_command",
+    "serve": "mlvs.cli.commands.serve:serve_command",
 }
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from mlvs._io import atomic_write_text, sha256_file
 from mlvs.backends.mlflow import tracking
+from mlvs.backends.mlflow.model_files import ARTIFACT_DIR
 from mlvs.ml import data as datamod
 from mlvs.ml.features import build_model, feature_importances
 from mlvs.ml.modeling import (
@@ -21,7 +22,7 @@ from mlvs.ml.modeling import (
     holdout_metrics,
 )
 from mlvs.ml.modelio import save_model
-from mlvs.paths import ProjectPaths
+from mlvs.paths import ProjectPaths, project
 from mlvs.testing.faults import fault_point
 
 if TYPE_CHECKING:
@@ -135,15 +136,23 @@ def save_trained(
 
 
 def register_model(
-    run: NotebookRun, trained: TrainedModel, card: dict[str, Any], test: pd.DataFrame, params: Any
+    run: NotebookRun,
+    trained: TrainedModel,
+    card: dict[str, Any],
+    test: pd.DataFrame,
+    params: Any,
+    paths: ProjectPaths | None = None,
 ) -> dict[str, Any]:
     """Log the training to `run`, register the model, and promote it if it beats the champion.
 
     The run gets the parameters (with the chosen model's hyperparameters), every metric
-    and the data and model hashes of `card`; the model is logged to it with mlvs's
-    trusted types and registered as `params.registry.model_name`. `champion` moves to
-    the new version if it beats the champion by the promotion margin, otherwise the
-    version becomes the `challenger`. Returns that decision.
+    and the data and model hashes of `card`, and keeps the model directory `save_trained`
+    wrote (model file, card, golden predictions) under `models/`, so that any registered
+    version can be loaded and verified from the registry alone (`mlvs serve`); the model
+    is logged to it with mlvs's trusted types and registered as
+    `params.registry.model_name`. `champion` moves to the new version if it beats the
+    champion by the promotion margin, otherwise the version becomes the `challenger`.
+    Returns that decision.
     """
 
     run.log(
@@ -151,6 +160,9 @@ def register_model(
         trained.metrics(),
         tags={"data_sha256": card["data_sha256"], "model_sha256": card["model_sha256"]},
     )
+    saved = paths or project()
+    for path in (saved.model_file, saved.model_card, saved.golden):
+        run.log_file(path, ARTIFACT_DIR)
     example = golden_sample(test, INPUT_EXAMPLE_ROWS, params.seed)
     info = tracking.log_and_register_model(trained.model, example, params.registry)
     return tracking.promote(
