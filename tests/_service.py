@@ -36,7 +36,9 @@ class Service:
         """One request on its own connection: (status, decoded JSON body)."""
         connection = self.connection()
         try:
-            payload = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+            payload = (
+                raw if raw is not None else (None if body is None else json.dumps(body).encode())
+            )
             headers = {"Content-Type": "application/json"} if payload is not None else {}
             connection.request(method, path, body=payload, headers=headers)
             response = connection.getresponse()
@@ -58,7 +60,9 @@ class Service:
             return self.process.wait()
 
 
-def start_service(root: Path, *args: str, timeout: float = 120.0, env: dict[str, str] | None = None) -> Service:
+def start_service(
+    root: Path, *args: str, timeout: float = 120.0, env: dict[str, str] | None = None
+) -> Service:
     """`mlvs serve --port 0 ARGS` in `root`, once it listens (its port read from its first lines)."""
     process = subprocess.Popen(
         [str(BIN / "mlvs"), "serve", "--port", "0", *args],

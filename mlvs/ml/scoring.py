@@ -26,7 +26,7 @@ MAX_ID_LENGTH = 64
 def _field(column: Column) -> tuple[Any, Any]:
     """The pydantic type and default of one schema column."""
     if column.kind == "category":
-        return Literal[column.allowed], ...  # type: ignore[valid-type]
+        return Literal[column.allowed], ...
     if column.kind == "id":
         return Annotated[str | None, Field(max_length=MAX_ID_LENGTH)], None
     bounds = Field(ge=column.minimum, le=column.maximum)
@@ -39,7 +39,9 @@ CustomerRecord: type[BaseModel] = create_model(
     __config__=ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True),
     **{c.name: _field(c) for c in SCHEMA if c.name in FEATURES or c.kind == "id"},  # type: ignore[call-overload]
 )
-CustomerRecord.__doc__ = "One customer's raw columns, as the declared schema allows them (no label)."
+CustomerRecord.__doc__ = (
+    "One customer's raw columns, as the declared schema allows them (no label)."
+)
 
 
 class ScoringRequest(BaseModel):
@@ -113,8 +115,7 @@ def records_frame(records: list[Any]) -> pd.DataFrame:
 def decisions(probabilities: Any, threshold: float) -> list[dict[str, Any]]:
     """`{"churn_probability", "churn"}` for each probability: churn when at or above `threshold`."""
     return [
-        {"churn_probability": p, "churn": p >= threshold}
-        for p in (float(x) for x in probabilities)
+        {"churn_probability": p, "churn": p >= threshold} for p in (float(x) for x in probabilities)
     ]
 
 

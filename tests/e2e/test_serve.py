@@ -44,7 +44,9 @@ def served(
     assert service.stop() == 0, service.log()
 
 
-def test_health_is_ok_once_the_champion_is_loaded_and_verified(served: tuple[Path, Service]) -> None:
+def test_health_is_ok_once_the_champion_is_loaded_and_verified(
+    served: tuple[Path, Service],
+) -> None:
     root, service = served
     status, body = service.call("GET", "/health")
     assert status == 200

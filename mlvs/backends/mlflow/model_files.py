@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mlvs.backends.mlflow.registry import _SqlRegistry, _backend, read_registry
+from mlvs.backends.mlflow.registry import _backend, _SqlRegistry, read_registry
 from mlvs.backends.mlflow.store import tracking_uri
 from mlvs.errors import ExternalToolError
 from mlvs.paths import ProjectPaths
@@ -61,7 +61,9 @@ def recorded_model_sha256(paths: ProjectPaths, run_id: str) -> str | None:
     return value if isinstance(value, str) and _SHA256.match(value) else None
 
 
-def download_model_dir(paths: ProjectPaths, run_id: str, names: tuple[str, ...], dest: Path) -> Path:
+def download_model_dir(
+    paths: ProjectPaths, run_id: str, names: tuple[str, ...], dest: Path
+) -> Path:
     """Copy the files `names` of run `run_id`'s `models/` artifacts into `dest/models/`; return that folder.
 
     Each file is asked for by its own name, so a listing from the store can never name

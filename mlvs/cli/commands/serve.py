@@ -25,7 +25,9 @@ def _port(text: str) -> int:
 
 
 @click.command("serve")
-@click.option("--alias", default=DEFAULT_ALIAS, show_default=True, help="The alias to serve and follow.")
+@click.option(
+    "--alias", default=DEFAULT_ALIAS, show_default=True, help="The alias to serve and follow."
+)
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="The address to listen on.")
 @click.option(
     "--port",

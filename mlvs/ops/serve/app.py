@@ -74,6 +74,16 @@ def create_app(state: ServingState) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:
         problems = record_problems(list(error.errors()))
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("application/json"):
+            # FastAPI reads only a JSON body as JSON: say so rather than "not an object".
+            problems = [
+                {
+                    "record": None,
+                    "column": None,
+                    "problem": "the body must be JSON, sent with Content-Type: application/json",
+                }
+            ]
         first = problems[0] if problems else {"record": None, "column": None, "problem": "invalid"}
         where = ", ".join(
             part
@@ -117,7 +127,9 @@ def create_app(state: ServingState) -> FastAPI:
             return _json({"detail": "no verified model is loaded yet; see /health"}, 503)
         try:
             probabilities = served.model.predict_proba(records_frame(body.records))[:, 1]
-        except Exception as error:  # the schema was checked; never let a model error crash the service
+        except (
+            Exception
+        ) as error:  # the schema was checked; never let a model error crash the service
             log.error(
                 "version %s could not score a request of %d record(s): %s",
                 served.version,

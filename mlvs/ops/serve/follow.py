@@ -61,15 +61,10 @@ class ServingState:
         current = self.current
         problems = []
         if self.refused is not None:
-            problems.append(
-                f"version {self.refused.version} was refused: {self.refused.reason}"
-            )
+            problems.append(f"version {self.refused.version} was refused: {self.refused.reason}")
         if self.registry_error is not None:
             problems.append(self.registry_error)
-        if current is None:
-            status = "unavailable"
-        else:
-            status = "degraded" if problems else "ok"
+        status = "unavailable" if current is None else "degraded" if problems else "ok"
         body = {
             "status": status,
             "model_name": self.name,
@@ -86,7 +81,9 @@ class ServingState:
         try:
             aliases = read_alias(self.paths, self.name)
         except MlvsError as error:
-            raise ExternalToolError(f"{error}; the scoring service cannot start without it") from None
+            raise ExternalToolError(
+                f"{error}; the scoring service cannot start without it"
+            ) from None
         if self.alias not in aliases:
             known = ", ".join(sorted(aliases)) or "none"
             raise BadInputError(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
+import signal
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
@@ -40,7 +43,9 @@ def check_options(alias: str, host: str, port: int) -> ServeOptions:
             f"--alias {alias[:80]!r} is not an alias name; use letters, digits, '_' and '-' (e.g. champion)"
         )
     if not 0 <= port <= 65535:
-        raise BadInputError(f"--port {port} is not a TCP port; choose one from 1 to 65535 (0: any free port)")
+        raise BadInputError(
+            f"--port {port} is not a TCP port; choose one from 1 to 65535 (0: any free port)"
+        )
     if not host or len(host) > 253 or any(c.isspace() for c in host):
         raise BadInputError(f"--host {host[:80]!r} is not a host name or address; e.g. 127.0.0.1")
     return ServeOptions(alias, host, port)
@@ -86,6 +91,25 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that SIGINT or SIGTERM ends `run` normally.
+
+    uvicorn raises a stop signal again once it has shut down, which would end `mlvs
+    serve` with the signal's status; the contract says a clean stop exits 0.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        originals = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
 def serve(paths: ProjectPaths, options: ServeOptions) -> None:
     """Serve the model `options.alias` points at until stopped (SIGINT or SIGTERM), following the alias."""
     name = load_stage("train", paths.root).registry.model_name
@@ -123,7 +147,7 @@ def serve(paths: ProjectPaths, options: ServeOptions) -> None:
         port,
     )
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        _Server(config).run(sockets=[sock])
     finally:
         watcher.stop()
         sock.close()
