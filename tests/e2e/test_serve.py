@@ -176,7 +176,9 @@ run = client.create_run(
 for name in ("model.skops", "model_card.json", "golden_predictions.json"):
     client.log_artifact(run.info.run_id, str(root / "models" / name), "models")
 client.set_terminated(run.info.run_id)
-bad = client.create_model_version("churn-classifier", current.source, run.info.run_id)
+bad = client.create_model_version(
+    "churn-classifier", f"{run.info.artifact_uri}/models", run.info.run_id
+)
 client.set_registered_model_alias("churn-classifier", "champion", bad.version)
 print(bad.version)
 """
@@ -204,8 +206,8 @@ def test_a_version_that_fails_verification_is_refused_and_the_old_one_served(
             env=clean_env(root),
             capture_output=True,
             text=True,
-            check=True,
         )
+        assert moved.returncode == 0, moved.stderr[-3000:]
         bad = moved.stdout.strip().splitlines()[-1]
         health = wait_for(lambda: (b := service.call("GET", "/health")[1])["refused"] and b)
         assert health["status"] == "degraded"

@@ -10,8 +10,12 @@ they match.
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from mlvs.backends.mlflow.registry import _backend, _SqlRegistry, read_registry
 from mlvs.backends.mlflow.store import tracking_uri
@@ -61,30 +65,57 @@ def recorded_model_sha256(paths: ProjectPaths, run_id: str) -> str | None:
     return value if isinstance(value, str) and _SHA256.match(value) else None
 
 
-def download_model_dir(
-    paths: ProjectPaths, run_id: str, names: tuple[str, ...], dest: Path
-) -> Path:
-    """Copy the files `names` of run `run_id`'s `models/` artifacts into `dest/models/`; return that folder.
+def _local_artifact_root(paths: ProjectPaths, run_id: str) -> Path | None:
+    """The folder of run `run_id`'s artifacts when the embedded store keeps them on this disk, else None."""
+    backend = _backend(paths)
+    if not isinstance(backend, _SqlRegistry):
+        return None
+    try:
+        with backend._reading() as db:
+            row = db.execute(
+                "SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)
+            ).fetchone()
+    except sqlite3.Error:
+        return None
+    uri = urlsplit(row[0]) if row and isinstance(row[0], str) else None
+    if uri is None or uri.scheme != "file" or uri.netloc not in ("", "localhost"):
+        return None
+    return Path(url2pathname(uri.path))
 
-    Each file is asked for by its own name, so a listing from the store can never name
-    a path outside `dest`. A file the run does not keep raises ExternalToolError.
+
+def run_model_dir(paths: ProjectPaths, run_id: str, names: tuple[str, ...], staging: Path) -> Path:
+    """A folder whose `models/` holds the files `names` that run `run_id` keeps; nothing is trusted yet.
+
+    The embedded store's own folder when its artifacts are on this disk (read in place,
+    only these names); otherwise the run's `models/` downloaded into `staging` (MLflow
+    keeps a listing's paths inside it). A file the run does not keep raises
+    ExternalToolError.
     """
     if not _RUN_ID.match(run_id):
         raise ExternalToolError(f"the registry names a malformed run id {run_id[:80]!r}")
+    local = _local_artifact_root(paths, run_id)
+    if local is not None and all((local / ARTIFACT_DIR / name).is_file() for name in names):
+        return local
+    # MLflow prints a progress bar per download on stderr, which a service's log has no use for.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # deferred: mlflow (~1.7 s) is imported only when this runs
     import mlflow
 
-    for name in names:
-        try:
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path=f"{ARTIFACT_DIR}/{name}",
-                dst_path=str(dest),
-                tracking_uri=tracking_uri(paths),
-            )
-        except Exception as error:  # MLflow raises its own and OS errors for a missing artifact
-            raise ExternalToolError(
-                f"run {run_id} keeps no {ARTIFACT_DIR}/{name} ({type(error).__name__}: "
-                f"{(str(error).splitlines() or [''])[0][:200]})"
-            ) from None
-    return dest / ARTIFACT_DIR
+    try:
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=ARTIFACT_DIR,
+            dst_path=str(staging),
+            tracking_uri=tracking_uri(paths),
+        )
+    except Exception as error:  # MLflow raises its own and OS errors for a missing artifact
+        raise ExternalToolError(
+            f"run {run_id} keeps no {ARTIFACT_DIR}/ ({type(error).__name__}: "
+            f"{(str(error).splitlines() or [''])[0][:200]})"
+        ) from None
+    missing = [name for name in names if not (staging / ARTIFACT_DIR / name).is_file()]
+    if missing:
+        raise ExternalToolError(
+            f"run {run_id} keeps no {', '.join(f'{ARTIFACT_DIR}/{n}' for n in missing)}"
+        )
+    return staging

@@ -36,7 +36,7 @@ log = get_logger("serve")
 # How often the alias is read: a move is seen within this, and swapped in once loaded and verified.
 POLL_SECONDS = 0.25
 # How often a refused version is tried again while the alias stays on it (its files may be repaired).
-RETRY_SECONDS = 5.0
+RETRY_SECONDS = 10.0
 # Previously served models kept in memory for an instant swap back (a rollback).
 KEEP_PREVIOUS = 2
 

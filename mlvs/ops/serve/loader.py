@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlvs.backends.mlflow.model_files import download_model_dir, recorded_model_sha256
+from mlvs.backends.mlflow.model_files import recorded_model_sha256, run_model_dir
 from mlvs.errors import IntegrityError, MlvsError
 from mlvs.ml.modelio import golden_mismatches, load_verified_model, read_card
 from mlvs.ml.params import load_stage
@@ -150,13 +150,14 @@ def load_version(
             )
         except IntegrityError as error:
             reasons.append(f"workspace models/: {error}")
-    # The run's own copy, fetched into the workspace's state (never outside it) and removed after.
+    # The run's own copy: read in place from a local store, else fetched into the workspace's
+    # state (never outside it) and removed after.
     staging = paths.state / "serve"
     staging.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="download-", dir=staging))
     try:
-        download_model_dir(paths, run_id, _FILES, folder)
-        model, threshold = verify_model_dir(ProjectPaths(folder), expected, fallback)
+        source = run_model_dir(paths, run_id, _FILES, folder)
+        model, threshold = verify_model_dir(ProjectPaths(source), expected, fallback)
     except MlvsError as error:
         reasons.append(f"run {run_id}'s models/: {error}")
         raise RefusedVersion(
