@@ -141,12 +141,10 @@ def test_openapi_describes_the_three_endpoints(served: tuple[Path, Service]) -> 
 @pytest.mark.parametrize(
     ("args", "named"),
     [
-        (["--alias", "../champion"], "--alias"),
-        (["--port", "70000"], "--port"),
         (["--alias", "nosuch"], "nosuch"),
         (["--port", "{busy}"], "already in use"),
     ],
-    ids=["unsafe-alias", "port-out-of-range", "unknown-alias", "port-in-use"],
+    ids=["unknown-alias", "port-in-use"],
 )
 def test_a_bad_option_is_refused_in_one_line_with_status_2(
     served: tuple[Path, Service], args: list[str], named: str

@@ -64,7 +64,9 @@ class Answer:
     version: str | None
 
 
-def alias_timeline(root: Path, stop: threading.Event, moves: list[tuple[float, float, str]]) -> None:
+def alias_timeline(
+    root: Path, stop: threading.Event, moves: list[tuple[float, float, str]]
+) -> None:
     """Append (last poll before, first poll after, version) for the champion at start and at every move."""
     db = sqlite3.connect(f"{(root / 'mlflow.db').as_uri()}?mode=ro", uri=True, timeout=30)
     query = (
@@ -85,7 +87,9 @@ def alias_timeline(root: Path, stop: threading.Event, moves: list[tuple[float, f
         db.close()
 
 
-def client(service: Service, bodies: list[bytes], stop: threading.Event, answers: list[Answer]) -> None:
+def client(
+    service: Service, bodies: list[bytes], stop: threading.Event, answers: list[Answer]
+) -> None:
     connection = service.connection()
     try:
         for i in range(MAX_REQUESTS_PER_CLIENT):
@@ -113,7 +117,9 @@ def client(service: Service, bodies: list[bytes], stop: threading.Event, answers
         connection.close()
 
 
-def champion_during(moves: list[tuple[float, float, str]], started: float, ended: float) -> set[str]:
+def champion_during(
+    moves: list[tuple[float, float, str]], started: float, ended: float
+) -> set[str]:
     """Every version that may have been the champion at some moment of [started, ended]."""
     possible = set()
     for i, (after, _, version) in enumerate(moves):
@@ -125,7 +131,9 @@ def champion_during(moves: list[tuple[float, float, str]], started: float, ended
     return possible
 
 
-def test_a_deploy_and_a_rollback_under_live_traffic_fail_no_request(trained_workspace: Path) -> None:
+def test_a_deploy_and_a_rollback_under_live_traffic_fail_no_request(
+    trained_workspace: Path,
+) -> None:
     root = trained_workspace
     mlvs(root, "snapshot", "create", "before-deploy", check=True)
     registered = subprocess.run(
@@ -141,12 +149,12 @@ def test_a_deploy_and_a_rollback_under_live_traffic_fail_no_request(trained_work
     stop_clients, stop_polling = threading.Event(), threading.Event()
     moves: list[tuple[float, float, str]] = []
     answers: list[list[Answer]] = [[] for _ in range(CLIENTS)]
-    bodies = [
-        json.dumps({"records": records_of(root, 1 + n % 3)}).encode() for n in range(CLIENTS)
-    ]
+    bodies = [json.dumps({"records": records_of(root, 1 + n % 3)}).encode() for n in range(CLIENTS)]
     poller = threading.Thread(target=alias_timeline, args=(root, stop_polling, moves))
     clients = [
-        threading.Thread(target=client, args=(service, bodies[n:] + bodies[:n], stop_clients, answers[n]))
+        threading.Thread(
+            target=client, args=(service, bodies[n:] + bodies[:n], stop_clients, answers[n])
+        )
         for n in range(CLIENTS)
     ]
     try:
@@ -172,7 +180,9 @@ def test_a_deploy_and_a_rollback_under_live_traffic_fail_no_request(trained_work
     failed = [a for a in every if a.status != 200]
     assert not failed, f"{len(failed)} of {len(every)} requests failed"
     wrong = [a for a in every if a.version not in champion_during(moves, a.started, a.ended)]
-    assert not wrong, f"{len(wrong)} answers came from a version that was not champion during the request"
+    assert not wrong, (
+        f"{len(wrong)} answers came from a version that was not champion during the request"
+    )
     for i, (after, _, version) in enumerate(moves[1:], start=1):
         until = moves[i + 1][0] if i + 1 < len(moves) else float("inf")
         # Sent over 1 s after this move, answered before the next one: only the new version.
