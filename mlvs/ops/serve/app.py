@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from mlvs.logs import get_logger
 from mlvs.ml.scoring import (
@@ -61,6 +62,10 @@ class _BodyLimit:
 def _json(body: dict[str, Any], status: int = 200) -> Response:
     # json.dumps straight to bytes: FastAPI's generic encoder costs more than the encoding itself.
     return Response(json.dumps(body), status_code=status, media_type="application/json")
+
+
+def _probabilities(model: Any, records: list[Any]) -> Any:
+    return model.predict_proba(records_frame(records))[:, 1]
 
 
 def create_app(state: ServingState) -> FastAPI:
@@ -126,10 +131,11 @@ def create_app(state: ServingState) -> FastAPI:
         if served is None:
             return _json({"detail": "no verified model is loaded yet; see /health"}, 503)
         try:
-            probabilities = served.model.predict_proba(records_frame(body.records))[:, 1]
-        except (
-            Exception
-        ) as error:  # the schema was checked; never let a model error crash the service
+            # In a worker thread: the event loop keeps reading requests meanwhile, and
+            # scikit-learn's tree code, which releases the GIL, can use a second core.
+            probabilities = await run_in_threadpool(_probabilities, served.model, body.records)
+        # The schema was checked; still, a model error must never crash the service.
+        except Exception as error:
             log.error(
                 "version %s could not score a request of %d record(s): %s",
                 served.version,

@@ -135,6 +135,9 @@ def serve(paths: ProjectPaths, options: ServeOptions) -> None:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
+        # Longer than a reverse proxy's idle timeout (nginx: 60 s), so that the proxy never
+        # sends a request on a connection the service has just closed.
+        timeout_keep_alive=75,
         lifespan="off",
     )
     watcher = AliasWatcher(state)
