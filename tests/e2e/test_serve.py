@@ -220,3 +220,36 @@ def test_a_version_that_fails_verification_is_refused_and_the_old_one_served(
         assert f"{MODEL}@champion (version {bad})" in verified.stdout
     finally:
         assert service.stop() == 0, service.log()
+
+
+def test_a_damaged_workspace_model_is_not_served_the_runs_own_copy_is(
+    trained_workspace: Path,
+) -> None:
+    from mlvs.backends.mlflow.model_files import read_alias
+    from mlvs.ops.serve.loader import load_version
+    from mlvs.paths import ProjectPaths
+
+    paths = ProjectPaths(trained_workspace)
+    recorded = json.loads(paths.model_card.read_text())["model_sha256"]
+    damaged = bytearray(paths.model_file.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    paths.model_file.write_bytes(bytes(damaged))
+    version, run_id = read_alias(paths, MODEL)["champion"]
+    loaded = load_version(paths, MODEL, "champion", version, run_id)
+    assert (loaded.source, loaded.model_sha256) == ("run artifacts", recorded)
+
+
+def test_a_model_that_does_not_reproduce_its_golden_predictions_is_refused(
+    trained_workspace: Path,
+) -> None:
+    from mlvs.errors import IntegrityError
+    from mlvs.ops.serve.loader import verify_model_dir
+    from mlvs.paths import ProjectPaths
+
+    paths = ProjectPaths(trained_workspace)
+    golden = json.loads(paths.golden.read_text())
+    golden["churn_probability"][0] = repr(float(golden["churn_probability"][0]) + 1e-9)
+    paths.golden.write_text(json.dumps(golden))
+    recorded = json.loads(paths.model_card.read_text())["model_sha256"]
+    with pytest.raises(IntegrityError, match="does not reproduce its golden predictions"):
+        verify_model_dir(paths, recorded, 0.5)
