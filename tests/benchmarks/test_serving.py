@@ -8,9 +8,11 @@ real model. Three ways to score the same customers, 1 and 100 records per reques
   documentation runs it (one uvicorn worker, its default; it loads the model with MLflow's
   own skops loader, which needs MLFLOW_ALLOW_PICKLE_DESERIALIZATION on; it answers with
   `predict`'s labels, as a model logged without a `pyfunc_predict_fn` does).
-Each server gets the same load: 1, 8 and 32 clients (threads of this process, each with a
-keep-alive connection), a fixed number of requests each, after a warm-up; latency is
-timed around each request, throughput over the whole phase.
+Both servers run at once and get the same load, one right after the other for each
+configuration (which goes first alternates; the floor is measured beside the single
+client): 1, 8 and 32 clients (threads of this process, each with a keep-alive
+connection), a fixed number of requests each, after a warm-up; latency is timed around
+each request, throughput over the whole phase.
 
 Then the swap: with 8 clients scoring, the champion is moved to versions the service has
 not loaded yet (the same run registered again), and the time from each move to the
@@ -215,49 +217,49 @@ def test_serving_latency_throughput_and_swap(
     rows = json.loads((root / "models" / "golden_predictions.json").read_text())["rows"]
     records = {size: [rows[i % len(rows)] for i in range(size)] for size in (1, 100)}
     model = load_verified_model(ProjectPaths(root))
+    frames = {
+        size: records_frame(parse_request({"records": batch}).records)
+        for size, batch in records.items()
+    }
     results: dict[str, dict[str, Any]] = {}
-    for size, batch in records.items():
-        frame = records_frame(parse_request({"records": batch}).records)
-        results[f"floor {size} record(s)"] = floor(
-            lambda frame=frame: model.predict_proba(frame), REQUESTS[size][1]
-        )
 
+    # Both servers run at once and each configuration is measured on one right after the
+    # other (the first alternating), so that a machine whose load drifts treats them alike.
     service = start_service(root)
-    try:
-        for size, batch in records.items():
-            body = json.dumps({"records": batch}).encode()
-            for clients in CLIENT_COUNTS:
-                results[f"mlvs {size} record(s), {clients} client(s)"] = load(
-                    service.port, "/predict", body, clients, REQUESTS[size][clients]
-                )
-    finally:
-        assert service.stop() == 0, service.log()
-
     port = free_port()
     mlflow_server = start_mlflow_server(root, port)
     try:
-        for size, batch in records.items():
-            body = json.dumps({"dataframe_records": batch}).encode()
-            for clients in CLIENT_COUNTS:
-                results[f"mlflow {size} record(s), {clients} client(s)"] = load(
-                    port, "/invocations", body, clients, REQUESTS[size][clients]
+        for turn, (size, clients) in enumerate(
+            (size, clients) for size in records for clients in CLIENT_COUNTS
+        ):
+            if clients == 1:  # the floor, measured beside the servers' own single client
+                results[f"floor {size} record(s)"] = floor(
+                    lambda frame=frames[size]: model.predict_proba(frame), REQUESTS[size][1]
                 )
+            ours = ("mlvs", service.port, "/predict", {"records": records[size]})
+            theirs = ("mlflow", port, "/invocations", {"dataframe_records": records[size]})
+            for name, at, path, body in (ours, theirs) if turn % 2 == 0 else (theirs, ours):
+                results[f"{name} {size} record(s), {clients} client(s)"] = load(
+                    at, path, json.dumps(body).encode(), clients, REQUESTS[size][clients]
+                )
+    except BaseException:
+        service.stop()
+        raise
     finally:
         os.killpg(mlflow_server.pid, 15)
         mlflow_server.wait(timeout=60)
 
-    registered = subprocess.run(
-        [str(BIN / "python"), "-c", _REGISTER_VERSIONS, str(root), str(SWAPS)],
-        env=clean_env(root),
-        capture_output=True,
-        text=True,
-    )
-    assert registered.returncode == 0, registered.stderr[-3000:]
-    versions = registered.stdout.split()
     swaps: list[float] = []
-    service = start_service(root)
     traffic: dict[str, Any] = {}
     try:
+        registered = subprocess.run(
+            [str(BIN / "python"), "-c", _REGISTER_VERSIONS, str(root), str(SWAPS)],
+            env=clean_env(root),
+            capture_output=True,
+            text=True,
+        )
+        assert registered.returncode == 0, registered.stderr[-3000:]
+        versions = registered.stdout.split()
         body = json.dumps({"records": records[1]}).encode()
         background = threading.Thread(
             target=lambda: traffic.update(load(service.port, "/predict", body, 8, 400))
