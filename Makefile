@@ -21,6 +21,8 @@ UV_ENV     := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never
 HOST   := 127.0.0.1
 UI_PORT  ?= 5000
 LAB_PORT ?= 8888
+SERVE_PORT ?= 8080
+SERVE_ALIAS ?= champion
 # The project kernel "Python (mlvs)" goes into the virtual environment's share/jupyter,
 # where this JupyterLab finds it; nothing is written to the home directory.
 KERNEL_PREFIX ?= $(abspath $(VENV))
@@ -28,7 +30,7 @@ KERNEL_PREFIX ?= $(abspath $(VENV))
 LAB_AS_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock run lint test bench fuzz demo golden lab ui clean
+.PHONY: help setup lock run lint test bench fuzz demo golden lab ui serve clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -89,6 +91,9 @@ lab: $(STAMP) ## JupyterLab on 127.0.0.1 at notebooks/, with the project kernel 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over the project's runs
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host $(HOST) --port $(UI_PORT) --workers 1
+
+serve: $(STAMP) ## Scoring service of the champion on 127.0.0.1:8080, following the alias (Ctrl-C stops it)
+	$(BIN)/mlvs serve --alias $(SERVE_ALIAS) --host $(HOST) --port $(SERVE_PORT)
 
 clean: ## Remove executed reports, caches and the venv (keeps data, models and the MLflow store)
 	rm -rf reports/*.ipynb reports/*.html .pytest_cache .hypothesis .ruff_cache .mypy_cache .import_linter_cache

@@ -104,6 +104,7 @@ COMMANDS: dict[str, str] = {
     "reproduce": "mlvs.cli.commands.reproduce:reproduce_command",
     "deploy": "mlvs.cli.commands.deploy:deploy_command",
     "registry": "mlvs.cli.commands.registry:registry_group",
+    "serve": "mlvs.cli.commands.serve:serve_command",
 }
 
 

@@ -68,6 +68,7 @@ from mlvs.ops.health import (
     schema_inputs,
 )
 from mlvs.ops.recorded import STALE, Finding, recorded_files
+from mlvs.ops.serve.status import read_status, status_file
 from mlvs.paths import ProjectPaths
 
 METRIC_TOLERANCE = 1e-6
@@ -306,7 +307,7 @@ def check_registry(paths: ProjectPaths) -> list[Finding]:
         )
         for alias, info in sorted(state.aliases.items())
         if info.run_id is None and info.source is None
-    ]
+    ] + serving_findings(paths, name, state.alias_versions())
     forced = forced_champion(paths, name, state.alias_versions().get("champion"))
     if forced is not None:
         undo = (
@@ -346,6 +347,42 @@ def forced_champion(paths: ProjectPaths, name: str, champion: str | None) -> Ali
         ):
             return move if move.forced else None
     return None
+
+
+def serving_findings(paths: ProjectPaths, name: str, aliases: dict[str, str]) -> list[Finding]:
+    """A version the scoring service refused (hash or golden predictions) while an alias still points at it.
+
+    Read from the status file the service keeps for each alias it follows; a refusal of
+    a version the alias has left since is history, not a finding.
+    """
+    findings = []
+    for alias, version in sorted(aliases.items()):
+        try:
+            status = read_status(paths, alias)
+        except ValueError as problem:
+            where = status_file(paths, alias).relative_to(paths.root).as_posix()
+            findings.append(
+                Finding(
+                    "serving",
+                    where,
+                    "the scoring service's status file",
+                    str(problem),
+                    fix=f"delete {where}; `mlvs serve` writes it again",
+                )
+            )
+            continue
+        refused = status.refused if status is not None and status.model_name == name else None
+        if refused is not None and refused.version == version:
+            findings.append(
+                Finding(
+                    "serving",
+                    f"{name}@{alias} (version {version})",
+                    "a version the scoring service verified (hash, then golden predictions)",
+                    f"refused by `mlvs serve` at {refused.at}: {refused.reason}",
+                    fix="point the alias back at a good version (`mlvs rollback NAME --only registry`)",
+                )
+            )
+    return findings
 
 
 def check_mlflow_store(paths: ProjectPaths) -> list[Finding]:

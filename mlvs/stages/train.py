@@ -15,6 +15,7 @@ from mlvs.backends.mlflow.history import MoveReason
 from mlvs.backends.mlflow.registry import move_alias, read_registry
 from mlvs.backends.mlflow.tracking import CHALLENGER, CHAMPION
 from mlvs.errors import ExternalToolError, MlvsError
+from mlvs.backends.mlflow.model_files import ARTIFACT_DIR
 from mlvs.ml import data as datamod
 from mlvs.ml import evaluation
 from mlvs.ml.decision import (
@@ -307,19 +308,26 @@ def save_trained(
 
 
 def register_model(
-    run: NotebookRun, trained: TrainedModel, card: dict[str, Any], test: pd.DataFrame, params: Any
+    run: NotebookRun,
+    trained: TrainedModel,
+    card: dict[str, Any],
+    test: pd.DataFrame,
+    params: Any,
+    paths: ProjectPaths | None = None,
 ) -> dict[str, Any]:
     """Log the training to `run`, register the model, and promote it if it passes the gate.
 
     The run gets the parameters (with the chosen model's hyperparameters), every metric
     and the data and model hashes of `card`; the model is logged to it with mlvs's
-    trusted types and registered as `params.registry.model_name`. The new version and
+    trusted types and registered as `params.registry.model_name`, and the model
+    directory `save_trained` wrote (model file, card, golden predictions) is kept with the run,
+    so that any registered version can be loaded and verified from the registry alone. The new version and
     the champion are compared by the promotion gate (`mlvs.ml.gate`) on the test set:
     `champion` moves to the new version only if it wins beyond the noise, otherwise the
     version becomes the `challenger`. Either move is recorded in the alias history.
     Returns that decision with the gate's figures.
     """
-    paths = project()
+    paths = paths or project()
     model_md5 = hash_file(paths.model_file).md5 if paths.model_file.is_file() else ""
     run.log(
         {
@@ -336,6 +344,8 @@ def register_model(
             MODEL_MD5_TAG: model_md5,
         },
     )
+    for path in (paths.model_file, paths.model_card, paths.golden):
+        run.log_file(path, ARTIFACT_DIR)
     example = golden_sample(test, INPUT_EXAMPLE_ROWS, params.seed)
     info = tracking.log_and_register_model(trained.model, example, params.registry)
     version = str(info.registered_model_version)
