@@ -34,6 +34,7 @@ from mlvs.ops.reports_index import notebook_title, refresh_index
 from mlvs.ops.verify import check_tracked_files
 from mlvs.paths import STAGE_NOTEBOOKS, ProjectPaths
 from mlvs.settings import ROOT
+from mlvs.sidecar import Sidecar
 from mlvs.state.lock import state_lock
 
 log = get_logger("runner")
@@ -199,6 +200,59 @@ def _finish_tracked_run(
     ) from None
 
 
+# What the side process of `mlvs run` does (see mlvs.sidecar): the MLflow and nbconvert work
+# that the kernel does not wait for, on the other core.
+
+
+def open_tracking(paths: ProjectPaths) -> None:
+    """Import MLflow and open the project's tracking store, so that the run starts without waiting."""
+    tracking.configure(paths)
+
+
+def begin_tracked_run(
+    paths: ProjectPaths, notebook: str
+) -> tuple[tuple[str, dict[str, str]] | None, str, dict[str, str]]:
+    """The registry's aliases before the run, the new run's id, and the MLflow settings the kernel inherits.
+
+    MLflow exports its settings (tracking URI, experiment) to the environment when it is
+    configured; the kernel has always run with them, so they are handed back for its environment.
+    """
+    before_env = dict(os.environ)
+    before = tracking.aliases_before_run(paths)
+    run_id = tracking.start_notebook_run(paths, notebook)
+    exported = {k: v for k, v in os.environ.items() if before_env.get(k) != v}
+    return before, run_id, exported
+
+
+def prepare_html() -> None:
+    """Import nbconvert's HTML exporter while the kernel runs (about 1 s), so the report is quick."""
+    # deferred: nbconvert (~0.8 s) only in the side process, while the notebook runs
+    from nbconvert import HTMLExporter
+
+    HTMLExporter()
+
+
+def report_and_finish(
+    paths: ProjectPaths,
+    run_id: str,
+    notebook: Path,
+    output: Path,
+    html: Path,
+    failed: bool,
+    before: tuple[str, dict[str, str]] | None,
+) -> None:
+    """Render the executed notebook to HTML, attach both to the run and set its final status."""
+    if output.exists():
+        try:
+            render_html(output, html)
+        except Exception as exc:  # nbformat raises its own kinds for a notebook that is not JSON
+            if not failed:
+                raise
+            # A run that failed writing its report (a full disk) leaves it cut short: no HTML of it.
+            log.warning("%s could not be rendered to HTML (%s)", output.name, type(exc).__name__)
+    _finish_tracked_run(paths, run_id, notebook, [output, html], failed, before)
+
+
 def run_notebook(
     paths: ProjectPaths,
     name: str,
@@ -212,13 +266,17 @@ def run_notebook(
     MLFLOW_RUN_ID, so the notebook's own logging lands in it; the report is
     attached afterwards and the run is marked FAILED when a cell fails.
     Raises NotebookFailedError (exit 1) after the report is written. The run
-    holds the state lock, which the kernel's own operations share.
+    holds the state lock, which the kernel's own operations share. MLflow and the
+    HTML rendering work in a side process, beside papermill and the kernel.
     """
     parameters = dict(parameters or {})
     notebook = resolve_notebook(paths, name)
-    validate_parameters(paths, notebook, parameters)
-    with state_lock(paths):
-        return _execute_notebook(paths, notebook, parameters, output_dir, progress)
+    with Sidecar() as side:
+        # MLflow's import and store opening (2 s or more) overlap papermill's import below.
+        side.submit(open_tracking, paths)
+        validate_parameters(paths, notebook, parameters)
+        with state_lock(paths):
+            return _execute_notebook(paths, notebook, parameters, output_dir, progress, side)
 
 
 def _execute_notebook(
@@ -227,6 +285,7 @@ def _execute_notebook(
     parameters: dict[str, Any],
     output_dir: Path | None,
     progress: bool,
+    side: Sidecar,
 ) -> NotebookResult:
     """`run_notebook` once its inputs are checked and the lock is held."""
     # deferred: a refused name or parameter should not pay for papermill (~0.7 s).
@@ -240,9 +299,9 @@ def _execute_notebook(
 
     # A tracking server that does not answer: refuse now, with nothing run or written.
     require_server(paths, f"run {notebook.name} again")
-    before = tracking.aliases_before_run(paths)
-    run_id = tracking.start_notebook_run(paths, notebook.stem)
-    env = {ROOT.name: str(paths.root), "MLFLOW_RUN_ID": run_id}
+    before, run_id, exported = side.call(begin_tracked_run, paths, notebook.stem)
+    side.submit(prepare_html)
+    env = {**exported, ROOT.name: str(paths.root), "MLFLOW_RUN_ID": run_id}
     log.info("running %s (MLflow run %s)", notebook.name, run_id)
     started = time.perf_counter()
     failed, error = False, ""
@@ -263,15 +322,7 @@ def _execute_notebook(
     except Exception as exc:  # the kernel died or could not start: still a failed, reported run
         failed, error = True, f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - started
-    if output.exists():
-        try:
-            render_html(output, html)
-        except Exception as exc:  # nbformat raises its own kinds for a notebook that is not JSON
-            if not failed:
-                raise
-            # A run that failed writing its report (a full disk) leaves it cut short: no HTML of it.
-            log.warning("%s could not be rendered to HTML (%s)", output.name, type(exc).__name__)
-    _finish_tracked_run(paths, run_id, notebook, [output, html], failed, before)
+    side.call(report_and_finish, paths, run_id, notebook, output, html, failed, before)
 
     refresh_index(paths)
     if failed:

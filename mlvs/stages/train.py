@@ -12,10 +12,10 @@ import pandas as pd
 from mlvs._io import atomic_write_text, hash_file, sha256_file
 from mlvs.backends.mlflow import tracking
 from mlvs.backends.mlflow.history import MoveReason
+from mlvs.backends.mlflow.model_files import ARTIFACT_DIR
 from mlvs.backends.mlflow.registry import move_alias, read_registry
 from mlvs.backends.mlflow.tracking import CHALLENGER, CHAMPION
 from mlvs.errors import ExternalToolError, MlvsError
-from mlvs.backends.mlflow.model_files import ARTIFACT_DIR
 from mlvs.ml import data as datamod
 from mlvs.ml import evaluation
 from mlvs.ml.decision import (
