@@ -82,17 +82,18 @@ def test_the_pipeline_promotion_is_the_first_move_of_the_history(trained_workspa
 
 
 def test_deploy_refuses_a_worse_candidate_and_moves_nothing(deploy_ws: Path) -> None:
+    from mlvs.ops.deploy import deploy
+    from mlvs.paths import ProjectPaths
+
     before = snapshots(deploy_ws)
-    result = mlvs(deploy_ws, "deploy", "2", "--json")
-    assert result.returncode == 1, result.stderr
-    document = json.loads(result.stdout)
-    assert not document["passed"] and not document["deployed"]
-    assert document["snapshot"] is None
+    result = deploy(ProjectPaths(deploy_ws), "2")
+    assert result.exit_code == 1 and not result.passed and not result.deployed
+    assert result.snapshot is None
     assert aliases(deploy_ws) == {"champion": "1"}
     assert snapshots(deploy_ws) == before  # nothing moved, so nothing to undo
-    report = json.loads((deploy_ws / document["report"]).read_text())
+    report = json.loads((deploy_ws / str(result.report)).read_text())
     assert report["decision"]["comparisons"][0]["gain"] < 0
-    assert report["run_id"]
+    assert report["run_id"] == result.run_id and result.run_id
 
 
 def test_a_forced_deploy_says_so_and_verify_names_the_champion(deploy_ws: Path) -> None:
@@ -154,18 +155,18 @@ def test_a_dry_run_decides_and_changes_nothing(deploy_ws: Path) -> None:
     assert not {c for c in changed if not c.startswith((".mlvs/", "mlflow.db"))}
 
 
-def test_an_unknown_version_is_one_line_and_exit_2(deploy_ws: Path) -> None:
-    result = mlvs(deploy_ws, "deploy", "99")
+def test_a_bad_version_is_one_line_and_exit_2(trained_workspace: Path) -> None:
+    result = mlvs(trained_workspace, "deploy", "v2")
     assert result.returncode == 2
-    assert "version 99 of registered model 'churn-classifier' does not exist" in result.stderr
+    assert "'v2' is not a version number" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
-    assert aliases(deploy_ws) == {"champion": "1"}
+    assert aliases(trained_workspace) == {"champion": "1"}
 
 
 @pytest.mark.parametrize(
     ("version", "said"),
     [
-        ("v2", "'v2' is not a version number"),
+        ("99", "version 99 of registered model 'churn-classifier' does not exist"),
         ("1", "version 1 is the champion already"),
         (None, "has no challenger"),
     ],
