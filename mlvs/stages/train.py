@@ -113,6 +113,13 @@ class TrainedModel:
         ""  # of the test rows `test_probability` was computed on (`gate.rows_sha256`)
     )
 
+    def true_logit_auc(self, signal_strength: float) -> float:
+        """The test set's ROC-AUC ceiling: the generator's own churn probability on its labels.
+
+        `signal_strength` is the prepare stage's; the model's test AUC is read against it.
+        """
+        return datamod.true_logit_auc(self.test_frame, signal_strength)
+
     def metrics(self) -> dict[str, float]:
         """Every metric in one flat mapping: cross-validated, held out, and business value."""
         baseline = {"test_majority_accuracy": self.majority["test_accuracy"]}
