@@ -333,13 +333,16 @@ def test_snapshot_creates_killed_at_random_points_leave_the_snapshot_whole_or_ab
     outcomes = {"absent": 0, "present": 0}
     kills: list[Kill] = []
     readme, notes = ws / "README.md", ws / "notes.txt"
+    # The critical section measured here, on a snapshot like the killed ones (new bytes, warm caches).
+    readme.write_text(readme.read_text() + "\ntiming\n")
+    seconds = critical_seconds(ws, "snapshot", "create", "timing")
     for i in range(SNAPSHOT_KILLS):
         # New bytes each time (a committed file changed, an untracked one), so each snapshot commits something new.
         readme.write_text(readme.read_text() + f"\nedit {i}\n")
         notes.write_text(f"notes {i}\n")
         before, refs = State.of(ws), snapshot_refs(ws)
         name = f"k-{i}"
-        delay = rng.uniform(0, story.snapshot_seconds)
+        delay = rng.uniform(0, seconds)
         code = killed_run(ws, delay, "snapshot", "create", name)
         kills.append(code)
         where = f"kill {i}: snapshot create {name} killed {delay:.3f}s after the lock ({code})"
@@ -439,12 +442,21 @@ def test_recovers_killed_at_random_points_finish_interrupted_rollbacks_exactly(
     """
     rng = random.Random(SEED + 2)
     states = {"A": story.a, "B": story.b}
-    current = "B"
     failures: list[str] = []
     outcomes = {"old": 0, "new": 0}
     kills: list[Kill] = []
-    # A recover that rolls forward does about what a rollback does.
-    seconds = story.rollback_seconds
+    # The critical section of a recover that finishes a rollback, measured here on one.
+    stopped = subprocess.run(
+        [str(BIN / "mlvs"), "rollback", "A"],
+        cwd=ws,
+        capture_output=True,
+        env={**clean_env(ws), "MLVS_FAILPOINT": "rollback:applying"},
+    )
+    assert stopped.returncode == -signal.SIGKILL, stopped.stderr[-400:]
+    seconds = critical_seconds(ws, "recover", "--interrupted-only")
+    now = State.of(ws)
+    assert now in (story.a, story.b), now.differences(story.b)
+    current = "A" if now == story.a else "B"
     for i in range(RECOVER_KILLS // RECOVERS_IN_A_ROW):
         target = "A" if current == "B" else "B"
         step = rng.choice(ROLLBACK_STEPS)
