@@ -4,7 +4,7 @@ The real CLI is started, then SIGKILLed (with its whole process group, so no
 orphaned git child finishes its write later) a delay after it took the state lock
 (its pid in the lock's holder file, watched from outside), drawn by a seeded
 `random.Random` over the critical section: between 0 and the time, measured on an
-un-killed run, from taking the lock to the command's end. A kill landed in the
+un-killed run, from taking the lock until the command's journal is gone. A kill landed in the
 critical section when the command's journal is found right after it; at least
 half of each test's kills must. The next state-changing command (which recovers
 first) then runs, and the state, hashed by the test itself, must be exactly the
@@ -148,12 +148,19 @@ def _until_locked(root: Path, proc: subprocess.Popen[bytes]) -> bool:
 
 
 def critical_seconds(root: Path, *args: str) -> float:
-    """Run `mlvs ARGS` to its end; the seconds from taking the state lock to the end."""
+    """Run `mlvs ARGS` to its end; the seconds from taking the state lock until its journal is gone.
+
+    That is the critical section: what comes after (a last verification, the exit) changes nothing.
+    """
+    journal = root / ".mlvs" / "journal.json"
     proc = _start(root, *args)
     assert _until_locked(root, proc), f"mlvs {' '.join(args)} never held the state lock"
     taken = time.perf_counter()
+    while proc.poll() is None and (journal.exists() or time.perf_counter() - taken < 0.05):
+        time.sleep(0.002)
+    seconds = time.perf_counter() - taken
     assert proc.wait(timeout=600) == 0, f"mlvs {' '.join(args)} failed"
-    return time.perf_counter() - taken
+    return seconds
 
 
 @dataclass(frozen=True)
