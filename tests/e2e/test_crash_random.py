@@ -6,7 +6,7 @@ orphaned git child finishes its write later) a delay after it took the state loc
 `random.Random` over the critical section: between 0 and the time, measured on an
 un-killed run, from taking the lock until the command's journal is gone. A kill landed in the
 critical section when the command's journal is found right after it; at least
-half of each test's kills must. The next state-changing command (which recovers
+half of the rollback and snapshot kills must. The next state-changing command (which recovers
 first) then runs, and the state, hashed by the test itself, must be exactly the
 old one or exactly the new one: every project file outside the runtime stores,
 the registry aliases (read from `mlflow.db` with sqlite3) and the set of snapshot
