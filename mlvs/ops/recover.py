@@ -80,7 +80,7 @@ def repair_cache(paths: ProjectPaths, evidence: Path, outcome: RecoveryOutcome) 
                 remote is not None
                 and remote.is_file()
                 and _install_copy(remote, cached, md5, hashes)
-            ):
+            ) or store.fetch_object(md5):
                 outcome.repairs.append(
                     Repair(f"{rel} (cache object)", "dvc_remote", cached.stat().st_size)
                 )

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from mlvs._io import FileHash, atomic_write_text, copy_checked, fsync_dir, hash_file
-from mlvs.backends.dvc.command import dvc
 from mlvs.backends.dvc.hashcache import HashCache, Identity, landed_identity
 from mlvs.backends.dvc.objects import TEMP_SUFFIX, ObjectStore
 from mlvs.backends.dvc.outputs import lock_hashes, output_files
@@ -130,11 +129,9 @@ def _restore_one(
     if remote is not None and remote.is_file() and _install_copy(remote, cached, md5, hashes):
         hashed = _install_copy(cached, destination, md5, hashes)
         return ("dvc_remote", hashed) if hashed else None
-    if remote is None and store.remote is not None:
-        # A remote DVC reaches over the network: let DVC fetch, then check the bytes ourselves.
-        dvc(store.paths, "fetch", check=False)
-        if cached.is_file() and (hashed := _install_copy(cached, destination, md5, hashes)):
-            return "dvc_remote", hashed
+    # A remote DVC reaches over the network: DVC fetches this one object, whose bytes are then checked here.
+    if store.fetch_object(md5) and (hashed := _install_copy(cached, destination, md5, hashes)):
+        return "dvc_remote", hashed
     return None
 
 

@@ -93,9 +93,10 @@ def _yaml_text(document: object) -> str:
         return repr(document)
 
 
-# Each round is a fresh random batch; rounds repeat until the time is up.
+# Each round is a fresh random batch, small enough that the time bound is kept; rounds repeat
+# until the time is up.
 ROUND = settings(
-    max_examples=200,
+    max_examples=50,
     deadline=None,
     database=InMemoryExampleDatabase(),
     derandomize=False,

@@ -122,7 +122,22 @@ def fill(mount_point: Path, room: int) -> None:
     assert os.statvfs(mount_point).f_bavail * stats.f_frsize <= room + stats.f_frsize
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+# Found by this test, not fixed yet: `dvc repro` deletes the stage's old outputs, the stage fails
+# writing its new ones, and putting the old ones back from the cache needs room that the failed
+# stage's partial outputs and report still take. The pipeline then ends in one line, but with the
+# data changed and its journal open until `mlvs recover` runs with room again.
+PIPELINE_UNDO_NEEDS_ROOM = pytest.mark.xfail(
+    strict=True, reason="the undo of a failed stage needs room on a full disk"
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=PIPELINE_UNDO_NEEDS_ROOM) if n == "pipeline" else n
+        for n in sorted(CASES)
+    ],
+)
 def test_a_command_on_a_full_file_system_says_so_in_one_line_and_changes_nothing(
     name: str, template: Path, small_disk: Path
 ) -> None:

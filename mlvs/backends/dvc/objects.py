@@ -27,7 +27,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -292,9 +292,27 @@ class ObjectStore:
                 return True
             finally:
                 self._tidy(temporary)
-        return self._fetch_through_dvc(md5, sha256)
+        return self._fetch_through_dvc(md5, lambda cached: sha256_file(cached) == sha256)
 
-    def _fetch_through_dvc(self, md5: str, sha256: str) -> bool:
+    def fetch_object(self, md5: str) -> bool:
+        """Fetch object `md5` from a network remote into the cache, if the remote's copy has that MD5.
+
+        Returns False when there is no network remote or it lacks a correct copy; the
+        cache is then unchanged. (A local remote is read directly: `remote_path`.)
+        """
+        if self.remote is None or self.remote.directory is not None:
+            return False
+
+        def has_its_md5(cached: Path) -> bool:
+            digest = hashlib.md5(usedforsecurity=False)
+            with open(cached, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+            return digest.hexdigest() == md5
+
+        return self._fetch_through_dvc(md5, has_its_md5)
+
+    def _fetch_through_dvc(self, md5: str, correct: Callable[[Path], bool]) -> bool:
         # deferred: DVC (~0.4 s) is imported only when this runs
         from dvc.repo import Repo
         from dvc_data.hashfile.hash_info import HashInfo
@@ -308,7 +326,7 @@ class ObjectStore:
         try:
             with _dvc_kept_quiet(), Repo(str(self.paths.root)) as repo:
                 repo.cloud.pull([HashInfo("md5", md5)], remote=self.remote.name)
-            if cached.is_file() and sha256_file(cached) == sha256:
+            if cached.is_file() and correct(cached):
                 aside.unlink(missing_ok=True)
                 return True
         except Exception as error:  # DVC raises many kinds for an unreachable remote
