@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import keyword
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -204,8 +205,21 @@ def _finish_tracked_run(
 # that the kernel does not wait for, on the other core.
 
 
+def _quiet_store_errors() -> None:
+    """In the side process as in the command: MLflow logs a database error with its traceback,
+    then raises it; the raised one is what mlvs reports, in one line."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if _below_error not in logger.filters:
+        logger.addFilter(_below_error)
+
+
+def _below_error(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR
+
+
 def open_tracking(paths: ProjectPaths) -> None:
     """Import MLflow and open the project's tracking store, so that the run starts without waiting."""
+    _quiet_store_errors()
     tracking.configure(paths)
 
 
@@ -217,6 +231,7 @@ def begin_tracked_run(
     MLflow exports its settings (tracking URI, experiment) to the environment when it is
     configured; the kernel has always run with them, so they are handed back for its environment.
     """
+    _quiet_store_errors()
     before_env = dict(os.environ)
     before = tracking.aliases_before_run(paths)
     run_id = tracking.start_notebook_run(paths, notebook)
@@ -242,6 +257,7 @@ def report_and_finish(
     before: tuple[str, dict[str, str]] | None,
 ) -> None:
     """Render the executed notebook to HTML, attach both to the run and set its final status."""
+    _quiet_store_errors()
     if output.exists():
         try:
             render_html(output, html)

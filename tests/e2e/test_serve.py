@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from _service import Service, records_of, start_service
 from conftest import BIN, clean_env, copy_workspace, mlvs
 
@@ -32,6 +31,14 @@ def champion(root: Path) -> str:
             (MODEL,),
         ).fetchone()
     return str(version)
+
+
+@pytest.fixture(autouse=True)
+def _own_tracking_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test reads its own workspace's store: MLflow exports MLFLOW_TRACKING_URI into the
+    environment when an in-process call configures it, which would point later tests elsewhere."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +79,7 @@ def test_predictions_are_the_golden_probabilities_decided_at_the_cards_threshold
 ) -> None:
     root, service = served
     golden = json.loads((root / "models" / "golden_predictions.json").read_text())
-    threshold = yaml.safe_load((root / "params" / "train.yaml").read_text())["decision_threshold"]
+    threshold = json.loads((root / "models" / "model_card.json").read_text())["decision_threshold"]
     status, body = service.call("POST", "/predict", {"records": golden["rows"]})
     assert status == 200
     assert body["model_version"] == champion(root)

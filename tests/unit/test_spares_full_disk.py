@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.ops.rollback import apply as rollback
 from mlvs.ops.rollback.plan import CACHE, FileChange
 from mlvs.ops.snapshot.manifest import FileEntry
@@ -58,7 +59,7 @@ def test_a_full_disk_frees_the_spares_and_copies_again(
     calls = full_disk_once(monkeypatch)
 
     with caplog.at_level(logging.WARNING, logger="mlvs"):
-        staged, sources = rollback._stage(paths, target, plan, store)
+        staged, sources = rollback._stage(paths, target, plan, store, HashCache(paths))
 
     assert len(calls) == 2
     assert staged["data/raw/a.csv"].temporary.read_bytes() == payload
@@ -74,7 +75,7 @@ def test_a_full_disk_without_spares_is_reported_as_it_is(
     calls = full_disk_once(monkeypatch)
 
     with pytest.raises(OSError) as raised:
-        rollback._stage(paths, target, plan, store)
+        rollback._stage(paths, target, plan, store, HashCache(paths))
 
     assert raised.value.errno == errno.ENOSPC and len(calls) == 1
     assert [p.name for p in (paths.state / "staging").iterdir()] == []  # the partial copy is gone

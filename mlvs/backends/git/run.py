@@ -234,8 +234,9 @@ def _current_head_index(root: Path) -> Iterator[dict[str, str]]:
         done = _run(root, ("read-tree", "HEAD"), None, env)
         if done.returncode != 0:
             if _head(root) is not None:
+                stderr = done.stderr.decode("utf-8", "replace").strip()
                 raise ExternalToolError(
-                    f"git read-tree failed in {root}: {done.stderr.decode('utf-8', 'replace').strip()}"
+                    f"git read-tree failed in {root}: {stderr or exit_text(done.returncode)}"
                 )
             index.unlink(missing_ok=True)  # no commit yet: the index starts empty
         yield env
