@@ -129,6 +129,20 @@ def load_version(
         )
     fallback = _workspace_threshold(paths)
     reasons = []
+
+    def loaded(model: Any, threshold: float, source: str) -> LoadedModel:
+        return LoadedModel(
+            name,
+            alias,
+            version,
+            expected,
+            model,
+            threshold,
+            now_text(),
+            source,
+            time.perf_counter() - started,
+        )
+
     # The workspace first, when its card names the same hash: no copy to make.
     try:
         workspace_hash = read_card(paths)["model_sha256"]
@@ -137,17 +151,7 @@ def load_version(
     if workspace_hash == expected:
         try:
             model, threshold = verify_model_dir(paths, expected, fallback)
-            return LoadedModel(
-                name,
-                alias,
-                version,
-                expected,
-                model,
-                threshold,
-                now_text(),
-                "workspace",
-                time.perf_counter() - started,
-            )
+            return loaded(model, threshold, "workspace")
         except IntegrityError as error:
             reasons.append(f"workspace models/: {error}")
     # The run's own copy: read in place from a local store, else fetched into the workspace's
@@ -165,14 +169,4 @@ def load_version(
         ) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return LoadedModel(
-        name,
-        alias,
-        version,
-        expected,
-        model,
-        threshold,
-        now_text(),
-        "run artifacts",
-        time.perf_counter() - started,
-    )
+    return loaded(model, threshold, "run artifacts")
