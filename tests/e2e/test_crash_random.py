@@ -1,12 +1,15 @@
 """Crash consistency at random points (issue 3, outcome 4): `kill -9` anywhere, not only at step boundaries.
 
 The real CLI is started, then SIGKILLed (with its whole process group, so no
-orphaned git child finishes its write later) a delay after it took the state lock
-(its pid in the lock's holder file, watched from outside), drawn by a seeded
-`random.Random` over the critical section: between 0 and the time, measured on an
-un-killed run, from taking the lock until the command's journal is gone. A kill landed in the
-critical section when the command's journal is found right after it; at least
-half of the rollback and snapshot kills must. The next state-changing command (which recovers
+orphaned git child finishes its write later) after a delay drawn by a seeded
+`random.Random`. The critical section is the life of the command's journal, measured
+on an un-killed run. Three kills in four are timed from the journal's appearance,
+over that life; one in four from the moment the command took the state lock (its pid
+in the lock's holder file, watched from outside), so what it does before its journal
+is hit too. A kill landed in the critical section when the journal is found right
+after it. Timings under load vary, so a kill found to have come after the end
+narrows the window for the next ones to its own delay; at least half of the rollback
+and snapshot kills must land. The next state-changing command (which recovers
 first) then runs, and the state, hashed by the test itself, must be exactly the
 old one or exactly the new one: every project file outside the runtime stores,
 the registry aliases (read from `mlflow.db` with sqlite3) and the set of snapshot
@@ -34,7 +37,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -147,20 +150,31 @@ def _until_locked(root: Path, proc: subprocess.Popen[bytes]) -> bool:
     return False
 
 
-def critical_seconds(root: Path, *args: str) -> float:
-    """Run `mlvs ARGS` to its end; the seconds from taking the state lock until its journal is gone.
+@dataclass(frozen=True)
+class Section:
+    """When an un-killed command's journal appeared and when it was gone, in seconds after the lock."""
 
-    That is the critical section: what comes after (a last verification, the exit) changes nothing.
+    opens: float
+    closes: float
+
+
+def critical_section(root: Path, *args: str) -> Section:
+    """Run `mlvs ARGS` to its end, timing its journal's life (the critical section).
+
+    What comes after the journal is gone (a last verification, the exit) changes nothing.
     """
     journal = root / ".mlvs" / "journal.json"
     proc = _start(root, *args)
     assert _until_locked(root, proc), f"mlvs {' '.join(args)} never held the state lock"
     taken = time.perf_counter()
+    while proc.poll() is None and not journal.exists():
+        time.sleep(0.002)
+    opens = time.perf_counter() - taken
     while proc.poll() is None and (journal.exists() or time.perf_counter() - taken < 0.05):
         time.sleep(0.002)
-    seconds = time.perf_counter() - taken
+    closes = time.perf_counter() - taken
     assert proc.wait(timeout=600) == 0, f"mlvs {' '.join(args)} failed"
-    return seconds
+    return Section(min(opens, closes), closes)
 
 
 @dataclass(frozen=True)
@@ -174,20 +188,54 @@ class Kill:
         return f"exit {self.code}, {where}"
 
 
-def killed_run(root: Path, delay: float, *args: str) -> Kill:
-    """Start `mlvs ARGS`, SIGKILL it (and its children) `delay` seconds after it took the state lock."""
+def killed_run(root: Path, delay: float, *args: str, from_journal: bool = False) -> Kill:
+    """Start `mlvs ARGS`, SIGKILL it (and its children) `delay` seconds after it took the state
+    lock, or after its journal appeared when `from_journal`."""
+    journal = root / ".mlvs" / "journal.json"
     proc = _start(root, *args)
     locked = _until_locked(root, proc)
+    while from_journal and proc.poll() is None and not journal.exists():
+        time.sleep(0.002)
     time.sleep(delay)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     code = proc.wait(timeout=60)
-    return Kill(code, locked, (root / ".mlvs" / "journal.json").exists())
+    return Kill(code, locked, journal.exists())
 
 
-def assert_most_kills_landed_in_the_critical_section(kills: list[Kill]) -> None:
-    landed = sum(k.in_critical_section for k in kills)
-    assert landed * 2 >= len(kills), f"only {landed} of {len(kills)} kills hit the critical section"
+@dataclass
+class Kills:
+    """Seeded kill times over a critical section, and the kills made.
+
+    A kill that finds the journal already gone came after the end: the section is
+    shorter now than when it was measured (the machine is busier or the caches
+    warmer), so later kills are drawn from no further than that one.
+    """
+
+    rng: random.Random
+    section: Section
+    made: list[Kill] = field(default_factory=list)
+
+    def run(self, root: Path, *args: str) -> tuple[str, Kill]:
+        """Kill one `mlvs ARGS`; say when it was killed, and how it ended."""
+        from_journal = len(self.made) % 4 != 3
+        start = self.section.opens if from_journal else 0.0
+        delay = self.rng.uniform(0, max(self.section.closes - start, 0.01))
+        kill = killed_run(root, delay, *args, from_journal=from_journal)
+        self.made.append(kill)
+        if not kill.in_critical_section and kill.locked:
+            self.section = Section(self.section.opens, min(self.section.closes, start + delay))
+        since = "its journal appeared" if from_journal else "the lock"
+        return f"killed {delay:.3f}s after {since} ({kill})", kill
+
+    def assert_most_landed_in_the_critical_section(self) -> None:
+        landed = sum(k.in_critical_section for k in self.made)
+        assert landed * 2 >= len(self.made), (
+            f"only {landed} of {len(self.made)} kills hit the critical section"
+        )
+
+    def __str__(self) -> str:
+        return f"{sum(k.in_critical_section for k in self.made)} of {len(self.made)} in the critical section"
 
 
 def timed(root: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
@@ -215,8 +263,7 @@ class Story:
     template: Path
     a: State
     b: State
-    rollback_seconds: float  # each: from taking the state lock to the end
-    snapshot_seconds: float
+    rollback: Section  # the longer of the two un-killed rollbacks
     pipeline_seconds: float
 
 
@@ -229,7 +276,7 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """
     root = tmp_path_factory.mktemp("crash") / "ws"
     copy_workspace(_trained_template, root)
-    first = critical_seconds(root, "snapshot", "create", "A")
+    critical_section(root, "snapshot", "create", "A")
     a = State.of(root)
     params = root / "params" / "train.yaml"
     values = yaml.safe_load(params.read_text())
@@ -238,16 +285,16 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     retraining, retrained = timed(root, "pipeline")
     assert retrained.returncode == 0, retrained.stderr[-3000:]
     make_newest_version_champion(root)
-    second = critical_seconds(root, "snapshot", "create", "B")
+    critical_section(root, "snapshot", "create", "B")
     b = State.of(root)
     assert a.files["models/model.skops"] != b.files["models/model.skops"]
     assert a.files["params/train.yaml"] != b.files["params/train.yaml"]
     assert a.aliases != b.aliases
-    to_a = critical_seconds(root, "rollback", "A")
+    to_a = critical_section(root, "rollback", "A")
     assert State.of(root) == a, State.of(root).differences(a)
-    to_b = critical_seconds(root, "rollback", "B")
+    to_b = critical_section(root, "rollback", "B")
     assert State.of(root) == b, State.of(root).differences(b)
-    return Story(root, a, b, max(to_a, to_b), max(first, second), retraining)
+    return Story(root, a, b, max(to_a, to_b, key=lambda s: s.closes), retraining)
 
 
 @pytest.fixture
@@ -281,19 +328,15 @@ def test_rollbacks_killed_at_random_points_end_exactly_old_or_exactly_new(
     current = "B"
     failures: list[str] = []
     outcomes = {"old": 0, "new": 0}
-    kills: list[Kill] = []
+    kills = Kills(rng, story.rollback)
     for i in range(ROLLBACK_KILLS):
         target = "A" if current == "B" else "B"
-        delay = rng.uniform(0, story.rollback_seconds)
         refs = snapshot_refs(ws)
-        code = killed_run(ws, delay, "rollback", target)
-        kills.append(code)
+        when, _ = kills.run(ws, "rollback", target)
         # The next state-changing command finishes or undoes the killed rollback first.
         probe = f"probe-{i}"
         recovered = mlvs(ws, "snapshot", "create", probe, "--json")
-        where = (
-            f"kill {i}: rollback {current}->{target} killed {delay:.3f}s after the lock ({code})"
-        )
+        where = f"kill {i}: rollback {current}->{target} {when}"
         if recovered.returncode != 0:
             failures.append(
                 f"{where}: `snapshot create {probe}` exit {recovered.returncode}: {recovered.stderr[-400:]}"
@@ -326,10 +369,8 @@ def test_rollbacks_killed_at_random_points_end_exactly_old_or_exactly_new(
         outcomes["old" if ended == current else "new"] += 1
         current = ended
     assert not failures, report(failures, SEED)
-    assert_most_kills_landed_in_the_critical_section(kills)
-    print(
-        f"rollback kills: {outcomes}, {sum(k.in_critical_section for k in kills)} in the critical section"
-    )
+    kills.assert_most_landed_in_the_critical_section()
+    print(f"rollback kills: {outcomes}, {kills}")
 
 
 def test_snapshot_creates_killed_at_random_points_leave_the_snapshot_whole_or_absent(
@@ -338,21 +379,18 @@ def test_snapshot_creates_killed_at_random_points_leave_the_snapshot_whole_or_ab
     rng = random.Random(SEED + 1)
     failures: list[str] = []
     outcomes = {"absent": 0, "present": 0}
-    kills: list[Kill] = []
     readme, notes = ws / "README.md", ws / "notes.txt"
     # The critical section measured here, on a snapshot like the killed ones (new bytes, warm caches).
     readme.write_text(readme.read_text() + "\ntiming\n")
-    seconds = critical_seconds(ws, "snapshot", "create", "timing")
+    kills = Kills(rng, critical_section(ws, "snapshot", "create", "timing"))
     for i in range(SNAPSHOT_KILLS):
         # New bytes each time (a committed file changed, an untracked one), so each snapshot commits something new.
         readme.write_text(readme.read_text() + f"\nedit {i}\n")
         notes.write_text(f"notes {i}\n")
         before, refs = State.of(ws), snapshot_refs(ws)
         name = f"k-{i}"
-        delay = rng.uniform(0, seconds)
-        code = killed_run(ws, delay, "snapshot", "create", name)
-        kills.append(code)
-        where = f"kill {i}: snapshot create {name} killed {delay:.3f}s after the lock ({code})"
+        when, _ = kills.run(ws, "snapshot", "create", name)
+        where = f"kill {i}: snapshot create {name} {when}"
         problems = []
         present = name in snapshot_refs(ws)
         if present:
@@ -392,10 +430,8 @@ def test_snapshot_creates_killed_at_random_points_leave_the_snapshot_whole_or_ab
             f"final `snapshot create`: exit {final.returncode}, {recovered_cleanly(ws)}: {final.stderr[-400:]}"
         )
     assert not failures, report(failures, SEED + 1)
-    assert_most_kills_landed_in_the_critical_section(kills)
-    print(
-        f"snapshot kills: {outcomes}, {sum(k.in_critical_section for k in kills)} in the critical section"
-    )
+    kills.assert_most_landed_in_the_critical_section()
+    print(f"snapshot kills: {outcomes}, {kills}")
 
 
 def target_problems(root: Path, name: str, manifest: dict, state: State) -> list[str]:
@@ -460,7 +496,7 @@ def test_recovers_killed_at_random_points_finish_interrupted_rollbacks_exactly(
         env={**clean_env(ws), "MLVS_FAILPOINT": "rollback:applying"},
     )
     assert stopped.returncode == -signal.SIGKILL, stopped.stderr[-400:]
-    seconds = critical_seconds(ws, "recover", "--interrupted-only")
+    seconds = critical_section(ws, "recover", "--interrupted-only").closes
     now = State.of(ws)
     assert now in (story.a, story.b), now.differences(story.b)
     current = "A" if now == story.a else "B"
@@ -546,7 +582,8 @@ def test_recovers_killed_while_repairing_a_damaged_file_are_finished_by_the_next
     rng = random.Random(SEED + 3)
     failures: list[str] = []
     damage = _damage(ws, rng)
-    seconds = critical_seconds(ws, "recover")  # how long a repair holds the lock; a first repair
+    # How long a repair holds the lock, measured on a first repair.
+    seconds = critical_section(ws, "recover").closes
     assert State.of(ws) == story.b, State.of(ws).differences(story.b)
     for i in range(REPAIR_KILLS):
         damage = _damage(ws, rng)
