@@ -50,7 +50,7 @@ MAX_COLUMNS = 200
 class ModelCard(BaseModel):
     """What mlvs reads back from `model_card.json`: the model's hash and file name (the rest is kept)."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, defer_build=True)
     model_sha256: _SHA256
     # A file name beside the card, never a path: a card is read from snapshots others made.
     model_file: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$")]
@@ -62,7 +62,7 @@ class GoldenPredictions(BaseModel):
     """`golden_predictions.json`: input rows and the exact probabilities the model gave them."""
 
     # No NaN or infinity in a row: the model cannot score one, and it never wrote one.
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, defer_build=True)
     model_sha256: _SHA256
     rows: Annotated[
         list[Annotated[dict[str, _CELL], Field(max_length=MAX_COLUMNS)]],

@@ -30,7 +30,7 @@ from mlvs.paths import project
 
 class _Strict(BaseModel):
     # strict: "5" is not 5 and true is not 1; forbid: a typo is an error, not a silent default.
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
 
 class PrepareParams(_Strict):
@@ -285,16 +285,32 @@ def load_stage(stage: str, root: Path, overrides: dict[str, Any] | None = None) 
     path = stage_file(root, stage)
     data = read_yaml(path)
     try:
-        model.model_validate(data)
+        loaded = model.model_validate(data)
     except ValidationError as exc:
         raise ParamsError(_format_errors(str(path.relative_to(root)), exc, model)) from None
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if not given:
-        return model.model_validate(data)
+        return loaded
     try:
         return model.model_validate(_merge(data, given))
     except ValidationError as exc:
         raise ParamsError(_format_errors(f"parameter override for {stage}", exc, model)) from None
+
+
+def registered_model_name(root: Path) -> str:
+    """The registered model's name from `params/train.yaml`, checked as `load_stage` checks it.
+
+    Only the `registry` section is validated: a command that only reads the registry
+    (the alias history of the reports index) does not pay for the whole train schema.
+    """
+    path = stage_file(root, "train")
+    section = read_yaml(path).get("registry")
+    try:
+        return RegistryParams.model_validate(section).model_name
+    except ValidationError as exc:
+        raise ParamsError(
+            _format_errors(f"{path.relative_to(root)} (registry)", exc, RegistryParams)
+        ) from None
 
 
 def stage_keys(stage: str) -> list[str]:

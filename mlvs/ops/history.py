@@ -6,13 +6,13 @@ from datetime import datetime
 
 from mlvs.backends.mlflow.history import AliasHistory
 from mlvs.backends.mlflow.registry import read_alias_history
-from mlvs.ml.params import load_stage
+from mlvs.ml.params import registered_model_name
 from mlvs.paths import ProjectPaths
 
 
 def alias_history(paths: ProjectPaths) -> AliasHistory:
     """Every recorded alias move of the model named in `params/train.yaml`, oldest first."""
-    return read_alias_history(paths, load_stage("train", paths.root).registry.model_name)
+    return read_alias_history(paths, registered_model_name(paths.root))
 
 
 def champion_at(paths: ProjectPaths, moment: datetime, alias: str = "champion") -> str | None:

@@ -45,7 +45,7 @@ Family = Literal["data", "model", "pipeline", "store"]
 class Scenario(BaseModel):
     """One entry of the catalog."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
 
     name: str = ""
     family: Family
