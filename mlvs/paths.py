@@ -45,6 +45,16 @@ class ProjectPaths:
         return self.data / "raw" / "customer_data.csv"
 
     @property
+    def batches(self) -> Path:
+        """Customer batches scored after deployment (`mlvs batches generate`), DVC-tracked."""
+        return self.data / "batches"
+
+    @property
+    def labels(self) -> Path:
+        """Each batch's labels, which arrive after the batch, DVC-tracked."""
+        return self.data / "labels"
+
+    @property
     def processed(self) -> Path:
         return self.data / "processed"
 

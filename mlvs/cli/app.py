@@ -105,6 +105,7 @@ COMMANDS: dict[str, str] = {
     "deploy": "mlvs.cli.commands.deploy:deploy_command",
     "registry": "mlvs.cli.commands.registry:registry_group",
     "serve": "mlvs.cli.commands.serve:serve_command",
+    "batches": "mlvs.cli.commands.batches:batches_group",
 }
 
 

@@ -128,6 +128,11 @@ _EFFECTS = {
 }
 
 
+def generator_effects() -> dict[str, float]:
+    """The generator's log-odds of churn per unit of each driver, at signal_strength 1."""
+    return dict(_EFFECTS)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     # deferred: numpy (~0.2 s) is imported only when this runs
     import numpy as np
@@ -215,8 +220,12 @@ def churn_log_odds(
     support_calls: Any,
     senior: Any,
     paperless: Any,
+    effects: dict[str, float] | None = None,
 ) -> np.ndarray:
     """The generator's log-odds of churn at signal_strength 1, without its intercept.
+
+    `effects` replaces the generator's log-odds per unit of each named driver (the rest
+    keep theirs): what drives churn in a world that changed (`mlvs.ml.batches`).
 
     Every driver is a column of the data, so the generator's own churn probability can be
     recomputed from any frame it made (see `true_logit_auc`). The price rise is how much
@@ -233,7 +242,7 @@ def churn_log_odds(
     months = np.maximum(tenure, 1.0)
     average_paid = np.where(total > 0, total / months, monthly)
     price_rise = np.clip(monthly / np.maximum(average_paid, 1.0) - 1.0, 0.0, 1.0)
-    e = _EFFECTS
+    e = {**_EFFECTS, **(effects or {})}
     return (
         e["log_tenure"] * np.log(months)
         + e["tenure"] * tenure
@@ -251,7 +260,7 @@ def churn_log_odds(
     )
 
 
-def frame_log_odds(frame: pd.DataFrame) -> np.ndarray:
+def frame_log_odds(frame: pd.DataFrame, effects: dict[str, float] | None = None) -> np.ndarray:
     """`churn_log_odds` of every row of a customer frame."""
     return churn_log_odds(
         frame["tenure_months"].to_numpy(),
@@ -263,7 +272,33 @@ def frame_log_odds(frame: pd.DataFrame) -> np.ndarray:
         frame["support_calls"].to_numpy(),
         frame["senior_citizen"].to_numpy(),
         frame["paperless_billing"].to_numpy(),
+        effects,
     )
+
+
+def draw_churn(
+    rng: np.random.Generator,
+    logit: np.ndarray,
+    churn_rate: float,
+    label_noise: float,
+    intercept_logit: np.ndarray | None = None,
+) -> np.ndarray:
+    """Churn labels (0/1) drawn from `logit` plus the intercept that gives `churn_rate`.
+
+    The intercept is solved on `intercept_logit` (default: `logit` itself), so labels of a
+    changed world can be drawn with the intercept of the world the model learned, and a
+    price rise then raises the churn rate as it would. `label_noise` flips that share of
+    labels afterwards, as the generator does.
+    """
+    # deferred: numpy (~0.2 s) is imported only when this runs
+    import numpy as np
+
+    # Flipping a share n of labels moves the rate r to r(1 - n) + (1 - r)n: aim before the flips.
+    aim = min(max((churn_rate - label_noise) / (1.0 - 2.0 * label_noise), 0.005), 0.995)
+    intercept = _intercept_for_rate(logit if intercept_logit is None else intercept_logit, aim)
+    churn = (rng.random(logit.shape[0]) < _sigmoid(logit + intercept)).astype(int)
+    flip = rng.random(logit.shape[0]) < label_noise
+    return np.where(flip, 1 - churn, churn)
 
 
 def true_logit_auc(frame: pd.DataFrame, signal_strength: float) -> float:
@@ -320,12 +355,7 @@ def generate_customers(
     logit = signal_strength * churn_log_odds(
         tenure, contract, internet, payment, monthly, total, support_calls, senior, paperless
     )
-    # Flipping a share n of labels moves the rate r to r(1 - n) + (1 - r)n: aim before the flips.
-    aim = min(max((churn_rate - label_noise) / (1.0 - 2.0 * label_noise), 0.005), 0.995)
-    intercept = _intercept_for_rate(logit, aim)
-    churn = (rng.random(n_rows) < _sigmoid(logit + intercept)).astype(int)
-    flip = rng.random(n_rows) < label_noise
-    churn = np.where(flip, 1 - churn, churn)
+    churn = draw_churn(rng, logit, churn_rate, label_noise)
 
     return pd.DataFrame(
         {

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from mlvs.errors import ParamsError
+from mlvs.ml.batches import SCENARIOS, Scenario, ScenarioName
 from mlvs.ml.data import SCHEMA
 from mlvs.ml.decision import CELL_TOLERANCE, MATRIX_CELLS, flat_matrix
 from mlvs.ml.modeling import MODEL_TYPES
@@ -201,7 +202,27 @@ class TrainParams(_Strict):
         )
 
 
-STAGES: dict[str, type[_Strict]] = {"prepare": PrepareParams, "train": TrainParams}
+class MonitoringParams(_Strict):
+    """Parameters of monitoring (`notebooks/05_monitor.ipynb`) and of the batches it judges."""
+
+    seed: int = Field(ge=0, le=2**32 - 1)
+    batch_rows: int = Field(ge=50, le=1_000_000)
+    # Every scenario of `mlvs.ml.batches`, at its default severity.
+    scenarios: dict[ScenarioName, Scenario]
+
+    @model_validator(mode="after")
+    def _every_scenario(self) -> MonitoringParams:
+        missing = [name for name in SCENARIOS if name not in self.scenarios]
+        if missing:
+            raise ValueError(f"scenarios: add {', '.join(missing)} (each with its severity)")
+        return self
+
+
+STAGES: dict[str, type[_Strict]] = {
+    "prepare": PrepareParams,
+    "train": TrainParams,
+    "monitoring": MonitoringParams,
+}
 
 
 def _describe(err: Any, prefix: str = "") -> str:
