@@ -26,6 +26,7 @@ from mlvs.ml.batches import SCENARIOS, Scenario, ScenarioName
 from mlvs.ml.data import SCHEMA
 from mlvs.ml.decision import CELL_TOLERANCE, MATRIX_CELLS, flat_matrix
 from mlvs.ml.modeling import MODEL_TYPES
+from mlvs.ml.monitor import Rule
 from mlvs.paths import project
 
 
@@ -209,12 +210,18 @@ class MonitoringParams(_Strict):
     batch_rows: int = Field(ge=50, le=1_000_000)
     # Every scenario of `mlvs.ml.batches`, at its default severity.
     scenarios: dict[ScenarioName, Scenario]
+    # The alert rules (`mlvs.ml.monitor`), each named once.
+    rules: list[Rule] = Field(min_length=1, max_length=100)
 
     @model_validator(mode="after")
-    def _every_scenario(self) -> MonitoringParams:
+    def _every_scenario_and_one_name_per_rule(self) -> MonitoringParams:
         missing = [name for name in SCENARIOS if name not in self.scenarios]
         if missing:
             raise ValueError(f"scenarios: add {', '.join(missing)} (each with its severity)")
+        names = [rule.name for rule in self.rules]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"rules: each name once; given more than once: {', '.join(twice)}")
         return self
 
 
