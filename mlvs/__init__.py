@@ -6,7 +6,6 @@ The notebook API: the names below are all the notebooks use (`import mlvs`, then
 - `project`: the paths of the project around the working directory (or `MLVS_ROOT`).
 - `load_params`: a stage's validated parameters from `params/`, with a notebook's overrides.
 - `start_run`: the MLflow run a notebook logs to (`log`, `log_figure`, `log_file`, `end`).
-- `TARGET`: the name of the label column of the customer data.
 - `generate_customers`: the seeded synthetic customer base the prepare stage starts from.
 - `schema_report`: one row per declared column of the data: what was found, whether it holds.
 - `write_prepared`: write the raw data and the stratified split; return them with their hashes.
@@ -16,6 +15,7 @@ The notebook API: the names below are all the notebooks use (`import mlvs`, then
 - `register_model`: log the training run, register the model, promote it if it beats the champion.
 - `Drill`: an incident drill, one step per call (`03_incident`).
 - `Rollback`: a rollback to a snapshot, one step per call (`04_rollback`).
+- `Monitor`: one batch judged after deployment, one step per call (`05_monitor`).
 - `records_frame`: findings or repairs as a table.
 - `plots`: the figures the notebooks show and log.
 
@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlvs.backends.mlflow.tracking import start_run
-    from mlvs.ml.data import TARGET, generate_customers
+    from mlvs.ml.data import generate_customers
     from mlvs.ml.params import load_params
     from mlvs.notebook import plots
+    from mlvs.notebook.monitor import Monitor
     from mlvs.notebook.rollback import Rollback
     from mlvs.notebook.tables import records_frame
     from mlvs.ops.drill.drill import Drill
@@ -47,11 +48,12 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "mlvs.paths": ("project",),
     "mlvs.ml.params": ("load_params",),
     "mlvs.backends.mlflow.tracking": ("start_run",),
-    "mlvs.ml.data": ("TARGET", "generate_customers"),
+    "mlvs.ml.data": ("generate_customers",),
     "mlvs.stages.prepare": ("schema_report", "write_prepared"),
     "mlvs.stages.train": ("load_split", "train_and_evaluate", "save_trained", "register_model"),
     "mlvs.ops.drill.drill": ("Drill",),
     "mlvs.notebook.rollback": ("Rollback",),
+    "mlvs.notebook.monitor": ("Monitor",),
     "mlvs.notebook.tables": ("records_frame",),
 }
 _MODULES = {"plots": "mlvs.notebook.plots"}
@@ -80,8 +82,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "TARGET",
     "Drill",
+    "Monitor",
     "Rollback",
     "generate_customers",
     "load_params",

@@ -106,6 +106,8 @@ COMMANDS: dict[str, str] = {
     "registry": "mlvs.cli.commands.registry:registry_group",
     "serve": "mlvs.cli.commands.serve:serve_command",
     "batches": "mlvs.cli.commands.batches:batches_group",
+    "monitor": "mlvs.cli.commands.monitor:monitor_command",
+    "alerts": "mlvs.cli.commands.monitor:alerts_command",
 }
 
 

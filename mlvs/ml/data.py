@@ -412,8 +412,11 @@ def read_customers(path: Path) -> pd.DataFrame:
     return frame
 
 
-def validate_schema(frame: pd.DataFrame) -> list[str]:
-    """Every way `frame` breaks the declared schema, as readable sentences (empty when valid)."""
+def validate_schema(frame: pd.DataFrame, with_target: bool = True) -> list[str]:
+    """Every way `frame` breaks the declared schema, as readable sentences (empty when valid).
+
+    Without `with_target`, the frame is customers to score: every column but `churn`.
+    """
     # deferred: numpy (~0.2 s) and pandas (~1 s) are imported only when this runs
     import numpy as np
     import pandas as pd
@@ -421,7 +424,8 @@ def validate_schema(frame: pd.DataFrame) -> list[str]:
     problems: list[str] = []
     if frame.empty:
         problems.append("the data set has no rows")
-    expected = [c.name for c in SCHEMA]
+    schema = [c for c in SCHEMA if with_target or c.name != TARGET]
+    expected = [c.name for c in schema]
     duplicated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
     for name in duplicated:
         problems.append(f"column '{name}' appears more than once")
@@ -431,7 +435,7 @@ def validate_schema(frame: pd.DataFrame) -> list[str]:
         problems.append(f"missing column(s): {', '.join(missing)}")
     if extra:
         problems.append(f"unexpected column(s): {', '.join(map(str, extra))}")
-    for column in SCHEMA:
+    for column in schema:
         if column.name not in frame.columns or column.name in duplicated:
             continue
         values = frame[column.name]

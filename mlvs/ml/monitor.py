@@ -43,6 +43,8 @@ Metric = Literal[
     "net_value_per_customer_drop",
 ]
 METRICS: tuple[str, ...] = Metric.__args__  # type: ignore[attr-defined]
+# The metrics only labels can give.
+PERFORMANCE_METRICS = ("roc_auc_drop", "recall_drop", "net_value_per_customer_drop")
 
 
 class Rule(BaseModel):
@@ -237,5 +239,6 @@ def step(
                     )
                     state.alerts[state.alerts.index(opened[key])] = done
                     resolved.append(done)
-    state.batches_seen.append(batch)
+    if batch not in state.batches_seen:
+        state.batches_seen.append(batch)
     return Step(raised, resolved, list(state.open().values()))

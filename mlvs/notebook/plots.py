@@ -380,3 +380,85 @@ def timeline(events: list[tuple[str, float, float]]) -> Any:
     ax.set_xlabel("seconds since the drill started")
     fig.tight_layout()
     return fig
+
+
+# What 05_monitor shows: one batch against the training data and the training-time model.
+
+DRIFT_COLOURS = {True: "#C44E52", False: "#4C72B0"}
+
+
+def drift_overview(table: pd.DataFrame) -> Any:
+    """Per feature: its PSI with the 0.1 and 0.25 marks, and its test against the threshold.
+
+    `table` is `Monitor.drift_table()`: one row per feature with `psi`, `statistic`,
+    `value`, `threshold` and `drifted`. p-values are drifted below the threshold,
+    distances above it; the bars are coloured by the verdict either way.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.45 * len(table) + 1.6))
+    names = list(table.index)
+    colours = [DRIFT_COLOURS[bool(d)] for d in table["drifted"]]
+    psi = table["psi"].clip(upper=2.0)
+    left.barh(names, psi, color=colours)
+    for mark, style in ((0.1, ":"), (0.25, "--")):
+        left.axvline(mark, color="#555555", linestyle=style, linewidth=1)
+    left.set_xlabel("population stability index (0.1 moderate, 0.25 significant; cut at 2)")
+    left.invert_yaxis()
+    values = table["value"].replace(np.inf, np.nan).fillna(0.0)
+    right.barh(names, values, color=colours)
+    for name, (value, threshold, statistic) in zip(
+        names, table[["value", "threshold", "statistic"]].itertuples(index=False), strict=True
+    ):
+        right.plot([threshold, threshold], [names.index(name) - 0.4, names.index(name) + 0.4], "k-")
+        right.text(
+            max(float(np.nan_to_num(value)), threshold),
+            names.index(name),
+            f"  {statistic}",
+            va="center",
+            fontsize=7,
+        )
+    right.set_xlabel("drift statistic (black: its threshold; red: drifted)")
+    right.invert_yaxis()
+    right.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def prediction_drift(reference: Any, current: Any, threshold: float) -> Any:
+    """The churn probabilities of the batch against the test set's at training time."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    bins = [i / 40 for i in range(41)]
+    ax.hist(reference, bins=bins, density=True, alpha=0.55, label="test set (training time)")
+    ax.hist(current, bins=bins, density=True, alpha=0.55, label="this batch")
+    ax.axvline(
+        threshold, color="#C44E52", linestyle="--", label=f"decision threshold {threshold:.3f}"
+    )
+    ax.set_xlabel("predicted churn probability")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def batch_performance(performance: Any) -> Any:
+    """Realised ROC-AUC, recall and net value per customer of the batch beside the test set's."""
+    p = performance
+    pairs = {
+        "ROC-AUC": (p.reference_roc_auc, p.roc_auc),
+        "recall": (p.reference_recall, p.recall),
+        "net value per customer": (p.reference_net_value_per_customer, p.net_value_per_customer),
+    }
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    for ax, (label, (then, now)) in zip(axes, pairs.items(), strict=True):
+        ax.bar(["test set", "this batch"], [then, now], color=["#8C8C8C", "#4C72B0"])
+        ax.set_title(label, fontsize=9)
+        for i, value in enumerate((then, now)):
+            ax.text(
+                i,
+                value,
+                f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+    fig.tight_layout()
+    return fig

@@ -72,6 +72,11 @@ class Split:
     test: pd.DataFrame
     data_sha256: str
 
+    @property
+    def test_labels(self) -> pd.Series:
+        """Whether each customer of the test set churned (the label column)."""
+        return self.test[datamod.TARGET]
+
 
 def load_split(paths: ProjectPaths) -> Split:
     """The prepared train and test sets, schema-checked, with the SHA-256 of the data they are."""

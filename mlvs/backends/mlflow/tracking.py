@@ -153,9 +153,13 @@ class NotebookRun:
     run_id: str
 
     def log(
-        self, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str] | None = None
+        self,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str] | None = None,
+        step: int = 0,
     ) -> None:
-        """Log parameters (nested ones flattened), metrics and tags in one batch."""
+        """Log parameters (nested ones flattened), metrics at `step` and tags in one batch."""
         # deferred: mlflow (~1.7 s) is imported only when this runs
         import mlflow
         from mlflow.entities import Metric, Param, RunTag
@@ -164,7 +168,7 @@ class NotebookRun:
         now = get_current_time_millis()
         mlflow.MlflowClient().log_batch(
             self.run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
             params=[Param(k, str(v)) for k, v in flatten(params).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
@@ -208,7 +212,9 @@ KIND_TAG = "mlvs.kind"
 INCIDENT = "incident"
 ROLLBACK = "rollback"
 DEPLOY = "deploy"
+MONITOR = "monitor"
 RUN_KIND_TAGS: dict[str, tuple[str, ...]] = {
+    MONITOR: ("batch", "model_version", "labelled", "alerts_open"),
     INCIDENT: ("incident", "detected_by", "rung"),
     ROLLBACK: ("automatic_snapshot",),
     DEPLOY: ("candidate", "champion", "decision", "forced", "snapshot"),
