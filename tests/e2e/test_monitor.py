@@ -137,7 +137,14 @@ def test_drift_alerts_once_labels_add_performance_and_a_clean_batch_resolves_it(
             "SELECT t.value, m.step FROM metrics m JOIN tags t ON t.run_uuid = m.run_uuid "
             "WHERE m.key = 'share_drifted' AND t.key = 'batch'"
         ).fetchall()
+        # Each notebook run (prepare, train, and the monitoring runs) logged the machine's load.
+        system = db.execute(
+            "SELECT r.name, COUNT(DISTINCT m.key) FROM runs r JOIN metrics m ON m.run_uuid = r.run_uuid "
+            "WHERE m.key IN ('system/cpu_utilization_percentage', 'system/system_memory_usage_megabytes', "
+            "'system/disk_usage_megabytes') GROUP BY r.run_uuid"
+        ).fetchall()
     assert sorted(set(steps)) == [("1", 1), ("2", 2)]
+    assert {name for name, keys in system if keys == 3} >= {"01_prepare", "02_train", "05_monitor"}
     assert (ws / "reports" / "monitoring" / "batch-0002" / "05_monitor.html").is_file()
 
 

@@ -195,15 +195,27 @@ class NotebookRun:
         mlflow.end_run()
 
 
+SYSTEM_METRICS_SECONDS = 1.0
+
+
 def start_run(notebook: str, paths: ProjectPaths) -> NotebookRun:
     """The run of `notebook`: the one `mlvs run` created (MLFLOW_RUN_ID), or a new one when run by hand."""
     mlflow = configure(paths)
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if mlflow.active_run() is not None:
         mlflow.end_run()
+    # The machine's CPU, memory and disk while the notebook runs (MLflow's system metrics,
+    # with psutil), sampled each second: a notebook lasts seconds, not MLflow's default ten.
+    mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_SECONDS)
+    mlflow.set_system_metrics_samples_before_logging(1)
+    # Its start and stop are announced at INFO, which would land in every executed notebook.
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     if run_id:
-        return NotebookRun(notebook, mlflow.start_run(run_id=run_id).info.run_id)
-    started = mlflow.start_run(run_name=notebook, tags=_notebook_tags(paths, notebook))
+        started = mlflow.start_run(run_id=run_id, log_system_metrics=True)
+    else:
+        started = mlflow.start_run(
+            run_name=notebook, tags=_notebook_tags(paths, notebook), log_system_metrics=True
+        )
     return NotebookRun(notebook, started.info.run_id)
 
 
