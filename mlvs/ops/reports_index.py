@@ -299,6 +299,12 @@ def _table(table_id: str, header: list[str], rows: list[str], empty: str) -> str
     return f'<table id="{table_id}">\n<tr>{head}</tr>\n{body}\n</table>'
 
 
+def _monitoring_link(paths: ProjectPaths) -> str:
+    if not (paths.reports / "monitoring.html").is_file():
+        return ""
+    return '<p><a id="monitoring" href="monitoring.html">Monitoring dashboard</a>: every batch judged after deployment, its alerts and the champion\'s moves.</p>\n'
+
+
 def render_index(paths: ProjectPaths) -> str:
     """The index page for what `reports/` and the snapshot list hold now."""
     runs, snapshots = _run_rows(paths), _snapshot_rows(paths)
@@ -309,9 +315,9 @@ def render_index(paths: ProjectPaths) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>mlvs reports</title>
 <style>{STYLE}</style></head><body>
 <h1>mlvs reports</h1>
-<p id="summary">{len(runs)} executed notebook(s), {len(drills)} incident drill(s) ({
-        recovered
-    } recovered), {len(snapshots)} snapshot(s).</p>
+{_monitoring_link(paths)}<p id="summary">{len(runs)} executed notebook(s), {
+        len(drills)
+    } incident drill(s) ({recovered} recovered), {len(snapshots)} snapshot(s).</p>
 <h2>Executed notebooks</h2>
 {
         _table(

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import BIN, clean_env, copy_workspace, mlvs, tree_hashes
+from team._browser import chromium
 
 pytestmark = pytest.mark.slow
 
@@ -146,6 +147,28 @@ def test_drift_alerts_once_labels_add_performance_and_a_clean_batch_resolves_it(
     assert sorted(set(steps)) == [("1", 1), ("2", 2)]
     assert {name for name, keys in system if keys == 3} >= {"01_prepare", "02_train", "05_monitor"}
     assert (ws / "reports" / "monitoring" / "batch-0002" / "05_monitor.html").is_file()
+
+    # The dashboard, rebuilt after each batch, opens from disk and draws its four panels.
+    dashboard = ws / "reports" / "monitoring.html"
+    with chromium(ws.parent / "browser") as browser:
+        browser.open(dashboard.as_uri())
+        drawn = browser.evaluate(
+            "(() => { const svg = document.querySelector('#timeline svg');"
+            " const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};"
+            " return {width: box.width, height: box.height,"
+            " axes: document.querySelectorAll('#timeline svg g[id^=axes_]').length,"
+            " lines: document.querySelectorAll('#timeline svg g[id^=line2d_]').length,"
+            " alerts: document.querySelectorAll('#alerts tr').length - 1,"
+            " summary: document.getElementById('summary').innerText}; })()"
+        )
+        index = ws / "reports" / "index.html"
+        browser.open(index.as_uri())
+        link = browser.evaluate("document.getElementById('monitoring')?.getAttribute('href')")
+    assert drawn["width"] > 500 and drawn["height"] > 500 and drawn["axes"] == 4
+    assert drawn["lines"] > 9  # one PSI line per feature, and the rest
+    assert drawn["alerts"] == len(raised)
+    assert drawn["summary"].startswith("2 batch(es) monitored, 1 with labels; 0 alert(s) open")
+    assert link == "monitoring.html"
 
 
 def _write(root: Path, name: str, text: str) -> str:

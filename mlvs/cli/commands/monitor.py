@@ -10,7 +10,9 @@ import click
 
 from mlvs.cli.render import emit_json
 from mlvs.cli.style import bad, note
+from mlvs.ops.dashboard import write_dashboard
 from mlvs.ops.monitor import load_state, monitor_batch
+from mlvs.ops.reports_index import refresh_index
 from mlvs.paths import ProjectPaths, project
 
 
@@ -47,6 +49,8 @@ def monitor_command(batch: str, labels: str, as_json: bool) -> None:
     """
     paths = project()
     record = monitor_batch(paths, _from_root(paths, batch), _from_root(paths, labels))
+    write_dashboard(paths)
+    refresh_index(paths)
     opened = record["open_alerts"]
     if as_json:
         emit_json(record)
