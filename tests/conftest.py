@@ -201,6 +201,24 @@ def copy_workspace(source: Path, dest: Path) -> Path:
     return dest
 
 
+def register_inverted_version(root: Path) -> str:
+    """Register a clearly worse version: a model fitted on the inverted labels of the training set.
+
+    In process: the caller points MLflow at `root`'s store (MLFLOW_TRACKING_URI, MLVS_ROOT).
+    """
+    from mlvs.ml.data import features_and_target, read_customers
+    from mlvs.ml.features import build_model
+    from mlvs.ml.modeling import LogisticRegressionHyper, build_classifier
+    from mlvs.paths import ProjectPaths
+    from mlvs.stages.versions import register_fitted_model
+
+    paths = ProjectPaths(root)
+    X, y = features_and_target(read_customers(paths.train_data))
+    inverted = build_model(build_classifier("logistic_regression", LogisticRegressionHyper(), 0))
+    inverted.fit(X, 1 - y)
+    return register_fitted_model(paths, inverted, "inverted", {"decision_threshold": "0.5"})
+
+
 def make_newest_version_champion(root: Path) -> None:
     """Put `champion` on the newest registered version, whether or not it won its promotion."""
     subprocess.run(

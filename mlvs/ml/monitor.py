@@ -76,6 +76,22 @@ class Rule(BaseModel):
         return value < self.threshold
 
 
+class DeployGuard(BaseModel):
+    """What a freshly deployed champion must not do: lose to the version it replaced on the same batch."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
+
+    auto_rollback: bool  # roll back by itself, or only recommend the command
+    within_batches: int = Field(ge=1, le=1000)  # a deploy is fresh for this many monitored batches
+    metric: Literal["net_value_per_customer", "roc_auc"]
+    margin: float = Field(ge=0.0)  # worse by more than this, on the metric's own scale
+
+
+def deploy_is_worse(guard: DeployGuard, champion: float, previous: float) -> bool:
+    """Whether the champion's figure on a batch is worse than its predecessor's by more than the margin."""
+    return previous - champion > guard.margin
+
+
 @dataclass(frozen=True)
 class Observation:
     """One figure of a batch: a metric about a subject."""

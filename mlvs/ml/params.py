@@ -26,7 +26,7 @@ from mlvs.ml.batches import SCENARIOS, Scenario, ScenarioName
 from mlvs.ml.data import SCHEMA
 from mlvs.ml.decision import CELL_TOLERANCE, MATRIX_CELLS, flat_matrix
 from mlvs.ml.modeling import MODEL_TYPES
-from mlvs.ml.monitor import Rule
+from mlvs.ml.monitor import DeployGuard, Rule
 from mlvs.paths import project
 
 
@@ -212,6 +212,8 @@ class MonitoringParams(_Strict):
     scenarios: dict[ScenarioName, Scenario]
     # The alert rules (`mlvs.ml.monitor`), each named once.
     rules: list[Rule] = Field(min_length=1, max_length=100)
+    # A fresh deploy judged against the version it replaced once labels arrive.
+    deploy_guard: DeployGuard
 
     @model_validator(mode="after")
     def _every_scenario_and_one_name_per_rule(self) -> MonitoringParams:

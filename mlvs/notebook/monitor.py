@@ -77,6 +77,13 @@ class Monitor:
         run.log({"batch_file": str(self.batch.path.name)}, metrics, tags, step=self.batch.number)
         return judged
 
+    def guard_deploy(self) -> ops.DeployCheck | None:
+        """With labels: a champion deployed within the last batches against the version it
+        replaced, on this batch; rolled back (verified) when it loses by more than the margin."""
+        if self.labels is None:
+            return None
+        return ops.check_deploy(self.paths, self._judged(), self.labels)
+
     def _judged(self) -> ops.Judgement:
         if self.judgement is None:
             raise RuntimeError("call judge() first")

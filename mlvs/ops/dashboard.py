@@ -72,7 +72,7 @@ def _moves(paths: ProjectPaths, monitored: dict[str, Any]) -> list[tuple[float, 
     for move in history.moves:
         if move.alias != "champion":
             continue
-        when = datetime.fromisoformat(move.time)
+        when = move.when()
         before = [number for t, number in times if t <= when]
         if not before:
             continue

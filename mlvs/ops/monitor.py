@@ -20,6 +20,7 @@ which batches were monitored), each batch's folder (record and predictions), and
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -40,14 +41,18 @@ from mlvs.ml.decision import contact_values, fixed_or_default_threshold, net_val
 from mlvs.ml.drift import DatasetDrift, dataset_drift, numeric_psi
 from mlvs.ml.monitor import (
     PERFORMANCE_METRICS,
+    Alert,
     AlertState,
     Observation,
     Performance,
     Step,
+    deploy_is_worse,
     observations,
     step,
 )
 from mlvs.ml.params import load_stage
+from mlvs.ops.history import alias_history
+from mlvs.ops.rollback.restore import rollback
 from mlvs.ops.run import run_notebook
 from mlvs.paths import ProjectPaths
 from mlvs.stages.versions import VersionModel, load_version_model
@@ -464,6 +469,14 @@ def read_record(paths: ProjectPaths, number: int, labelled: bool) -> dict[str, A
         raise IntegrityError(
             f"{path} is not the record of batch {number}; run `mlvs monitor` again"
         )
+    check = batch_dir(paths, number) / "deploy-check.json"
+    if labelled and check.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            document["deploy_check"] = json.loads(check.read_text(encoding="utf-8"))
+        state, _ = load_state(paths)
+        document["alerts"] += [
+            a.to_dict() for a in state.alerts if a.rule == DEPLOY_GUARD and a.raised_batch == number
+        ]
     return document
 
 
@@ -482,3 +495,147 @@ def monitor_batch(paths: ProjectPaths, batch: str, labels: str = "") -> dict[str
         progress=False,
     )
     return read_record(paths, read.number, labelled)
+
+
+# The commands whose alias moves put a new model in front of customers.
+DEPLOYING_COMMANDS = ("deploy", "pipeline")
+DEPLOY_GUARD = "deploy_guard"
+
+
+@dataclass(frozen=True)
+class DeployCheck:
+    """A fresh champion against the version it replaced, on one labelled batch, and what was done."""
+
+    batch: int
+    deployed: str
+    previous: str
+    snapshot: str | None  # taken before the deploy: where a rollback goes
+    deployed_at: str
+    batches_since: int
+    metric: str
+    champion_value: float
+    previous_value: float
+    margin: float
+    worse: bool
+    action: str  # "none", "rolled back" or "recommended"
+    command: str  # the exact command that undoes the deploy
+    rollback: dict[str, Any] | None = None  # the verified rollback's report, when one ran
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _last_deploy(paths: ProjectPaths) -> Any | None:
+    history = alias_history(paths)
+    moves = [m for m in history.moves if m.alias == CHAMPION]
+    if not moves or moves[-1].command not in DEPLOYING_COMMANDS or not moves[-1].from_version:
+        return None
+    return moves[-1]
+
+
+def check_deploy(paths: ProjectPaths, judgement: Judgement, labels: Any) -> DeployCheck | None:
+    """Judge the last deploy on this labelled batch, if it is fresh; roll it back if the guard says so.
+
+    Both versions score the same rows of the batch with the same labels and their own
+    decision thresholds. The rollback restores the models and the registry of the
+    snapshot taken before the deploy (data that arrived since stays), verified as every
+    rollback; a service following the champion swaps back by itself.
+    """
+    guard = load_stage("monitoring", paths.root).deploy_guard
+    move = _last_deploy(paths)
+    if move is None or move.to_version != judgement.model_version:
+        return None
+    _, monitored = load_state(paths)
+    since = sum(
+        1
+        for v in monitored.values()
+        if isinstance(v, dict) and datetime.fromisoformat(v["monitored_at"]) >= move.when()
+    )
+    if since > guard.within_batches:
+        return None
+    train = load_stage("train", paths.root)
+    previous = load_version_model(
+        paths,
+        train.registry.model_name,
+        move.from_version,
+        fixed_or_default_threshold(train.decision_threshold),
+    )
+    deployed = champion(paths)
+    ok = scorable(judgement.batch.frame)
+    rows = judgement.batch.frame[ok]
+    truth = labels[ok.to_numpy()].to_numpy()
+    features = list(datamod.FEATURES)
+    values = contact_values(train.business, rows["monthly_charges"].to_numpy())
+    figures = []
+    for model in (deployed, previous):
+        probabilities = model.model.predict_proba(rows[features])[:, 1]
+        if guard.metric == "roc_auc":
+            # deferred: scikit-learn (~2.5 s) is imported only when this runs
+            from sklearn.metrics import roc_auc_score
+
+            figures.append(float(roc_auc_score(truth, probabilities)))
+        else:
+            figures.append(
+                net_value(truth, probabilities, model.threshold, values) / max(len(truth), 1)
+            )
+    worse = deploy_is_worse(guard, figures[0], figures[1])
+    command = (
+        f"mlvs rollback {move.snapshot} --only models,registry"
+        if move.snapshot
+        else "mlvs deploy " + move.from_version
+    )
+    action, report = "none", None
+    if worse and guard.auto_rollback and move.snapshot:
+        report = rollback(paths, move.snapshot, only="models,registry").to_dict()
+        action = "rolled back"
+    elif worse:
+        action = "recommended"
+    check = DeployCheck(
+        judgement.batch.number,
+        move.to_version,
+        move.from_version,
+        move.snapshot,
+        move.time,
+        since,
+        guard.metric,
+        figures[0],
+        figures[1],
+        guard.margin,
+        worse,
+        action,
+        command,
+        report,
+    )
+    if worse:
+        _alert_deploy(paths, check)
+    return check
+
+
+def _alert_deploy(paths: ProjectPaths, check: DeployCheck) -> None:
+    """Record the guard's alert: resolved at once when the rollback ran, open when only recommended."""
+    state, monitored = load_state(paths)
+    done = check.action == "rolled back"
+    what = (
+        f"rolled back to {check.snapshot} (models, registry; verified)"
+        if done
+        else f"recommended: {check.command}"
+    )
+    alert = Alert(
+        DEPLOY_GUARD,
+        "critical",
+        check.metric,
+        f"version {check.deployed} (replaced {check.previous}): {what}",
+        check.champion_value - check.previous_value,
+        -check.margin,
+        check.batch,
+        now_text(),
+        status="resolved" if done else "open",
+        resolved_batch=check.batch if done else None,
+        resolved_at=now_text() if done else None,
+    )
+    state.alerts.append(alert)
+    save_state(paths, state, monitored)
+    atomic_write_text(
+        batch_dir(paths, check.batch) / "deploy-check.json",
+        json.dumps(check.to_dict(), indent=2, default=str) + "\n",
+    )

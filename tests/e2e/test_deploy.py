@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import git, mlvs, tree_hashes
+from conftest import git, mlvs, register_inverted_version, tree_hashes
 
 MODEL = "churn-classifier"
 
@@ -26,17 +26,7 @@ def deploy_ws(trained_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.setenv("MLVS_ROOT", str(root))
-    from mlvs.ml.data import features_and_target, read_customers
-    from mlvs.ml.features import build_model
-    from mlvs.ml.modeling import LogisticRegressionHyper, build_classifier
-    from mlvs.paths import ProjectPaths
-    from mlvs.stages.versions import register_fitted_model
-
-    paths = ProjectPaths(root)
-    X, y = features_and_target(read_customers(paths.train_data))
-    inverted = build_model(build_classifier("logistic_regression", LogisticRegressionHyper(), 0))
-    inverted.fit(X, 1 - y)
-    version = register_fitted_model(paths, inverted, "inverted", {"decision_threshold": "0.5"})
+    version = register_inverted_version(root)
     assert version == "2"
     return root
 

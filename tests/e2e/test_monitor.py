@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, clean_env, copy_workspace, mlvs, tree_hashes
+from conftest import BIN, clean_env, copy_workspace, mlvs, register_inverted_version, tree_hashes
 from team._browser import chromium
 
 pytestmark = pytest.mark.slow
@@ -216,3 +216,42 @@ def test_a_bad_batch_or_labels_file_is_one_line_and_changes_nothing(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], lines
     assert tree_hashes(ws) == before
+
+
+def test_a_deploy_that_loses_to_the_version_it_replaced_is_rolled_back_by_itself(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{ws / 'mlflow.db'}")
+    monkeypatch.setenv("MLVS_ROOT", str(ws))
+    assert register_inverted_version(ws) == "2"
+    forced = mlvs(ws, "deploy", "2", "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    snapshot = json.loads(forced.stdout)["snapshot"]
+    assert champion(ws) == "2"
+
+    code, scored, _ = monitor(ws, BATCH_2)
+    assert scored["model_version"] == "2"
+    code, labelled, _ = monitor(ws, BATCH_2, "--labels", LABELS_2)
+    check = labelled["deploy_check"]
+    assert (check["deployed"], check["previous"], check["snapshot"]) == ("2", "1", snapshot)
+    assert check["worse"] and check["champion_value"] < check["previous_value"] - check["margin"]
+    assert check["action"] == "rolled back" and check["rollback"]["findings"] == []
+    assert code == 1
+    (alert,) = [a for a in labelled["alerts"] if a["rule"] == "deploy_guard"]
+    assert alert["severity"] == "critical" and snapshot in alert["subject"]
+    assert champion(ws) == "1"
+    assert mlvs(ws, "verify").returncode == 0
+    moves = json.loads(mlvs(ws, "registry", "history", "--json").stdout)["moves"]
+    assert (moves[-1]["command"], moves[-1]["from_version"], moves[-1]["to_version"]) == (
+        "rollback",
+        "2",
+        "1",
+    )
+
+
+def champion(root: Path) -> str:
+    with sqlite3.connect(root / "mlflow.db") as db:
+        (version,) = db.execute(
+            "SELECT version FROM registered_model_aliases WHERE alias = 'champion'"
+        ).fetchone()
+    return str(version)

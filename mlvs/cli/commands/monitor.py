@@ -45,7 +45,8 @@ def monitor_command(batch: str, labels: str, as_json: bool) -> None:
     """Judge BATCH (a CSV of customers) with notebooks/05_monitor.ipynb: drift, schema,
     predictions and, with --labels, realised performance; raise the alerts the rules call for.
 
-    Exit status: 0 no alert open, 1 at least one alert open, 2 bad input (nothing written).
+    Exit status: 0 no alert, 1 an alert raised by this batch or still open, 2 bad input
+    (nothing written).
     """
     paths = project()
     record = monitor_batch(paths, _from_root(paths, batch), _from_root(paths, labels))
@@ -76,11 +77,23 @@ def monitor_command(batch: str, labels: str, as_json: bool) -> None:
         for alert in opened:
             if (alert["rule"], alert["subject"]) not in raised:
                 click.echo(f"{note('open')} {_alert_line(alert, 'still open')}")
+        check = record.get("deploy_check")
+        if check and check["worse"]:
+            click.echo(
+                f"{bad('DEPLOY')} version {check['deployed']} earned {check['metric']} "
+                f"{check['champion_value']:.4g} on this batch against {check['previous_value']:.4g} for "
+                f"version {check['previous']}, which it replaced; "
+                + (
+                    f"rolled back to {check['snapshot']} (models, registry), verified"
+                    if check["action"] == "rolled back"
+                    else f"roll it back with: {check['command']}"
+                )
+            )
         if not opened:
             click.echo("no alert open")
     for problem in record.get("webhook_failures", []):
         click.echo(f"{note('mlvs: note:')} alert not delivered: {problem}", err=True)
-    sys.exit(1 if opened else 0)
+    sys.exit(1 if opened or record["alerts"] else 0)
 
 
 @click.command("alerts")
