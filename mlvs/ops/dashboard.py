@@ -91,10 +91,10 @@ def _figure(
     """The four panels as inline SVG text."""
     # deferred: matplotlib (~0.5 s) only when a dashboard is drawn
     import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    matplotlib.use("Agg")  # no display: the figure only becomes SVG text
 
     batches = [r["batch"] for r in records]
     fig, axes = plt.subplots(4, 1, figsize=(11, 12), sharex=True)
