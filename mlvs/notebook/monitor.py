@@ -75,6 +75,14 @@ class Monitor:
         )
         tags |= {f"mlvs.alert.{a.rule}.{a.subject}": a.severity for a in steps.raised}
         run.log({"batch_file": str(self.batch.path.name)}, metrics, tags, step=self.batch.number)
+        # Lineage: the batch as a dataset input, its digest the MD5 DVC keeps it under.
+        run.log_dataset(
+            self.batch.frame,
+            f"batch-{self.batch.number:04d}",
+            self.batch.path,
+            self.batch.md5,
+            "monitoring",
+        )
         return judged
 
     def guard_deploy(self) -> ops.DeployCheck | None:

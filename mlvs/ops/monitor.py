@@ -84,6 +84,7 @@ class BatchFile:
     path: Path
     frame: pd.DataFrame
     sha256: str
+    md5: str  # as DVC hashes a file: the key it is stored under
 
 
 def _sha256(payload: bytes) -> str:
@@ -158,7 +159,7 @@ def read_batch(paths: ProjectPaths, path: Path, state: AlertState | None = None)
     else:
         seen = (state or AlertState()).batches_seen
         number = max(seen, default=0) + 1
-    return BatchFile(number, path, typed, _sha256(payload))
+    return BatchFile(number, path, typed, _sha256(payload), hashlib.md5(payload).hexdigest())
 
 
 def read_labels(path: Path, batch: BatchFile) -> pd.Series:

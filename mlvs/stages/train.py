@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from mlvs._io import atomic_write_text, hash_file, sha256_file
+from mlvs.backends.dvc.outputs import stage_input_hashes
 from mlvs.backends.mlflow import tracking
 from mlvs.backends.mlflow.history import MoveReason
 from mlvs.backends.mlflow.model_files import ARTIFACT_DIR
@@ -358,6 +359,10 @@ def register_model(
     )
     for path in (paths.model_file, paths.model_card, paths.golden):
         run.log_file(path, ARTIFACT_DIR)
+    # Lineage: the data this version was trained and tested on, by the hash DVC keeps it under.
+    processed = stage_input_hashes(paths, "train").get("data/processed", card["data_sha256"])
+    run.log_dataset(trained.train, "train", paths.train_data, processed, "training", datamod.TARGET)
+    run.log_dataset(test, "test", paths.test_data, processed, "testing", datamod.TARGET)
     example = golden_sample(test, INPUT_EXAMPLE_ROWS, params.seed)
     info = tracking.log_and_register_model(trained.model, example, params.registry)
     version = str(info.registered_model_version)

@@ -144,7 +144,20 @@ def test_drift_alerts_once_labels_add_performance_and_a_clean_batch_resolves_it(
             "WHERE m.key IN ('system/cpu_utilization_percentage', 'system/system_memory_usage_megabytes', "
             "'system/disk_usage_megabytes') GROUP BY r.run_uuid"
         ).fetchall()
+        # Lineage: which data each run read, by the hash DVC keeps it under.
+        inputs = db.execute(
+            "SELECT r.name, d.name, d.digest FROM inputs i JOIN datasets d ON d.dataset_uuid = i.source_id "
+            "JOIN runs r ON r.run_uuid = i.destination_id WHERE i.source_type = 'DATASET'"
+        ).fetchall()
     assert sorted(set(steps)) == [("1", 1), ("2", 2)]
+    batch_md5 = yaml.safe_load((ws / f"{BATCH_1}.dvc").read_text())["outs"][0]["md5"]
+    processed = next(
+        o["md5"]
+        for o in yaml.safe_load((ws / "dvc.lock").read_text())["stages"]["prepare"]["outs"]
+        if o["path"] == "data/processed"
+    )
+    assert ("05_monitor", "batch-0001", batch_md5) in inputs
+    assert {("02_train", "train", processed), ("02_train", "test", processed)} <= set(inputs)
     assert {name for name, keys in system if keys == 3} >= {"01_prepare", "02_train", "05_monitor"}
     assert (ws / "reports" / "monitoring" / "batch-0002" / "05_monitor.html").is_file()
 

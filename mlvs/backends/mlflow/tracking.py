@@ -173,6 +173,26 @@ class NotebookRun:
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
 
+    def log_dataset(
+        self,
+        frame: Any,
+        name: str,
+        source: Path,
+        digest: str,
+        context: str,
+        targets: str | None = None,
+    ) -> None:
+        """Record `frame` as a dataset input of the run, named, with its DVC hash as the digest,
+        so the MLflow UI shows which data a run read (`context`: training, testing, monitoring)."""
+        # deferred: mlflow (~1.7 s) is imported only when this runs
+        import mlflow
+        from mlflow.data.pandas_dataset import from_pandas
+
+        dataset = from_pandas(
+            frame, source=str(source), targets=targets, name=name, digest=digest[:36]
+        )
+        mlflow.log_input(dataset, context=context)
+
     def log_figure(self, figure: Any, name: str) -> None:
         """Log a matplotlib figure under `plots/<name>.png`."""
         # deferred: mlflow (~1.7 s) is imported only when this runs
