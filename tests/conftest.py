@@ -145,6 +145,16 @@ def make_story_workspace(dest: Path, trained: Path | None = None) -> Path:
     return root
 
 
+def make_monitor_workspace(dest: Path, trained: Path | None = None) -> Path:
+    """A tiny trained workspace with batch 1 of the `price_rise` scenario: what `05_monitor` judges.
+
+    The state `05_monitor` is stored against (`make golden`) and re-executed against (nbval).
+    """
+    root = copy_workspace(trained, dest) if trained is not None else _build_trained_template(dest)
+    mlvs(root, "batches", "generate", "--scenario", "price_rise", check=True)
+    return root
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A fresh, committed copy of the project with tiny parameters."""

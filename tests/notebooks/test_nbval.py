@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, make_story_workspace, make_workspace
+from conftest import clean_env, make_monitor_workspace, make_story_workspace, make_workspace
 
 pytestmark = pytest.mark.slow
 
@@ -62,5 +62,14 @@ def test_incident_and_rollback_notebooks_reproduce_their_stored_outputs(
 ) -> None:
     root = make_story_workspace(tmp_path / "ws", trained=_trained_template)
     result = run_nbval(root, ["notebooks/03_incident.ipynb", "notebooks/04_rollback.ipynb"])
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_the_monitoring_notebook_reproduces_its_stored_outputs(
+    _trained_template: Path, tmp_path: Path
+) -> None:
+    root = make_monitor_workspace(tmp_path / "ws", trained=_trained_template)
+    result = run_nbval(root, ["notebooks/05_monitor.ipynb"])
     assert result.returncode == 0, result.stdout[-4000:]
     assert " passed" in result.stdout and "failed" not in result.stdout

@@ -18,13 +18,15 @@ from nbclient import NotebookClient
 from mlvs.backends.kernel import ipc_kernel_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import REPO, clean_env, make_story_workspace, make_workspace
+from conftest import REPO, clean_env, make_monitor_workspace, make_story_workspace, make_workspace
 
 # Pipeline notebooks run on the default parameters in a fresh copy; the incident and
-# rollback notebooks on a tiny copy with two snapshots (see make_story_workspace).
+# rollback notebooks on a tiny copy with two snapshots (see make_story_workspace); the
+# monitoring notebook on a tiny trained copy with one batch (see make_monitor_workspace).
 GROUPS = (
     (("01_prepare", "02_train"), lambda d: make_workspace(d, tiny=False)),
     (("03_incident", "04_rollback"), make_story_workspace),
+    (("05_monitor",), make_monitor_workspace),
 )
 
 
