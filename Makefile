@@ -82,7 +82,7 @@ bench: $(STAMP) ## Run the benchmarks into reports/benchmarks/latest.json; fails
 fuzz: $(STAMP) ## Fuzz params, notebook parameters and the files read back from disk (journal, manifest, hash cache, dvc.lock, .dir) for a bounded time
 	$(BIN)/python tests/fuzz/fuzz_inputs.py
 
-demo: $(STAMP) ## The guided tour: pipeline, snapshots, retrain, every drill, rollback (several minutes)
+demo: $(STAMP) ## The guided tour: pipeline, snapshots, retrain, every drill, rollback, then production: monitoring, a drift, a bad deploy rolled back (many minutes)
 	$(BIN)/python tests/demo.py
 
 golden: $(STAMP) ## Re-execute the notebooks and store their outputs (nbval's reference)
