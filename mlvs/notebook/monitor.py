@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from mlvs.backends.mlflow.tracking import MONITOR, NotebookRun, kind_tags
 from mlvs.ops import monitor as ops
 from mlvs.ops.alerting import deliver
+from mlvs.ops.monitor_state import load_state
 from mlvs.paths import ProjectPaths
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ class Monitor:
 
     def judge(self) -> ops.Judgement:
         """Drift, schema, predictions of the champion, and performance when labels are given."""
-        _, monitored = ops.load_state(self.paths)
+        _, monitored = load_state(self.paths)
         self.judgement = ops.judge(self.paths, self.batch, self.labels, monitored)
         return self.judgement
 

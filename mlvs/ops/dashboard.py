@@ -20,7 +20,7 @@ from typing import Any
 from mlvs._io import atomic_write_text
 from mlvs.logs import get_logger
 from mlvs.ops.history import alias_history
-from mlvs.ops.monitor import batch_dir, load_state, monitoring_dir
+from mlvs.ops.monitor_state import batch_dir, load_state, monitoring_dir
 from mlvs.paths import ProjectPaths
 
 log = get_logger("dashboard")

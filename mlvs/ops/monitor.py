@@ -52,6 +52,7 @@ from mlvs.ml.monitor import (
 )
 from mlvs.ml.params import load_stage
 from mlvs.ops.history import alias_history
+from mlvs.ops.monitor_state import batch_dir, load_state, save_state
 from mlvs.ops.rollback.restore import rollback
 from mlvs.ops.run import run_notebook
 from mlvs.paths import ProjectPaths
@@ -64,16 +65,6 @@ if TYPE_CHECKING:
 _BATCH_NAME = re.compile(r"^batch-(\d{4,6})\.csv$")
 MAX_BATCH_BYTES = 512 * 1024 * 1024
 NUMERIC = tuple(c.name for c in datamod.SCHEMA if c.kind in ("int", "float") and c.name != "churn")
-
-
-def monitoring_dir(paths: ProjectPaths) -> Path:
-    """Where monitoring keeps its records, alerts and dashboard inputs."""
-    return paths.reports / "monitoring"
-
-
-def batch_dir(paths: ProjectPaths, number: int) -> Path:
-    """Where batch `number`'s record, predictions and executed notebook go."""
-    return monitoring_dir(paths) / f"batch-{number:04d}"
 
 
 @dataclass(frozen=True)
@@ -183,33 +174,6 @@ def read_labels(path: Path, batch: BatchFile) -> pd.Series:
         )
     labels = frame.set_index("customer_id")["churn"].astype(int)
     return labels.reindex(batch.frame["customer_id"])
-
-
-def load_state(paths: ProjectPaths) -> tuple[AlertState, dict[str, Any]]:
-    """The alert state and the record of monitored batches (empty before the first batch)."""
-    path = monitoring_dir(paths) / "state.json"
-    if not path.is_file():
-        return AlertState(), {}
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        state = AlertState.from_dict(document["alerts"])
-        monitored = dict(document["monitored"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise IntegrityError(
-            f"{path} is not a monitoring state ({type(exc).__name__}); restore it with "
-            "`mlvs rollback` to a snapshot, or remove it to start monitoring afresh"
-        ) from None
-    return state, monitored
-
-
-def save_state(paths: ProjectPaths, state: AlertState, monitored: dict[str, Any]) -> None:
-    """Write the alert state, the monitored batches and the list of alerts."""
-    folder = monitoring_dir(paths)
-    folder.mkdir(parents=True, exist_ok=True)
-    document = {"alerts": state.to_dict(), "monitored": monitored}
-    atomic_write_text(folder / "state.json", json.dumps(document, indent=2, sort_keys=True) + "\n")
-    alerts = {"alerts": [a.to_dict() for a in state.alerts]}
-    atomic_write_text(folder / "alerts.json", json.dumps(alerts, indent=2) + "\n")
 
 
 def champion(paths: ProjectPaths) -> VersionModel:

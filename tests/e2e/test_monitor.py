@@ -183,6 +183,11 @@ def test_drift_alerts_once_labels_add_performance_and_a_clean_batch_resolves_it(
     assert drawn["summary"].startswith("2 batch(es) monitored, 1 with labels; 0 alert(s) open")
     assert link == "monitoring.html"
 
+    # A snapshot names the batches its model judged.
+    assert mlvs(ws, "snapshot", "create", "after-monitoring").returncode == 0
+    shown = json.loads(mlvs(ws, "snapshot", "show", "after-monitoring", "--json").stdout)
+    assert shown["monitored_batches"] == [1, 2]
+
 
 def _write(root: Path, name: str, text: str) -> str:
     (root / name).write_text(text)

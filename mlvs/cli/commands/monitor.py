@@ -11,7 +11,8 @@ import click
 from mlvs.cli.render import emit_json
 from mlvs.cli.style import bad, note
 from mlvs.ops.dashboard import write_dashboard
-from mlvs.ops.monitor import load_state, monitor_batch
+from mlvs.ops.monitor import monitor_batch
+from mlvs.ops.monitor_state import load_state
 from mlvs.ops.reports_index import refresh_index
 from mlvs.paths import ProjectPaths, project
 

@@ -13,6 +13,7 @@ from mlvs.cli.render import (
     snapshots_table,
     untracked_text,
 )
+from mlvs.ops.monitor_state import judged_batches
 from mlvs.ops.reports_index import refresh_index
 from mlvs.ops.snapshot.create import create_snapshot
 from mlvs.ops.snapshot.diff import diff_snapshots
@@ -73,11 +74,19 @@ def snapshot_list_command(as_json: bool) -> None:
 def snapshot_show_command(name: str, as_json: bool) -> None:
     """Show what snapshot NAME recorded."""
 
-    manifest = show_snapshot(project(), name)
+    paths = project()
+    manifest = show_snapshot(paths, name)
+    # The batches its model judged after deployment (from reports/monitoring/, not the snapshot).
+    judged = judged_batches(paths, manifest.model_version)
     if as_json:
-        emit_json(manifest.to_dict())
+        emit_json({**manifest.to_dict(), "monitored_batches": judged})
     else:
         click.echo(manifest_text(manifest))
+        if judged:
+            click.echo(
+                f"monitored    batches {', '.join(map(str, judged))} judged with model version "
+                f"{manifest.model_version} (reports/monitoring/)"
+            )
 
 
 @snapshot_group.command("diff")
