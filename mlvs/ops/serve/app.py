@@ -8,6 +8,7 @@ sent are never logged nor echoed back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -26,6 +27,7 @@ from mlvs.ml.scoring import (
     records_frame,
 )
 from mlvs.ops.serve.follow import ServingState
+from mlvs.ops.serve.loader import LoadedModel
 
 log = get_logger("serve")
 
@@ -76,6 +78,22 @@ def create_app(state: ServingState) -> FastAPI:
         version="1",
     )
 
+    # One request at a time has the alias read; the others that need it wait for its answer.
+    refreshing = asyncio.Lock()
+
+    async def served_now() -> LoadedModel | None:
+        """The model to answer with: the version the alias points at now, once swapped in.
+
+        When the registry changed since the alias was last read, or the version it points
+        at is still being loaded, the request waits for that check (and so for the swap):
+        an answer never comes from a version the alias had left when the request began.
+        """
+        if state.needs_check():
+            async with refreshing:
+                if state.needs_check():
+                    await run_in_threadpool(state.check)
+        return state.current
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:
         problems = record_problems(list(error.errors()))
@@ -114,7 +132,7 @@ def create_app(state: ServingState) -> FastAPI:
         responses={503: _ERROR},
     )
     async def model() -> Response:
-        current = state.current
+        current = await served_now()
         if current is None:
             return _json({"detail": "no verified model is loaded yet; see /health"}, 503)
         return _json(current.describe())
@@ -127,7 +145,7 @@ def create_app(state: ServingState) -> FastAPI:
     )
     async def predict(body: ScoringRequest) -> Response:
         # The one read of the reference: this request is scored by this model to its end.
-        served = state.current
+        served = await served_now()
         if served is None:
             return _json({"detail": "no verified model is loaded yet; see /health"}, 503)
         try:

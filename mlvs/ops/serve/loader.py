@@ -47,6 +47,8 @@ class LoadedModel:
     source: str
     # Seconds spent loading and verifying it.
     load_seconds: float
+    # The file its bytes were read from, when it stays there (watched for changes); None for a download.
+    source_file: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """`GET /model`: the served model's name, alias, version, hash and when it was loaded."""
@@ -130,7 +132,7 @@ def load_version(
     fallback = _workspace_threshold(paths)
     reasons = []
 
-    def loaded(model: Any, threshold: float, source: str) -> LoadedModel:
+    def loaded(model: Any, threshold: float, source: str, source_file: Path | None) -> LoadedModel:
         return LoadedModel(
             name,
             alias,
@@ -141,6 +143,7 @@ def load_version(
             now_text(),
             source,
             time.perf_counter() - started,
+            str(source_file) if source_file is not None else None,
         )
 
     # The workspace first, when its card names the same hash: no copy to make.
@@ -151,7 +154,7 @@ def load_version(
     if workspace_hash == expected:
         try:
             model, threshold = verify_model_dir(paths, expected, fallback)
-            return loaded(model, threshold, "workspace")
+            return loaded(model, threshold, "workspace", paths.model_file)
         except IntegrityError as error:
             reasons.append(f"workspace models/: {error}")
     # The run's own copy: read in place from a local store, else fetched into the workspace's
@@ -161,7 +164,8 @@ def load_version(
     folder = Path(tempfile.mkdtemp(prefix="download-", dir=staging))
     try:
         source = run_model_dir(paths, run_id, _FILES, folder)
-        model, threshold = verify_model_dir(ProjectPaths(source), expected, fallback)
+        in_place = ProjectPaths(source)
+        model, threshold = verify_model_dir(in_place, expected, fallback)
     except MlvsError as error:
         reasons.append(f"run {run_id}'s models/: {error}")
         raise RefusedVersion(
@@ -169,4 +173,6 @@ def load_version(
         ) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return loaded(model, threshold, "run artifacts")
+    # Read in place from a local store: that file is watched; a download is gone.
+    kept = None if source.is_relative_to(folder) else in_place.model_file
+    return loaded(model, threshold, "run artifacts", kept)
