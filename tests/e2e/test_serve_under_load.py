@@ -1,10 +1,10 @@
 """Rollback under live traffic: a deploy and its rollback while eight clients keep scoring, and no request fails.
 
-The real service runs in a trained workspace whose champion is a worse model (version 2,
-trained on inverted labels, put there past the gate). Eight clients on loopback each send
-a fixed number of requests of one to three records on their own keep-alive connection,
-while `mlvs deploy 1` moves the champion to the better version through the gate and
-`mlvs rollback pre-deploy-... --only registry` moves it back. Each client's requests come
+The real service runs in a trained workspace where version 2 is the champion's run
+registered again. Eight clients on loopback each send a fixed number of requests of one
+to three records on their own keep-alive connection, while `mlvs deploy 2 --force` moves
+the champion to version 2 (the gate, rightly, sees no gain: forced, as its own drill
+shows) and `mlvs rollback pre-deploy-... --only registry` moves it back. Each client's requests come
 in four equal parts: the first before the deploy, the second while it runs, the third
 from 1 s after it and while the rollback runs, the last from 1 s after the rollback.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import pytest
 from _service import Service, records_of, start_service
-from conftest import mlvs
+from conftest import BIN, clean_env, mlvs
 
 pytestmark = pytest.mark.slow
 
@@ -124,39 +125,39 @@ def _moment(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-@pytest.fixture
-def worse_champion(trained_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The trained workspace with version 2 (inverted labels) made champion past the gate."""
-    root = trained_workspace
-    # Set, not deleted, so that the store an in-process call configures is undone after the test.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.setenv("MLVS_ROOT", str(root))
-    from mlvs.ml.data import features_and_target, read_customers
-    from mlvs.ml.features import build_model
-    from mlvs.ml.modeling import LogisticRegressionHyper, build_classifier
-    from mlvs.ops.deploy import deploy
-    from mlvs.paths import ProjectPaths
-    from mlvs.stages.versions import register_fitted_model
-
-    paths = ProjectPaths(root)
-    X, y = features_and_target(read_customers(paths.train_data))
-    inverted = build_model(build_classifier("logistic_regression", LogisticRegressionHyper(), 0))
-    inverted.fit(X, 1 - y)
-    assert register_fitted_model(paths, inverted, "inverted", {"decision_threshold": "0.5"}) == "2"
-    assert deploy(paths, "2", force=True).forced
-    return root
+# Version 2 is the champion's run registered again: a new version of the registry, the bytes
+# its run recorded. The gate refuses it (it gains nothing), so it is deployed with --force:
+# the deploy command's whole path (snapshot, alias move, history) with the gate overruled.
+_REGISTER_SECOND_VERSION = """
+import sys
+import mlflow
+client = mlflow.MlflowClient(f"sqlite:///{sys.argv[1]}/mlflow.db")
+first = client.get_model_version_by_alias("churn-classifier", "champion")
+run = client.get_run(first.run_id)
+print(client.create_model_version(
+    "churn-classifier", f"{run.info.artifact_uri}/models", first.run_id
+).version)
+"""
 
 
 def test_a_deploy_and_its_rollback_under_live_traffic_fail_no_request(
-    worse_champion: Path,
+    trained_workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
     from mlvs.ops.history import alias_history, champion_at
     from mlvs.paths import ProjectPaths
 
-    root = worse_champion
+    root = trained_workspace
     paths = ProjectPaths(root)
+    registered = subprocess.run(
+        [str(BIN / "python"), "-c", _REGISTER_SECOND_VERSION, str(root)],
+        env=clean_env(root),
+        capture_output=True,
+        text=True,
+    )
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    assert registered.stdout.split() == ["2"]
     history_before = len(alias_history(paths).moves)
     service = start_service(root)
     gates = [threading.Event() for _ in range(3)]
@@ -175,7 +176,7 @@ def test_a_deploy_and_its_rollback_under_live_traffic_fail_no_request(
             thread.start()
         time.sleep(0.5)
         gates[0].set()
-        deployed = mlvs(root, "deploy", "1", "--json")
+        deployed = mlvs(root, "deploy", "2", "--force", "--json")
         assert deployed.returncode == 0, deployed.stderr[-3000:]
         snapshot = json.loads(deployed.stdout)["snapshot"]
         time.sleep(WITHIN_S + 0.2)
@@ -199,9 +200,9 @@ def test_a_deploy_and_its_rollback_under_live_traffic_fail_no_request(
     assert not failed, f"{len(failed)} of {len(every)} requests failed"
 
     # The champion's moves as the registry's row showed them, and as the alias history has them.
-    assert [version for _, _, version in moves] == ["2", "1", "2"]
+    assert [version for _, _, version in moves] == ["1", "2", "1"]
     recorded = [m for m in alias_history(paths).moves[history_before:] if m.alias == "champion"]
-    assert [(m.command, m.to_version) for m in recorded] == [("deploy", "1"), ("rollback", "2")]
+    assert [(m.command, m.to_version) for m in recorded] == [("deploy", "2"), ("rollback", "1")]
     for _, seen, version in moves:
         assert champion_at(paths, _moment(seen)) == version
 

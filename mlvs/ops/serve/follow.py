@@ -2,9 +2,15 @@
 
 The served model is one reference (`ServingState.current`) to an immutable
 `LoadedModel`. A request reads it once, at its start, and scores with that model to
-the end, so a swap never changes a model under a request in flight and no request
-waits for one: the new model is loaded and verified beside the old, then the
-reference is replaced in one assignment. A version that fails verification is never
+the end, so a swap never changes a model under a request in flight: the new model is
+loaded and verified beside the old, then the reference is replaced in one assignment.
+
+The alias is looked at every `LOCAL_POLL_SECONDS` (a stat and 4 bytes of the embedded
+store's file until something is committed there; a tracking server is asked every
+`POLL_SECONDS`), and also by a request that finds the registry changed since the last
+look: such a request, and any that comes while the version the alias moved to is being
+loaded, waits for the swap, so that no answer comes from a version the alias had
+already left when the request arrived. A version that fails verification is never
 swapped in; it is named on `/health`, in the log and in the status file that `mlvs
 verify` reads, and tried again every `RETRY_SECONDS` while the alias stays on it.
 The models served most recently are kept, so a rollback to one of them is a swap of
@@ -38,6 +44,8 @@ log = get_logger("serve")
 
 # How often the alias is read: a move is seen within this, and swapped in once loaded and verified.
 POLL_SECONDS = 0.25
+# With the embedded store a look costs a stat and 4 bytes until something is committed: look often.
+LOCAL_POLL_SECONDS = 0.05
 # How often a refused version is tried again while the alias stays on it (its files may be repaired).
 RETRY_SECONDS = 10.0
 # Previously served models kept in memory for an instant swap back (a rollback).
@@ -194,6 +202,18 @@ class ServingState:
         """Read the alias (unless given) and swap in the version it points at, if it is new and verifies."""
         with self._checking:
             token = self._check_changes.token()
+            current = self.current
+            if (
+                aliases is None
+                and token is not None
+                and token == self._seen
+                and current is not None
+                and self.target == current.version
+            ):
+                # Nothing was committed to the registry since the alias was read, and its
+                # version is served: only the served file is looked at (a stat).
+                self._refusal(self._source_problem(current))
+                return
             if aliases is None:
                 try:
                     aliases = read_alias(self.paths, self.name)
@@ -236,7 +256,10 @@ class ServingState:
                 self._swap(kept, "kept in memory")
                 return
         try:
-            loaded = load_version(self.paths, self.name, self.alias, version, run_id)
+            in_memory = {
+                m.model_sha256: m.model for m in (self.current, *self._previous.values()) if m
+            }
+            loaded = load_version(self.paths, self.name, self.alias, version, run_id, in_memory)
         except RefusedVersion as error:
             self._refusal(RefusedVersionRecord(version=version, reason=str(error), at=now_text()))
             return
@@ -332,10 +355,13 @@ class ServingState:
 class AliasWatcher(threading.Thread):
     """Reads the alias every `interval` seconds and lets the state swap in what it points at."""
 
-    def __init__(self, state: ServingState, interval: float = POLL_SECONDS) -> None:
+    def __init__(self, state: ServingState, interval: float | None = None) -> None:
         super().__init__(name="mlvs-alias-watcher", daemon=True)
         self.state = state
-        self.interval = interval
+        probe = RegistryChanges(state.paths)
+        cheap = probe.token() is not None
+        probe.close()
+        self.interval = interval or (LOCAL_POLL_SECONDS if cheap else POLL_SECONDS)
         self._stop_event = threading.Event()
 
     def run(self) -> None:

@@ -72,14 +72,19 @@ _FILES = ("model.skops", "model_card.json", "golden_predictions.json")
 
 
 def verify_model_dir(
-    model_dir: ProjectPaths, expected: str, fallback_threshold: float | None
+    model_dir: ProjectPaths,
+    expected: str,
+    fallback_threshold: float | None,
+    loaded: Any | None = None,
 ) -> tuple[Any, float]:
     """The model of `model_dir` and its decision threshold, once hash, card and golden predictions hold.
 
     `model_dir` is a project layout whose `models/` holds the three files training wrote;
-    IntegrityError names the first check that failed.
+    IntegrityError names the first check that failed. `loaded` is a model already
+    loaded from verified bytes of SHA-256 `expected`: the same bytes make the same model,
+    so it is not loaded again, and the card and golden predictions are still checked.
     """
-    model = load_verified_model(model_dir, expected)
+    model = loaded if loaded is not None else load_verified_model(model_dir, expected)
     card = read_card(model_dir)
     if card["model_sha256"] != expected:
         raise IntegrityError(
@@ -115,9 +120,20 @@ def _workspace_threshold(paths: ProjectPaths) -> float | None:
 
 
 def load_version(
-    paths: ProjectPaths, name: str, alias: str, version: str, run_id: str | None
+    paths: ProjectPaths,
+    name: str,
+    alias: str,
+    version: str,
+    run_id: str | None,
+    loaded_by_sha256: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Version `version` of `name`, verified; RefusedVersion says why it must not be served."""
+    """Version `version` of `name`, verified; RefusedVersion says why it must not be served.
+
+    `loaded_by_sha256` holds models already loaded from verified bytes, by their SHA-256:
+    a version whose run recorded one of those hashes (the same model registered again)
+    takes that model instead of loading the same bytes again (seconds for a large forest).
+    """
+    known = (loaded_by_sha256 or {}).get
     started = time.perf_counter()
     if not run_id:
         raise RefusedVersion(f"version {version} of {name} names no training run")
@@ -153,7 +169,7 @@ def load_version(
         workspace_hash = None
     if workspace_hash == expected:
         try:
-            model, threshold = verify_model_dir(paths, expected, fallback)
+            model, threshold = verify_model_dir(paths, expected, fallback, known(expected))
             return loaded(model, threshold, "workspace", paths.model_file)
         except IntegrityError as error:
             reasons.append(f"workspace models/: {error}")
@@ -165,7 +181,7 @@ def load_version(
     try:
         source = run_model_dir(paths, run_id, _FILES, folder)
         in_place = ProjectPaths(source)
-        model, threshold = verify_model_dir(in_place, expected, fallback)
+        model, threshold = verify_model_dir(in_place, expected, fallback, known(expected))
     except MlvsError as error:
         reasons.append(f"run {run_id}'s models/: {error}")
         raise RefusedVersion(
