@@ -203,16 +203,25 @@ class ServingState:
         with self._checking:
             token = self._check_changes.token()
             current = self.current
+            settled = current is not None and self.target == current.version
+            refused = self.refused
+            waiting = (
+                refused is not None
+                and refused.kind == "version"
+                and refused.version == self.target
+                and time.monotonic() - self._refused_at < RETRY_SECONDS
+            )
             if (
                 aliases is None
                 and token is not None
                 and token == self._seen
-                and current is not None
-                and self.target == current.version
+                and (settled or waiting)
             ):
                 # Nothing was committed to the registry since the alias was read, and its
-                # version is served: only the served file is looked at (a stat).
-                self._refusal(self._source_problem(current))
+                # version is served (or refused, not yet due again): only the served file is
+                # looked at (a stat).
+                if current is not None and settled:
+                    self._refusal(self._source_problem(current))
                 return
             if aliases is None:
                 try:
