@@ -8,7 +8,9 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +153,75 @@ def test_a_request_waits_for_a_check_only_when_the_registry_changed_or_a_swap_is
     with sqlite3.connect(paths.mlflow_db) as db:
         db.execute("UPDATE registered_model_aliases SET version = 2")
     assert state.needs_check()
+
+
+class _Constant:
+    """A stand-in model: the same probability for every record."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def predict_proba(self, frame: Any) -> Any:
+        import numpy as np
+
+        return np.array([[1 - self.p, self.p]] * len(frame))
+
+
+RECORD = {
+    "tenure_months": 12,
+    "contract": "Month-to-month",
+    "monthly_charges": 70.5,
+    "total_charges": 846.0,
+    "support_calls": 2,
+    "payment_method": "Electronic check",
+    "internet_service": "Fiber optic",
+    "paperless_billing": 1,
+    "senior_citizen": 0,
+}
+
+
+def test_a_request_after_the_alias_moved_is_answered_by_the_new_version_once_swapped_in(
+    paths: ProjectPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import httpx
+
+    from mlvs.ops.serve import follow
+    from mlvs.ops.serve.app import create_app
+
+    def alias_row(_: ProjectPaths, name: str) -> dict[str, tuple[str, str | None]]:
+        with sqlite3.connect(paths.mlflow_db) as db:
+            (version,) = db.execute("SELECT version FROM registered_model_aliases").fetchone()
+        reads.append(str(version))
+        return {"champion": (str(version), "run")}
+
+    def load(*args: Any, **kwargs: Any) -> LoadedModel:
+        loads.append(args[3])
+        time.sleep(0.2)  # a load takes time: the request must wait for it, not answer meanwhile
+        return LoadedModel("m", "champion", args[3], "b" * 64, _Constant(0.9), 0.5, "t", "x", 0.2)
+
+    reads: list[str] = []
+    loads: list[str] = []
+    monkeypatch.setattr(follow, "read_alias", alias_row)
+    monkeypatch.setattr(follow, "load_version", load)
+    monkeypatch.setattr(follow, "write_status", lambda *args: None)
+    state = ServingState(paths, "m", "champion")
+    state.current = LoadedModel("m", "champion", "1", "a" * 64, _Constant(0.1), 0.5, "t", "x", 0.1)
+    state.check()
+    assert (reads, loads) == (["1"], [])
+
+    async def versions_answered() -> list[str]:
+        transport = httpx.ASGITransport(app=create_app(state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            body = {"records": [RECORD]}
+            first = await client.post("/predict", json=body)
+            with sqlite3.connect(paths.mlflow_db) as db:  # the alias moves, as a deploy moves it
+                db.execute("UPDATE registered_model_aliases SET version = 2")
+            second = await client.post("/predict", json=body)
+            third = await client.post("/predict", json=body)
+        return [r.json()["model_version"] for r in (first, second, third)]
+
+    assert asyncio.run(versions_answered()) == ["1", "2", "2"]
+    # The first request read nothing; the second had the alias read and waited for the load.
+    assert (reads, loads) == (["1", "2"], ["2"])
