@@ -35,6 +35,8 @@ LOOPBACK = "127.0.0.1"
 # A service loads and verifies its model before it listens: seconds, more on a busy machine.
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
+# The `mlvs` command, run by this interpreter (its console script may not be on PATH).
+_MLVS = "import sys; from mlvs.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def wait_for_status(
@@ -68,8 +70,8 @@ def launch(
         process = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "mlvs.cli.app",
+                "-c",
+                _MLVS,
                 "serve",
                 "--alias",
                 alias,
