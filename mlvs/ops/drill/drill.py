@@ -169,6 +169,8 @@ class DrillRecord:
         document["injected"] = self.injected  # as the injector gave it, not copied through asdict
         if self.failed_notebook is None:
             del document["failed_notebook"]
+        if self.verification.serving is None:  # only a serving drill asks a service
+            del document["verification"]["serving"]
         return document
 
     @classmethod
