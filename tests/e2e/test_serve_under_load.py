@@ -2,9 +2,10 @@
 
 The real service runs in a trained workspace where version 2 is the champion's run
 registered again. Eight clients on loopback each send a fixed number of requests of one
-to three records on their own keep-alive connection, while `mlvs deploy 2 --force` moves
-the champion to version 2 (the gate, rightly, sees no gain: forced, as its own drill
-shows) and `mlvs rollback pre-deploy-... --only registry` moves it back. Each client's requests come
+to three records on their own keep-alive connection, while the deploy operation (what
+`mlvs deploy 2 --force` calls, run in the test's process to spare a start-up) moves the
+champion to version 2 (the gate, rightly, sees no gain: forced, as its own drill shows)
+and `mlvs rollback pre-deploy-... --only registry` moves it back. Each client's requests come
 in four equal parts: the first before the deploy, the second while it runs, the third
 from 1 s after it and while the rollback runs, the last from 1 s after the rollback.
 
@@ -143,12 +144,16 @@ print(client.create_model_version(
 def test_a_deploy_and_its_rollback_under_live_traffic_fail_no_request(
     trained_workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.delenv(name, raising=False)
+    root = trained_workspace
+    # Set, not deleted, so that the store the in-process deploy configures is undone after the test.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("MLVS_ROOT", str(root))
+    from mlvs.ops.deploy import deploy
     from mlvs.ops.history import alias_history, champion_at
     from mlvs.paths import ProjectPaths
 
-    root = trained_workspace
     paths = ProjectPaths(root)
     registered = subprocess.run(
         [str(BIN / "python"), "-c", _REGISTER_SECOND_VERSION, str(root)],
@@ -176,9 +181,12 @@ def test_a_deploy_and_its_rollback_under_live_traffic_fail_no_request(
             thread.start()
         time.sleep(0.5)
         gates[0].set()
-        deployed = mlvs(root, "deploy", "2", "--force", "--json")
-        assert deployed.returncode == 0, deployed.stderr[-3000:]
-        snapshot = json.loads(deployed.stdout)["snapshot"]
+        # The deploy operation itself, in this process: `mlvs deploy` is this call and its
+        # start-up, seconds of imports this test has no need to wait for.
+        deployed = deploy(paths, "2", force=True)
+        assert deployed.deployed and deployed.forced, deployed.to_dict()
+        snapshot = deployed.snapshot
+        assert snapshot is not None
         time.sleep(WITHIN_S + 0.2)
         gates[1].set()
         rolled = mlvs(root, "rollback", snapshot, "--only", "registry")
