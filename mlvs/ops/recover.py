@@ -16,6 +16,7 @@ record. On a healthy system recovery changes nothing.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -41,6 +42,8 @@ from mlvs.ops.repair import (
     evidence_dir,
     restore_recorded_files,
 )
+from mlvs.ops.serve.status import died_without_stopping, read_status, status_dir
+from mlvs.ops.serve.supervise import LOOPBACK, launch, wait_for_status
 from mlvs.ops.snapshot.read import list_snapshots, show_snapshot
 from mlvs.ops.verify import Report, forced_champion, verify
 from mlvs.paths import ProjectPaths
@@ -199,6 +202,57 @@ def repair_forced_champion(paths: ProjectPaths, outcome: RecoveryOutcome) -> Non
         log.warning("could not put back the champion of %s: %s", name, exc)
 
 
+# How long a running service may take to see a repaired file (it looks every 0.25 s, then hashes it).
+SERVICE_SETTLE_S = 10.0
+
+
+def repair_services(paths: ProjectPaths, evidence: Path, outcome: RecoveryOutcome) -> None:
+    """Start again each scoring service that died without stopping, where it listened; wait for the others.
+
+    The dead service's status file is kept as evidence. A restarted service loads and
+    verifies the alias's version itself (hash, then golden predictions) before it counts
+    as started. A running service that refused the changed file of its version is given
+    a moment to see the repaired one.
+    """
+    name = load_stage("train", paths.root).registry.model_name
+    folder = status_dir(paths)
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        alias = path.stem
+        try:
+            status = read_status(paths, alias)
+        except ValueError:
+            continue  # verify names it; a file that cannot be read says nothing to restart
+        if status is None or status.model_name != name:
+            continue
+        if died_without_stopping(status):
+            evidence.mkdir(parents=True, exist_ok=True)
+            kept = evidence / f"serve-{alias}-pid{status.pid}.json"
+            shutil.copy2(path, kept)
+            outcome.evidence.append(str(kept))
+            try:
+                started = launch(paths, alias, status.host or LOOPBACK, status.port or 0)
+            except MlvsError as error:
+                log.warning(
+                    "could not start the scoring service of %s@%s again: %s", name, alias, error
+                )
+                continue
+            served = started.serving.version if started.serving else "nothing"
+            outcome.repairs.append(
+                Repair(
+                    f"{name}@{alias} scoring service (pid {started.pid} on "
+                    f"{started.host}:{started.port}, serving version {served})",
+                    "restart",
+                )
+            )
+        elif status.refused is not None and status.refused.kind == "file":
+            wait_for_status(
+                paths,
+                alias,
+                lambda s: s.refused is None or s.refused.kind != "file",
+                SERVICE_SETTLE_S,
+            )
+
+
 def rerun_stages(paths: ProjectPaths, files: list[str], outcome: RecoveryOutcome) -> None:
     """Rebuild outputs no store holds by re-running the stages that write them."""
     stages = sorted(
@@ -242,6 +296,8 @@ def recover(
         unrestored = restore_recorded_files(paths, evidence, outcome, damaged)
         if unrestored:
             rerun_stages(paths, unrestored, outcome)
+    if checks & {"serving", "file_hash", "model_hash"}:
+        repair_services(paths, evidence, outcome)
     outcome.after = verify(paths).findings
     outcome.seconds = time.perf_counter() - started
     return outcome

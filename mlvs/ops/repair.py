@@ -193,7 +193,8 @@ def evidence_dir(paths: ProjectPaths) -> Path:
     return paths.state / "incidents" / time.strftime("%Y%m%dT%H%M%S", time.gmtime()) / "evidence"
 
 
-RUNGS = ("local_backup", "dvc_cache", "dvc_remote", "snapshot_restore", "rerun_stage")
+# "restart": a process started again (the scoring service), its model from verified bytes.
+RUNGS = ("restart", "local_backup", "dvc_cache", "dvc_remote", "snapshot_restore", "rerun_stage")
 
 
 def undo_pipeline(paths: ProjectPaths, kept: dict[str, str | None]) -> list[str]:

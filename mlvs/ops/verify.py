@@ -68,7 +68,7 @@ from mlvs.ops.health import (
     schema_inputs,
 )
 from mlvs.ops.recorded import STALE, Finding, recorded_files
-from mlvs.ops.serve.status import read_status, status_file
+from mlvs.ops.serve.status import died_without_stopping, read_status, status_file
 from mlvs.paths import ProjectPaths
 
 METRIC_TOLERANCE = 1e-6
@@ -350,10 +350,13 @@ def forced_champion(paths: ProjectPaths, name: str, champion: str | None) -> Ali
 
 
 def serving_findings(paths: ProjectPaths, name: str, aliases: dict[str, str]) -> list[Finding]:
-    """A version the scoring service refused (hash or golden predictions) while an alias still points at it.
+    """What the scoring service of each alias reports: a refusal, or that it died without stopping.
 
-    Read from the status file the service keeps for each alias it follows; a refusal of
-    a version the alias has left since is history, not a finding.
+    Read from the status file the service keeps for each alias it follows: a version it
+    refused (hash or golden predictions) while the alias still points at it, the served
+    version's file changed on disk under it, or its process gone without the clean stop
+    that marks the file stopped. A refusal of a version the alias has left since is
+    history, not a finding.
     """
     findings = []
     for alias, version in sorted(aliases.items()):
@@ -371,7 +374,23 @@ def serving_findings(paths: ProjectPaths, name: str, aliases: dict[str, str]) ->
                 )
             )
             continue
-        refused = status.refused if status is not None and status.model_name == name else None
+        if status is None or status.model_name != name:
+            continue
+        if died_without_stopping(status):
+            served = f"version {status.serving.version}" if status.serving else "no version yet"
+            where = f"{status.host}:{status.port}" if status.host and status.port else "its port"
+            findings.append(
+                Finding(
+                    "serving",
+                    f"{name}@{alias} scoring service (pid {status.pid})",
+                    "a scoring service that runs, or was stopped cleanly",
+                    f"its process is gone without a clean stop (killed, or the machine went down) "
+                    f"while it served {served}",
+                    fix=f"`mlvs recover` starts it again on {where}",
+                )
+            )
+            continue
+        refused = status.refused
         if refused is not None and refused.version == version:
             findings.append(
                 Finding(
@@ -379,7 +398,11 @@ def serving_findings(paths: ProjectPaths, name: str, aliases: dict[str, str]) ->
                     f"{name}@{alias} (version {version})",
                     "a version the scoring service verified (hash, then golden predictions)",
                     f"refused by `mlvs serve` at {refused.at}: {refused.reason}",
-                    fix="point the alias back at a good version (`mlvs rollback NAME --only registry`)",
+                    fix=(
+                        "`mlvs recover` puts the file back; the service then goes on with it"
+                        if refused.kind == "file"
+                        else "point the alias back at a good version (`mlvs rollback NAME --only registry`)"
+                    ),
                 )
             )
     return findings

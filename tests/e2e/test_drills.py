@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
+import os
+import signal
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +53,36 @@ def mlflow_run_ids(root: Path) -> set[str]:
 def test_catalog_covers_every_family_with_at_least_16_scenarios() -> None:
     families = {spec["family"] for spec in CATALOG.values()}
     assert len(CATALOG) >= 16
-    assert families == {"data", "model", "pipeline", "store"}
+    assert families == {"data", "model", "pipeline", "store", "serving"}
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` runs (a killed child not yet reaped is a zombie: not running)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def service_status(root: Path, alias: str = "champion") -> dict[str, Any]:
+    return json.loads((root / ".mlvs" / "serve" / f"{alias}.json").read_text())
+
+
+def ask(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        connection.request(method, path, body=payload, headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
 
 
 @pytest.fixture
-def drill_env(trained_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def drill_env(trained_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLVS_ROOT", str(trained_workspace))
@@ -61,7 +90,12 @@ def drill_env(trained_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from mlvs.paths import ProjectPaths
 
     backup_mlflow_db(ProjectPaths(trained_workspace))
-    return trained_workspace
+    yield trained_workspace
+    # A serving drill that failed half-way may leave its service running: never past the test.
+    for status_path in (trained_workspace / ".mlvs" / "serve").glob("*.json"):
+        pid = json.loads(status_path.read_text())["pid"]
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def cache_objects(root: Path) -> dict[str, str]:
@@ -98,7 +132,20 @@ def assert_injection_changed_what_it_names(
 ) -> None:
     """Read, independently of mlvs, the bytes, rows, object, alias or database the scenario names."""
     family, target = spec["family"], spec.get("target")
-    if family == "model" and target is None:  # a forced deploy: only the registry gives it away
+    if family == "serving":
+        status = service_status(root, spec["alias"])
+        if target is None:  # killed: the process is gone and its status file was never closed
+            assert not running(status["pid"]) and status["stopped_at"] is None, status
+        else:  # the file changed under the running service, which refuses it and serves on
+            assert tree_hashes(root).get(target) != files[target], f"{target} is unchanged"
+            code, health = ask(status["port"], "GET", "/health")
+            assert health["status"] == "degraded" and health["refused"]["kind"] == "file", health
+            golden = json.loads((root / "models" / "golden_predictions.json").read_text())
+            code, body = ask(status["port"], "POST", "/predict", {"records": golden["rows"]})
+            assert (code, body["model_version"]) == (200, health["model_version"])
+            probabilities = [p["churn_probability"] for p in body["predictions"]]
+            assert probabilities == [float(p) for p in golden["churn_probability"]]
+    elif family == "model" and target is None:  # a forced deploy: only the registry gives it away
         assert registry_rows(root)["aliases"] != registry["aliases"], "no alias moved"
     elif family in ("data", "model"):
         now = tree_hashes(root).get(target)
@@ -148,7 +195,25 @@ def test_scenario_is_detected_recovered_and_byte_identical(drill_env: Path, name
     assert_injection_changed_what_it_names(root, spec, files, objects, registry, rows)
     drill.detect()
     drill.recover()
+    if spec["family"] == "serving":
+        # Read here, before the drill stops it: a service runs again, on the version and bytes it served.
+        status = service_status(root, spec["alias"])
+        assert running(status["pid"]), status
+        # killed: another process serves now; a corrupted file: the same one served on
+        assert (status["pid"] == drill.injected["service_pid"]) == (spec.get("target") is not None)
+        (champion,) = [str(v) for _, alias, v in registry["aliases"] if alias == spec["alias"]]
+        card = json.loads((root / "models" / "model_card.json").read_text())
+        code, model = ask(status["port"], "GET", "/model")
+        assert (code, model["version"], model["model_sha256"]) == (
+            200,
+            champion,
+            card["model_sha256"],
+        )
+        assert ask(status["port"], "GET", "/health")[1]["status"] == "ok"
     record = drill.write_record(drill.verify_again())
+    if spec["family"] == "serving":  # the drill stops what it started, cleanly
+        status = service_status(root, spec["alias"])
+        assert not running(status["pid"]) and status["stopped_at"] is not None, status
     assert record.detected, record
     assert record.rung is not None
     assert record.recovered, record

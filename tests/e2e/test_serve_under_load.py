@@ -1,16 +1,20 @@
-"""Rollback under live traffic: the champion moves twice while eight clients keep scoring, and no request fails.
+"""Rollback under live traffic: a deploy and its rollback while eight clients keep scoring, and no request fails.
 
-The real service runs in a trained workspace; eight clients on loopback send requests
-of one to three records, each on its own keep-alive connection, while the champion
-moves to a new version (the place of `mlvs deploy`) and is rolled back with `mlvs
-rollback --only registry`. A thread reads the alias from the registry every few
-milliseconds, so each move is known to within that; each request is timed from just
-before it is sent to just after its answer is read.
+The real service runs in a trained workspace where version 2 is the champion's run
+registered again. Eight clients on loopback each send a fixed number of requests of one
+to three records on their own keep-alive connection, while the deploy operation (what
+`mlvs deploy 2 --force` calls, run in the test's process to spare a start-up) moves the
+champion to version 2 (the gate, rightly, sees no gain: forced, as its own drill shows)
+and `mlvs rollback pre-deploy-... --only registry` moves it back. Each client's requests come
+in four equal parts: the first before the deploy, the second while it runs, the third
+from 1 s after it and while the rollback runs, the last from 1 s after the rollback.
 
-The service learns of a move by reading the alias (every 0.25 s), so an answer may come
-from the champion the alias left less than the swap's 1 s before the request was sent;
-any other version in an answer is a failure, and so is the old version in an answer to a
-request sent more than 1 s after the move.
+What "the champion" was at each moment is read twice: from the registry's own alias row,
+polled every few milliseconds by a thread of the test (the instants of each move to
+within that), and from the alias history (`mlvs.ops.history.champion_at`), which must
+agree. Then, literally: every answer's version was the champion at some moment between
+the request's start and its end, and every request sent more than 1 s after a move (by
+the history's time) is answered by the version the alias moved to.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -29,43 +34,22 @@ from conftest import BIN, clean_env, mlvs
 
 pytestmark = pytest.mark.slow
 
+MODEL = "churn-classifier"
 CLIENTS = 8
-# Each client stops once both moves have settled, and never sends more than this.
-MAX_REQUESTS_PER_CLIENT = 2000
-# Between two requests of one client: eight clients then keep the service busy without
-# starving the commands that move the alias of the machine's two cores.
+# Requests of each client in each of its four parts: a fixed count, 192 per client in all.
+PART = 12
+# Between two requests of one client, before the deploy and after the rollback; while a move
+# runs, longer, so that each part spans the seconds the command takes.
 PAUSE_S = 0.02
+PAUSE_DURING_MOVE_S = 0.3
 POLL_S = 0.005
-SETTLE_S = 1.0
-# The longest a swap may take after the alias moves (the outcome: within 1 s).
-SWAP_S = 1.0
-
-
-# The setup: version 2 is the same model registered again (a new version of the registry,
-# the bytes its run recorded), and snapshot `deployed` holds the registry with the
-# champion on it. The champion is then put back on version 1 without a snapshot, so that
-# the first move under traffic is `mlvs rollback deployed --only registry`: `mlvs deploy`
-# takes its place once it exists.
-_REGISTER_SECOND_VERSION = """
-import os, subprocess, sys
-import mlflow
-root, mlvs = sys.argv[1], sys.argv[2]
-client = mlflow.MlflowClient(f"sqlite:///{root}/mlflow.db")
-first = client.get_model_version_by_alias("churn-classifier", "champion")
-run = client.get_run(first.run_id)
-second = client.create_model_version(
-    "churn-classifier", f"{run.info.artifact_uri}/models", first.run_id
-)
-client.set_registered_model_alias("churn-classifier", "champion", second.version)
-subprocess.run([mlvs, "snapshot", "create", "deployed"], cwd=root, check=True, capture_output=True)
-client.set_registered_model_alias("churn-classifier", "champion", first.version)
-print(first.version, second.version)
-"""
+# The outcome's bound: within this after each alias move, every new answer comes from the new version.
+WITHIN_S = 1.0
 
 
 @dataclass(frozen=True)
 class Answer:
-    started: float
+    started: float  # time.time(), so that it compares with the alias history's times
     ended: float
     status: int
     version: str | None
@@ -76,17 +60,14 @@ def alias_timeline(
 ) -> None:
     """Append (last poll before, first poll after, version) for the champion at start and at every move."""
     db = sqlite3.connect(f"{(root / 'mlflow.db').as_uri()}?mode=ro", uri=True, timeout=30)
-    query = (
-        "SELECT version FROM registered_model_aliases "
-        "WHERE name = 'churn-classifier' AND alias = 'champion'"
-    )
+    query = "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = 'champion'"
     last, before = None, float("-inf")
     try:
         while not stop.is_set():
-            polled = time.monotonic()
-            (version,) = db.execute(query).fetchone()
+            polled = time.time()
+            (version,) = db.execute(query, (MODEL,)).fetchone()
             if str(version) != last:
-                moves.append((before, time.monotonic(), str(version)))
+                moves.append((before, time.time(), str(version)))
                 last = str(version)
             before = polled
             time.sleep(POLL_S)
@@ -95,31 +76,34 @@ def alias_timeline(
 
 
 def client(
-    service: Service, bodies: list[bytes], stop: threading.Event, answers: list[Answer]
+    service: Service, bodies: list[bytes], gates: list[threading.Event], answers: list[Answer]
 ) -> None:
+    """PART requests before each gate opens... then PART after each: a fixed count, paced."""
     connection = service.connection()
     try:
-        for i in range(MAX_REQUESTS_PER_CLIENT):
-            if stop.is_set():
-                return
-            started = time.monotonic()
-            try:
-                connection.request(
-                    "POST",
-                    "/predict",
-                    body=bodies[i % len(bodies)],
-                    headers={"Content-Type": "application/json"},
-                )
-                response = connection.getresponse()
-                body = json.loads(response.read())
-                answers.append(
-                    Answer(started, time.monotonic(), response.status, body.get("model_version"))
-                )
-            except Exception:  # a refused or broken connection is a failed request
-                answers.append(Answer(started, time.monotonic(), 0, None))
-                connection.close()
-                connection = service.connection()
-            time.sleep(PAUSE_S)
+        for part, gate in enumerate([None, *gates]):
+            if gate is not None:
+                assert gate.wait(timeout=300), "the moves did not finish in 300 s"
+            pause = PAUSE_DURING_MOVE_S if part in (1, 2) else PAUSE_S
+            for i in range(PART):
+                started = time.time()
+                try:
+                    connection.request(
+                        "POST",
+                        "/predict",
+                        body=bodies[(part * PART + i) % len(bodies)],
+                        headers={"Content-Type": "application/json"},
+                    )
+                    response = connection.getresponse()
+                    body = json.loads(response.read())
+                    answers.append(
+                        Answer(started, time.time(), response.status, body.get("model_version"))
+                    )
+                except Exception:  # a refused or broken connection is a failed request
+                    answers.append(Answer(started, time.time(), 0, None))
+                    connection.close()
+                    connection = service.connection()
+                time.sleep(pause)
     finally:
         connection.close()
 
@@ -127,7 +111,7 @@ def client(
 def champion_during(
     moves: list[tuple[float, float, str]], started: float, ended: float
 ) -> set[str]:
-    """Every version that may have been the champion at some moment of [started, ended]."""
+    """Every version that was the champion at some moment of [started, ended], as the poller saw it."""
     possible = set()
     for i, (after, _, version) in enumerate(moves):
         # It became champion after `after` (the last poll that still saw the one before) and
@@ -138,67 +122,113 @@ def champion_during(
     return possible
 
 
-def test_a_deploy_and_a_rollback_under_live_traffic_fail_no_request(
-    trained_workspace: Path,
+def _moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+# Version 2 is the champion's run registered again: a new version of the registry, the bytes
+# its run recorded. The gate refuses it (it gains nothing), so it is deployed with --force:
+# the deploy command's whole path (snapshot, alias move, history) with the gate overruled.
+_REGISTER_SECOND_VERSION = """
+import sys
+import mlflow
+client = mlflow.MlflowClient(f"sqlite:///{sys.argv[1]}/mlflow.db")
+first = client.get_model_version_by_alias("churn-classifier", "champion")
+run = client.get_run(first.run_id)
+print(client.create_model_version(
+    "churn-classifier", f"{run.info.artifact_uri}/models", first.run_id
+).version)
+"""
+
+
+def test_a_deploy_and_its_rollback_under_live_traffic_fail_no_request(
+    trained_workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = trained_workspace
-    mlvs(root, "snapshot", "create", "before-deploy", check=True)
+    # Set, not deleted, so that the store the in-process deploy configures is undone after the test.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("MLVS_ROOT", str(root))
+    from mlvs.ops.deploy import deploy
+    from mlvs.ops.history import alias_history, champion_at
+    from mlvs.paths import ProjectPaths
+
+    paths = ProjectPaths(root)
     registered = subprocess.run(
-        [str(BIN / "python"), "-c", _REGISTER_SECOND_VERSION, str(root), str(BIN / "mlvs")],
+        [str(BIN / "python"), "-c", _REGISTER_SECOND_VERSION, str(root)],
         env=clean_env(root),
         capture_output=True,
         text=True,
     )
     assert registered.returncode == 0, registered.stderr[-3000:]
-    first, second = registered.stdout.split()
-
+    assert registered.stdout.split() == ["2"]
+    history_before = len(alias_history(paths).moves)
     service = start_service(root)
-    stop_clients, stop_polling = threading.Event(), threading.Event()
+    gates = [threading.Event() for _ in range(3)]
+    stop_polling = threading.Event()
     moves: list[tuple[float, float, str]] = []
     answers: list[list[Answer]] = [[] for _ in range(CLIENTS)]
     bodies = [json.dumps({"records": records_of(root, 1 + n % 3)}).encode() for n in range(CLIENTS)]
     poller = threading.Thread(target=alias_timeline, args=(root, stop_polling, moves))
     clients = [
-        threading.Thread(
-            target=client, args=(service, bodies[n:] + bodies[:n], stop_clients, answers[n])
-        )
+        threading.Thread(target=client, args=(service, bodies[n:] + bodies[:n], gates, answers[n]))
         for n in range(CLIENTS)
     ]
     try:
         poller.start()
         for thread in clients:
             thread.start()
-        time.sleep(SETTLE_S)
-        for snapshot in ("deployed", "before-deploy"):  # the deploy, then its rollback
-            moved = mlvs(root, "rollback", snapshot, "--only", "registry")
-            assert moved.returncode == 0, moved.stderr[-3000:]
-            time.sleep(SETTLE_S + 0.5)
+        time.sleep(0.5)
+        gates[0].set()
+        # The deploy operation itself, in this process: `mlvs deploy` is this call and its
+        # start-up, seconds of imports this test has no need to wait for.
+        deployed = deploy(paths, "2", force=True)
+        assert deployed.deployed and deployed.forced, deployed.to_dict()
+        snapshot = deployed.snapshot
+        assert snapshot is not None
+        time.sleep(WITHIN_S + 0.2)
+        gates[1].set()
+        rolled = mlvs(root, "rollback", snapshot, "--only", "registry")
+        assert rolled.returncode == 0, rolled.stderr[-3000:]
+        time.sleep(WITHIN_S + 0.2)
+        gates[2].set()
     finally:
-        stop_clients.set()
+        for gate in gates:
+            gate.set()
         for thread in clients:
-            thread.join(timeout=60)
+            thread.join(timeout=120)
         stop_polling.set()
         poller.join(timeout=60)
         assert service.stop() == 0, service.log()
 
     every = [answer for per_client in answers for answer in per_client]
-    assert [version for _, _, version in moves] == [first, second, first]
-    assert all(len(per_client) < MAX_REQUESTS_PER_CLIENT for per_client in answers)
+    assert len(every) == CLIENTS * 4 * PART
     failed = [a for a in every if a.status != 200]
     assert not failed, f"{len(failed)} of {len(every)} requests failed"
-    # A move is seen within the service's poll and swapped in once verified: an answer may come
-    # from the version the alias left less than SWAP_S before the request, never from another.
-    wrong = [
-        a for a in every if a.version not in champion_during(moves, a.started - SWAP_S, a.ended)
-    ]
-    assert not wrong, f"{len(wrong)} answers came from a version that was not champion then"
-    for i, (after, _, version) in enumerate(moves[1:], start=1):
-        until = moves[i + 1][0] if i + 1 < len(moves) else float("inf")
-        # Sent over 1 s after this move, answered before the next one: only the new version.
-        late = [a for a in every if after + SWAP_S < a.started and a.ended < until]
-        assert late, f"no request was sent more than 1 s after the move to version {version}"
-        stale = [a.started - after for a in late if a.version != version]
-        assert not stale, (
-            f"{len(stale)} requests sent 1 to {max(stale, default=0):.2f} s after the move to "
-            f"version {version} were answered by another version:\n{service.log()}"
+
+    # The champion's moves as the registry's row showed them, and as the alias history has them.
+    assert [version for _, _, version in moves] == ["1", "2", "1"]
+    recorded = [m for m in alias_history(paths).moves[history_before:] if m.alias == "champion"]
+    assert [(m.command, m.to_version) for m in recorded] == [("deploy", "2"), ("rollback", "1")]
+    for _, seen, version in moves:
+        assert champion_at(paths, _moment(seen)) == version
+
+    # Every answer came from a version that was champion at some moment of its request.
+    wrong = [a for a in every if a.version not in champion_during(moves, a.started, a.ended)]
+    assert not wrong, (
+        f"{len(wrong)} answers came from a version that was not champion during the request, "
+        f"e.g. {wrong[0]}; moves {moves}"
+    )
+    # Literally: from 1 s after each move (the history's time), every new answer is the new version.
+    for i, move in enumerate(recorded):
+        moved = move.when().timestamp()
+        until = recorded[i + 1].when().timestamp() if i + 1 < len(recorded) else float("inf")
+        late = [a for a in every if moved + WITHIN_S < a.started and a.ended < until]
+        assert late, (
+            f"no request was sent more than {WITHIN_S} s after the move to {move.to_version}"
         )
+        stale = [a for a in late if a.version != move.to_version]
+        assert not stale, f"{len(stale)} answers after the move to {move.to_version}: {stale[:3]}"
+    # Both versions really answered while the clients ran: the moves happened under traffic.
+    assert {a.version for a in every} == {"1", "2"}

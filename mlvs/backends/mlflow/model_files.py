@@ -17,8 +17,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from mlvs.backends.mlflow.registry import _backend, _SqlRegistry, read_registry
-from mlvs.backends.mlflow.store import tracking_uri
+from mlvs.backends.mlflow.registry import _backend, _sqlite_file, _SqlRegistry, read_registry
+from mlvs.backends.mlflow.store import registry_uri, tracking_uri
 from mlvs.errors import ExternalToolError
 from mlvs.paths import ProjectPaths
 
@@ -39,6 +39,48 @@ def read_alias(paths: ProjectPaths, model_name: str) -> dict[str, tuple[str, str
     if state.error:
         raise ExternalToolError(f"the MLflow registry cannot be read ({state.error})")
     return {alias: (info.version, info.run_id) for alias, info in state.aliases.items()}
+
+
+class RegistryChanges:
+    """A cheap sign that the embedded registry may have changed: read before each request is scored.
+
+    SQLite bumps the change counter in its file header (bytes 24-27) at every commit
+    that changes the database; with the file's identity (a restored database is
+    another file) and the write-ahead log's size, that is a token that changes
+    whenever any commit lands, for a few microseconds per read. A tracking server
+    offers nothing like it: `token` is then None and the alias is only polled.
+    """
+
+    def __init__(self, paths: ProjectPaths) -> None:
+        self.database = _sqlite_file(registry_uri(paths))
+        self._handle: int | None = None
+        self._inode: int | None = None
+
+    def token(self) -> tuple[int, ...] | None:
+        """Something that differs after any commit to the registry's database; None when it cannot tell."""
+        if self.database is None:
+            return None
+        try:
+            identity = os.stat(self.database)
+            if identity.st_ino != self._inode or self._handle is None:
+                self.close()
+                self._handle = os.open(self.database, os.O_RDONLY)
+                self._inode = identity.st_ino
+            counter = int.from_bytes(os.pread(self._handle, 4, 24), "big")
+            try:
+                log = os.stat(f"{self.database}-wal")
+                wal = (log.st_size, log.st_mtime_ns)
+            except FileNotFoundError:
+                wal = (-1, -1)
+        except OSError:
+            return None
+        return (identity.st_ino, identity.st_size, identity.st_mtime_ns, counter, *wal)
+
+    def close(self) -> None:
+        """Let go of the database file."""
+        if self._handle is not None:
+            os.close(self._handle)
+            self._handle = None
 
 
 def recorded_model_sha256(paths: ProjectPaths, run_id: str) -> str | None:

@@ -38,6 +38,7 @@ from mlvs.ops.recover import recover
 from mlvs.ops.repair import RecoveryOutcome, Repair
 from mlvs.ops.reports_index import write_index
 from mlvs.ops.run import resolve_notebook, run_notebook
+from mlvs.ops.serve.supervise import live_services, served_model, stop
 from mlvs.ops.verify import Report, verify
 from mlvs.paths import ProjectPaths
 from mlvs.state.lock import locked, state_lock
@@ -125,6 +126,9 @@ class Verification:
     changed_files: list[str]
     lost_runs: list[str]
     byte_identical: bool
+    # A serving drill: what the scoring service running after recovery answered on `/model`
+    # (version, model_sha256), before the drill stopped the services it caused.
+    serving: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,8 @@ class DrillRecord:
         document["injected"] = self.injected  # as the injector gave it, not copied through asdict
         if self.failed_notebook is None:
             del document["failed_notebook"]
+        if self.verification.serving is None:  # only a serving drill asks a service
+            del document["verification"]["serving"]
         return document
 
     @classmethod
@@ -216,6 +222,8 @@ class Drill:
     outcome: RecoveryOutcome | None = None
     final: Report | None = None
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # The scoring services running before the drill (pids): any other is the drill's doing.
+    services_before: set[int] = field(default_factory=set)
 
     @classmethod
     def start(cls, paths: ProjectPaths, name: str, seed: int = 0) -> Drill:
@@ -257,6 +265,7 @@ class Drill:
         backup_mlflow_db(self.paths)
         self.before = tracked_hashes(self.paths.root)
         self.runs_before = run_ids(self.paths)
+        self.services_before = {status.pid for status in live_services(self.paths).values()}
         if (frame := self._data_frame()) is not None:
             self.frames["before"] = frame
         return report
@@ -300,7 +309,19 @@ class Drill:
             k for k in self.before.keys() | after.keys() if self.before.get(k) != after.get(k)
         )
         lost_runs = sorted(self.runs_before - run_ids(self.paths))
-        return Verification(self.final.healthy, changed, lost_runs, not changed)
+        serving = self._stop_services_started()
+        return Verification(self.final.healthy, changed, lost_runs, not changed, serving)
+
+    def _stop_services_started(self) -> dict[str, Any] | None:
+        """Ask each scoring service the drill caused what it serves, then stop it; the first answer."""
+        answered = None
+        for alias, status in live_services(self.paths).items():
+            if status.pid in self.services_before:
+                continue
+            if answered is None and status.port is not None:
+                answered = {"alias": alias, "pid": status.pid, **served_model(status.port)}
+            stop(self.paths, alias)
+        return answered
 
     @property
     def detected(self) -> bool:
@@ -344,6 +365,7 @@ class Drill:
                 and verification.healthy
                 and verification.byte_identical
                 and not verification.lost_runs
+                and self._serves_as_before(verification)
             ),
         )
         if self.scenario.family == "pipeline" and self.injected.get("failed_report"):
@@ -356,6 +378,16 @@ class Drill:
             json.dumps(record.to_dict(), indent=2, sort_keys=True, default=str) + "\n",
         )
         return record
+
+    def _serves_as_before(self, verification: Verification) -> bool:
+        # A serving drill recovers only once a service answers with the version and bytes it served before.
+        if self.scenario.family != "serving":
+            return True
+        served = verification.serving or {}
+        return bool(
+            served.get("version") == self.injected.get("served_version")
+            and served.get("model_sha256") == self.injected.get("served_sha256")
+        )
 
     def log_run(self, record: DrillRecord, timeline: Any) -> str:
         """Log the postmortem as an MLflow run of kind `incident`: its timings, record and timeline figure.

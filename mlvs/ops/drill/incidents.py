@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import difflib
 import functools
+import http.client
 import json
+import os
+import signal
+import socket
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,6 +37,8 @@ from mlvs.ml.params import load_stage, read_yaml
 from mlvs.ops.deploy import deploy
 from mlvs.ops.pipeline import run_stage
 from mlvs.ops.recorded import recorded_files
+from mlvs.ops.serve.status import ServiceStatus, process_alive
+from mlvs.ops.serve.supervise import LOOPBACK, launch, wait_for_status
 from mlvs.paths import ProjectPaths
 from mlvs.stages.versions import register_fitted_model
 
@@ -39,7 +46,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-Family = Literal["data", "model", "pipeline", "store"]
+Family = Literal["data", "model", "pipeline", "store", "serving"]
 
 
 class Scenario(BaseModel):
@@ -58,6 +65,7 @@ class Scenario(BaseModel):
     stage: Literal["prepare", "train"] | None = None
     fault: Literal["preprocess", "partial", "train", "evaluate"] | None = None
     alias: str | None = None
+    records: int | None = Field(default=None, ge=1, le=10_000)
 
 
 def load_catalog(root: Path) -> dict[str, Scenario]:
@@ -344,6 +352,98 @@ def inject_deploy_forced_worse(
     }
 
 
+def _golden_records(paths: ProjectPaths, count: int) -> list[dict[str, Any]]:
+    """`count` customer records in the request's form: the golden sample's rows, repeated."""
+    rows = json.loads(paths.golden.read_text(encoding="utf-8"))["rows"]
+    return [rows[i % len(rows)] for i in range(count)]
+
+
+def _ask(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+    """One request to the service on loopback: (status, decoded JSON body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        connection.close()
+
+
+def _served(status: ServiceStatus) -> dict[str, Any]:
+    return {
+        "service_pid": status.pid,
+        "port": status.port,
+        "served_version": status.serving.version if status.serving else None,
+        "served_sha256": status.serving.model_sha256 if status.serving else None,
+    }
+
+
+def inject_service_killed_mid_request(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    """`mlvs serve` started, a request of 10,000 records half sent, and the service killed with SIGKILL.
+
+    Nothing of the project changes: the dead process's status file, still open, gives it away.
+    """
+    alias = s.alias or "champion"
+    started = launch(paths, alias, LOOPBACK, 0)
+    port = started.port or 0  # launch waits until the status file names it
+    body = json.dumps({"records": _golden_records(paths, s.records or 10_000)}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+        client.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[: len(body) // 2]
+        )
+        time.sleep(0.2)  # the service is reading the body: mid-request
+        os.kill(started.pid, signal.SIGKILL)
+        try:
+            answer = client.recv(64)
+        except OSError:
+            answer = b""
+    deadline = time.monotonic() + 10
+    while process_alive(started.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {
+        **_served(started),
+        "signal": "SIGKILL",
+        "request_bytes_sent": len(body) // 2,
+        "request_bytes": len(body),
+        "answered": bool(answer),
+    }
+
+
+def inject_service_model_corrupted(
+    paths: ProjectPaths, s: Scenario, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Bits of the champion's model file flipped while `mlvs serve` serves it from memory.
+
+    The service must refuse the changed bytes (never load them) and go on answering with
+    the verified model it holds; what it answered meanwhile is kept for the postmortem.
+    """
+    alias = s.alias or "champion"
+    started = launch(paths, alias, LOOPBACK, 0)
+    port = started.port or 0  # launch waits until the status file names it
+    offsets = _flip_bytes(paths.root / _target(s), s.flips or 8, rng)
+    refused = wait_for_status(
+        paths, alias, lambda st: st.refused is not None and st.refused.kind == "file", 10.0
+    )
+    golden = json.loads(paths.golden.read_text(encoding="utf-8"))
+    status, answer = _ask(
+        port, "POST", "/predict", json.dumps({"records": golden["rows"]}).encode()
+    )
+    probabilities = [p["churn_probability"] for p in answer.get("predictions", [])]
+    return {
+        **_served(started),
+        "offsets": offsets,
+        "refused": refused.refused.reason if refused and refused.refused else None,
+        "answered_status": status,
+        "answered_by_version": answer.get("model_version"),
+        "answers_are_golden": probabilities == [float(p) for p in golden["churn_probability"]],
+    }
+
+
 def inject_pipeline_fault(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
@@ -433,6 +533,8 @@ INJECTORS: dict[str, Injector] = {
     "model_bit_flips": inject_bit_flips,
     "model_replaced_by_worse": inject_model_replaced_by_worse,
     "deploy_forced_worse": inject_deploy_forced_worse,
+    "serving_killed_mid_request": inject_service_killed_mid_request,
+    "serving_model_file_corrupted": inject_service_model_corrupted,
     "pipeline_preprocessing_failure": inject_pipeline_fault,
     "pipeline_training_failure": inject_pipeline_fault,
     "pipeline_evaluation_failure": inject_pipeline_fault,

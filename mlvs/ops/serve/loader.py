@@ -47,6 +47,8 @@ class LoadedModel:
     source: str
     # Seconds spent loading and verifying it.
     load_seconds: float
+    # The file its bytes were read from, when it stays there (watched for changes); None for a download.
+    source_file: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """`GET /model`: the served model's name, alias, version, hash and when it was loaded."""
@@ -70,14 +72,19 @@ _FILES = ("model.skops", "model_card.json", "golden_predictions.json")
 
 
 def verify_model_dir(
-    model_dir: ProjectPaths, expected: str, fallback_threshold: float | None
+    model_dir: ProjectPaths,
+    expected: str,
+    fallback_threshold: float | None,
+    loaded: Any | None = None,
 ) -> tuple[Any, float]:
     """The model of `model_dir` and its decision threshold, once hash, card and golden predictions hold.
 
     `model_dir` is a project layout whose `models/` holds the three files training wrote;
-    IntegrityError names the first check that failed.
+    IntegrityError names the first check that failed. `loaded` is a model already
+    loaded from verified bytes of SHA-256 `expected`: the same bytes make the same model,
+    so it is not loaded again, and the card and golden predictions are still checked.
     """
-    model = load_verified_model(model_dir, expected)
+    model = loaded if loaded is not None else load_verified_model(model_dir, expected)
     card = read_card(model_dir)
     if card["model_sha256"] != expected:
         raise IntegrityError(
@@ -113,9 +120,20 @@ def _workspace_threshold(paths: ProjectPaths) -> float | None:
 
 
 def load_version(
-    paths: ProjectPaths, name: str, alias: str, version: str, run_id: str | None
+    paths: ProjectPaths,
+    name: str,
+    alias: str,
+    version: str,
+    run_id: str | None,
+    loaded_by_sha256: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Version `version` of `name`, verified; RefusedVersion says why it must not be served."""
+    """Version `version` of `name`, verified; RefusedVersion says why it must not be served.
+
+    `loaded_by_sha256` holds models already loaded from verified bytes, by their SHA-256:
+    a version whose run recorded one of those hashes (the same model registered again)
+    takes that model instead of loading the same bytes again (seconds for a large forest).
+    """
+    known = (loaded_by_sha256 or {}).get
     started = time.perf_counter()
     if not run_id:
         raise RefusedVersion(f"version {version} of {name} names no training run")
@@ -130,7 +148,7 @@ def load_version(
     fallback = _workspace_threshold(paths)
     reasons = []
 
-    def loaded(model: Any, threshold: float, source: str) -> LoadedModel:
+    def loaded(model: Any, threshold: float, source: str, source_file: Path | None) -> LoadedModel:
         return LoadedModel(
             name,
             alias,
@@ -141,6 +159,7 @@ def load_version(
             now_text(),
             source,
             time.perf_counter() - started,
+            str(source_file) if source_file is not None else None,
         )
 
     # The workspace first, when its card names the same hash: no copy to make.
@@ -150,8 +169,8 @@ def load_version(
         workspace_hash = None
     if workspace_hash == expected:
         try:
-            model, threshold = verify_model_dir(paths, expected, fallback)
-            return loaded(model, threshold, "workspace")
+            model, threshold = verify_model_dir(paths, expected, fallback, known(expected))
+            return loaded(model, threshold, "workspace", paths.model_file)
         except IntegrityError as error:
             reasons.append(f"workspace models/: {error}")
     # The run's own copy: read in place from a local store, else fetched into the workspace's
@@ -161,7 +180,8 @@ def load_version(
     folder = Path(tempfile.mkdtemp(prefix="download-", dir=staging))
     try:
         source = run_model_dir(paths, run_id, _FILES, folder)
-        model, threshold = verify_model_dir(ProjectPaths(source), expected, fallback)
+        in_place = ProjectPaths(source)
+        model, threshold = verify_model_dir(in_place, expected, fallback, known(expected))
     except MlvsError as error:
         reasons.append(f"run {run_id}'s models/: {error}")
         raise RefusedVersion(
@@ -169,4 +189,6 @@ def load_version(
         ) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return loaded(model, threshold, "run artifacts")
+    # Read in place from a local store: that file is watched; a download is gone.
+    kept = None if source.is_relative_to(folder) else in_place.model_file
+    return loaded(model, threshold, "run artifacts", kept)

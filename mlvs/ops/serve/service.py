@@ -116,12 +116,14 @@ def serve(paths: ProjectPaths, options: ServeOptions) -> None:
     # The port first: a port in use is told at once, before seconds of loading a model.
     sock = bind(options.host, options.port)
     state = ServingState(paths, name, options.alias)
+    host, port = sock.getsockname()[:2]
+    # Recorded in the status file: a service that dies is started again where it listened.
+    state.host, state.port = options.host, port
     try:
         state.start()
     except BaseException:
         sock.close()
         raise
-    host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     if not _is_loopback(options.host):
         log.warning(
@@ -154,4 +156,7 @@ def serve(paths: ProjectPaths, options: ServeOptions) -> None:
     finally:
         watcher.stop()
         sock.close()
+    # Only a clean stop gets here: a killed service leaves its status open, for `mlvs recover`.
+    watcher.join(timeout=5)
+    state.mark_stopped()
     log.info("stopped serving %s@%s", name, options.alias)

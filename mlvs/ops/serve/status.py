@@ -1,7 +1,9 @@
 """The scoring service's status file, `.mlvs/serve/<alias>.json`: what it serves and what it refused.
 
-The service rewrites it (atomically) whenever that changes; `mlvs verify` reads it
-to name a version the service refused while the alias still points at it. Like
+The service rewrites it (atomically) whenever that changes, and marks it stopped when
+it shuts down cleanly; `mlvs verify` reads it to name a version the service refused
+while the alias still points at it, and a service that died without stopping (killed,
+or its machine lost power), which `mlvs recover` starts again where it listened. Like
 every file under `.mlvs/`, it is read as untrusted: bounded, parsed field by field,
 and an alias becomes a file name only if it is a plain name.
 """
@@ -9,11 +11,12 @@ and an alias becomes a file name only if it is a plain name.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from mlvs._io import atomic_write_text
 from mlvs.paths import ProjectPaths
@@ -35,12 +38,15 @@ class ServedVersion(BaseModel):
 
 
 class RefusedVersionRecord(BaseModel):
-    """A version the alias moved to that failed verification, and why."""
+    """A version the alias moved to that failed verification, or the served version's file changed on disk; why."""
 
     model_config = ConfigDict(extra="ignore")
     version: _Text
     reason: _Text
     at: _Text
+    # "version": the version was never swapped in; "file": the served version's file changed on
+    # disk after it was loaded, and its bytes were not loaded (the verified copy is served on).
+    kind: Literal["version", "file"] = "version"
 
 
 class ServiceStatus(BaseModel):
@@ -53,6 +59,11 @@ class ServiceStatus(BaseModel):
     serving: ServedVersion | None = None
     refused: RefusedVersionRecord | None = None
     updated_at: _Text
+    # Where it listens, to be started again there after a crash.
+    host: _Text | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    # Set by a clean stop; a file without it whose process is gone is a service that died.
+    stopped_at: _Text | None = None
 
 
 def status_dir(paths: ProjectPaths) -> Path:
@@ -94,3 +105,28 @@ def read_status(paths: ProjectPaths, alias: str) -> ServiceStatus | None:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "the document"
         raise ValueError(f"malformed ({where}: {first['msg']})") from None
+
+
+def process_alive(pid: int) -> bool:
+    """Tell whether process `pid` exists (a pid read from a file: 0, 1 and negatives never are ours)."""
+    if pid <= 1:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    except OSError:
+        return False
+    # A pid is reused once its process is gone: where the system tells, it must still be a service.
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"serve" in command
+
+
+def died_without_stopping(status: ServiceStatus) -> bool:
+    """Tell whether the service that wrote `status` is gone without having stopped cleanly."""
+    return status.stopped_at is None and not process_alive(status.pid)
