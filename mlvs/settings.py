@@ -90,6 +90,25 @@ REGISTRY_BACKEND: Setting[str] = Setting(
     "`mlflow` makes registry reads and alias moves go through MLflow's client, never SQL.",
 )
 
+# --- monitoring -------------------------------------------------------------------------
+
+
+def _webhook_url(value: str) -> str:
+    # Only http(s): a file:// or other scheme must not turn an alert into a local write.
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(value)
+    return value
+
+
+ALERT_WEBHOOK: Setting[str | None] = Setting(
+    "MLVS_ALERT_WEBHOOK",
+    _webhook_url,
+    None,
+    "An http(s) URL that `mlvs monitor` POSTs each raised or resolved alert's JSON to.",
+    expected="an http:// or https:// URL",
+    fix="set it to e.g. https://hooks.example.com/mlvs or unset it",
+)
+
 # --- durability and disk ----------------------------------------------------------------
 
 FSYNC: Setting[bool] = Setting(
@@ -196,6 +215,7 @@ PAUSE_SECONDS: Setting[float] = Setting(
 SETTINGS: tuple[Setting[Any], ...] = (
     ROOT,
     REGISTRY_BACKEND,
+    ALERT_WEBHOOK,
     FSYNC,
     SPARE_BYTES,
     LOCK_TIMEOUT,

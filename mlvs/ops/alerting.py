@@ -9,7 +9,6 @@ what failed is returned, and the caller says it.
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -17,10 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mlvs.logs import get_logger
+from mlvs.settings import ALERT_WEBHOOK
 
 log = get_logger("alerts")
 
-WEBHOOK_ENV = "MLVS_ALERT_WEBHOOK"
+WEBHOOK_ENV = ALERT_WEBHOOK.name
 TIMEOUT_SECONDS = 5.0
 ATTEMPTS = 3
 FIRST_PAUSE_SECONDS = 0.5
@@ -28,7 +28,7 @@ FIRST_PAUSE_SECONDS = 0.5
 
 def webhook_url() -> str | None:
     """The webhook's URL from the environment, or None when none is set."""
-    return os.environ.get(WEBHOOK_ENV) or None
+    return ALERT_WEBHOOK.get()
 
 
 def _shown(url: str) -> str:
