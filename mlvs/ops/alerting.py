@@ -15,6 +15,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
+from mlvs.errors import BadInputError
 from mlvs.logs import get_logger
 from mlvs.settings import ALERT_WEBHOOK
 
@@ -67,7 +68,10 @@ def post_alert(url: str, alert: dict[str, Any]) -> str | None:
 
 def deliver(alerts: list[dict[str, Any]]) -> list[str]:
     """Send each alert to the webhook, if one is set; what could not be sent, one line each."""
-    url = webhook_url()
+    try:
+        url = webhook_url()
+    except BadInputError as error:  # a misconfigured webhook is said, never fails the run
+        return [str(error)]
     if url is None:
         return []
     return [p for p in (post_alert(url, a) for a in alerts) if p is not None]
