@@ -9,16 +9,20 @@ import socket
 import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from _service import records_of, start_service
 from conftest import BIN, clean_env, copy_workspace, mlvs, register_inverted_version, tree_hashes
 from team._browser import chromium
 
 pytestmark = pytest.mark.slow
 
+CLIENTS = 8
+REQUESTS_PER_CLIENT = 2000  # an upper bound: the clients stop once the rollback is served
 BATCH_1, LABELS_1 = "data/batches/batch-0001.csv", "data/labels/batch-0001.csv"
 BATCH_2, LABELS_2 = "data/batches/batch-0002.csv", "data/labels/batch-0002.csv"
 
@@ -242,14 +246,57 @@ def test_a_deploy_that_loses_to_the_version_it_replaced_is_rolled_back_by_itself
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{ws / 'mlflow.db'}")
     monkeypatch.setenv("MLVS_ROOT", str(ws))
     assert register_inverted_version(ws) == "2"
-    forced = mlvs(ws, "deploy", "2", "--force", "--json")
-    assert forced.returncode == 0, forced.stderr
-    snapshot = json.loads(forced.stdout)["snapshot"]
-    assert champion(ws) == "2"
 
-    code, scored, _ = monitor(ws, BATCH_2)
-    assert scored["model_version"] == "2"
-    code, labelled, _ = monitor(ws, BATCH_2, "--labels", LABELS_2)
+    # The service follows the champion while clients keep asking, from before the bad deploy
+    # until after the monitor rolled it back: none of their requests fails.
+    service = start_service(ws)
+    record = records_of(ws, 1)
+    answers: list[tuple[int, str | None]] = []
+    done = threading.Event()
+
+    def client() -> None:
+        connection = service.connection()
+        for _ in range(REQUESTS_PER_CLIENT):
+            if done.is_set():
+                break
+            try:
+                connection.request(
+                    "POST",
+                    "/predict",
+                    json.dumps({"records": record}),
+                    {"Content-Type": "application/json"},
+                )
+                response = connection.getresponse()
+                body = json.loads(response.read())
+                answers.append((response.status, body.get("model_version")))
+            except (OSError, ValueError) as error:
+                answers.append((0, f"{type(error).__name__}"))
+                connection = service.connection()
+            time.sleep(0.1)
+
+    clients = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    try:
+        for thread in clients:
+            thread.start()
+        forced = mlvs(ws, "deploy", "2", "--force", "--json")
+        assert forced.returncode == 0, forced.stderr
+        snapshot = json.loads(forced.stdout)["snapshot"]
+        assert champion(ws) == "2"
+        code, scored, _ = monitor(ws, BATCH_2)
+        assert scored["model_version"] == "2"
+        code, labelled, _ = monitor(ws, BATCH_2, "--labels", LABELS_2)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and service.call("GET", "/model")[1]["version"] != "1":
+            time.sleep(0.1)
+        served_after = service.call("GET", "/model")[1]["version"]
+    finally:
+        done.set()
+        for thread in clients:
+            thread.join(timeout=60)
+        service.stop()
+    failed = [a for a in answers if a[0] != 200]
+    assert answers and failed == [], failed[:5]
+    assert {version for _, version in answers} <= {"1", "2"} and served_after == "1"
     check = labelled["deploy_check"]
     assert (check["deployed"], check["previous"], check["snapshot"]) == ("2", "1", snapshot)
     assert check["worse"] and check["champion_value"] < check["previous_value"] - check["margin"]
