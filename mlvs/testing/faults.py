@@ -9,7 +9,9 @@ command. Names follow one pattern, the operation first:
 - `prepare:preprocess`, `prepare:partial`, `train:train`, `train:evaluate` inside
   the pipeline stages (a scenario of `params/incidents.yaml` names the stage and
   the step: `stage: train`, `fault: evaluate`);
-- `drill:injected`, between a drill's injection and its detection.
+- `drill:injected`, between a drill's injection and its detection;
+- `deploy:gated`, between `mlvs deploy`'s gate decision and its alias move (how
+  tests let another clone move an alias in between).
 
 A point does nothing unless an environment variable (see `mlvs.settings`) arms
 it by name, one variable per effect:
