@@ -365,6 +365,7 @@ def register_model(
     for attempt in range(1, PROMOTION_ATTEMPTS + 1):
         decision, previous, seen = _gate_new_version(paths, trained, test, params, version)
         alias = CHAMPION if decision.promote else CHALLENGER
+        fault_point("train:gated")
         try:
             move_alias(paths, name, alias, version, MoveReason("pipeline", decision.reason), seen)
             break
