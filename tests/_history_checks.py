@@ -11,12 +11,26 @@ replayed move by move, and two things must hold of every move:
 
 from __future__ import annotations
 
+import json
 import re
+from types import SimpleNamespace
 from typing import Any
 
 _GATE_REASON = re.compile(r"^version (\d+) (?:beats|does not beat) version (\d+): ")
 _FIRST = "there is no champion yet"
 GATE_COMMANDS = ("pipeline", "deploy")
+TAG_PREFIX = "mlvs.alias_move."
+
+
+def read_moves(tags: dict[str, str]) -> list[Any]:
+    """The alias moves recorded in a registered model's tags, in key order, parsed here (not by mlvs)."""
+    keys = sorted(k for k in tags if k.startswith(TAG_PREFIX))
+    moves = []
+    for key in keys:
+        record = json.loads(tags[key])
+        assert key.endswith("." + record["alias"]), key
+        moves.append(SimpleNamespace(**{"forced": False, **record}))
+    return moves
 
 
 def gate_champion(reason: str) -> tuple[bool, str | None]:
