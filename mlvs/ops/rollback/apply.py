@@ -300,7 +300,7 @@ def _restore_aliases(
             if attempt == _ALIAS_ATTEMPTS:
                 raise
             # Recorded as a move from where the other clone left it: its move stays in the history.
-            log.warning("%s; setting them as snapshot %s has them again", error, why.snapshot)
+            log.warning("%s; the snapshot's aliases are set over them", error)
         now = read_registry(paths, name, None)
         if now.error:
             raise ExternalToolError(
