@@ -319,7 +319,7 @@ def test_every_snapshot_is_complete_on_the_shared_remote_and_every_clone_is_heal
     ] + [(clone, ("verify",)) for clone in race.clones]
     with ThreadPoolExecutor(max_workers=3) as pool:
         done = list(pool.map(lambda check: race.mlvs(check[0], *check[1]), checks))
-    assert sum(1 for o in done if o.command == "snapshot") >= 3
+    assert sum(1 for o in done if o.command == "snapshot") >= 2  # carol-1 and its rollback's own
     for operation in done:
         assert operation.code == 0, (
             f"{operation.clone} {operation.args}: {operation.stdout[-2000:]}{operation.stderr[-2000:]}"
