@@ -87,20 +87,12 @@ def race_message(
     return f"the aliases of {name!r} changed after this command read them ({'; '.join(told)})"
 
 
-def own_links(history: AliasHistory, ours: list[AliasMove]) -> list[str]:
-    """Where one of `ours` (moves just recorded) does not start where the move before it ended."""
-    problems = []
-    last: dict[str, AliasMove] = {}
-    for move in history.moves:
-        before = last.get(move.alias)
-        if move in ours and before is not None and before.to_version != move.from_version:
-            problems.append(
-                f"{move.alias} moved from {_named(move.from_version)} to {_named(move.to_version)}, "
-                f"but the move before it ({before.command} at {before.time}) had left it at "
-                f"{_named(before.to_version)}"
-            )
-        last[move.alias] = move
-    return problems
+def describe_move(move: AliasMove) -> str:
+    """One recorded move in words: alias, from, to, by which command, when."""
+    return (
+        f"{move.alias} moved from {_named(move.from_version)} to {_named(move.to_version)} "
+        f"by {move.command} at {move.time}"
+    )
 
 
 DELETED_STAGE = "Deleted_Internal"  # how MLflow's SQL store marks a deleted version
@@ -455,14 +447,19 @@ class _ClientRegistry:
                 else:
                     self.client.set_registered_model_alias(name, alias, to_version)
                 self.client.set_registered_model_tag(name, key, value)
-            # Read back: the aliases as wanted, and each recorded move starting where the one
-            # before it ended (a clone that outlived its lease would show here, never silently).
+            # Read back: the aliases as wanted, and no move recorded by anyone else while the
+            # lease was held (a clone that outlived its lease would show here, never silently).
             _, after = self.read(name, None)
             now = {alias: info.version for alias, info in after.items()}
-            history = parse_history(name, self.tags(name, TAG_PREFIX))
-            broken = own_links(history, parse_history(name, records).moves)
-            if now != wanted or broken:
-                told = broken or [race_message(name, wanted, now, history)]
+            tags_after = self.tags(name, TAG_PREFIX)
+            others = {
+                k: v for k, v in tags_after.items() if k not in history_tags and k not in records
+            }
+            if now != wanted or others:
+                history = parse_history(name, tags_after)
+                told = [describe_move(m) for m in parse_history(name, others).moves] or [
+                    race_message(name, wanted, now, history)
+                ]
                 raise IntegrityError(
                     f"another move of the aliases of {name!r} overlapped this one: {'; '.join(told)}; "
                     "see `mlvs registry history` and run `mlvs verify`"
