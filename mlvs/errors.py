@@ -63,6 +63,12 @@ class LockTimeoutError(MlvsError):
     exit_code = 1
 
 
+class AliasRaceError(MlvsError):
+    """Raised when a registry alias moved after a command read it: another move won the race."""
+
+    exit_code = 1
+
+
 class ExternalToolError(MlvsError):
     """Raised when git, DVC or MLflow fails underneath mlvs."""
 

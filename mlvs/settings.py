@@ -58,6 +58,13 @@ def _seconds(value: str) -> float:
     return float(value)
 
 
+def _positive_seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(value)
+    return seconds
+
+
 def _byte_count(value: str) -> int:
     count = int(value)
     if count < 0:
@@ -150,6 +157,16 @@ LOCK_TOKEN: Setting[str | None] = Setting(
     "share the lock instead of waiting for it; never set it by hand.",
 )
 
+ALIAS_LEASE_SECONDS: Setting[float] = Setting(
+    "MLVS_ALIAS_LEASE_SECONDS",
+    _positive_seconds,
+    30.0,
+    "Seconds an alias move on a tracking server may hold the registered model's lease before "
+    "another clone may take it over (default 30; a move takes well under one).",
+    expected="a positive number of seconds",
+    fix="set it to e.g. 30 or unset it",
+)
+
 # --- the console ------------------------------------------------------------------------
 
 COLOR_CHOICES = ("auto", "always", "never")
@@ -220,6 +237,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     SPARE_BYTES,
     LOCK_TIMEOUT,
     LOCK_TOKEN,
+    ALIAS_LEASE_SECONDS,
     COLOR,
     FAILPOINT,
     FAULT,

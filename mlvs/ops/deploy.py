@@ -10,7 +10,10 @@ Under the state lock:
 5. passed (or `force`d past a refusal): the snapshot `pre-deploy-v<N>-<UTC time>` is
    taken through the snapshot operation, `champion` moves (and `challenger`, if it
    pointed at the candidate, is removed), the move is recorded in the alias history
-   with that snapshot and the gate's reason, and the alias is read back.
+   with that snapshot and the gate's reason, and the alias is read back. The move is
+   a compare-and-set on the aliases the gate saw: if another clone moved one since
+   (`AliasRaceError`), nothing moves and the deploy is refused, naming that move
+   (exit 1; the snapshot stays, a state like any other).
 `mlvs rollback pre-deploy-...` undoes a deployment. `dry_run` decides and changes
 nothing: no lock, no snapshot, no run, no report.
 """
@@ -31,7 +34,13 @@ from mlvs.backends.mlflow import tracking
 from mlvs.backends.mlflow.history import MoveReason
 from mlvs.backends.mlflow.registry import read_registry, set_aliases
 from mlvs.backends.mlflow.tracking import CHALLENGER, CHAMPION
-from mlvs.errors import BadInputError, ExternalToolError, IntegrityError, UnhealthyStateError
+from mlvs.errors import (
+    AliasRaceError,
+    BadInputError,
+    ExternalToolError,
+    IntegrityError,
+    UnhealthyStateError,
+)
 from mlvs.logs import get_logger
 from mlvs.ml import data as datamod
 from mlvs.ml.decision import contact_values, fixed_or_default_threshold
@@ -49,6 +58,7 @@ from mlvs.paths import ProjectPaths
 from mlvs.stages.versions import load_version_model
 from mlvs.state.interrupted import recover_interrupted
 from mlvs.state.lock import state_lock
+from mlvs.testing.faults import fault_point
 
 log = get_logger("deploy")
 
@@ -240,6 +250,7 @@ def deploy(
         candidate, champion = _choose(aliases, name, version)
         decision = _decide(paths, params, candidate, champion)
         result = DeployResult(name, candidate, champion, decision, False)
+        fault_point("deploy:gated")
         if not decision.promote and not force:
             result.seconds = time.perf_counter() - started
             _record(paths, result)
@@ -268,9 +279,21 @@ def deploy(
             if result.forced
             else decision.reason
         )
-        moves = set_aliases(
-            paths, name, wanted, MoveReason("deploy", reason, snapshot, forced=result.forced)
-        )
+        try:
+            moves = set_aliases(
+                paths,
+                name,
+                wanted,
+                MoveReason("deploy", reason, snapshot, forced=result.forced),
+                expected=aliases,
+            )
+        except AliasRaceError as error:
+            # The gate compared with a champion that is no longer the champion: its decision is void.
+            raise AliasRaceError(
+                f"version {candidate} was not deployed: {str(error).removesuffix('; nothing was moved')}, "
+                f"and the gate had compared it with version {champion}; run `mlvs deploy {candidate}` "
+                "again to gate it against the champion of now"
+            ) from None
         result.moves = [{"alias": a, "from": f, "to": t} for a, f, t in moves]
         if _aliases(paths, name).get(CHAMPION) != candidate:
             raise IntegrityError(

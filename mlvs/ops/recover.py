@@ -146,7 +146,8 @@ def repair_aliases(paths: ProjectPaths, outcome: RecoveryOutcome) -> None:
             paths,
             name,
             wanted,
-            MoveReason(
+            expected=current,
+            why=MoveReason(
                 "recover",
                 f"dangling alias(es) {', '.join(sorted(dangling))} put back "
                 + (
@@ -190,7 +191,8 @@ def repair_forced_champion(paths: ProjectPaths, outcome: RecoveryOutcome) -> Non
             paths,
             name,
             wanted,
-            MoveReason(
+            expected=state.alias_versions(),
+            why=MoveReason(
                 "recover",
                 f"version {forced.to_version} was deployed past the gate's refusal; champion back to "
                 f"version {before}",

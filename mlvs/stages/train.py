@@ -16,7 +16,8 @@ from mlvs.backends.mlflow.history import MoveReason
 from mlvs.backends.mlflow.model_files import ARTIFACT_DIR
 from mlvs.backends.mlflow.registry import move_alias, read_registry
 from mlvs.backends.mlflow.tracking import CHALLENGER, CHAMPION
-from mlvs.errors import ExternalToolError, MlvsError
+from mlvs.errors import AliasRaceError, ExternalToolError, MlvsError
+from mlvs.logs import get_logger
 from mlvs.ml import data as datamod
 from mlvs.ml import evaluation
 from mlvs.ml.decision import (
@@ -55,6 +56,10 @@ if TYPE_CHECKING:
 # Rows of the test set given to MLflow as the model's input example (its signature is inferred
 # from them); the golden sample kept beside the model file is `golden_sample_size` rows.
 INPUT_EXAMPLE_ROWS = 5
+# How many times the gate decides again when another clone moves an alias between its read and its move.
+PROMOTION_ATTEMPTS = 5
+
+log = get_logger("train")
 
 
 def data_hash(paths: ProjectPaths) -> str:
@@ -367,9 +372,21 @@ def register_model(
     info = tracking.log_and_register_model(trained.model, example, params.registry)
     version = str(info.registered_model_version)
     name = params.registry.model_name
-    decision, previous = _gate_new_version(paths, trained, test, params, version)
-    alias = CHAMPION if decision.promote else CHALLENGER
-    move_alias(paths, name, alias, version, MoveReason("pipeline", decision.reason))
+    for attempt in range(1, PROMOTION_ATTEMPTS + 1):
+        decision, previous, seen = _gate_new_version(paths, trained, test, params, version)
+        alias = CHAMPION if decision.promote else CHALLENGER
+        fault_point("train:gated")
+        try:
+            move_alias(paths, name, alias, version, MoveReason("pipeline", decision.reason), seen)
+            break
+        except AliasRaceError as error:
+            # Another clone moved an alias after the gate read them: its decision is void, take it again.
+            if attempt == PROMOTION_ATTEMPTS:
+                raise AliasRaceError(
+                    f"version {version} was neither promoted nor made the challenger: {error}, "
+                    f"{PROMOTION_ATTEMPTS} times; run `mlvs deploy {version}` once the registry is quiet"
+                ) from None
+            log.warning("%s; the gate decides again for version %s", error, version)
     figures = decision.figures()
     if figures:
         run.log({}, figures)
@@ -385,18 +402,19 @@ def register_model(
 
 def _gate_new_version(
     paths: ProjectPaths, trained: TrainedModel, test: pd.DataFrame, params: Any, version: str
-) -> tuple[GateDecision, str | None]:
-    """The gate's decision on the new version against the champion; the champion's version."""
+) -> tuple[GateDecision, str | None, dict[str, str]]:
+    """The gate's decision on the new version against the champion; the champion's version; the aliases it read."""
     name = params.registry.model_name
     state = read_registry(paths, name, None)
     if state.error:
         raise ExternalToolError(
             f"the MLflow registry cannot be read ({state.error}), so version {version} was not promoted"
         )
-    champion = state.alias_versions().get(CHAMPION)
+    seen = state.alias_versions()
+    champion = seen.get(CHAMPION)
     label = f"version {version}"
     if champion is None:
-        return first_champion(label), None
+        return first_champion(label), None, seen
     X_test, y_test = datamod.features_and_target(test)
     try:
         loaded = load_version_model(paths, name, champion, trained.decision_threshold)
@@ -407,6 +425,7 @@ def _gate_new_version(
                 False, label, f"version {champion}", f"the champion could not be scored ({error})"
             ),
             champion,
+            seen,
         )
     data_sha256 = rows_sha256(X_test, y_test)
     decision = compare(
@@ -422,4 +441,4 @@ def _gate_new_version(
         Margins.from_params(params.registry),
         params.seed,
     )
-    return decision, champion
+    return decision, champion, seen

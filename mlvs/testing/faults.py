@@ -9,7 +9,10 @@ command. Names follow one pattern, the operation first:
 - `prepare:preprocess`, `prepare:partial`, `train:train`, `train:evaluate` inside
   the pipeline stages (a scenario of `params/incidents.yaml` names the stage and
   the step: `stage: train`, `fault: evaluate`);
-- `drill:injected`, between a drill's injection and its detection.
+- `drill:injected`, between a drill's injection and its detection;
+- `deploy:gated` and `train:gated`, between the gate decision of `mlvs deploy` or
+  of the pipeline's promotion and its alias move (how tests let another clone move
+  an alias in between).
 
 A point does nothing unless an environment variable (see `mlvs.settings`) arms
 it by name, one variable per effect:
@@ -18,7 +21,8 @@ it by name, one variable per effect:
   command at a step for `mlvs recover` to finish or undo;
 - `MLVS_PAUSE`: the process waits there until the file `MLVS_PAUSE_RELEASE`
   exists or `MLVS_PAUSE_SECONDS` (default 5) have passed: how tests hold a
-  change open under the state lock;
+  change open under the state lock; while it waits, the file
+  `<MLVS_PAUSE_RELEASE>.<pid>.waiting` beside it says so;
 - `MLVS_FAULT`: `InjectedFault` is raised there: how drills make a pipeline
   stage fail as a bug would.
 
@@ -45,9 +49,15 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
     if PAUSE.get() == name:
         release = PAUSE_RELEASE.get()
+        # Beside the release file, this process says that it waits (several may wait for one release).
+        waiting = release.with_name(f"{release.name}.{os.getpid()}.waiting") if release else None
+        if waiting is not None:
+            waiting.touch()
         deadline = time.monotonic() + PAUSE_SECONDS.get()
         while time.monotonic() < deadline and not (release and release.exists()):
             time.sleep(0.05)
+        if waiting is not None:
+            waiting.unlink(missing_ok=True)
     if FAULT.get() == name:
         raise InjectedFault(f"injected fault at '{name}' (incident drill)")
 

@@ -212,3 +212,34 @@ def test_a_malformed_history_tag_is_named_and_the_rest_still_shown(trained_works
     assert key in result.stderr and "not an alias move" in result.stderr
     assert "Traceback" not in result.stderr
     assert "pipeline" in result.stdout  # the good record is still listed
+
+
+def test_a_deploy_whose_aliases_moved_after_its_gate_is_refused_naming_the_move(
+    deploy_ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from _history_checks import history_findings, read_moves
+
+    from mlvs.backends.mlflow.history import MoveReason
+    from mlvs.backends.mlflow.registry import model_tags, move_alias
+    from mlvs.errors import AliasRaceError
+    from mlvs.ops import deploy as deploying
+    from mlvs.paths import ProjectPaths
+
+    paths = ProjectPaths(deploy_ws)
+
+    def another_clone_moves(name: str) -> None:  # between this deploy's gate and its move
+        if name == "deploy:gated":
+            reason = "version 2 does not beat version 1: roc_auc gain -0.5"
+            move_alias(paths, MODEL, "challenger", "2", MoveReason("pipeline", reason))
+
+    monkeypatch.setattr(deploying, "fault_point", another_clone_moves)
+    with pytest.raises(AliasRaceError) as refused:
+        deploying.deploy(paths, "2", force=True)
+
+    message = str(refused.value)
+    assert refused.value.exit_code == 1 and "\n" not in message
+    assert message.startswith("version 2 was not deployed: ")
+    assert "challenger moved from unset to version 2 by pipeline" in message
+    assert "the gate had compared it with version 1" in message
+    assert aliases(deploy_ws) == {"champion": "1", "challenger": "2"}  # the other move stands
+    assert history_findings(read_moves(model_tags(paths, MODEL, "mlvs.alias_move."))) == []

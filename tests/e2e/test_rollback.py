@@ -628,5 +628,11 @@ def test_the_sql_and_mlflow_client_registry_readers_agree(
     through_mlflow = read_registry(paths, "churn-classifier", model_sha)
     assert direct == through_mlflow and direct.error is None and direct.model is not None
 
-    set_aliases(paths, "churn-classifier", story.aliases_a, MoveReason("test", "the readers agree"))
+    set_aliases(
+        paths,
+        "churn-classifier",
+        story.aliases_a,
+        MoveReason("test", "the readers agree"),
+        expected=direct.alias_versions(),
+    )
     assert aliases(ws) == story.aliases_a

@@ -57,6 +57,28 @@ def test_a_paused_point_waits_until_its_release_file_appears(
     assert 0.25 <= waited < 10
 
 
+def test_a_paused_point_says_that_it_waits_beside_its_release_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    monkeypatch.setenv("MLVS_PAUSE", "deploy:gated")
+    monkeypatch.setenv("MLVS_PAUSE_RELEASE", str(release))
+    monkeypatch.setenv("MLVS_PAUSE_SECONDS", "30")
+    seen: list[list[str]] = []
+
+    def look_then_release() -> None:
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        release.touch()
+
+    timer = threading.Timer(0.3, look_then_release)
+    timer.start()
+    fault_point("deploy:gated")
+    timer.join()
+
+    assert seen == [[f"release.{os.getpid()}.waiting"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]  # gone once released
+
+
 def test_a_paused_point_gives_up_after_its_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLVS_PAUSE", "snapshot:stored")
     monkeypatch.setenv("MLVS_PAUSE_SECONDS", "0.2")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -116,10 +117,17 @@ def now_text() -> str:
 _counter = 0
 
 
-def move_tags(moves: list[tuple[str, str | None, str | None]], why: MoveReason) -> dict[str, str]:
-    """The tags recording `moves` (alias, from, to), one per move, keyed in the order they happen."""
+def move_tags(
+    moves: list[tuple[str, str | None, str | None]], why: MoveReason, after_stamp: int = 0
+) -> dict[str, str]:
+    """The tags recording `moves` (alias, from, to), one per move, keyed in the order they happen.
+
+    `after_stamp` is the newest key stamp already recorded (`last_stamp`): the new keys sort
+    after it even when this machine's clock is behind the one that wrote it, so the
+    order of the keys is the order of the moves across clones.
+    """
     global _counter
-    stamp, when = time.time_ns(), now_text()
+    stamp, when = max(time.time_ns(), after_stamp + 1), now_text()
     tags = {}
     for alias, before, after in moves:
         _counter += 1
@@ -212,3 +220,30 @@ def parse_history(model_name: str, tags: dict[str, str]) -> AliasHistory:
         ordered.append(((int(match.group(1)), int(match.group(2))), move))
     history.moves = [move for _, move in sorted(ordered, key=lambda pair: pair[0])]
     return history
+
+
+def last_stamp(keys: Iterable[str]) -> int:
+    """The newest stamp among history keys (0 when there is none); other keys are ignored."""
+    matches = (_KEY.match(key) for key in keys if isinstance(key, str))
+    return max((int(m.group(1)) for m in matches if m), default=0)
+
+
+def broken_links(moves: list[AliasMove]) -> list[str]:
+    """Where the history of an alias is not one chain: a move whose `from` is not the previous move's `to`.
+
+    With every move made as a compare-and-set, each move starts where the one
+    before it ended; a break means a move was made without one (by hand, or by a
+    clone that outlived its lease) and another move may have been overwritten.
+    """
+    problems: list[str] = []
+    last: dict[str, AliasMove] = {}
+    for move in moves:
+        before = last.get(move.alias)
+        if before is not None and move.from_version != before.to_version:
+            problems.append(
+                f"{move.alias} moved from version {move.from_version} by {move.command} at {move.time}, "
+                f"but the move before it ({before.command} at {before.time}) had left it at version "
+                f"{before.to_version}"
+            )
+        last[move.alias] = move
+    return problems

@@ -11,6 +11,13 @@ Two ways in, same answers:
   transaction moves every alias at once. The tables are checked first; an
   unexpected schema (or `MLVS_REGISTRY_BACKEND=mlflow`) takes the other way.
 - any other store (a tracking server) goes through `MlflowClient`.
+
+Every alias move is a compare-and-set: the caller passes the aliases its decision was
+taken on (`expected`), and nothing moves unless the registry still has exactly those
+(`AliasRaceError` names the move that came in between). The embedded store checks
+and moves in one SQLite transaction; a tracking server has no transaction over a
+read and a write, so the check and the moves are made under a lease held on the
+server (`mlvs.backends.mlflow.lease`), and the history's chain is read back after.
 """
 
 from __future__ import annotations
@@ -23,16 +30,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlvs.backends.mlflow import lease
 from mlvs.backends.mlflow.history import (
     TAG_PREFIX,
     AliasHistory,
+    AliasMove,
     MoveReason,
+    last_stamp,
     move_tags,
     parse_history,
 )
 from mlvs.backends.mlflow.store import registry_uri, server_problem, tracking_uri
 from mlvs.backends.uris import safe_uri
-from mlvs.errors import ExternalToolError, storage_failure
+from mlvs.errors import AliasRaceError, ExternalToolError, IntegrityError, storage_failure
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
 from mlvs.settings import REGISTRY_BACKEND
@@ -50,6 +60,39 @@ def _moves(current: dict[str, str], wanted: dict[str, str]) -> list[Move]:
         (a, current.get(a), v) for a, v in sorted(wanted.items()) if current.get(a) != v
     ]
     return removed + moved
+
+
+def _named(version: str | None) -> str:
+    return f"version {version}" if version is not None else "unset"
+
+
+def race_message(
+    name: str, expected: dict[str, str], current: dict[str, str], history: AliasHistory
+) -> str:
+    """One sentence: which aliases of `name` changed since `expected` was read, and by which recorded move."""
+    changed = sorted(a for a in set(expected) | set(current) if expected.get(a) != current.get(a))
+    told = []
+    for alias in changed:
+        last = history.last_move(alias)
+        if last is not None and last.to_version == current.get(alias):
+            snapshot = f", snapshot {last.snapshot}" if last.snapshot else ""
+            told.append(
+                f"{alias} moved from {_named(last.from_version)} to {_named(last.to_version)} "
+                f"by {last.command} at {last.time}{snapshot}"
+            )
+        else:
+            told.append(
+                f"{alias} is {_named(current.get(alias))}, not {_named(expected.get(alias))}"
+            )
+    return f"the aliases of {name!r} changed after this command read them ({'; '.join(told)})"
+
+
+def describe_move(move: AliasMove) -> str:
+    """One recorded move in words: alias, from, to, by which command, when."""
+    return (
+        f"{move.alias} moved from {_named(move.from_version)} to {_named(move.to_version)} "
+        f"by {move.command} at {move.time}"
+    )
 
 
 DELETED_STAGE = "Deleted_Internal"  # how MLflow's SQL store marks a deleted version
@@ -225,9 +268,23 @@ class _SqlRegistry:
                 if isinstance(key, str) and key.startswith(prefix)
             }
 
-    def set_aliases(self, name: str, wanted: dict[str, str], why: MoveReason) -> list[Move]:
+    def _history_tags(self, db: sqlite3.Connection, name: str) -> dict[str, str]:
+        where, args = self._workspace_filter(db, "registered_model_tags")
+        return {
+            key: value
+            for key, value in db.execute(
+                f"SELECT key, value FROM registered_model_tags WHERE name = ?{where}",
+                (name, *args),
+            )
+            if isinstance(key, str) and key.startswith(TAG_PREFIX)
+        }
+
+    def set_aliases(
+        self, name: str, wanted: dict[str, str], why: MoveReason, expected: dict[str, str]
+    ) -> list[Move]:
         db = self._connect(write=True)
         try:
+            # The write lock from the first statement: the check and the moves are one transaction.
             db.execute("BEGIN IMMEDIATE")
             where, args = self._workspace_filter(db, "registered_model_aliases")
             columns = {row[1] for row in db.execute("PRAGMA table_info(registered_model_aliases)")}
@@ -238,6 +295,12 @@ class _SqlRegistry:
                     (name, *args),
                 )
             }
+            history_tags = self._history_tags(db, name)
+            if current != expected:
+                raise AliasRaceError(
+                    race_message(name, expected, current, parse_history(name, history_tags))
+                    + "; nothing was moved"
+                )
             for alias in sorted(set(current) - set(wanted)):
                 db.execute(
                     f"DELETE FROM registered_model_aliases WHERE name = ? AND alias = ?{where}",
@@ -265,7 +328,7 @@ class _SqlRegistry:
             moves = _moves(current, wanted)
             # In the same transaction as the moves: a move is never made without its record.
             tag_columns = {row[1] for row in db.execute("PRAGMA table_info(registered_model_tags)")}
-            for key, value in move_tags(moves, why).items():
+            for key, value in move_tags(moves, why, last_stamp(history_tags)).items():
                 if "workspace" in tag_columns:
                     db.execute(
                         "INSERT INTO registered_model_tags (workspace, key, value, name) VALUES (?, ?, ?, ?)",
@@ -352,26 +415,56 @@ class _ClientRegistry:
             raise
         return {k: v for k, v in (registered.tags or {}).items() if k.startswith(prefix)}
 
-    def set_aliases(self, name: str, wanted: dict[str, str], why: MoveReason) -> list[Move]:
-        _, aliases = self.read(name, None)
-        current = {alias: info.version for alias, info in aliases.items()}
-        for alias, version in sorted(wanted.items()):
-            if current.get(alias) != version and self._version(name, version) is None:
-                raise ExternalToolError(
-                    f"version {version} of registered model {name!r} does not exist any more, so alias "
-                    f"{alias!r} cannot point at it; register that model again or roll back without --only registry"
+    def set_aliases(
+        self, name: str, wanted: dict[str, str], why: MoveReason, expected: dict[str, str]
+    ) -> list[Move]:
+        # A server has no transaction over a read and a write: the lease makes the
+        # check and the moves one step for every mlvs clone (see `lease`).
+        with lease.holding(self.client, name, why.command) as held:
+            _, aliases = self.read(name, None)
+            current = {alias: info.version for alias, info in aliases.items()}
+            history_tags = self.tags(name, TAG_PREFIX)
+            if current != expected:
+                raise AliasRaceError(
+                    race_message(name, expected, current, parse_history(name, history_tags))
+                    + "; nothing was moved"
                 )
-        moves = _moves(current, wanted)
-        # A server has no transaction over both: each move is made, then recorded at once.
-        for (alias, _, to_version), (key, value) in zip(
-            moves, move_tags(moves, why).items(), strict=True
-        ):
-            if to_version is None:
-                self.client.delete_registered_model_alias(name, alias)
-            else:
-                self.client.set_registered_model_alias(name, alias, to_version)
-            self.client.set_registered_model_tag(name, key, value)
-        return moves
+            for alias, version in sorted(wanted.items()):
+                if current.get(alias) != version and self._version(name, version) is None:
+                    raise ExternalToolError(
+                        f"version {version} of registered model {name!r} does not exist any more, so alias "
+                        f"{alias!r} cannot point at it; register that model again or roll back without --only registry"
+                    )
+            moves = _moves(current, wanted)
+            if not moves:
+                return moves
+            records = move_tags(moves, why, last_stamp(history_tags))
+            lease.check_held(held)
+            # No transaction over both either: each move is made, then recorded at once.
+            for (alias, _, to_version), (key, value) in zip(moves, records.items(), strict=True):
+                if to_version is None:
+                    self.client.delete_registered_model_alias(name, alias)
+                else:
+                    self.client.set_registered_model_alias(name, alias, to_version)
+                self.client.set_registered_model_tag(name, key, value)
+            # Read back: the aliases as wanted, and no move recorded by anyone else while the
+            # lease was held (a clone that outlived its lease would show here, never silently).
+            _, after = self.read(name, None)
+            now = {alias: info.version for alias, info in after.items()}
+            tags_after = self.tags(name, TAG_PREFIX)
+            others = {
+                k: v for k, v in tags_after.items() if k not in history_tags and k not in records
+            }
+            if now != wanted or others:
+                history = parse_history(name, tags_after)
+                told = [describe_move(m) for m in parse_history(name, others).moves] or [
+                    race_message(name, wanted, now, history)
+                ]
+                raise IntegrityError(
+                    f"another move of the aliases of {name!r} overlapped this one: {'; '.join(told)}; "
+                    "see `mlvs registry history` and run `mlvs verify`"
+                )
+            return moves
 
 
 def _backend(paths: ProjectPaths) -> _SqlRegistry | _ClientRegistry | None:
@@ -422,13 +515,21 @@ def read_registry(
 
 
 def set_aliases(
-    paths: ProjectPaths, model_name: str, wanted: dict[str, str], why: MoveReason
+    paths: ProjectPaths,
+    model_name: str,
+    wanted: dict[str, str],
+    why: MoveReason,
+    *,
+    expected: dict[str, str],
 ) -> list[Move]:
-    """Make `model_name`'s aliases exactly `wanted` (alias -> version), recording each move in its history.
+    """Make `model_name`'s aliases exactly `wanted` (alias -> version), if they are still `expected`.
 
-    The one way mlvs moves an alias: every move (others removed, some set) becomes a
-    record of the alias history (`mlvs.backends.mlflow.history`), saying `why`.
-    Returns the moves made (alias, from, to).
+    The one way mlvs moves an alias, and a compare-and-set: `expected` is every alias
+    as the caller read it when it decided; if the registry no longer has exactly
+    those, nothing moves and AliasRaceError names the move that came in between (the
+    caller decides again, or reports it). Every move made (others removed, some set)
+    becomes a record of the alias history (`mlvs.backends.mlflow.history`), saying
+    `why`. Returns the moves made (alias, from, to).
     """
     backend = _backend(paths)
     if backend is None:
@@ -438,24 +539,35 @@ def set_aliases(
                 f"{', '.join(sorted(wanted))} cannot be set; restore mlflow.db or run `mlvs recover`"
             )
         return []
-    return backend.set_aliases(model_name, wanted, why)
+    return backend.set_aliases(model_name, wanted, why, expected)
 
 
 def move_alias(
-    paths: ProjectPaths, model_name: str, alias: str, version: str | None, why: MoveReason
+    paths: ProjectPaths,
+    model_name: str,
+    alias: str,
+    version: str | None,
+    why: MoveReason,
+    seen: dict[str, str] | None = None,
 ) -> list[Move]:
-    """Point one alias of `model_name` at `version` (None removes it), the others left as they are."""
-    state = read_registry(paths, model_name, None)
-    if state.error:
-        raise ExternalToolError(
-            f"the MLflow registry cannot be read ({state.error}), so {model_name}@{alias} was not moved"
-        )
-    wanted = state.alias_versions()
+    """Point one alias of `model_name` at `version` (None removes it), the others left as they are.
+
+    `seen`: the aliases the decision was taken on (read now when not given); the move
+    is refused with AliasRaceError if they changed since (see `set_aliases`).
+    """
+    if seen is None:
+        state = read_registry(paths, model_name, None)
+        if state.error:
+            raise ExternalToolError(
+                f"the MLflow registry cannot be read ({state.error}), so {model_name}@{alias} was not moved"
+            )
+        seen = state.alias_versions()
+    wanted = dict(seen)
     if version is None:
         wanted.pop(alias, None)
     else:
         wanted[alias] = version
-    return set_aliases(paths, model_name, wanted, why)
+    return set_aliases(paths, model_name, wanted, why, expected=seen)
 
 
 def model_tags(paths: ProjectPaths, model_name: str, prefix: str) -> dict[str, str]:

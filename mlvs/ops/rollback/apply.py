@@ -26,7 +26,13 @@ from mlvs.backends.git.refs import SNAPSHOT_REF_PREFIX
 from mlvs.backends.git.restore import restore_worktree
 from mlvs.backends.mlflow.history import MoveReason
 from mlvs.backends.mlflow.registry import read_registry, set_aliases
-from mlvs.errors import BadInputError, IntegrityError, storage_failure
+from mlvs.errors import (
+    AliasRaceError,
+    BadInputError,
+    ExternalToolError,
+    IntegrityError,
+    storage_failure,
+)
 from mlvs.logs import get_logger
 from mlvs.ops.health import PassedChecks
 from mlvs.ops.rollback.plan import CACHE, REMOTE, FileChange, _git_differences, _Plan
@@ -269,8 +275,38 @@ def _apply(
     fault_point("rollback:apply:git")
     if plan.model_name and plan.alias_changes:
         assert plan.aliases_wanted is not None
-        set_aliases(paths, plan.model_name, plan.aliases_wanted, why)
+        _restore_aliases(paths, plan.model_name, plan.aliases_wanted, plan.aliases_now, why)
     return placed
+
+
+# A rollback is not a gate: the snapshot fixes where the aliases go, whatever moved them meanwhile.
+_ALIAS_ATTEMPTS = 3
+
+
+def _restore_aliases(
+    paths: ProjectPaths,
+    name: str,
+    wanted: dict[str, str],
+    planned_from: dict[str, str],
+    why: MoveReason,
+) -> None:
+    """Set the snapshot's aliases; if another clone moved one since the plan read them, read again and set."""
+    seen = planned_from
+    for attempt in range(1, _ALIAS_ATTEMPTS + 1):
+        try:
+            set_aliases(paths, name, wanted, why, expected=seen)
+            return
+        except AliasRaceError as error:
+            if attempt == _ALIAS_ATTEMPTS:
+                raise
+            # Recorded as a move from where the other clone left it: its move stays in the history.
+            log.warning("%s; the snapshot's aliases are set over them", error)
+        now = read_registry(paths, name, None)
+        if now.error:
+            raise ExternalToolError(
+                f"the MLflow registry cannot be read ({now.error}), so its aliases were not restored"
+            )
+        seen = now.alias_versions()
 
 
 def _verify(
