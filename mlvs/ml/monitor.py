@@ -101,6 +101,12 @@ class Observation:
     value: float
 
 
+def campaign_roi(net: float, contacted: int, offer_cost: float) -> float:
+    """Return on the offers: net value over what the offers cost (0 when none was made)."""
+    spend = contacted * offer_cost
+    return net / spend if spend else 0.0
+
+
 @dataclass(frozen=True)
 class Performance:
     """Realised performance on a batch whose labels arrived, beside the training-time figures."""
@@ -111,6 +117,9 @@ class Performance:
     reference_roc_auc: float
     reference_recall: float
     reference_net_value_per_customer: float
+    # Net value over the offers' cost at the decision threshold (0 when nobody is contacted).
+    roi: float = 0.0
+    reference_roi: float = 0.0
 
 
 def observations(

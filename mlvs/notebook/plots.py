@@ -440,14 +440,15 @@ def prediction_drift(reference: Any, current: Any, threshold: float) -> Any:
 
 
 def batch_performance(performance: Any) -> Any:
-    """Realised ROC-AUC, recall and net value per customer of the batch beside the test set's."""
+    """Realised ROC-AUC, recall, net value per customer and ROI of the batch beside the test set's."""
     p = performance
     pairs = {
         "ROC-AUC": (p.reference_roc_auc, p.roc_auc),
         "recall": (p.reference_recall, p.recall),
         "net value per customer": (p.reference_net_value_per_customer, p.net_value_per_customer),
+        "ROI of the offers": (p.reference_roi, p.roi),
     }
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
     for ax, (label, (then, now)) in zip(axes, pairs.items(), strict=True):
         ax.bar(["test set", "this batch"], [then, now], color=["#8C8C8C", "#4C72B0"])
         ax.set_title(label, fontsize=9)

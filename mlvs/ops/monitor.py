@@ -46,6 +46,7 @@ from mlvs.ml.monitor import (
     Observation,
     Performance,
     Step,
+    campaign_roi,
     deploy_is_worse,
     observations,
     step,
@@ -255,7 +256,7 @@ def _performance(
     probabilities: Any,
     frame: pd.DataFrame,
     threshold: float,
-    reference: tuple[float, float, float],
+    reference: tuple[float, float, float, float],
 ) -> Performance:
     # deferred: scikit-learn (~2.5 s) is imported only when this runs
     from sklearn.metrics import recall_score, roc_auc_score
@@ -264,8 +265,12 @@ def _performance(
     values = contact_values(params.business, frame["monthly_charges"].to_numpy())
     auc = float(roc_auc_score(labels, probabilities)) if len(set(labels)) == 2 else float("nan")
     recall = float(recall_score(labels, probabilities >= threshold, zero_division=0))
-    per_customer = net_value(labels, probabilities, threshold, values) / max(len(labels), 1)
-    return Performance(auc, recall, per_customer, *reference)
+    net = net_value(labels, probabilities, threshold, values)
+    roi = campaign_roi(net, int((probabilities >= threshold).sum()), values.offer_cost)
+    auc_then, recall_then, value_then, roi_then = reference
+    return Performance(
+        auc, recall, net / max(len(labels), 1), auc_then, recall_then, value_then, roi, roi_then
+    )
 
 
 def judge(
@@ -288,10 +293,12 @@ def judge(
     y_test = test["churn"].to_numpy()
     params = load_stage("train", paths.root)
     values = contact_values(params.business, test["monthly_charges"].to_numpy())
+    test_net = net_value(y_test, reference, model.threshold, values)
     reference_figures = (
         float(roc_auc_score(y_test, reference)),
         float(recall_score(y_test, reference >= model.threshold)),
-        net_value(y_test, reference, model.threshold, values) / len(y_test),
+        test_net / len(y_test),
+        campaign_roi(test_net, int((reference >= model.threshold).sum()), values.offer_cost),
     )
     performance = None
     if labels is not None:

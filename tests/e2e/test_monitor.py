@@ -124,6 +124,7 @@ def test_drift_alerts_once_labels_add_performance_and_a_clean_batch_resolves_it(
     code, labelled, _ = monitor(ws, BATCH_1, "--labels", LABELS_1, webhook=receiver.url)
     performance = labelled["performance"]
     assert 0.5 < performance["roc_auc"] <= 1.0 and 0.5 < performance["reference_roc_auc"] <= 1.0
+    assert performance["roi"] > 0 and performance["reference_roi"] > 0
     assert labelled["alerts"] == []  # the open alert is not raised again
     assert code == 1 and len(receiver.received) == len(sent)
 

@@ -68,7 +68,8 @@ def monitor_command(batch: str, labels: str, as_json: bool) -> None:
             click.echo(
                 f"realised: ROC-AUC {p['roc_auc']:.3f} (test set {p['reference_roc_auc']:.3f}), "
                 f"net value per customer {p['net_value_per_customer']:.1f} "
-                f"(test set {p['reference_net_value_per_customer']:.1f})"
+                f"(test set {p['reference_net_value_per_customer']:.1f}), ROI {p['roi']:.2f} "
+                f"(test set {p['reference_roi']:.2f})"
             )
         for alert in record["alerts"]:
             click.echo(f"{bad('ALERT')} {_alert_line(alert, 'raised')}")
