@@ -137,7 +137,7 @@ class Trace:
 
 # --- strace output ----------------------------------------------------------------------
 
-_LINE = re.compile(r"^(\d+) (.*)$")
+_LINE = re.compile(r"^(\d+)\s+(.*)$")
 _RESUMED = re.compile(r"^<\.\.\. (\w+) resumed>(.*)$")
 _CALL = re.compile(r"^(\w+)\((.*)\) += (-?\d+|\?)(?:<((?:\\x[0-9a-f]{2})*)>)?(.*)$", re.S)
 _HEX = re.compile(r"((?:\\x[0-9a-f]{2})*)")
@@ -395,8 +395,9 @@ class _Builder:
             elif flags & O_APPEND:
                 offset = self.sizes.get(inode, self._initial_size(inode))
             else:
-                if flags & O_RDWR:
-                    raise UnmodelledCall("write() through a read-write descriptor (offset unknown)")
+                # Reads are not traced: a read-write descriptor is taken as written front to
+                # back from where it was opened or last sought (the lock holder file, SQLite's
+                # pwrite aside, is the only one seen).
                 offset = proc.offsets.get(number, 0)
                 proc.offsets[number] = offset + len(data)
             self.sizes.setdefault(inode, self._initial_size(inode))
@@ -814,8 +815,13 @@ class Workbench:
 
     def __init__(self, root: Path, before: Path) -> None:
         self.root, self.before = root, before
-        shutil.rmtree(root)
-        shutil.copytree(before, root, symlinks=True)
+        # The directory itself stays: it may be this process's working directory.
+        for entry in os.scandir(root):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        shutil.copytree(before, root, symlinks=True, dirs_exist_ok=True)
         self.baseline = self._scan()
 
     def _scan(self) -> dict[str, tuple[int, int, int, int]]:
