@@ -104,6 +104,11 @@ class Write:
     data: bytes = b""
     size: int | None = None
 
+    def __repr__(self) -> str:
+        if self.size is not None:
+            return f"Truncate(file {self.inode} to {self.size})"
+        return f"Write(file {self.inode}, {len(self.data)} bytes at {self.offset})"
+
 
 @dataclass(frozen=True)
 class Sync:
@@ -620,6 +625,10 @@ class CrashState:
 
     def describe(self, trace: Trace) -> str:
         last = trace.events[self.issued - 1] if self.issued else None
+        paths = {inode: path for path, inode in trace.initial.items()}
+        paths.update({e.inode: e.path for e in trace.events if isinstance(e, Meta) and e.kind == "create"})
+        if isinstance(last, (Write, Sync)) and last.inode in paths:
+            last = f"{last!r} of {paths[last.inode]}"
         torn = [f"{i}:{n}+{t}" for i, n, t in self.kept if t >= 0]
         return (
             f"after {self.issued} of {len(trace.events)} operations (last: {last}), "

@@ -26,6 +26,7 @@ import random
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ class Command:
     old: State | None  # None: the old state is not acceptable after a recover (a damage repaired)
     new: State
     added_refs: Callable[[str], bool]  # which new snapshot refs the new state may have
+    refs_before: frozenset[str] = frozenset()  # the snapshot refs when the command started
     complete: tuple[str, ...] = ()  # snapshots whose cache objects must all be there when present
 
 
@@ -117,6 +119,7 @@ class Command:
 class Story:
     root: Path
     commands: dict[str, Command] = field(default_factory=dict)
+    refs_before: dict[str, frozenset[str]] = field(default_factory=dict)
     record_seconds: float = 0.0
 
 
@@ -126,8 +129,11 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
-def _record(story: Story, work: Path, name: str, *args: str, env: dict[str, str] | None = None) -> tuple[Trace, Path]:
+def _record(
+    story: Story, work: Path, name: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[Trace, Path]:
     before = work / f"before-{name}"
+    story.refs_before[name] = snapshot_refs(story.root)
     shutil.copytree(story.root, before, symlinks=True)
     started = time.perf_counter()
     trace = record(
@@ -186,10 +192,14 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     trace, before = _record(story, work, "rollback-to-A", "rollback", "A")
     assert State.of(root).differences(a) == []
-    story.commands["rollback B->A"] = Command("rollback B->A", trace, before, b, a, auto("A"))
+    story.commands["rollback B->A"] = Command(
+        "rollback B->A", trace, before, b, a, auto("A"), story.refs_before["rollback-to-A"]
+    )
     trace, before = _record(story, work, "rollback-to-B", "rollback", "B")
     assert State.of(root).differences(b) == []
-    story.commands["rollback A->B"] = Command("rollback A->B", trace, before, a, b, auto("B"))
+    story.commands["rollback A->B"] = Command(
+        "rollback A->B", trace, before, a, b, auto("B"), story.refs_before["rollback-to-B"]
+    )
 
     # A rollback killed while it applies, then the recover that finishes it.
     env = _env(root) | {"MLVS_FAILPOINT": "rollback:apply:data"}
@@ -198,7 +208,13 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     trace, before = _record(story, work, "recover-rollback", "recover")
     assert State.of(root).differences(a) == []
     story.commands["recover of a killed rollback"] = Command(
-        "recover of a killed rollback", trace, before, b, a, auto("A")
+        "recover of a killed rollback",
+        trace,
+        before,
+        b,
+        a,
+        auto("A"),
+        story.refs_before["recover-rollback"],
     )
 
     # A damaged model file, repaired by recover from the DVC cache.
@@ -208,7 +224,13 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     trace, before = _record(story, work, "recover-repair", "recover")
     assert State.of(root) == healthy
     story.commands["recover of a damaged model"] = Command(
-        "recover of a damaged model", trace, before, None, healthy, lambda ref: False
+        "recover of a damaged model",
+        trace,
+        before,
+        None,
+        healthy,
+        lambda ref: False,
+        story.refs_before["recover-repair"],
     )
 
     # A snapshot of an edited working tree.
@@ -218,7 +240,14 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     new = State.of(root)
     assert new.refs == old.refs | {"C"}
     story.commands["snapshot create"] = Command(
-        "snapshot create", trace, before, old, new, lambda ref: ref == "C", complete=("C",)
+        "snapshot create",
+        trace,
+        before,
+        old,
+        new,
+        lambda ref: ref == "C",
+        story.refs_before["snapshot-C"],
+        complete=("C",),
     )
     return story
 
@@ -243,6 +272,13 @@ def forget_process_caches() -> None:
     from mlvs.backends.git import run, tree
     from mlvs.ops.snapshot import read
 
+    if "mlflow" in sys.modules:
+        # MLflow keeps one store per URI: its connections would read the previous state's database.
+        from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+        from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+        TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+        ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()
     for cache in (
         run._TOPLEVELS,
         run._COMMITS,
@@ -319,7 +355,7 @@ def judge(root: Path, command: Command, problem: str | None) -> list[str]:
             "neither old nor new: "
             + "; ".join(f"differs from {label} in {now.differences(s)}" for label, s in ends.items())
         )
-    base = command.old.refs if command.old is not None else command.new.refs
+    base = command.refs_before
     if not base <= now.refs:
         problems.append(f"snapshot refs lost: {sorted(base - now.refs)}")
     added = now.refs - base
@@ -327,6 +363,13 @@ def judge(root: Path, command: Command, problem: str | None) -> list[str]:
         problems.append(f"snapshot refs added: {sorted(added)}")
     if same == ["new"] and command.new.refs - base and not added:
         problems.append("the new state without its snapshot ref")
+    if (
+        same == ["new"]
+        and command.old is not None
+        and command.name.startswith(("rollback", "recover of a killed"))
+        and not any(command.added_refs(ref) for ref in now.refs)
+    ):
+        problems.append("rolled back without its automatic snapshot")
     return problems + integrity_problems(root, command, now)
 
 
