@@ -42,7 +42,7 @@ pytestmark = [
 ]
 
 SEED = int(os.environ.get("MLVS_POWER_CUT_SEED", "20261207"))
-STATES_PER_COMMAND = int(os.environ.get("MLVS_POWER_CUT_STATES", "45"))
+STATES_PER_COMMAND = int(os.environ.get("MLVS_POWER_CUT_STATES", "40"))
 # Runtime stores: never project state. Their integrity is checked apart (refs, fsck, cache objects).
 RUNTIME = (".git/", ".mlvs/", ".dvc/tmp/", ".dvc/cache/", "mlartifacts/", "mlruns/", "mlflow.db")
 MODEL = "churn-classifier"
