@@ -340,7 +340,7 @@ class _Builder:
         self.events.append(Write(inode, offset, data))
         self.sizes[inode] = max(self.sizes.get(inode, 0), offset + len(data))
 
-    def feed(self, call: _Call) -> None:  # noqa: C901 - one branch per system call, flat on purpose
+    def feed(self, call: _Call) -> None:
         pid, name, args = call.pid, call.name, call.args
         if name in ("clone", "clone3", "fork", "vfork"):
             if call.ret is not None and call.ret > 0:
@@ -450,9 +450,9 @@ class _Builder:
             else:
                 old = self.resolve(pid, args[0], _string(args[1]))
                 new = self.resolve(pid, args[2], _string(args[3]))
-                if name == "renameat2" and _int(args[4]) & RENAME_EXCHANGE:
-                    if self.inside(old) is not None:
-                        raise UnmodelledCall("RENAME_EXCHANGE in the workspace")
+                exchange = name == "renameat2" and _int(args[4]) & RENAME_EXCHANGE
+                if exchange and self.inside(old) is not None:
+                    raise UnmodelledCall("RENAME_EXCHANGE in the workspace")
             rold, rnew = self.inside(old), self.inside(new)
             if rold is None and rnew is None:
                 return
@@ -512,9 +512,7 @@ class _Builder:
 def _apply_meta(names: dict[str, int], dirs: set[str], links: dict[str, str], event: Meta) -> None:
     """Apply one directory operation to a tree of names (files, directories, symlinks)."""
     kind, path = event.kind, event.path
-    if kind == "create":
-        names[path] = event.inode
-    elif kind == "link":
+    if kind == "create" or kind == "link":
         names[path] = event.inode
     elif kind == "mkdir":
         dirs.add(path)
@@ -626,7 +624,9 @@ class CrashState:
     def describe(self, trace: Trace) -> str:
         last = trace.events[self.issued - 1] if self.issued else None
         paths = {inode: path for path, inode in trace.initial.items()}
-        paths.update({e.inode: e.path for e in trace.events if isinstance(e, Meta) and e.kind == "create"})
+        paths.update(
+            {e.inode: e.path for e in trace.events if isinstance(e, Meta) and e.kind == "create"}
+        )
         if isinstance(last, (Write, Sync)) and last.inode in paths:
             last = f"{last!r} of {paths[last.inode]}"
         torn = [f"{i}:{n}+{t}" for i, n, t in self.kept if t >= 0]
@@ -701,7 +701,8 @@ class CrashModel:
     def issued_counts(self, issued: int) -> tuple[int, dict[int, int]]:
         meta = sum(1 for p in self.meta_positions if p < issued)
         return meta, {
-            inode: sum(1 for p in positions if p < issued) for inode, positions in self.writes.items()
+            inode: sum(1 for p in positions if p < issued)
+            for inode, positions in self.writes.items()
         }
 
     def variants(self, issued: int, rng: random.Random) -> list[CrashState]:
@@ -711,7 +712,7 @@ class CrashModel:
         pending = [i for i in alls if alls[i] > floors[i]]
 
         def state(meta: int, pick: Mapping[int, tuple[int, int]]) -> CrashState:
-            kept = tuple(sorted((i, n, t) for i, (n, t) in pick.items() if i in alls and alls[i]))
+            kept = tuple(sorted((i, n, t) for i, (n, t) in pick.items() if alls.get(i)))
             return CrashState(issued, meta, kept)
 
         everything = {i: (alls[i], -1) for i in alls}
@@ -777,7 +778,7 @@ class CrashModel:
             contents[inode] = bytes(content)
         files: dict[str, bytes | int] = {}
         for path, inode in names.items():
-            files[path] = contents[inode] if inode in contents else inode
+            files[path] = contents.get(inode, inode)
         return Tree(files, dirs, links)
 
     def distinct_states(

@@ -67,7 +67,9 @@ class State:
 
     def differences(self, other: State) -> list[str]:
         paths = sorted(
-            p for p in self.files.keys() | other.files.keys() if self.files.get(p) != other.files.get(p)
+            p
+            for p in self.files.keys() | other.files.keys()
+            if self.files.get(p) != other.files.get(p)
         )
         extra = ["registry aliases"] if self.aliases != other.aliases else []
         return paths + extra
@@ -167,7 +169,10 @@ def _set_challenger(root: Path) -> None:
         f"set_aliases(p, {MODEL!r}, {{'champion': '1', 'challenger': '1'}}, MoveReason('test', 'a second alias'))"
     )
     subprocess.run(
-        [str(BIN / "python"), "-c", code, str(root)], env=clean_env(root), check=True, capture_output=True
+        [str(BIN / "python"), "-c", code, str(root)],
+        env=clean_env(root),
+        check=True,
+        capture_output=True,
     )
 
 
@@ -203,7 +208,9 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     # A rollback killed while it applies, then the recover that finishes it.
     env = _env(root) | {"MLVS_FAILPOINT": "rollback:apply:data"}
-    killed = subprocess.run([str(BIN / "mlvs"), "rollback", "A"], cwd=root, env=env, capture_output=True)
+    killed = subprocess.run(
+        [str(BIN / "mlvs"), "rollback", "A"], cwd=root, env=env, capture_output=True
+    )
     assert killed.returncode != 0 and (root / ".mlvs" / "journal.json").exists()
     trace, before = _record(story, work, "recover-rollback", "recover")
     assert State.of(root).differences(a) == []
@@ -333,7 +340,9 @@ def integrity_problems(root: Path, command: Command, now: State) -> list[str]:
             md5 = entry.md5
             cached = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
             if not cached.is_file() or hashlib.md5(cached.read_bytes()).hexdigest() != md5:
-                problems.append(f"snapshot {name}: the cache object of {relative} is missing or damaged")
+                problems.append(
+                    f"snapshot {name}: the cache object of {relative} is missing or damaged"
+                )
     leftovers = [p for p in (".mlvs/journal.json", ".mlvs/staging") if (root / p).exists()]
     if leftovers:
         problems.append(f"left behind {leftovers}")
@@ -353,7 +362,9 @@ def judge(root: Path, command: Command, problem: str | None) -> list[str]:
     if not same:
         problems.append(
             "neither old nor new: "
-            + "; ".join(f"differs from {label} in {now.differences(s)}" for label, s in ends.items())
+            + "; ".join(
+                f"differs from {label} in {now.differences(s)}" for label, s in ends.items()
+            )
         )
     base = command.refs_before
     if not base <= now.refs:
@@ -392,7 +403,9 @@ def explore(story: Story, name: str, count: int, seed: int, tally: Tally) -> Non
         problems = judge(story.root, command, next_recover(story.root))
         explored += 1
         if problems:
-            tally.failures.append(f"{name}, {crash.describe(command.trace)}: " + "; ".join(problems))
+            tally.failures.append(
+                f"{name}, {crash.describe(command.trace)}: " + "; ".join(problems)
+            )
     tally.explored[name] = explored
     bench.reset()
 

@@ -35,7 +35,9 @@ def test_a_write_cut_short_in_the_mlflow_database_is_rolled_back_before_a_read(
         db.executemany("INSERT INTO t VALUES (1, zeroblob(1000))", [()] * 500)
         db.execute("COMMIT")
         writer = sqlite3.connect(database, isolation_level=None)
-        writer.execute("PRAGMA cache_size = 5")  # a small cache spills pages to the database mid-transaction
+        writer.execute(
+            "PRAGMA cache_size = 5"
+        )  # a small cache spills pages to the database mid-transaction
         writer.execute("BEGIN IMMEDIATE")
         writer.execute("UPDATE t SET x = 2")
         # What a power cut in the middle of this transaction leaves on disk: the database and its journal.
@@ -76,4 +78,6 @@ def test_git_run_by_mlvs_flushes_an_object_before_its_name_exists(tmp_path: Path
         for path, content in tree.files.items():
             final = path.startswith(".git/objects/") and "tmp_obj" not in path
             if (final or path == ".git/refs/mlvs/snapshots/s") and path not in trace.initial:
-                assert content == finished[path], f"{path} is there, its bytes are not, in a crash state"
+                assert content == finished[path], (
+                    f"{path} is there, its bytes are not, in a crash state"
+                )
