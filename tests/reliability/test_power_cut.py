@@ -20,6 +20,7 @@ runs more). The module needs Debian's `strace` (`.ci/system-deps` installs it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -76,17 +77,11 @@ class State:
 
 
 def aliases(root: Path) -> dict[str, str]:
+    """The registry aliases, read with the test's own SQL (closed after: the next reset replaces the file)."""
     uri = f"{(root / 'mlflow.db').as_uri()}?mode=ro"
-    with contextlib_closing(sqlite3.connect(uri, uri=True)) as db:
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
         rows = db.execute("SELECT name, alias, version FROM registered_model_aliases").fetchall()
     return {f"{name}@{alias}": str(version) for name, alias, version in rows}
-
-
-def contextlib_closing(db: sqlite3.Connection) -> sqlite3.Connection:
-    # sqlite3's own context manager commits but never closes: the reset must be able to replace the file.
-    import contextlib
-
-    return contextlib.closing(db)  # type: ignore[return-value]
 
 
 def git_out(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
