@@ -427,5 +427,25 @@ def test_every_power_cut_crash_state_recovers_to_exactly_old_or_exactly_new(
     )
 
 
+def test_a_repair_cut_short_leaves_no_temporary_copy_after_the_next_recover(
+    story: Story, in_process: None
+) -> None:
+    """Found by `make fuzz`: a power cut while recover copied a model back left its temporary copy behind."""
+    command = story.commands["recover of a damaged model"]
+    bench = Workbench(story.root, command.before)
+    bench.reset()
+    models = story.root / "models"
+    leftovers = [
+        models / ".model.skops.restore.mlvs-tmp",
+        models / "..model.skops.restore.mlvs-tmp.4242.mlvs-tmp",
+    ]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half a copy")
+    assert next_recover(story.root) is None
+    assert [p.name for p in leftovers if p.exists()] == []
+    assert State.of(story.root) == command.new
+    bench.reset()
+
+
 def test_the_suite_explores_at_least_two_hundred_crash_states() -> None:
     assert STATES_PER_COMMAND * len(COMMANDS) >= 200
