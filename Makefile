@@ -79,8 +79,10 @@ test: lint ## Set up, lint, then run the whole test suite
 bench: $(STAMP) ## Run the benchmarks into reports/benchmarks/latest.json; fails on a missed target
 	$(BIN)/python -m pytest -m bench tests/benchmarks -s
 
-fuzz: $(STAMP) ## Fuzz params, notebook parameters and the files read back from disk (journal, manifest, hash cache, dvc.lock, .dir) for a bounded time
+fuzz: $(STAMP) ## Fuzz params, notebook parameters and the files read back from disk (journal, manifest, hash cache, dvc.lock, .dir), then 1,100 power-cut crash states, each for a bounded time
 	$(BIN)/python tests/fuzz/fuzz_inputs.py
+	.ci/system-deps
+	$(BIN)/python tests/fuzz/power_cuts.py
 
 demo: $(STAMP) ## The guided tour: pipeline, snapshots, retrain, every drill, rollback, then production: monitoring, a drift, a bad deploy rolled back (many minutes)
 	$(BIN)/python tests/demo.py

@@ -284,6 +284,7 @@ _hypothesis_settings.load_profile("mlvs")
 # and a heavy file handed out last keeps one worker busy while the other idles.
 _HEAVY_FILES = (
     "tests/e2e/test_crash_random.py",  # ~320 s: 111 kills
+    "tests/reliability/test_power_cut.py",  # ~260 s under load: 200 crash states, five commands traced
     "tests/team/test_tracking_server.py",  # ~250 s: PostgreSQL, mlflow server, two clones
     "tests/e2e/test_drills.py",  # every scenario of the catalog
     "tests/notebooks/test_nbval.py",  # ~135 s: four notebooks

@@ -47,7 +47,12 @@ from mlvs.ops.serve.supervise import LOOPBACK, launch, wait_for_status
 from mlvs.ops.snapshot.read import list_snapshots, show_snapshot
 from mlvs.ops.verify import Report, forced_champion, verify
 from mlvs.paths import ProjectPaths
-from mlvs.state.interrupted import RecoveryReport, recover_interrupted
+from mlvs.state.interrupted import (
+    RecoveryReport,
+    recover_interrupted,
+    remove_workspace_leftovers,
+)
+from mlvs.state.journal import Journal
 from mlvs.state.lock import locked
 
 log = get_logger("recover")
@@ -278,6 +283,10 @@ def recover(
 ) -> RecoveryOutcome:
     """Detect, repair rung by rung, verify. Idempotent: a healthy system is left untouched."""
     started = time.perf_counter()
+    if not Journal(paths).path.exists():
+        # A repair cut short (a crash, a power cut) leaves its temporary copies beside the
+        # file it repaired; with no interrupted command on record, no one else owns them.
+        remove_workspace_leftovers(paths)
     evidence = evidence or evidence_dir(paths)
     outcome = RecoveryOutcome()
     report = report or verify(paths)

@@ -49,7 +49,7 @@ from mlvs.backends.dvc.outputs import dvc_outputs
 from mlvs.backends.mlflow.backups import latest_backup
 from mlvs.backends.mlflow.history import AliasMove
 from mlvs.backends.mlflow.registry import read_alias_history, read_registry
-from mlvs.backends.mlflow.store import server_problem, tracking_uri
+from mlvs.backends.mlflow.store import server_problem, settle_hot_journal, tracking_uri
 from mlvs.backends.mlflow.tracking import unfinished_runs
 from mlvs.backends.uris import safe_uri
 from mlvs.errors import BadInputError, IntegrityError, MlvsError
@@ -428,6 +428,7 @@ def check_mlflow_store(paths: ProjectPaths) -> list[Finding]:
             ]
         return []
     try:
+        settle_hot_journal(database)
         with sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=10) as db:
             result = db.execute("PRAGMA quick_check").fetchone()[0]
             db.execute("SELECT count(*) FROM runs").fetchone()

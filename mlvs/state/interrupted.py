@@ -89,7 +89,8 @@ def remove_workspace_leftovers(paths: ProjectPaths) -> None:
             for leftover in top.rglob(f"*{TEMP_SUFFIX}"):
                 leftover.unlink(missing_ok=True)
         elif top.parent.is_dir():
-            for leftover in top.parent.glob(f".{top.name}.*{TEMP_SUFFIX}"):
+            # A repair stages `.NAME.restore.mlvs-tmp` through its own `..NAME.restore.mlvs-tmp.PID.mlvs-tmp`.
+            for leftover in top.parent.glob(f".*{top.name}.*{TEMP_SUFFIX}"):
                 leftover.unlink(missing_ok=True)
     # restore_worktree's temporary files, beside git-tracked files (git ignores them).
     try:

@@ -44,12 +44,20 @@ def _git_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
+# git flushes neither loose objects nor refs by default (`core.fsync` leaves them out): after
+# a power cut a snapshot's ref could name a commit whose object is empty, or be empty itself,
+# while mlvs's journal, flushed later, says the snapshot was saved. So every git that mlvs
+# runs flushes the objects and refs it writes (and the index) before renaming them into place
+# (git 2.36 and later; older gits ignore the setting).
+DURABLE = ("-c", "core.fsync=committed,index", "-c", "core.fsyncMethod=fsync")
+
+
 def _run(
     root: Path, args: tuple[str, ...], input: bytes | None, env: Mapping[str, str] | None
 ) -> subprocess.CompletedProcess[bytes]:
     try:
         return subprocess.run(
-            ["git", *args],
+            ["git", *DURABLE, *args],
             cwd=root,
             input=input,
             env=_git_env(env),

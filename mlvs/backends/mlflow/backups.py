@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mlvs._io import fsync_dir
-from mlvs.backends.mlflow.store import tracking_uri
+from mlvs.backends.mlflow.store import settle_hot_journal, tracking_uri
 from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
 
@@ -38,6 +38,7 @@ def _database(paths: ProjectPaths) -> Path | None:
 def _copy_database(source: Path, target: Path) -> None:
     """Copy an SQLite database consistently (SQLite's online backup), through a temporary file."""
     partial = target.with_name(target.name + ".partial")
+    settle_hot_journal(source)
     reader = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     try:
         writer = sqlite3.connect(partial)

@@ -40,7 +40,12 @@ from mlvs.backends.mlflow.history import (
     move_tags,
     parse_history,
 )
-from mlvs.backends.mlflow.store import registry_uri, server_problem, tracking_uri
+from mlvs.backends.mlflow.store import (
+    registry_uri,
+    server_problem,
+    settle_hot_journal,
+    tracking_uri,
+)
 from mlvs.backends.uris import safe_uri
 from mlvs.errors import AliasRaceError, ExternalToolError, IntegrityError, storage_failure
 from mlvs.logs import get_logger
@@ -188,6 +193,7 @@ class _SqlRegistry:
     def _connect(self, write: bool) -> sqlite3.Connection:
         if write:
             return sqlite3.connect(self.database, timeout=30, isolation_level=None)
+        settle_hot_journal(self.database)
         return sqlite3.connect(f"{self.database.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
 
     @contextmanager

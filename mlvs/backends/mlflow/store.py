@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from mlvs.backends.uris import safe_uri
@@ -65,3 +68,21 @@ def registry_uri(paths: ProjectPaths) -> str:
     """The registry in force: MLFLOW_REGISTRY_URI, else the tracking URI."""
 
     return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri(paths)
+
+
+def settle_hot_journal(database: Path) -> None:
+    """Let SQLite roll back a write cut short (a `-journal` left beside `database`) before a read-only open.
+
+    A read-only connection cannot roll a hot journal back: it fails with "attempt to write
+    a readonly database", so after a crash or a power cut in the middle of an alias move
+    the store would look damaged to `verify` and the registry unreadable to a rollback
+    (which then leaves the aliases alone, mixing old aliases with new files). Opened for
+    writing once, SQLite rolls the cut transaction back, as it does for the next writer.
+    """
+    if not Path(f"{database}-journal").exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(database, timeout=30)) as db:
+            db.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.Error:
+        return  # a damaged database: the read that follows names it
