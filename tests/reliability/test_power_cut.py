@@ -158,10 +158,11 @@ def _set_challenger(root: Path) -> None:
     """A second alias, moved the way mlvs moves aliases (with its history), in a child process."""
     code = (
         "import sys; from pathlib import Path; from mlvs.paths import ProjectPaths;"
-        "from mlvs.backends.mlflow.registry import set_aliases;"
+        "from mlvs.backends.mlflow.registry import read_registry, set_aliases;"
         "from mlvs.backends.mlflow.history import MoveReason;"
         "p = ProjectPaths(Path(sys.argv[1]));"
-        f"set_aliases(p, {MODEL!r}, {{'champion': '1', 'challenger': '1'}}, MoveReason('test', 'a second alias'))"
+        f"seen = read_registry(p, {MODEL!r}, None).alias_versions();"
+        f"set_aliases(p, {MODEL!r}, {{'champion': '1', 'challenger': '1'}}, MoveReason('test', 'a second alias'), expected=seen)"
     )
     subprocess.run(
         [str(BIN / "python"), "-c", code, str(root)],
