@@ -127,32 +127,14 @@ def _figure(
     labelled = [r for r in records if r.get("performance")]
     if labelled:
         xs = [r["batch"] for r in labelled]
-        auc_ax.plot(
-            xs,
-            [r["performance"]["roc_auc"] for r in labelled],
-            marker="o",
-            label="realised ROC-AUC",
-        )
-        auc_ax.axhline(
-            labelled[-1]["performance"]["reference_roc_auc"],
-            color="#8C8C8C",
-            linestyle="--",
-            label="test set",
-        )
-        value_ax.plot(
-            xs,
-            [r["performance"]["net_value_per_customer"] for r in labelled],
-            marker="o",
-            label="net value per customer",
-        )
-        value_ax.axhline(
-            labelled[-1]["performance"]["reference_net_value_per_customer"],
-            color="#8C8C8C",
-            linestyle="--",
-            label="test set",
-        )
-        auc_ax.legend(fontsize=8)
-        value_ax.legend(fontsize=8)
+        for ax, key, label in (
+            (auc_ax, "roc_auc", "realised ROC-AUC"),
+            (value_ax, "net_value_per_customer", "net value per customer"),
+        ):
+            ax.plot(xs, [r["performance"][key] for r in labelled], marker="o", label=label)
+            reference = labelled[-1]["performance"][f"reference_{key}"]
+            ax.axhline(reference, color="#8C8C8C", linestyle="--", label="test set")
+            ax.legend(fontsize=8)
     else:
         for ax in (auc_ax, value_ax):
             ax.text(

@@ -250,27 +250,20 @@ class Judgement:
         }
 
 
-def _performance(
-    paths: ProjectPaths,
-    labels: Any,
-    probabilities: Any,
-    frame: pd.DataFrame,
-    threshold: float,
-    reference: tuple[float, float, float, float],
-) -> Performance:
+def _figures(
+    business: Any, labels: Any, probabilities: Any, monthly_charges: Any, threshold: float
+) -> tuple[float, float, float, float]:
+    """ROC-AUC, recall, net value per customer and ROI of contacting from `threshold` up."""
     # deferred: scikit-learn (~2.5 s) is imported only when this runs
     from sklearn.metrics import recall_score, roc_auc_score
 
-    params = load_stage("train", paths.root)
-    values = contact_values(params.business, frame["monthly_charges"].to_numpy())
+    values = contact_values(business, monthly_charges)
+    contacted = probabilities >= threshold
     auc = float(roc_auc_score(labels, probabilities)) if len(set(labels)) == 2 else float("nan")
-    recall = float(recall_score(labels, probabilities >= threshold, zero_division=0))
+    recall = float(recall_score(labels, contacted, zero_division=0))
     net = net_value(labels, probabilities, threshold, values)
-    roi = campaign_roi(net, int((probabilities >= threshold).sum()), values.offer_cost)
-    auc_then, recall_then, value_then, roi_then = reference
-    return Performance(
-        auc, recall, net / max(len(labels), 1), auc_then, recall_then, value_then, roi, roi_then
-    )
+    roi = campaign_roi(net, int(contacted.sum()), values.offer_cost)
+    return auc, recall, net / max(len(labels), 1), roi
 
 
 def judge(
@@ -279,7 +272,6 @@ def judge(
     """Judge `batch` against the training data and the champion; with `labels`, its realised performance."""
     # deferred: numpy (~0.2 s) is imported only when this runs
     import numpy as np
-    from sklearn.metrics import recall_score, roc_auc_score
 
     model = champion(paths)
     train = datamod.read_customers(paths.train_data)
@@ -290,15 +282,13 @@ def judge(
     rows = batch.frame[ok]
     probabilities = model.model.predict_proba(rows[features])[:, 1] if len(rows) else np.zeros(0)
     reference = model.model.predict_proba(test[features])[:, 1]
-    y_test = test["churn"].to_numpy()
-    params = load_stage("train", paths.root)
-    values = contact_values(params.business, test["monthly_charges"].to_numpy())
-    test_net = net_value(y_test, reference, model.threshold, values)
-    reference_figures = (
-        float(roc_auc_score(y_test, reference)),
-        float(recall_score(y_test, reference >= model.threshold)),
-        test_net / len(y_test),
-        campaign_roi(test_net, int((reference >= model.threshold).sum()), values.offer_cost),
+    business = load_stage("train", paths.root).business
+    auc_then, recall_then, value_then, roi_then = _figures(
+        business,
+        test["churn"].to_numpy(),
+        reference,
+        test["monthly_charges"].to_numpy(),
+        model.threshold,
     )
     performance = None
     if labels is not None:
@@ -311,14 +301,16 @@ def judge(
             )
         then = datamod.read_customers(kept)
         scored = then.set_index("customer_id")["churn_probability"]
-        known = labels[scored.index]
-        performance = _performance(
-            paths,
-            known.to_numpy(),
+        charges = batch.frame.set_index("customer_id").loc[scored.index, "monthly_charges"]
+        auc, recall, value, roi = _figures(
+            business,
+            labels[scored.index].to_numpy(),
             scored.to_numpy(),
-            batch.frame.set_index("customer_id").loc[scored.index],
+            charges.to_numpy(),
             float(before["threshold"]),
-            reference_figures,
+        )
+        performance = Performance(
+            auc, recall, value, auc_then, recall_then, value_then, roi, roi_then
         )
     schema = schema_findings(batch.frame)
     prediction_psi = (
@@ -537,19 +529,17 @@ def check_deploy(paths: ProjectPaths, judgement: Judgement, labels: Any) -> Depl
     rows = judgement.batch.frame[ok]
     truth = labels[ok.to_numpy()].to_numpy()
     features = list(datamod.FEATURES)
-    values = contact_values(train.business, rows["monthly_charges"].to_numpy())
-    figures = []
-    for model in (deployed, previous):
-        probabilities = model.model.predict_proba(rows[features])[:, 1]
-        if guard.metric == "roc_auc":
-            # deferred: scikit-learn (~2.5 s) is imported only when this runs
-            from sklearn.metrics import roc_auc_score
-
-            figures.append(float(roc_auc_score(truth, probabilities)))
-        else:
-            figures.append(
-                net_value(truth, probabilities, model.threshold, values) / max(len(truth), 1)
-            )
+    which = 0 if guard.metric == "roc_auc" else 2  # in `_figures`' order
+    figures = [
+        _figures(
+            train.business,
+            truth,
+            model.model.predict_proba(rows[features])[:, 1],
+            rows["monthly_charges"].to_numpy(),
+            model.threshold,
+        )[which]
+        for model in (deployed, previous)
+    ]
     worse = deploy_is_worse(guard, figures[0], figures[1])
     command = (
         f"mlvs rollback {move.snapshot} --only models,registry"
