@@ -264,17 +264,12 @@ class _SqlRegistry:
 
     def tags(self, name: str, prefix: str) -> dict[str, str]:
         with self._reading() as db:
-            where, args = self._workspace_filter(db, "registered_model_tags")
-            return {
-                key: value
-                for key, value in db.execute(
-                    f"SELECT key, value FROM registered_model_tags WHERE name = ?{where}",
-                    (name, *args),
-                )
-                if isinstance(key, str) and key.startswith(prefix)
-            }
+            return self._tags(db, name, prefix)
 
     def _history_tags(self, db: sqlite3.Connection, name: str) -> dict[str, str]:
+        return self._tags(db, name, TAG_PREFIX)
+
+    def _tags(self, db: sqlite3.Connection, name: str, prefix: str) -> dict[str, str]:
         where, args = self._workspace_filter(db, "registered_model_tags")
         return {
             key: value
@@ -282,7 +277,7 @@ class _SqlRegistry:
                 f"SELECT key, value FROM registered_model_tags WHERE name = ?{where}",
                 (name, *args),
             )
-            if isinstance(key, str) and key.startswith(TAG_PREFIX)
+            if isinstance(key, str) and key.startswith(prefix)
         }
 
     def set_aliases(
