@@ -16,6 +16,7 @@ from typing import Any
 
 from mlvs.backends.dvc.objects import TEMP_SUFFIX
 from mlvs.backends.dvc.outputs import dvc_outputs
+from mlvs.backends.git.refs import remove_stale_ref_locks
 from mlvs.backends.git.run import run_git
 from mlvs.errors import MlvsError
 from mlvs.logs import get_logger
@@ -108,6 +109,8 @@ def remove_workspace_leftovers(paths: ProjectPaths) -> None:
     for relative in out.split("\0"):
         if relative.endswith(TEMP_SUFFIX):
             (paths.root / relative).unlink(missing_ok=True)
+    for lock in remove_stale_ref_locks(paths.root):
+        log.info("removed %s, left by a git process killed with an earlier command", lock)
 
 
 def recover_interrupted(paths: ProjectPaths) -> RecoveryReport:

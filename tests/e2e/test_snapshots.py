@@ -15,6 +15,7 @@ import yaml
 from conftest import BIN, clean_env, copy_workspace, mlvs, tree_hashes
 
 from mlvs.paths import ProjectPaths
+from mlvs.state.journal import Journal
 from mlvs.state.lock import state_lock
 
 MANIFEST = ".mlvs-snapshot.json"
@@ -535,6 +536,29 @@ def test_a_snapshot_killed_at_a_step_is_undone_or_kept_whole_by_recover(
         assert git(root, "for-each-ref", "refs/mlvs/").strip() == ""
         created = mlvs(root, "snapshot", "create", "interrupted", "--allow-unhealthy")
         assert created.returncode == 0
+
+
+def test_a_snapshot_killed_inside_git_update_ref_leaves_no_lock_that_refuses_the_name(
+    trained_workspace: Path,
+) -> None:
+    root = trained_workspace
+    env = {**clean_env(root), "MLVS_FAILPOINT": "snapshot:committed"}
+    killed = run(root, "snapshot", "create", "interrupted", env=env)
+    assert killed.returncode == -9, killed.stderr
+    # What a `git update-ref` killed between taking its lock and renaming it leaves: the lock file
+    # holding the new commit. Git itself refuses the ref while it is there.
+    commit = (Journal(ProjectPaths(root)).current() or {})["data"]["commit"]
+    lock = root / ".git" / "refs" / "mlvs" / "snapshots" / "interrupted.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(commit + "\n")
+
+    created = mlvs(root, "snapshot", "create", "interrupted", "--json")
+    assert created.returncode == 0, created.stderr
+    assert not lock.exists()
+    assert git(root, "for-each-ref", "--format=%(refname)", "refs/mlvs/").split() == [
+        "refs/mlvs/snapshots/interrupted"
+    ]
+    assert mlvs(root, "verify").returncode == 0
 
 
 def test_a_full_disk_while_storing_data_leaves_no_snapshot_and_no_trace(

@@ -121,6 +121,23 @@ def save_snapshot_ref(root: Path, name: str, sha: str) -> None:
         )
 
 
+def remove_stale_ref_locks(root: Path) -> list[str]:
+    """Delete the lock files a killed `git update-ref` left on mlvs's own refs; name them.
+
+    Call only under the state lock: mlvs alone writes refs under `refs/mlvs/`, and only
+    while it holds that lock, so any `.lock` there belongs to a git process that died
+    with a killed command. Left in place, it would refuse every later write of that ref.
+    """
+    common = Path(run_git(root, "rev-parse", "--git-common-dir").strip())
+    namespace = (common if common.is_absolute() else root / common) / "refs" / "mlvs"
+    removed = []
+    for lock in sorted(namespace.rglob("*.lock")) if namespace.is_dir() else []:
+        if lock.is_file():
+            lock.unlink(missing_ok=True)
+            removed.append(lock.relative_to(namespace.parent.parent).as_posix())
+    return removed
+
+
 def delete_snapshot_ref(root: Path, name: str) -> None:
     """Delete the ref of snapshot `name`; its commit stays until `git gc` prunes it."""
     sha = snapshot_ref(root, name)
