@@ -19,6 +19,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,19 @@ def test_catalog_covers_every_family_with_at_least_16_scenarios() -> None:
     assert families == {"data", "model", "pipeline", "store", "serving"}
 
 
-def running(pid: int) -> bool:
-    """Whether process `pid` runs (a killed child not yet reaped is a zombie: not running)."""
+def running(pid: int, settle: float = 0.0) -> bool:
+    """Whether process `pid` runs (a killed child not yet reaped is a zombie: not running).
+
+    A process killed with SIGKILL still shows as running while the kernel frees its memory
+    (its command line is already empty); `settle` seconds give that teardown time to end.
+    """
+    deadline = time.monotonic() + settle
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _running(pid)
+
+
+def _running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
@@ -135,7 +147,7 @@ def assert_injection_changed_what_it_names(
     if family == "serving":
         status = service_status(root, spec["alias"])
         if target is None:  # killed: the process is gone and its status file was never closed
-            assert not running(status["pid"]) and status["stopped_at"] is None, status
+            assert not running(status["pid"], settle=10) and status["stopped_at"] is None, status
         else:  # the file changed under the running service, which refuses it and serves on
             assert tree_hashes(root).get(target) != files[target], f"{target} is unchanged"
             code, health = ask(status["port"], "GET", "/health")
