@@ -90,6 +90,14 @@ ROOT: Setting[Path | None] = Setting(
     "The project root; overrides the search for the directory that holds dvc.yaml and params/.",
 )
 
+RUN_HANDOFF: Setting[Path | None] = Setting(
+    "MLVS_RUN_HANDOFF",
+    _path,
+    None,
+    "Set by `mlvs run` for the notebook's kernel: the file where the MLflow run created for the "
+    "notebook is named once it exists (the kernel starts while the run is being created).",
+)
+
 REGISTRY_BACKEND: Setting[str] = Setting(
     "MLVS_REGISTRY_BACKEND",
     _text,
@@ -231,6 +239,7 @@ PAUSE_SECONDS: Setting[float] = Setting(
 
 SETTINGS: tuple[Setting[Any], ...] = (
     ROOT,
+    RUN_HANDOFF,
     REGISTRY_BACKEND,
     ALERT_WEBHOOK,
     FSYNC,

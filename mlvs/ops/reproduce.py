@@ -31,7 +31,7 @@ from mlvs.logs import get_logger
 from mlvs.ops.snapshot.capture import current_environment
 from mlvs.ops.snapshot.manifest import Environment, Manifest
 from mlvs.paths import ProjectPaths
-from mlvs.settings import ROOT
+from mlvs.settings import ROOT, RUN_HANDOFF
 
 log = get_logger("reproduce")
 
@@ -166,6 +166,7 @@ def reproduce(paths: ProjectPaths, name: str, expected: Expected) -> Reproductio
         )
         env.pop("MLFLOW_REGISTRY_URI", None)
         env.pop("MLFLOW_RUN_ID", None)
+        env.pop(RUN_HANDOFF.name, None)
         log.info(
             "re-running the pipeline of snapshot %s (%s) in isolation", name, expected.commit[:12]
         )

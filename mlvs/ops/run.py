@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import json
 import keyword
 import logging
 import os
@@ -27,6 +28,7 @@ from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.kernel import ipc_kernel_config
 from mlvs.backends.mlflow import tracking
+from mlvs.backends.mlflow.handoff import RunHandoff
 from mlvs.backends.mlflow.store import require_server, unreachable_message
 from mlvs.errors import BadInputError, ExternalToolError, NotebookFailedError
 from mlvs.logs import get_logger
@@ -34,7 +36,7 @@ from mlvs.ml.params import load_stage, read_yaml
 from mlvs.ops.reports_index import notebook_title, refresh_index
 from mlvs.ops.verify import check_tracked_files
 from mlvs.paths import STAGE_NOTEBOOKS, ProjectPaths
-from mlvs.settings import ROOT
+from mlvs.settings import ROOT, RUN_HANDOFF
 from mlvs.sidecar import Sidecar
 from mlvs.state.lock import state_lock
 
@@ -315,28 +317,43 @@ def _execute_notebook(
 
     # A tracking server that does not answer: refuse now, with nothing run or written.
     require_server(paths, f"run {notebook.name} again")
-    before, run_id, exported = side.call(begin_tracked_run, paths, notebook.stem)
+    # The kernel starts while the side process creates the run (MLflow's import and store
+    # take seconds); the notebook's `start_run` waits for the run's id in the handoff file.
+    # papermill writes into the state folder, so that a run that could not be created
+    # leaves the last report where it was.
+    running = paths.state / "running"
+    handoff = RunHandoff(running / f"{os.getpid()}.run")
+    staged = running / f"{os.getpid()}-{notebook.name}"
+    began = side.submit(begin_tracked_run, paths, notebook.stem)
     side.submit(prepare_html)
-    env = {**exported, ROOT.name: str(paths.root), "MLFLOW_RUN_ID": run_id}
-    log.info("running %s (MLflow run %s)", notebook.name, run_id)
+    handoff.relay(lambda: side.result(began), lambda begun: begun[1])
+    env = {ROOT.name: str(paths.root), RUN_HANDOFF.name: str(handoff.path)}
+    log.info("running %s", notebook.name)
     started = time.perf_counter()
     failed, error = False, ""
     try:
-        with temporary_environment(env), ipc_kernel_config() as kernel_config:
-            papermill.execute_notebook(
-                str(notebook),
-                str(output),
-                parameters=parameters,
-                kernel_name="python3",
-                progress_bar=progress,
-                request_save_on_cell_execute=False,
-                cwd=str(paths.notebooks),
-                config=kernel_config,  # papermill hands it to nbclient's kernel manager
-            )
-    except PapermillExecutionError as exc:
-        failed, error = True, f"{exc.ename}: {exc.evalue}"
-    except Exception as exc:  # the kernel died or could not start: still a failed, reported run
-        failed, error = True, f"{type(exc).__name__}: {exc}"
+        try:
+            with temporary_environment(env), ipc_kernel_config() as kernel_config:
+                papermill.execute_notebook(
+                    str(notebook),
+                    str(staged),
+                    parameters=parameters,
+                    kernel_name="python3",
+                    progress_bar=progress,
+                    request_save_on_cell_execute=False,
+                    cwd=str(paths.notebooks),
+                    config=kernel_config,  # papermill hands it to nbclient's kernel manager
+                )
+        except PapermillExecutionError as exc:
+            failed, error = True, f"{exc.ename}: {exc.evalue}"
+        except Exception as exc:  # the kernel died or could not start: still a failed, reported run
+            failed, error = True, f"{type(exc).__name__}: {exc}"
+        before, run_id, _ = handoff.result()  # a run never created: its error, nothing reported
+        if staged.exists():
+            _publish_report(staged, output)
+    finally:
+        handoff.close()
+        staged.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     side.call(report_and_finish, paths, run_id, notebook, output, html, failed, before)
 
@@ -345,8 +362,17 @@ def _execute_notebook(
         raise NotebookFailedError(
             f"{notebook.name} failed ({error}); the executed notebook with the failing cell is kept at {output}"
         )
-    log.info("%s finished in %.1f s; report: %s", notebook.name, seconds, output)
+    log.info(
+        "%s finished in %.1f s (MLflow run %s); report: %s", notebook.name, seconds, run_id, output
+    )
     return NotebookResult(notebook.stem, output, html, run_id, seconds, parameters)
+
+
+def _publish_report(staged: Path, output: Path) -> None:
+    """Move the executed notebook to its report path; papermill's record of where it wrote follows."""
+    text = staged.read_text(encoding="utf-8")
+    written = f'"output_path": {json.dumps(str(staged))}'
+    atomic_write_text(output, text.replace(written, f'"output_path": {json.dumps(str(output))}', 1))
 
 
 def outputs_out_of_step(paths: ProjectPaths) -> list[str]:
