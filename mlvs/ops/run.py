@@ -8,12 +8,14 @@ notebook's parameters cell declares. Values given with `-p` must be scalars
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
 import json
 import keyword
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +31,7 @@ from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.kernel import ipc_kernel_config
 from mlvs.backends.mlflow import tracking
 from mlvs.backends.mlflow.handoff import RunHandoff
-from mlvs.backends.mlflow.store import require_server, unreachable_message
+from mlvs.backends.mlflow.store import require_server, store_exists, unreachable_message
 from mlvs.errors import BadInputError, ExternalToolError, NotebookFailedError
 from mlvs.logs import get_logger
 from mlvs.ml.params import load_stage, read_yaml
@@ -322,12 +324,20 @@ def _execute_notebook(
     # papermill writes into the state folder, so that a run that could not be created
     # leaves the last report where it was.
     running = paths.state / "running"
-    handoff = RunHandoff(running / f"{os.getpid()}.run")
+    with contextlib.suppress(OSError):  # a disk that refuses it fails papermill's write instead
+        running.mkdir(parents=True, exist_ok=True)
+    _clear_dead_runs(running)
     staged = running / f"{os.getpid()}-{notebook.name}"
     began = side.submit(begin_tracked_run, paths, notebook.stem)
     side.submit(prepare_html)
-    handoff.relay(lambda: side.result(began), lambda begun: begun[1])
-    env = {ROOT.name: str(paths.root), RUN_HANDOFF.name: str(handoff.path)}
+    handoff = _handoff(paths, running / f"{os.getpid()}.run")
+    begun: tuple[tuple[str, dict[str, str]] | None, str, dict[str, str]] = (None, "", {})
+    if handoff is None:  # the run first, as its id is then in the kernel's environment
+        begun = side.result(began)
+        env = {**begun[2], ROOT.name: str(paths.root), "MLFLOW_RUN_ID": begun[1]}
+    else:
+        handoff.relay(lambda: side.result(began), lambda created: created[1])
+        env = {ROOT.name: str(paths.root), RUN_HANDOFF.name: str(handoff.path)}
     log.info("running %s", notebook.name)
     started = time.perf_counter()
     failed, error = False, ""
@@ -348,11 +358,13 @@ def _execute_notebook(
             failed, error = True, f"{exc.ename}: {exc.evalue}"
         except Exception as exc:  # the kernel died or could not start: still a failed, reported run
             failed, error = True, f"{type(exc).__name__}: {exc}"
-        before, run_id, _ = handoff.result()  # a run never created: its error, nothing reported
+        # A run never created: its error, and no report.
+        before, run_id, _ = handoff.result() if handoff is not None else begun
         if staged.exists():
             _publish_report(staged, output)
     finally:
-        handoff.close()
+        if handoff is not None:
+            handoff.close()
         staged.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     side.call(report_and_finish, paths, run_id, notebook, output, html, failed, before)
@@ -366,6 +378,45 @@ def _execute_notebook(
         "%s finished in %.1f s (MLflow run %s); report: %s", notebook.name, seconds, run_id, output
     )
     return NotebookResult(notebook.stem, output, html, run_id, seconds, parameters)
+
+
+def _handoff(paths: ProjectPaths, path: Path) -> RunHandoff | None:
+    """A handoff for a kernel that starts while the run is created, or None to create it first.
+
+    First: when the tracking store does not exist yet (creating its tables is for one
+    process at a time), or when the handoff file cannot be written (the run's own error,
+    once it fails, is the one to report).
+    """
+    if not store_exists(paths):
+        return None
+    try:
+        return RunHandoff(path)
+    except OSError:
+        return None
+
+
+def _clear_dead_runs(running: Path) -> None:
+    """Delete what killed `mlvs run`s left in `running` (each file starts with its process id).
+
+    Not part of crash recovery: a notebook's kernel shares its command's state lock, and a
+    drill it runs recovers the project while the command's own files are in use.
+    """
+    if not running.is_dir():
+        return
+    for entry in running.iterdir():
+        owner = re.match(r"\d+", entry.name)
+        if owner is None or not _process_exists(int(owner.group())):
+            entry.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: it exists
+        return True
+    return True
 
 
 def _publish_report(staged: Path, output: Path) -> None:

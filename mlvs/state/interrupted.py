@@ -79,8 +79,6 @@ def staging_directory(paths: ProjectPaths) -> Path:
 def remove_workspace_leftovers(paths: ProjectPaths) -> None:
     """Delete what an interrupted command left half-written: staging, temporary files, retired files."""
     shutil.rmtree(staging_directory(paths), ignore_errors=True)
-    # A killed `mlvs run`'s executed notebook and run handoff (it holds the state lock while it runs).
-    shutil.rmtree(paths.state / "running", ignore_errors=True)
     settle_retired(paths)
     try:
         outputs = [o.path for o in dvc_outputs(paths)]

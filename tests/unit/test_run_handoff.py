@@ -61,8 +61,14 @@ def test_anything_but_a_run_id_is_refused(tmp_path: Path, content: str) -> None:
         handed_run_id(path)
 
 
-def test_a_stale_handoff_file_is_removed_before_a_new_run(tmp_path: Path) -> None:
+def test_a_stale_handoff_file_is_emptied_before_a_new_run(tmp_path: Path) -> None:
     path = tmp_path / "1.run"
     path.write_text(f"run {RUN}\n")
     RunHandoff(path)
-    assert not path.exists()
+    assert path.read_text() == ""
+
+
+def test_a_handoff_file_gone_is_a_failure_not_a_wait(tmp_path: Path) -> None:
+    # What the command does when not even the failure's reason can be written (a full disk).
+    with pytest.raises(ExternalToolError, match="could not be created"):
+        handed_run_id(tmp_path / "never-written.run")

@@ -2,14 +2,14 @@
 
 `mlvs run` starts the kernel while its side process creates the run (MLflow's import
 and store take seconds), so the kernel cannot inherit the run's id in its environment.
-It inherits the path of a handoff file instead (`MLVS_RUN_HANDOFF`); the command
-writes `run ID` there when the run exists, or `failed REASON` when it could not be
-created, and the notebook's `start_run` waits for that line.
+It inherits the path of a handoff file instead (`MLVS_RUN_HANDOFF`), empty until the
+command writes `run ID` there when the run exists, or `failed REASON` when it could not
+be created (or removes the file when even that cannot be written); the notebook's
+`start_run` waits for that line.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import threading
@@ -33,12 +33,16 @@ class RunHandoff:
     """The command's side: a handoff file, filled from another thread once the run exists."""
 
     def __init__(self, path: Path) -> None:
+        """An empty handoff file at `path` (a stale one replaced): the kernel waits while it is empty.
+
+        OSError when it cannot be written (a full or read-only disk).
+        """
         self.path = path
         self.value: Any = None
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
+        atomic_write_text(path, "")
 
     def relay(self, wait: Callable[[], Any], run_id_of: Callable[[Any], str]) -> None:
         """In a thread: wait for the run (`wait()`), then name it (`run_id_of(result)`) or its failure."""
@@ -52,9 +56,10 @@ class RunHandoff:
             ) as error:  # handed to the command, which raises it after the kernel
                 self.error = error
                 reason = " ".join(str(error).split())[:REASON_CHARS] or type(error).__name__
-                # Unwritable: the kernel then waits for the command, which stops it.
-                with contextlib.suppress(OSError):
+                try:
                     atomic_write_text(self.path, f"failed {reason}\n")
+                except OSError:  # no room for the reason: a file gone says "failed" as well
+                    self.path.unlink(missing_ok=True)
 
         self._thread = threading.Thread(target=work, name="mlvs-run-handoff", daemon=True)
         self._thread.start()
@@ -82,7 +87,9 @@ def handed_run_id(path: Path) -> str:
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
-            text = ""
+            raise ExternalToolError(
+                "the MLflow run of this notebook could not be created (the command says why)"
+            ) from None
         if text.endswith("\n"):
             break
         if os.getppid() != parent or time.monotonic() > deadline:

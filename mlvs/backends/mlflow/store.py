@@ -28,6 +28,21 @@ def is_tracking_server(uri: str) -> bool:
     return urlsplit(uri).scheme in ("http", "https")
 
 
+def store_exists(paths: ProjectPaths) -> bool:
+    """Tell whether the tracking store exists already (a server's always does).
+
+    Opening a new SQLite store creates its tables; two processes doing it at once fail
+    with "table already exists", so a first run opens it in one process before the other.
+    """
+    uri = tracking_uri(paths)
+    if is_tracking_server(uri):
+        return True
+    if not uri.startswith("sqlite:///"):
+        return False
+    database = Path(uri.removeprefix("sqlite:///"))
+    return database.is_file() and database.stat().st_size > 0
+
+
 def server_problem(paths: ProjectPaths, uri: str | None = None) -> str | None:
     """Why the tracking server (or the server at `uri`) cannot be reached; None when it answers or the store is local."""
     uri = uri or tracking_uri(paths)
