@@ -46,9 +46,12 @@ def _copy_database(source: Path, target: Path) -> None:
             reader.backup(writer)
         finally:
             writer.close()
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a backup cut short (a full disk) leaves nothing behind
+        raise
     finally:
         reader.close()
-    os.replace(partial, target)
     fsync_dir(target.parent)
 
 
