@@ -9,17 +9,19 @@ each scenario of `params/monitoring.yaml`, judged by its rules, in process (the 
 - detection: for each drift scenario at its default severity, the batches until its first
   alert (target 1);
 - sensitivity: the smallest severity of each scenario whose first batch raises its alert;
-- speed: the time to judge one batch of 1,000 rows in process (target <= 1 s).
+- speed: the time to judge one batch of 1,000 rows in process (target <= 1 s), and `mlvs
+  monitor` end to end on the default project (its notebook and dashboard; reported).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, make_workspace, mlvs
 
 from mlvs.ml.batches import Scenario, make_batch
 from mlvs.ml.data import FEATURES, generate_customers, split_customers, validate_schema
@@ -216,3 +218,48 @@ def test_judging_one_batch_in_process_takes_under_a_second(world: World) -> None
         [["median", seconds], ["fastest", round(float(np.min(runs)), 3)]],
     )
     assert seconds <= MAX_SECONDS_PER_BATCH, seconds
+
+
+# The issue asks for the notebook run end to end to be reported; this target only catches a
+# regression (a batch judged in well under a minute on two cores, kernel start included).
+MAX_SECONDS_END_TO_END = 30.0
+
+
+def test_mlvs_monitor_end_to_end_on_the_default_project(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path / "ws", tiny=False)
+    mlvs(root, "pipeline", check=True)
+    mlvs(root, "batches", "generate", "--scenario", "none", "--n-batches", "3", check=True)
+    runs, labelled = [], []
+    for number in (1, 2, 3):
+        batch = f"data/batches/batch-{number:04d}.csv"
+        started = time.perf_counter()
+        judged = mlvs(root, "monitor", batch)
+        runs.append(time.perf_counter() - started)
+        assert judged.returncode in (0, 1), judged.stderr[-2000:]
+        started = time.perf_counter()
+        judged = mlvs(root, "monitor", batch, "--labels", f"data/labels/batch-{number:04d}.csv")
+        labelled.append(time.perf_counter() - started)
+        assert judged.returncode in (0, 1), judged.stderr[-2000:]
+    seconds = median(runs)
+    record(
+        "monitoring_end_to_end_seconds",
+        {
+            "rows": 1000,
+            "runs_s": [round(r, 3) for r in runs],
+            "with_labels_runs_s": [round(r, 3) for r in labelled],
+            "with_labels_median_s": median(labelled),
+        },
+        value=seconds,
+        unit="s",
+        target=MAX_SECONDS_END_TO_END,
+        target_text=(
+            f"`mlvs monitor` of one 1,000-row batch, notebook and dashboard included, "
+            f"<= {MAX_SECONDS_END_TO_END:.0f} s (reported; the target catches a regression)"
+        ),
+    )
+    table(
+        "monitoring_end_to_end_seconds (`mlvs monitor`, default project, median of 3)",
+        ["run", "seconds"],
+        [["without labels", seconds], ["with labels", median(labelled)]],
+    )
+    assert seconds <= MAX_SECONDS_END_TO_END, seconds
