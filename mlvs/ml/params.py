@@ -11,7 +11,6 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +26,7 @@ from mlvs.ml.data import SCHEMA
 from mlvs.ml.decision import CELL_TOLERANCE, MATRIX_CELLS, flat_matrix
 from mlvs.ml.modeling import MODEL_TYPES
 from mlvs.ml.monitor import DeployGuard, Rule
+from mlvs.ml.params_files import MODEL_NAME_PATTERN, read_yaml, stage_file
 from mlvs.paths import project
 
 
@@ -126,7 +126,7 @@ class BusinessParams(_Strict):
 class RegistryParams(_Strict):
     """Where the model is registered, and the gate a new version must pass to become champion."""
 
-    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    model_name: str = Field(pattern=MODEL_NAME_PATTERN)
     # The gate (`mlvs.ml.gate`): the gain over the champion each metric must reach, absolute and
     # relative to the champion's figure, and the paired bootstrap that tells a gain from noise.
     min_roc_auc_gain: float = Field(ge=0.0, le=1.0)
@@ -262,32 +262,6 @@ def _format_errors(source: str, exc: ValidationError, model: type[BaseModel]) ->
     return "\n".join(lines)
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning every way it can be broken into a ParamsError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ParamsError(
-            f"{path}: the file does not exist; create it or restore it from git"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParamsError(f"{path}: cannot be read ({exc}); check the file") from None
-    try:
-        data = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError) as exc:  # PyYAML recurses once per nesting level
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise ParamsError(f"{path}: is not valid YAML{at} ({problem}); fix the syntax") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ParamsError(
-            f"{path}: must be a mapping of parameter names to values, not a {type(data).__name__}"
-        )
-    return data
-
-
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():
@@ -296,11 +270,6 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
-
-
-def stage_file(root: Path, stage: str) -> Path:
-    """The params file of `stage`."""
-    return root / "params" / f"{stage}.yaml"
 
 
 def load_stage(stage: str, root: Path, overrides: dict[str, Any] | None = None) -> Any:
@@ -327,12 +296,8 @@ def load_stage(stage: str, root: Path, overrides: dict[str, Any] | None = None) 
         raise ParamsError(_format_errors(f"parameter override for {stage}", exc, model)) from None
 
 
-def registered_model_name(root: Path) -> str:
-    """The registered model's name from `params/train.yaml`, checked as `load_stage` checks it.
-
-    Only the `registry` section is validated: a command that only reads the registry
-    (the alias history of the reports index) does not pay for the whole train schema.
-    """
+def validated_model_name(root: Path) -> str:
+    """The registered model's name, with the whole `registry` section checked as `load_stage` checks it."""
     path = stage_file(root, "train")
     section = read_yaml(path).get("registry")
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from mlvs.backends.git.tree import untracked_files
@@ -13,7 +15,6 @@ from mlvs.cli.render import (
     snapshots_table,
     untracked_text,
 )
-from mlvs.ops.monitor_state import judged_batches
 from mlvs.ops.reports_index import refresh_index
 from mlvs.ops.snapshot.create import create_snapshot
 from mlvs.ops.snapshot.diff import diff_snapshots
@@ -68,6 +69,9 @@ def snapshot_list_command(as_json: bool) -> None:
         click.echo(snapshots_table(manifests))
 
 
+_MONITOR_STATE = "mlvs.ops.monitor_state"
+
+
 @snapshot_group.command("show")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
@@ -77,7 +81,8 @@ def snapshot_show_command(name: str, as_json: bool) -> None:
     paths = project()
     manifest = show_snapshot(paths, name)
     # The batches its model judged after deployment (from reports/monitoring/, not the snapshot).
-    judged = judged_batches(paths, manifest.model_version)
+    # Its module brings the monitoring rules and pydantic (~0.15 s): imported for `show` only.
+    judged = importlib.import_module(_MONITOR_STATE).judged_batches(paths, manifest.model_version)
     if as_json:
         emit_json({**manifest.to_dict(), "monitored_batches": judged})
     else:
