@@ -126,3 +126,57 @@ def test_each_scenario_raises_the_input_alerts_it_should_and_no_other(scenario: 
             (a.rule, a.subject) for a in step(state, number, found, monitoring.rules, "t").raised
         }
     assert raised == EXPECTED[scenario]
+
+
+# Concept drift: the same inputs (no input or prediction alert), and a model that ranks and
+# earns worse on its labels (both performance alerts). A clean batch with labels: none.
+@pytest.mark.parametrize(
+    ("scenario", "expected"), [("concept_drift", {"auc_drop", "value_drop"}), ("none", set())]
+)
+def test_once_labels_arrive_concept_drift_raises_the_performance_alert_and_a_clean_batch_none(
+    scenario: str, expected: set[str]
+) -> None:
+    # deferred: scikit-learn only for the test that fits a model
+    from sklearn.metrics import recall_score, roc_auc_score
+
+    from mlvs.ml.data import split_customers
+    from mlvs.ml.decision import contact_values, net_value
+    from mlvs.ml.drift import numeric_psi
+    from mlvs.ml.features import build_model
+    from mlvs.ml.modeling import build_classifier
+
+    monitoring, prepare = load_stage("monitoring", REPO), load_stage("prepare", REPO)
+    train_params = load_stage("train", REPO)
+    business = train_params.business
+    world = (prepare.churn_rate, prepare.signal_strength, prepare.label_noise)
+    train, test = split_customers(generate_customers(4000, *world, seed=prepare.seed), 0.25, 0)
+    hyper = train_params.hyperparameters_of("logistic_regression")
+    model = build_model(build_classifier("logistic_regression", hyper, 0))
+    model.fit(train[list(FEATURES)], train["churn"])
+    threshold = 0.25
+
+    def figures(frame, labels) -> tuple[list[float], float, float, float]:  # type: ignore[no-untyped-def]
+        p = model.predict_proba(frame[list(FEATURES)])[:, 1]
+        values = contact_values(business, frame["monthly_charges"].to_numpy())
+        return (
+            p.tolist(),
+            float(roc_auc_score(labels, p)),
+            float(recall_score(labels, p >= threshold)),
+            net_value(labels, p, threshold, values) / len(labels),
+        )
+
+    reference_p, *reference = figures(test, test["churn"].to_numpy())
+    made = make_batch(scenario, monitoring.scenarios[scenario], 1, 1000, monitoring.seed, *world)
+    batch_p, *realised = figures(made.customers, made.labels["churn"].to_numpy())
+    drift = dataset_drift(
+        train[list(FEATURES)].to_dict("list"), made.customers[list(FEATURES)].to_dict("list")
+    )
+    found = observations(
+        drift,
+        0,
+        numeric_psi(reference_p, batch_p),
+        float((sum(p >= threshold for p in batch_p)) / len(batch_p)),
+        Performance(*realised, *reference),
+    )
+    raised = {a.rule for a in step(AlertState(), 1, found, monitoring.rules, "t").raised}
+    assert raised == expected

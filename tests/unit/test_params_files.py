@@ -35,7 +35,9 @@ def test_a_well_formed_name_is_read_without_importing_the_schemas(tmp_path: Path
 
 
 @pytest.mark.parametrize("name", ["bad name", "-leading-dash", "x" * 101, 42, None, "ok\n"])
-def test_a_malformed_name_is_refused_by_the_schema_in_its_words(tmp_path: Path, name: object) -> None:
+def test_a_malformed_name_is_refused_by_the_schema_in_its_words(
+    tmp_path: Path, name: object
+) -> None:
     root = project_with_name(tmp_path, name)
     assert well_formed_model_name(root) is None
     with pytest.raises(ParamsError, match=r"params/train.yaml \(registry\).*model_name"):
