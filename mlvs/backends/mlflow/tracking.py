@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -393,11 +393,38 @@ def log_and_register_model(model: Any, input_example: Any, registry: Any) -> Any
     level = model_logger.level
     model_logger.setLevel(logging.ERROR)
     try:
-        return _log_model(
-            mlflow, model, signature, input_example, registry, TRUSTED_TYPES, package_dir
-        )
+        with _quiet_registration():
+            return _log_model(
+                mlflow, model, signature, input_example, registry, TRUSTED_TYPES, package_dir
+            )
     finally:
         model_logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _quiet_registration() -> Iterator[None]:
+    """Keep MLflow's console chatter of a registration out of the training report.
+
+    Its event stream prints "Successfully registered" and "Created version" (mlvs shows
+    the version and the gate's decision itself) and warns, with the clock, that pip's
+    version is unknown (the environment is uv's, without pip; the requirements are given
+    explicitly). Two of its dataset source types claim the run's local data files alike,
+    and it says so on every registration. Failures still raise.
+    """
+    # deferred: part of mlflow (~1.7 s), imported only when a model is logged. MLflow's own
+    # switch, counted: the contexts log_model enters inside it cannot turn the stream back on.
+    from mlflow.utils.autologging_utils import MlflowEventsAndWarningsBehaviorGlobally
+
+    with (
+        MlflowEventsAndWarningsBehaviorGlobally(
+            disable_event_logs=True, disable_warnings=False, reroute_warnings=False
+        ),
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings(
+            "ignore", message=".*can be interpreted in multiple ways", category=UserWarning
+        )
+        yield
 
 
 def _log_model(
