@@ -148,6 +148,17 @@ def start_notebook_run(paths: ProjectPaths, notebook: str) -> str:
     return run.info.run_id
 
 
+# MLflow's warnings on every dataset and model it records, true and not actionable here:
+# two of its dataset source types claim a local file path alike (it picks one), and integer
+# columns cannot hold missing values (the declared schema forbids them anyway).
+KNOWN_WARNINGS = (".*can be interpreted in multiple ways", ".*integer column")
+
+
+def _ignore_known_warnings() -> None:
+    for message in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+
+
 @dataclass(frozen=True)
 class NotebookRun:
     """The MLflow run a notebook logs to; it stays the active run until `end`."""
@@ -191,10 +202,12 @@ class NotebookRun:
         import mlflow
         from mlflow.data.pandas_dataset import from_pandas
 
-        dataset = from_pandas(
-            frame, source=str(source), targets=targets, name=name, digest=digest[:36]
-        )
-        mlflow.log_input(dataset, context=context)
+        with warnings.catch_warnings():
+            _ignore_known_warnings()
+            dataset = from_pandas(
+                frame, source=str(source), targets=targets, name=name, digest=digest[:36]
+            )
+            mlflow.log_input(dataset, context=context)
 
     def log_figure(self, figure: Any, name: str) -> None:
         """Log a matplotlib figure under `plots/<name>.png`; in a notebook, show that same image.
@@ -383,8 +396,7 @@ def log_and_register_model(model: Any, input_example: Any, registry: Any) -> Any
 
     package_dir = PACKAGE_DIR
     with warnings.catch_warnings():
-        # The hint that integer columns cannot hold missing values: true, and the schema forbids them.
-        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        _ignore_known_warnings()
         signature = infer_signature(input_example, model.predict_proba(input_example)[:, 1])
     # MLflow then validates the input example by loading the model through its own
     # loader, which mlvs keeps disabled (no pickle, no trust list read from the file),
@@ -411,8 +423,8 @@ def _quiet_registration() -> Iterator[None]:
     explicitly). Two of its dataset source types claim the run's local data files alike,
     and it says so on every registration. Failures still raise.
     """
-    # deferred: part of mlflow (~1.7 s), imported only when a model is logged. MLflow's own
-    # switch, counted: the contexts log_model enters inside it cannot turn the stream back on.
+    # MLflow's own switch, counted: the contexts log_model enters cannot turn the stream back on.
+    # deferred: part of mlflow (~1.7 s), imported only when a model is logged
     from mlflow.utils.autologging_utils import MlflowEventsAndWarningsBehaviorGlobally
 
     with (
@@ -421,9 +433,7 @@ def _quiet_registration() -> Iterator[None]:
         ),
         warnings.catch_warnings(),
     ):
-        warnings.filterwarnings(
-            "ignore", message=".*can be interpreted in multiple ways", category=UserWarning
-        )
+        _ignore_known_warnings()
         yield
 
 
