@@ -86,10 +86,12 @@ _STORAGE_ERRNOS = {
 }
 
 
-# The same failures in words: SQLite's own (MLflow's database, the hash cache), and the
-# operating system's as a child process (DVC, git) printed them.
+# The same failures in words: SQLite's own (MLflow's database, the hash cache), the
+# operating system's as a child process (DVC, git) printed them, and mlvs's own as a
+# child `mlvs run` (a pipeline stage) printed them.
 _STORAGE_WORDS = {
     "disk is full": "no space left on the device",
+    "no space left on the device": "no space left on the device",
     "disk i/o error": "the disk refused a write (full, or a file size limit)",
     "readonly database": "the database is read-only",
     "no space left on device": "no space left on the device",

@@ -30,6 +30,7 @@ from mlvs.state.interrupted import (
 )
 from mlvs.state.journal import Journal
 from mlvs.state.lock import locked
+from mlvs.state.room import reserve_room
 from mlvs.testing.faults import armed
 
 log = get_logger("pipeline")
@@ -108,6 +109,9 @@ _STAGE_SKIPPED = re.compile(r"Stage '(?P<stage>[^']+)' didn't change, skipping")
 _STAGE_RECORDED = re.compile(r"(Generating|Updating) lock file 'dvc.lock'")
 
 
+CHILD_ERROR = "mlvs: error: "
+
+
 class StageProgress:
     """What `mlvs pipeline` shows of `dvc repro`: one line when a stage starts, one when it ends.
 
@@ -138,6 +142,11 @@ class StageProgress:
             return None
         if _STAGE_RECORDED.match(stripped):
             self.finish(ok=True)
+            return None
+        if self.stage is not None and stripped.startswith(CHILD_ERROR):
+            # The stage's own `mlvs run` failed: its reason is shown as the stage's, so that the
+            # pipeline's own error stays the one `mlvs: error:` line.
+            log.warning("stage %s: %s", self.stage, stripped.removeprefix(CHILD_ERROR))
             return None
         return text
 
@@ -194,15 +203,19 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
     require_server(paths, "run the pipeline again")
     started = time.perf_counter()
     args = ["repro", "--force"] if force else ["repro"]
+    # On a full disk a failed stage must still be undone: the room for that is taken first.
+    room = reserve_room(paths)
     journal, kept = _begin_journal(paths)
     progress = StageProgress()
     try:
         result = dvc(paths, *args, check=False, echo=True, on_line=progress.line)
     except BaseException:
         progress.finish(ok=False)
+        room.release()
         undo_pipeline(paths, kept)
         journal.clear()
         raise
+    room.release()
     progress.finish(ok=result.returncode == 0)
     if result.returncode != 0:
         failed = re.findall(r"failed to reproduce '([^']+)'", result.stdout)
@@ -219,7 +232,7 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
                     paths, problem, "run `mlvs recover` to close the interrupted run"
                 )
             )
-        storage = storage_failure(Exception(reason))
+        storage = storage_failure(Exception(reason)) or _storage_failure_in(result.stdout)
         if storage:
             raise MlvsError(
                 f"the pipeline could not write its outputs: {storage} ({reason}); the last good outputs are back "
@@ -276,15 +289,24 @@ def _begin_journal(paths: ProjectPaths) -> tuple[Journal, dict[str, str | None]]
     return journal, kept
 
 
-def _failure_reason(output: str) -> str:
-    """The last error line DVC or a stage's `mlvs run` printed."""
-    errors = [
-        line.strip()
+def _error_lines(output: str) -> list[str]:
+    """The error lines DVC and the stages' `mlvs run` printed, without their prefixes."""
+    return [
+        line.strip().removeprefix("mlvs: error:").removeprefix("ERROR:").strip()
         for line in output.splitlines()
         if line.strip().startswith(("ERROR:", "mlvs: error:"))
     ]
-    return (
-        errors[-1].removeprefix("mlvs: error:").removeprefix("ERROR:").strip()
-        if errors
-        else "no error message"
-    )
+
+
+def _failure_reason(output: str) -> str:
+    """The last error line DVC or a stage's `mlvs run` printed."""
+    errors = _error_lines(output)
+    return errors[-1] if errors else "no error message"
+
+
+def _storage_failure_in(output: str) -> str | None:
+    """The full disk or unwritable place behind any error line (DVC's last line only says a stage failed)."""
+    for line in _error_lines(output):
+        if found := storage_failure(Exception(line)):
+            return found
+    return None

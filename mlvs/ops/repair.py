@@ -18,6 +18,7 @@ from mlvs.ops.recorded import Finding, recorded_files
 from mlvs.paths import ProjectPaths
 from mlvs.state.interrupted import RecoveryReport, finisher, remove_workspace_leftovers
 from mlvs.state.journal import Journal
+from mlvs.state.room import release_room
 
 
 @dataclass
@@ -227,6 +228,7 @@ def _recover_pipeline(
             "pipeline", None, "completed", "the interrupted pipeline had finished its stages"
         )
 
+    release_room(paths)  # the room the killed pipeline kept for this undo
     undo_pipeline(paths, record.get("data", {}).get("kept") or {})
     remove_workspace_leftovers(paths)
     journal.clear()
