@@ -130,6 +130,30 @@ def fill(mount_point: Path, room: int) -> None:
     assert os.statvfs(mount_point).f_bavail * stats.f_frsize <= room + stats.f_frsize
 
 
+def one_error_and_nothing_changed(
+    root: Path,
+    args: tuple[str, ...],
+    capture: Callable[[Path], dict[str, object]],
+    disk: Path,
+    room: int,
+) -> str:
+    """Run `mlvs ARGS` with `room` bytes left on the disk; assert exit 1, one error line, no
+    traceback and the state `capture` reads unchanged; return the error line."""
+    before = capture(root)
+    fill(disk, room)
+    result = mlvs(root, *args)
+    (disk / "filler").unlink()  # room again, so that reading the state afterwards cannot fail
+    after = capture(root)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert result.returncode == 1, output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mlvs: error:")]
+    assert len(errors) == 1, result.stderr
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"mlvs {' '.join(args)} changed {changed}"
+    return errors[0]
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_command_on_a_full_file_system_says_so_in_one_line_and_changes_nothing(
     name: str, template: Path, small_disk: Path
@@ -139,20 +163,9 @@ def test_a_command_on_a_full_file_system_says_so_in_one_line_and_changes_nothing
     capture = pipeline_state if name == "pipeline" else state
     if prepare is not None:
         prepare(root)
-    before = capture(root)
-    fill(small_disk, ROOM)
-    result = mlvs(root, *args)
-    (small_disk / "filler").unlink()  # room again, so that reading the state afterwards cannot fail
-    after = capture(root)
-    output = result.stdout + result.stderr
-    assert "Traceback" not in output, output
-    assert result.returncode == 1, output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("mlvs: error:")]
-    assert len(errors) == 1, result.stderr
-    assert says.lower() in errors[0].lower(), errors[0]
-    assert any(word in errors[0].lower() for word in FULL_DISK[0].split("|")), errors[0]
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    assert not changed, f"the command changed {changed}"
+    error = one_error_and_nothing_changed(root, args, capture, small_disk, ROOM)
+    assert says.lower() in error.lower(), error
+    assert any(word in error.lower() for word in FULL_DISK[0].split("|")), error
     leftovers = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.mlvs-tmp"))
     assert not leftovers, f"temporary files left behind: {leftovers}"
     shutil.rmtree(root)
@@ -165,21 +178,11 @@ def test_a_stage_that_fills_the_disk_is_undone_from_the_room_reserved_for_it(
     space, and its undo, given the reserved room back, puts the last good outputs in place."""
     root = copy_workspace(template, small_disk / "ws")
     _more_rows(root)
-    before = pipeline_state(root)
-    fill(small_disk, room_needed(ProjectPaths(root)) + BEYOND_THE_RESERVE)
-    result = mlvs(root, "pipeline")
-    (small_disk / "filler").unlink()
-    after = pipeline_state(root)
-    output = result.stdout + result.stderr
-    assert "Traceback" not in output, output
-    assert result.returncode == 1, output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("mlvs: error:")]
-    assert len(errors) == 1, result.stderr
+    room = room_needed(ProjectPaths(root)) + BEYOND_THE_RESERVE
+    error = one_error_and_nothing_changed(root, ("pipeline",), pipeline_state, small_disk, room)
     # A stage ran and failed for want of space (not the reservation, which was made).
-    assert "pipeline could not write" in errors[0] and "no space left" in errors[0], errors[0]
-    assert "in reserve" not in errors[0] and "back in place" in errors[0], errors[0]
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    assert not changed, f"the pipeline changed {changed}"
+    assert "pipeline could not write" in error and "no space left" in error, error
+    assert "in reserve" not in error and "back in place" in error, error
     assert not (root / ".mlvs" / "journal.json").exists()
     assert not (root / ".mlvs" / "room").exists()
     shutil.rmtree(root)
