@@ -232,7 +232,7 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
                     paths, problem, "run `mlvs recover` to close the interrupted run"
                 )
             )
-        storage = storage_failure(Exception(reason)) or _storage_failure_in(result.stdout)
+        storage = _storage_failure_in(result.stdout)
         if storage:
             raise MlvsError(
                 f"the pipeline could not write its outputs: {storage} ({reason}); the last good outputs are back "
@@ -305,8 +305,9 @@ def _failure_reason(output: str) -> str:
 
 
 def _storage_failure_in(output: str) -> str | None:
-    """The full disk or unwritable place behind any error line (DVC's last line only says a stage failed)."""
-    for line in _error_lines(output):
+    """The full disk or unwritable place behind an error line, the last one first (DVC's last
+    line may only say that a stage failed; the stage's own line says why)."""
+    for line in reversed(_error_lines(output)):
         if found := storage_failure(Exception(line)):
             return found
     return None
