@@ -34,19 +34,27 @@ POSIX promises.
   orders them: a rename may survive while the data of the renamed file does not
   (a zero-length or short file under the new name: ext4's `auto_da_alloc`
   heuristic, which flushes a file renamed over another, is not counted on).
-- Truncation (`O_TRUNC`, `ftruncate`) is taken as one more write to the file.
+- Write-back is by page (4 KiB), and the kernel may write a file's dirty pages in
+  any order: one page may reach the disk holding the file's later writes while
+  another still holds its earlier ones. So a file's unsynced writes may also
+  survive out of order, page by page: each page holds the file as it was after
+  some number of its writes (at least the synced ones), pages independently; the
+  file keeps the size its writes gave it, and what a page does not yet hold reads
+  as zeros (delayed allocation leaves no stale blocks).
+- Truncation (`O_TRUNC`, `ftruncate`) is taken as one more write to the file, and
+  `fallocate` (mode 0) as one that extends the size with zeros. A file whose
+  unsynced writes include a truncation is not reordered (the size change orders them).
 
-Not modelled: reordering of unsynced writes within one file (mlvs, git and DVC
-write each file once, front to back; SQLite fsyncs between its phases), partial
-directory-operation survival inside one operation (ext4 journals each one
-atomically), and reflink or mmap writes (none are made here).
+Not modelled: partial directory-operation survival inside one operation (ext4
+journals each one atomically), and reflink or mmap writes (none are made here).
 
-A crash state is (k, m, d, tear): the command had issued its first k operations;
-the first m of its directory operations survived (at least those before the last
-fsync before k); of each file, its writes up to d[file] survived (at least those
-before its last fsync), and the next one is cut at `tear` bytes. Two crash states
-are the same when the trees they build are byte for byte the same; the tests count
-distinct trees.
+A crash state is (k, m, d, tear, pages): the command had issued its first k
+operations; the first m of its directory operations survived (at least those
+before the last fsync before k); of each file, its writes up to d[file] survived
+(at least those before its last fsync), and the next one is cut at `tear` bytes;
+`pages` lists the pages of a file written back out of order, each with the
+number of the file's writes it holds. Two crash states are the same when the
+trees they build are byte for byte the same; the tests count distinct trees.
 """
 
 from __future__ import annotations
@@ -76,6 +84,7 @@ O_DSYNC, O_TMPFILE_BIT = 0o10000, 0o20000000
 AT_REMOVEDIR = 0x200
 CLONE_FILES, CLONE_FS, CLONE_THREAD = 0x400, 0x200, 0x10000
 RENAME_EXCHANGE = 0x2
+PAGE = 4096  # the unit of write-back
 
 
 class UnmodelledCall(RuntimeError):
@@ -410,7 +419,18 @@ class _Builder:
             if flags & O_DSYNC:
                 self.events.append(Sync(inode))
             return
-        if name in ("writev", "pwritev", "pwritev2", "copy_file_range", "sendfile", "fallocate"):
+        if name == "fallocate":
+            inode, _, _ = self.inode_of(pid, args[0])
+            if inode is None:
+                return
+            mode, offset, length = _int(args[1]), _int(args[2]), _int(args[3])
+            if mode != 0:
+                raise UnmodelledCall(f"fallocate mode {mode} into the workspace")
+            size = max(self._initial_size(inode), offset + length)
+            self.events.append(Write(inode, 0, size=size))
+            self.sizes[inode] = size
+            return
+        if name in ("writev", "pwritev", "pwritev2", "copy_file_range", "sendfile"):
             inode, _, _ = self.inode_of(pid, args[2] if name == "copy_file_range" else args[0])
             if inode is not None:
                 raise UnmodelledCall(f"{name} into the workspace")
@@ -620,6 +640,8 @@ class CrashState:
     issued: int
     meta_kept: int  # how many directory operations survived
     kept: tuple[tuple[int, int, int], ...]  # (inode, writes kept, bytes kept of the next one or -1)
+    # Pages written back out of order: (inode, page, how many of the file's writes it holds).
+    pages: tuple[tuple[int, int, int], ...] = ()
 
     def describe(self, trace: Trace) -> str:
         last = trace.events[self.issued - 1] if self.issued else None
@@ -630,10 +652,16 @@ class CrashState:
         if isinstance(last, (Write, Sync)) and last.inode in paths:
             last = f"{last!r} of {paths[last.inode]}"
         torn = [f"{i}:{n}+{t}" for i, n, t in self.kept if t >= 0]
+        behind = sorted({paths.get(i, str(i)) for i, _, _ in self.pages})
         return (
             f"after {self.issued} of {len(trace.events)} operations (last: {last}), "
             f"{self.meta_kept} directory operations survived"
             + (f", torn writes {torn}" if torn else "")
+            + (
+                f", {len(self.pages)} page(s) of {', '.join(behind)} written back out of order"
+                if behind
+                else ""
+            )
         )
 
 
@@ -740,7 +768,34 @@ class CrashModel:
             one = dict(everything)
             one[victim] = (floors[victim], -1)
             out.append(state(meta_all, one))
+            # The same file's pages written back out of order, everything else there.
+            pages = self._pages_out_of_order(victim, floors[victim], alls[victim], rng)
+            if pages:
+                reordered = state(meta_all, everything)
+                out.append(CrashState(issued, meta_all, reordered.kept, pages))
         return out
+
+    def _pages_out_of_order(
+        self, inode: int, floor: int, issued: int, rng: random.Random
+    ) -> tuple[tuple[int, int, int], ...]:
+        """Some pages of `inode`'s unsynced writes left holding fewer of them than the pages around."""
+        unsynced = [self.trace.events[p] for p in self.writes[inode][floor:issued]]
+        if len(unsynced) < 2 or any(
+            not isinstance(w, Write) or w.size is not None for w in unsynced
+        ):
+            return ()  # one write is the tear's case; a truncation orders the writes around it
+        touched = sorted(
+            {
+                page
+                for w in unsynced
+                if isinstance(w, Write) and w.data
+                for page in range(w.offset // PAGE, (w.offset + len(w.data) - 1) // PAGE + 1)
+            }
+        )
+        if len(touched) < 2:
+            return ()
+        behind = rng.sample(touched, rng.randint(1, max(1, len(touched) // 2)))
+        return tuple(sorted((inode, page, rng.randint(floor, issued - 1)) for page in behind))
 
     def _base(self, inode: int) -> bytes:
         if inode not in self._initial_bytes:
@@ -757,13 +812,20 @@ class CrashModel:
             assert isinstance(event, Meta)
             _apply_meta(names, dirs, links, event)
         kept = {inode: (n, t) for inode, n, t in crash.kept}
+        behind: dict[int, dict[int, list[int]]] = {}  # inode -> writes held -> pages
+        for inode, page, holds in crash.pages:
+            behind.setdefault(inode, {}).setdefault(holds, []).append(page)
         contents: dict[int, bytes] = {}
         for inode in set(names.values()):
             if inode not in self.writes:
                 continue
             n, tear = kept.get(inode, (0, -1))
+            pages = behind.get(inode, {})
             content = bytearray(self._base(inode))
+            held: dict[int, bytes] = {}  # a page behind: the bytes it held after its writes
             for k, position in enumerate(self.writes[inode][: n + (1 if tear >= 0 else 0)]):
+                for page in pages.get(k, ()):
+                    held[page] = bytes(content[page * PAGE : (page + 1) * PAGE])
                 event = trace.events[position]
                 assert isinstance(event, Write)
                 if event.size is not None:
@@ -775,6 +837,11 @@ class CrashModel:
                 if len(content) < event.offset:
                     content.extend(b"\0" * (event.offset - len(content)))
                 content[event.offset : end] = data
+            for page, old in held.items():
+                # Within the file's size, what the page did not yet hold reads as zeros.
+                start = page * PAGE
+                span = min(PAGE, max(0, len(content) - start))
+                content[start : start + span] = old[:span].ljust(span, b"\0")
             contents[inode] = bytes(content)
         files: dict[str, bytes | int] = {}
         for path, inode in names.items():

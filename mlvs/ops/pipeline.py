@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mlvs._io import sync_file_system
 from mlvs.backends.dvc.command import dvc
 from mlvs.backends.dvc.outputs import dvc_outputs
 from mlvs.backends.mlflow.backups import backup_mlflow_db
@@ -103,6 +104,8 @@ def _stages(output: str) -> list[PipelineStage]:
 # `dvc repro` ends a successful run with this advice, unconditionally (dvc/commands/repro.py:
 # no setting turns it off); mlvs pushes by itself right afterwards, so it is not shown.
 DVC_PUSH_HINT = "Use `dvc push` to send your updates to remote storage."
+# What `dvc repro` prints instead when no stage ran or was checked out from its run cache.
+DVC_NOTHING_DONE = "Data and pipelines are up to date."
 # DVC's lines that the stage progress says better: a stage's start, its command, the lock update.
 _STAGE_START = re.compile(r"Running stage '(?P<stage>[^']+)':")
 _STAGE_SKIPPED = re.compile(r"Stage '(?P<stage>[^']+)' didn't change, skipping")
@@ -247,7 +250,11 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
             f"the pipeline failed in stage {failed[0]}; the last good outputs are back in place "
             f"and the failed notebook is kept in {paths.reports}"
         )
-    # From here the new outputs are complete and recorded in dvc.lock: a crash keeps them.
+    stages = _stages(result.stdout)
+    if DVC_NOTHING_DONE not in result.stdout:
+        # DVC wrote dvc.lock, the outputs and their cache objects without fsync: flushed first, so
+        # that from "reproduced" on a power cut keeps the new outputs, complete and in dvc.lock.
+        sync_file_system(paths.root)
     journal.update("reproduced")
 
     backup_mlflow_db(paths)
@@ -262,7 +269,7 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
             redact_credentials(errors[-1] if errors else pushed.stderr.strip()[-200:]),
         )
     outcome = PipelineResult(
-        stages=_stages(result.stdout),
+        stages=stages,
         seconds=time.perf_counter() - started,
         metrics=read_metrics(paths),
         reports=sorted(str(p.relative_to(paths.root)) for p in paths.reports.glob("*.html")),

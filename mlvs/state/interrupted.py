@@ -23,6 +23,7 @@ from mlvs.logs import get_logger
 from mlvs.paths import ProjectPaths
 from mlvs.state.journal import Journal
 from mlvs.state.lock import state_lock
+from mlvs.state.room import release_room
 from mlvs.state.spares import settle_retired
 
 log = get_logger("rollback")
@@ -79,6 +80,7 @@ def staging_directory(paths: ProjectPaths) -> Path:
 def remove_workspace_leftovers(paths: ProjectPaths) -> None:
     """Delete what an interrupted command left half-written: staging, temporary files, retired files."""
     shutil.rmtree(staging_directory(paths), ignore_errors=True)
+    release_room(paths)  # a pipeline's reservation, when it was cut before its journal began
     settle_retired(paths)
     try:
         outputs = [o.path for o in dvc_outputs(paths)]

@@ -1,7 +1,9 @@
 """Power cuts, not only `kill -9`: every crash state a recorded command may leave ends exactly old or exactly new.
 
 Each command (`rollback` both ways, `recover` finishing an interrupted rollback,
-`recover` repairing a damaged file, `snapshot create`) runs once under strace
+`recover` repairing a damaged file, `snapshot create`, and a `pipeline` retraining
+with changed parameters: its notebooks' kernels, DVC, git and SQLite inside
+MLflow included) runs once under strace
 (`tests/_crashfs.py`, whose docstring is the model: ext4 data=ordered at its
 weakest). From its operations the harness builds, in the workspace where it ran,
 crash states: a prefix of the operations, with what was not flushed dropped, torn
@@ -11,7 +13,8 @@ the CLI calls it), and the test's own reads decide: the project files outside th
 runtime stores, the registry aliases (SQL on `mlflow.db`), the snapshot refs, and
 every snapshot complete (`git fsck` of every ref, the new snapshots' cache objects
 re-hashed) must be exactly the old state or exactly the new one, with nothing left
-half-done and `verify` healthy.
+half-done and `verify` healthy. (The pipeline's aliases are the exception: the
+version it registered and promoted stays in MLflow whichever way its files end.)
 
 The states are sampled with a fixed seed (`MLVS_POWER_CUT_SEED`) and counted by
 distinct trees; `MLVS_POWER_CUT_STATES` sets how many per command (`make fuzz`
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 from _crashfs import STRACE, CrashModel, Trace, Workbench, record
 from conftest import BIN, clean_env, copy_workspace, mlvs, tree_hashes
 
@@ -110,6 +114,10 @@ class Command:
     added_refs: Callable[[str], bool]  # which new snapshot refs the new state may have
     refs_before: frozenset[str] = frozenset()  # the snapshot refs when the command started
     complete: tuple[str, ...] = ()  # snapshots whose cache objects must all be there when present
+    # False for the pipeline: the versions it registers and the alias it moves are MLflow's runs,
+    # kept whether its files end old or new (as after a `kill -9`); `verify` judges them.
+    aliases_are_state: bool = True
+    old_is_stale: bool = False  # the pipeline's: the params changed, their stage not yet run
 
 
 @dataclass
@@ -252,6 +260,28 @@ def story(_trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         story.refs_before["snapshot-C"],
         complete=("C",),
     )
+
+    # A retraining with changed parameters (more trees), the run cache cleared so that it trains.
+    params = root / "params" / "train.yaml"
+    data = yaml.safe_load(params.read_text())
+    data["hyperparameters"]["random_forest"]["n_estimators"] = 30
+    params.write_text(yaml.safe_dump(data, sort_keys=False))
+    shutil.rmtree(root / ".dvc" / "cache" / "runs", ignore_errors=True)
+    old = State.of(root)
+    trace, before = _record(story, work, "pipeline", "pipeline")
+    new = State.of(root)
+    assert [p for p in new.differences(old) if p.startswith("models/")], "the pipeline trained"
+    story.commands["pipeline"] = Command(
+        "pipeline",
+        trace,
+        before,
+        old,
+        new,
+        lambda ref: False,
+        story.refs_before["pipeline"],
+        aliases_are_state=False,
+        old_is_stale=True,
+    )
     return story
 
 
@@ -295,9 +325,18 @@ def forget_process_caches() -> None:
         cache.clear()
 
 
-def next_recover(root: Path) -> str | None:
-    """`mlvs recover` as the CLI runs it; a problem in one line, or None when it ends healthy."""
+@dataclass(frozen=True)
+class Recovered:
+    """What the next recover left: a problem in one line (None: no damage) and the stale stages."""
+
+    problem: str | None
+    stale: tuple[str, ...] = ()
+
+
+def next_recover(root: Path) -> Recovered:
+    """`mlvs recover` as the CLI runs it: damage left after it is a problem; a stale stage is told apart."""
     from mlvs.errors import MlvsError
+    from mlvs.ops.recorded import STALE
     from mlvs.ops.recover import recover_project
     from mlvs.paths import ProjectPaths
 
@@ -305,13 +344,13 @@ def next_recover(root: Path) -> str | None:
     try:
         _, outcome = recover_project(ProjectPaths(root))
     except MlvsError as error:
-        return f"recover refused: {error}"
+        return Recovered(f"recover refused: {error}")
     except Exception as error:  # a traceback is a finding too
-        return f"recover crashed: {type(error).__name__}: {error}"
+        return Recovered(f"recover crashed: {type(error).__name__}: {error}")
     assert outcome is not None
-    if outcome.after:
-        return f"not healthy after recover: {[str(f) for f in outcome.after][:3]}"
-    return None
+    damage = [str(f) for f in outcome.after if f.kind != STALE]
+    stale = tuple(str(f) for f in outcome.after if f.kind == STALE)
+    return Recovered(f"not healthy after recover: {damage[:3]}" if damage else None, stale)
 
 
 def integrity_problems(root: Path, command: Command, now: State) -> list[str]:
@@ -339,21 +378,24 @@ def integrity_problems(root: Path, command: Command, now: State) -> list[str]:
                 problems.append(
                     f"snapshot {name}: the cache object of {relative} is missing or damaged"
                 )
-    leftovers = [p for p in (".mlvs/journal.json", ".mlvs/staging") if (root / p).exists()]
+    leftovers = [
+        p for p in (".mlvs/journal.json", ".mlvs/staging", ".mlvs/room") if (root / p).exists()
+    ]
     if leftovers:
         problems.append(f"left behind {leftovers}")
     return problems
 
 
-def judge(root: Path, command: Command, problem: str | None) -> list[str]:
+def judge(root: Path, command: Command, recovered: Recovered) -> list[str]:
     """Everything wrong with the state after the next recover (empty: exactly old or exactly new)."""
-    problems = [problem] if problem else []
+    problems = [recovered.problem] if recovered.problem else []
     now = State.of(root)
     ends = {"new": command.new} | ({"old": command.old} if command.old is not None else {})
     same = [
         label
         for label, state in ends.items()
-        if now.files == state.files and now.aliases == state.aliases
+        if now.files == state.files
+        and (now.aliases == state.aliases or not command.aliases_are_state)
     ]
     if not same:
         problems.append(
@@ -362,6 +404,9 @@ def judge(root: Path, command: Command, problem: str | None) -> list[str]:
                 f"differs from {label} in {now.differences(s)}" for label, s in ends.items()
             )
         )
+    # Only the pipeline's old state may be stale: its params were edited, the retraining undone.
+    if recovered.stale and not (same == ["old"] and command.old_is_stale):
+        problems.append(f"stale after recover: {list(recovered.stale)[:3]}")
     base = command.refs_before
     if not base <= now.refs:
         problems.append(f"snapshot refs lost: {sorted(base - now.refs)}")
@@ -412,6 +457,7 @@ COMMANDS = (
     "recover of a killed rollback",
     "recover of a damaged model",
     "snapshot create",
+    "pipeline",
 )
 
 
@@ -442,7 +488,7 @@ def test_a_repair_cut_short_leaves_no_temporary_copy_after_the_next_recover(
     ]
     for leftover in leftovers:
         leftover.write_bytes(b"half a copy")
-    assert next_recover(story.root) is None
+    assert next_recover(story.root) == Recovered(None)
     assert [p.name for p in leftovers if p.exists()] == []
     assert State.of(story.root) == command.new
     bench.reset()

@@ -87,3 +87,54 @@ def test_a_crash_state_is_built_in_the_workspace_and_reset_to_before(tmp_path: P
     bench.reset()
     assert sorted(p.name for p in trace.root.iterdir()) == ["f"]
     assert (trace.root / "f").read_bytes() == b"old bytes"
+
+
+PAGED_WRITES = """
+import os
+fd = os.open("f", os.O_WRONLY | os.O_TRUNC)
+os.write(fd, b"a" * 4096)
+os.fsync(fd)
+os.write(fd, b"b" * 4096)
+os.write(fd, b"c" * 4096)
+os.close(fd)
+"""
+
+
+def test_unsynced_pages_may_reach_the_disk_out_of_order(tmp_path: Path) -> None:
+    _, model = recorded(tmp_path, PAGED_WRITES)
+    seen = files_after_every_cut(model)
+    a, b, c, hole = b"a" * 4096, b"b" * 4096, b"c" * 4096, b"\0" * 4096
+    assert a + hole + c in seen  # the third write's page on disk, the second's not yet
+    assert {a, a + b, a + b + c} <= seen  # and the prefixes
+    # Before the fsync: the old file, or the first write torn. After it, the first page stays.
+    allowed = {b"old bytes"} | {a[:n] for n in range(4097)} | {a + b[:n] for n in range(4097)}
+    allowed |= {a + p + q for p in (b, hole) for q in (c, hole)}
+    allowed |= {a + b + c[:n] for n in range(4097)}
+    assert seen <= allowed, sorted(len(s) for s in seen - allowed)
+
+
+def test_a_truncation_keeps_the_writes_around_it_in_order(tmp_path: Path) -> None:
+    program = """
+import os
+fd = os.open("f", os.O_WRONLY)
+os.write(fd, b"x" * 8192)
+os.ftruncate(fd, 4096)
+os.write(fd, b"y" * 4096)
+os.close(fd)
+"""
+    _, model = recorded(tmp_path, program)
+    for crash, _ in model.distinct_states(200, random.Random(3)):
+        assert crash.pages == ()
+
+
+def test_fallocate_extends_the_file_with_zeros(tmp_path: Path) -> None:
+    program = """
+import os
+fd = os.open("f", os.O_WRONLY)
+os.posix_fallocate(fd, 0, 10000)
+os.fsync(fd)
+os.close(fd)
+"""
+    trace, model = recorded(tmp_path, program)
+    assert any("Truncate" in repr(e) for e in trace.events), trace.events
+    assert b"old bytes".ljust(10000, b"\0") in files_after_every_cut(model)
