@@ -81,3 +81,31 @@ def test_git_run_by_mlvs_flushes_an_object_before_its_name_exists(tmp_path: Path
                 assert content == finished[path], (
                     f"{path} is there, its bytes are not, in a crash state"
                 )
+
+
+@pytest.mark.skipif(not Path(STRACE).exists(), reason="needs strace (.ci/system-deps)")
+def test_what_dvc_wrote_is_flushed_before_the_pipeline_records_it_done(tmp_path: Path) -> None:
+    """Found in `pipeline`: the journal said the stages were done, and dvc.lock (DVC writes it without fsync) was torn."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "dvc.lock").write_text("old record\n")
+    program = (
+        "import os, sys; from pathlib import Path; from mlvs._io import atomic_write_text, sync_file_system;"
+        "root = Path(sys.argv[1]);"
+        "(root / 'dvc.lock').write_text('the new record of every stage\\n' * 200);"  # as DVC: no fsync
+        "sync_file_system(root);"
+        "atomic_write_text(root / 'journal', 'reproduced')"
+    )
+    before = tmp_path / "before"
+    shutil.copytree(root, before)
+    trace = record(
+        root, [str(BIN / "python"), "-c", program, str(root)], clean_env(root), tmp_path / "log"
+    )
+    model = CrashModel(trace, before)
+    new = b"the new record of every stage\n" * 200
+    marked = 0
+    for _, tree in model.distinct_states(300, random.Random(11)):
+        if tree.files.get("journal") == b"reproduced":
+            marked += 1
+            assert tree.files["dvc.lock"] == new, "the journal is durable, dvc.lock is not"
+    assert marked, "no crash state after the journal was written"
