@@ -79,7 +79,7 @@ test: lint ## Set up, lint, then run the whole test suite
 bench: $(STAMP) ## Run the benchmarks into reports/benchmarks/latest.json; fails on a missed target
 	$(BIN)/python -m pytest -m bench tests/benchmarks -s
 
-fuzz: $(STAMP) ## Fuzz params, notebook parameters and the files read back from disk (journal, manifest, hash cache, dvc.lock, .dir), then 1,100 power-cut crash states, each for a bounded time
+fuzz: $(STAMP) ## Fuzz params, notebook parameters and the files read back from disk (journal, manifest, hash cache, dvc.lock, .dir), then 1,320 power-cut crash states, each for a bounded time
 	$(BIN)/python tests/fuzz/fuzz_inputs.py
 	.ci/system-deps
 	$(BIN)/python tests/fuzz/power_cuts.py

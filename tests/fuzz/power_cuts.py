@@ -1,7 +1,7 @@
 """Power-cut crash states in bulk (`make fuzz`): the suite's harness, five times the states.
 
 Runs `tests/reliability/test_power_cut.py` with `MLVS_POWER_CUT_STATES` distinct crash
-states per recorded command (default 220: 1,100 over the five commands), under a
+states per recorded command (default 220: 1,320 over the six commands), under a
 wall-clock bound (`POWER_CUT_SECONDS`, default 1200). Another seed:
 `MLVS_POWER_CUT_SEED`. A state that does not recover to exactly old or exactly new
 fails the run and is printed with its seed, so it can be replayed in the suite.
