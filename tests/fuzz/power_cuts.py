@@ -2,7 +2,7 @@
 
 Runs `tests/reliability/test_power_cut.py` with `MLVS_POWER_CUT_STATES` distinct crash
 states per recorded command (default 220: 1,320 over the six commands), under a
-wall-clock bound (`POWER_CUT_SECONDS`, default 1200). Another seed:
+wall-clock bound (`POWER_CUT_SECONDS`, default 2400). Another seed:
 `MLVS_POWER_CUT_SEED`. A state that does not recover to exactly old or exactly new
 fails the run and is printed with its seed, so it can be replayed in the suite.
 """
@@ -21,7 +21,7 @@ def main() -> int:
     """Run the power-cut tests with more states; its exit status is pytest's."""
     env = dict(os.environ)
     env.setdefault("MLVS_POWER_CUT_STATES", "220")
-    seconds = float(env.get("POWER_CUT_SECONDS", "1200"))
+    seconds = float(env.get("POWER_CUT_SECONDS", "2400"))
     command = [
         sys.executable,
         "-m",
