@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _crashfs import STRACE, CrashModel, Meta, record
+from _crashfs import STRACE, CrashModel, Meta, Trace, record
 from conftest import BIN, clean_env
 
 from mlvs.backends.mlflow.store import settle_hot_journal
@@ -52,6 +52,16 @@ def test_a_write_cut_short_in_the_mlflow_database_is_rolled_back_before_a_read(
     assert not (crashed / "mlflow.db-journal").exists()
 
 
+def recorded_program(root: Path, program: str, tmp_path: Path) -> tuple[Trace, CrashModel]:
+    """`python -c PROGRAM ROOT` recorded under strace, with a copy of `root` as it was before."""
+    before = tmp_path / "before"
+    shutil.copytree(root, before)
+    trace = record(
+        root, [str(BIN / "python"), "-c", program, str(root)], clean_env(root), tmp_path / "log"
+    )
+    return trace, CrashModel(trace, before)
+
+
 @pytest.mark.skipif(not Path(STRACE).exists(), reason="needs strace (.ci/system-deps)")
 def test_git_run_by_mlvs_flushes_an_object_before_its_name_exists(tmp_path: Path) -> None:
     """Found in `snapshot create`: the ref survived a power cut, the commit object it names did not."""
@@ -64,12 +74,7 @@ def test_git_run_by_mlvs_flushes_an_object_before_its_name_exists(tmp_path: Path
         "oid = run_git(Path(sys.argv[1]), 'hash-object', '-w', 'file.txt').strip();"
         "run_git(Path(sys.argv[1]), 'update-ref', 'refs/mlvs/snapshots/s', oid)"
     )
-    before = tmp_path / "before"
-    shutil.copytree(root, before)
-    trace = record(
-        root, [str(BIN / "python"), "-c", program, str(root)], clean_env(root), tmp_path / "log"
-    )
-    model = CrashModel(trace, before)
+    trace, model = recorded_program(root, program, tmp_path)
     named = [e for e in trace.events if isinstance(e, Meta) and e.kind in ("link", "rename")]
     assert any(e.path.startswith(".git/objects/") for e in named)
     assert any(e.path == ".git/refs/mlvs/snapshots/s" for e in named)
@@ -96,12 +101,7 @@ def test_what_dvc_wrote_is_flushed_before_the_pipeline_records_it_done(tmp_path:
         "sync_file_system(root);"
         "atomic_write_text(root / 'journal', 'reproduced')"
     )
-    before = tmp_path / "before"
-    shutil.copytree(root, before)
-    trace = record(
-        root, [str(BIN / "python"), "-c", program, str(root)], clean_env(root), tmp_path / "log"
-    )
-    model = CrashModel(trace, before)
+    _, model = recorded_program(root, program, tmp_path)
     new = b"the new record of every stage\n" * 200
     marked = 0
     for _, tree in model.distinct_states(300, random.Random(11)):
