@@ -451,6 +451,9 @@ def explore(story: Story, name: str, count: int, seed: int, tally: Tally) -> Non
     bench.reset()
 
 
+# Distinct crash states each command's exploration judged in this session (filled by the tests).
+EXPLORED: dict[str, int] = {}
+
 COMMANDS = (
     "rollback B->A",
     "rollback A->B",
@@ -468,6 +471,7 @@ def test_every_power_cut_crash_state_recovers_to_exactly_old_or_exactly_new(
     tally = Tally()
     explore(story, name, STATES_PER_COMMAND, SEED, tally)
     print(f"{name}: {story.commands[name].trace.summary}; {tally.explored[name]} crash states")
+    EXPLORED[name] = tally.explored[name]
     assert tally.explored[name] >= min(STATES_PER_COMMAND, 40), tally.explored
     assert not tally.failures, f"{len(tally.failures)} crash state(s) (seed {SEED}):\n" + "\n".join(
         tally.failures[:20]
@@ -494,5 +498,8 @@ def test_a_repair_cut_short_leaves_no_temporary_copy_after_the_next_recover(
     bench.reset()
 
 
-def test_the_suite_explores_at_least_two_hundred_crash_states() -> None:
-    assert STATES_PER_COMMAND * len(COMMANDS) >= 200
+def test_the_suite_explored_at_least_two_hundred_distinct_crash_states() -> None:
+    """Counted from what the explorations above found, not from the setting that asked for them."""
+    if len(EXPLORED) < len(COMMANDS):
+        pytest.skip("counts the explorations of every command: run the whole module")
+    assert sum(EXPLORED.values()) >= 200, EXPLORED
