@@ -91,10 +91,10 @@ _STORAGE_ERRNOS = {
 # child `mlvs run` (a pipeline stage) printed them.
 _STORAGE_WORDS = {
     "disk is full": "no space left on the device",
-    "no space left on the device": "no space left on the device",
     "disk i/o error": "the disk refused a write (full, or a file size limit)",
     "readonly database": "the database is read-only",
-    "no space left on device": "no space left on the device",
+    # The OS says "on device", mlvs's own line "on the device": one stem for both.
+    "no space left on": "no space left on the device",
     "file too large": "the file is too large (the file size limit is reached)",
     "read-only file system": "the file system is read-only",
     "operation not permitted": "the operation is not permitted (read-only or immutable)",

@@ -298,10 +298,11 @@ def _begin_journal(paths: ProjectPaths) -> tuple[Journal, dict[str, str | None]]
 
 def _error_lines(output: str) -> list[str]:
     """The error lines DVC and the stages' `mlvs run` printed, without their prefixes."""
+    prefixes = ("ERROR:", CHILD_ERROR.rstrip())
     return [
-        line.strip().removeprefix("mlvs: error:").removeprefix("ERROR:").strip()
+        line.strip().removeprefix(prefixes[1]).removeprefix(prefixes[0]).strip()
         for line in output.splitlines()
-        if line.strip().startswith(("ERROR:", "mlvs: error:"))
+        if line.strip().startswith(prefixes)
     ]
 
 
