@@ -43,6 +43,8 @@ from mlvs.ml.modeling import (
     CrossValidation,
     build_classifier,
     cross_validate_model,
+    cross_validate_models,
+    fitting_pool,
     holdout_metrics,
 )
 from mlvs.ml.modelio import save_model
@@ -236,17 +238,18 @@ class TrainedModel:
                 pd.DataFrame(), "Skipped: compare_model_types is false in the train params."
             )
         X, y = datamod.features_and_target(self.train)
-        predictions = {}
-        for name in MODEL_TYPES:
-            if name == self.params.model_type:
-                predictions[name] = self.cross_validation
-                continue
-            classifier = build_classifier(
-                name, self.params.hyperparameters_of(name), self.params.seed
+        others = {
+            name: build_model(
+                build_classifier(name, self.params.hyperparameters_of(name), self.params.seed)
             )
-            predictions[name] = cross_validate_model(
-                build_model(classifier), X, y, self.params.cv_folds, self.params.seed
-            )
+            for name in MODEL_TYPES
+            if name != self.params.model_type
+        }
+        # One pool for every other type's folds: a slow type's fits fill the cores a fast one leaves.
+        predictions = {
+            self.params.model_type: self.cross_validation,
+            **cross_validate_models(others, X, y, self.params.cv_folds, self.params.seed),
+        }
         table = evaluation.compare_models(
             y.to_numpy(),
             predictions,
@@ -265,10 +268,19 @@ def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, params: Any) -> 
     """
     X, y = datamod.features_and_target(train)
     X_test, y_test = datamod.features_and_target(test)
-    classifier = build_classifier(params.model_type, params.model_hyperparameters(), params.seed)
-    model = build_model(classifier)
+    hyperparameters = params.model_hyperparameters()
+    model = build_model(build_classifier(params.model_type, hyperparameters, params.seed))
     fault_point("train:train")
-    cross_validation = cross_validate_model(model, X, y, params.cv_folds, params.seed)
+    with fitting_pool(params.cv_folds + 1) as pool:
+        # The final fit needs nothing from the cross-validation: it runs beside the folds, on
+        # an estimator of its own (the folds clone theirs from a second, never fitted).
+        final = pool.submit(model.fit, X, y) if pool is not None else None
+        unfitted = build_model(build_classifier(params.model_type, hyperparameters, params.seed))
+        cross_validation = cross_validate_model(unfitted, X, y, params.cv_folds, params.seed, pool)
+        if final is None:
+            model.fit(X, y)
+        else:
+            final.result()
     if params.decision_threshold == "value":
         threshold = choose_threshold(
             y.to_numpy(),
@@ -277,7 +289,6 @@ def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, params: Any) -> 
         )
     else:
         threshold = float(params.decision_threshold)
-    model.fit(X, y)
     fault_point("train:evaluate")
     proba = model.predict_proba(X_test)[:, 1]
     test_values = contact_values(params.business, test["monthly_charges"])
