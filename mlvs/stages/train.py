@@ -246,10 +246,9 @@ class TrainedModel:
             if name != self.params.model_type
         }
         # One pool for every other type's folds: a slow type's fits fill the cores a fast one leaves.
-        predictions = {
-            self.params.model_type: self.cross_validation,
-            **cross_validate_models(others, X, y, self.params.cv_folds, self.params.seed),
-        }
+        fitted = cross_validate_models(others, X, y, self.params.cv_folds, self.params.seed)
+        fitted[self.params.model_type] = self.cross_validation
+        predictions = {name: fitted[name] for name in MODEL_TYPES}  # in the registry's order
         table = evaluation.compare_models(
             y.to_numpy(),
             predictions,

@@ -107,3 +107,19 @@ def test_training_on_two_cores_gives_the_model_and_figures_of_one(
     assert side_by_side.cross_validation.probability.tobytes() == (
         alone.cross_validation.probability.tobytes()
     )
+
+
+def test_the_model_comparison_on_two_cores_is_the_table_of_one(
+    split: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, test = split
+    params = load_stage("train", Path(REPO)).model_copy(
+        update={"cv_folds": 3, "compare_model_types": True}
+    )
+    tables = []
+    for cores in (1, 2):
+        on_cores(monkeypatch, cores)
+        tables.append(train_and_evaluate(train, test, params).compare_model_types().table)
+    assert list(tables[0].index) == list(tables[1].index)
+    assert tables[0].equals(tables[1]), (tables[0], tables[1])
+    assert len(tables[0]) == len(MODEL_TYPES)
