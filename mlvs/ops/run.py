@@ -28,7 +28,7 @@ import yaml
 from mlvs._io import atomic_write_text
 from mlvs.backends.dvc.hashcache import HashCache
 from mlvs.backends.dvc.objects import ObjectStore
-from mlvs.backends.kernel import ipc_kernel_config
+from mlvs.backends.kernel import fork_kernel_template, ipc_kernel_config, template_directory
 from mlvs.backends.mlflow import tracking
 from mlvs.backends.mlflow.handoff import RunHandoff
 from mlvs.backends.mlflow.store import require_server, store_exists, unreachable_message
@@ -291,12 +291,17 @@ def run_notebook(
     """
     parameters = dict(parameters or {})
     notebook = resolve_notebook(paths, name)
-    with Sidecar() as side:
+    with Sidecar() as side, template_directory() as template_dir:
+        # The side process imports what the kernel needs and forks it a template first,
+        # before it opens the store (the template must hold no SQLite handle).
+        template = side.submit(fork_kernel_template, template_dir)
         # MLflow's import and store opening (2 s or more) overlap papermill's import below.
         side.submit(open_tracking, paths)
         validate_parameters(paths, notebook, parameters)
         with state_lock(paths):
-            return _execute_notebook(paths, notebook, parameters, output_dir, progress, side)
+            return _execute_notebook(
+                paths, notebook, parameters, output_dir, progress, side, (template, template_dir)
+            )
 
 
 def _execute_notebook(
@@ -306,8 +311,12 @@ def _execute_notebook(
     output_dir: Path | None,
     progress: bool,
     side: Sidecar,
+    template: tuple[int, str],
 ) -> NotebookResult:
-    """`run_notebook` once its inputs are checked and the lock is held."""
+    """`run_notebook` once its inputs are checked and the lock is held.
+
+    `template`: the side process's ticket for the kernel template, and its directory.
+    """
     # deferred: a refused name or parameter should not pay for papermill (~0.7 s).
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -328,6 +337,7 @@ def _execute_notebook(
         running.mkdir(parents=True, exist_ok=True)
     _clear_dead_runs(running)
     staged = running / f"{os.getpid()}-{notebook.name}"
+    template_dir = _warm_template(side, *template)
     began = side.submit(begin_tracked_run, paths, notebook.stem)
     side.submit(prepare_html)
     handoff = _handoff(paths, running / f"{os.getpid()}.run")
@@ -343,7 +353,7 @@ def _execute_notebook(
     failed, error = False, ""
     try:
         try:
-            with temporary_environment(env), ipc_kernel_config() as kernel_config:
+            with temporary_environment(env), ipc_kernel_config(template_dir) as kernel_config:
                 papermill.execute_notebook(
                     str(notebook),
                     str(staged),
@@ -378,6 +388,20 @@ def _execute_notebook(
         "%s finished in %.1f s (MLflow run %s); report: %s", notebook.name, seconds, run_id, output
     )
     return NotebookResult(notebook.stem, output, html, run_id, seconds, parameters)
+
+
+def _warm_template(side: Sidecar, ticket: int, directory: str) -> str | None:
+    """The directory of the side process's kernel template, or None to start the kernel cold.
+
+    Waited for here, before the run's other calls to the side process are read from another
+    thread: the template is ready once the side process has imported what the kernel needs.
+    """
+    try:
+        pid = side.result(ticket)
+    except Exception as exc:  # a platform or process that cannot fork one: the kernel starts cold
+        log.debug("no kernel template (%s: %s); the kernel starts cold", type(exc).__name__, exc)
+        return None
+    return directory if pid is not None else None
 
 
 def _handoff(paths: ProjectPaths, path: Path) -> RunHandoff | None:
