@@ -89,17 +89,25 @@ def test_the_folds_run_on_a_pool_of_threads_only_when_there_is_more_than_one_cor
     assert threads == [threading.current_thread().name] * 3, threads
 
 
+def trained_on_one_core_and_two(
+    split: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch, compare: bool
+) -> tuple[Any, Any]:
+    """The default training, 3 folds, on one core, then on two."""
+    train, test = split
+    params = load_stage("train", Path(REPO)).model_copy(
+        update={"cv_folds": 3, "compare_model_types": compare}
+    )
+    trained = []
+    for cores in (1, 2):
+        on_cores(monkeypatch, cores)
+        trained.append(train_and_evaluate(train, test, params))
+    return trained[0], trained[1]
+
+
 def test_training_on_two_cores_gives_the_model_and_figures_of_one(
     split: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    train, test = split
-    params = load_stage("train", Path(REPO)).model_copy(
-        update={"cv_folds": 3, "compare_model_types": False}
-    )
-    on_cores(monkeypatch, 1)
-    alone = train_and_evaluate(train, test, params)
-    on_cores(monkeypatch, 2)
-    side_by_side = train_and_evaluate(train, test, params)
+    alone, side_by_side = trained_on_one_core_and_two(split, monkeypatch, compare=False)
     assert side_by_side.cv == alone.cv
     assert side_by_side.test == alone.test
     assert side_by_side.decision_threshold == alone.decision_threshold
@@ -112,14 +120,10 @@ def test_training_on_two_cores_gives_the_model_and_figures_of_one(
 def test_the_model_comparison_on_two_cores_is_the_table_of_one(
     split: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    train, test = split
-    params = load_stage("train", Path(REPO)).model_copy(
-        update={"cv_folds": 3, "compare_model_types": True}
-    )
-    tables = []
-    for cores in (1, 2):
-        on_cores(monkeypatch, cores)
-        tables.append(train_and_evaluate(train, test, params).compare_model_types().table)
+    tables = [
+        trained.compare_model_types().table
+        for trained in trained_on_one_core_and_two(split, monkeypatch, compare=True)
+    ]
     assert list(tables[0].index) == list(tables[1].index)
     assert tables[0].equals(tables[1]), (tables[0], tables[1])
     assert len(tables[0]) == len(MODEL_TYPES)
