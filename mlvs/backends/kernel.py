@@ -83,7 +83,7 @@ def template_directory() -> Iterator[str]:
 # --- Kernels forked warm ------------------------------------------------------------------
 #
 # `mlvs run`'s side process imports MLflow, pandas and SQLAlchemy to create the run, and the
-# notebook's kernel imported them all again: about 3.5 s of CPU per notebook. Instead, the side
+# notebook's kernel imported them all again: 2 to 3 s of CPU per notebook. Instead, the side
 # process imports them once, with ipykernel, and forks a template before it opens any store;
 # when papermill starts the kernel, the template becomes it. The kernel then starts with those
 # modules imported and nothing else of the side process's state: the fork comes before any
@@ -193,14 +193,9 @@ def _settle_import_time_choices() -> None:
 
 
 def _read_line(connection: socket.socket) -> bytes:
-    """One newline-ended message from `connection`."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = connection.recv(65536)
-        if not chunk:
-            raise ConnectionError("the other end closed before a whole message")
-        data += chunk
-    return data
+    """One newline-ended message from `connection` (empty or cut short when the other end closed)."""
+    with connection.makefile("rb") as stream:
+        return stream.readline()
 
 
 def ask_template(directory: str, cmd: list[str], env: dict[str, str], cwd: str) -> int:

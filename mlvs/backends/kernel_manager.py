@@ -1,6 +1,6 @@
 """The kernel manager `mlvs run` gives papermill: a kernel forked warm from its side process.
 
-Named by its import path in the kernel config (`ipc_kernel_config(template=...)`), so that
+Named by its import path in the kernel config (`ipc_kernel_config(template_dir)`), so that
 jupyter_client is imported only when a notebook runs. See `mlvs.backends.kernel`.
 """
 
