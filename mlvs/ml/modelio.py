@@ -8,11 +8,16 @@ stored inside the file (which an attacker would control).
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
+import importlib.machinery
 import io
 import json
 import re
+import sys
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import (
@@ -138,6 +143,99 @@ def _reproducible_zip(payload: bytes) -> bytes:
     return out.getvalue()
 
 
+# --- importing skops ------------------------------------------------------------------------
+#
+# When skops.io is imported, it names each of scipy's and numpy's public ufuncs by the first
+# loaded module that holds it: about 840 objects, each looked for with `getattr` in every module
+# of `sys.modules`, module-level `__getattr__` hooks included. In a process that has MLflow and
+# pandas loaded (2,700 modules: a notebook's kernel, `mlvs verify`, `mlvs serve`), that search
+# took 2.4 of the 3.5 s the import cost (cProfile). The same search over the modules' own
+# namespaces, indexed once, finds the same modules; an object it cannot find that way is
+# searched for as before. The faster search is in place only while skops.io is imported: its
+# function is swapped as its module `skops.io._utils` is executed (before the package's
+# `__init__` uses it), through an import hook, and put back afterwards.
+
+_SKOPS_UTILS = "skops.io._utils"
+
+
+class _ModuleIndex:
+    """Which loaded module first holds each (name, object), in `sys.modules` order."""
+
+    def __init__(self) -> None:
+        self._size = -1
+        self._first: dict[tuple[str, int], str] = {}
+
+    def find(self, obj: Any, name: str) -> str | None:
+        if len(sys.modules) != self._size:  # a module was imported since: index again
+            self._first = {}
+            for module_name, module in list(sys.modules.items()):
+                if module_name in ("__main__", "__mp_main__") or module is None:
+                    continue
+                namespace = getattr(module, "__dict__", None)
+                if isinstance(namespace, dict):
+                    for key, value in list(namespace.items()):
+                        self._first.setdefault((key, id(value)), module_name)
+            self._size = len(sys.modules)
+        return self._first.get((name, id(obj)))
+
+
+def _indexed(search: Callable[[Any, str], str]) -> Callable[[Any, str], str]:
+    """skops' `whichmodule(obj, name)`, answered from an index before the search `search` does."""
+    index = _ModuleIndex()
+
+    def whichmodule(obj: Any, name: str) -> str:
+        module_name = getattr(obj, "__module__", None)
+        if module_name is not None:
+            return str(module_name)
+        found = index.find(obj, name) if "." not in name else None
+        return found if found is not None else search(obj, name)
+
+    return whichmodule
+
+
+class _IndexedSearchHook(importlib.abc.MetaPathFinder):
+    """Finds `skops.io._utils` as Python would, and gives its search the index once it has run."""
+
+    def __init__(self) -> None:
+        self.search: Callable[[Any, str], str] | None = None
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != _SKOPS_UTILS:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        loader = spec.loader if spec is not None else None
+        if isinstance(loader, importlib.machinery.SourceFileLoader):
+            execute = loader.exec_module
+
+            def exec_module(module: ModuleType) -> None:
+                execute(module)
+                search = getattr(module, "whichmodule", None)
+                if callable(search):
+                    self.search = search
+                    module.whichmodule = _indexed(search)  # type: ignore[attr-defined]
+
+            loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def skops_io() -> ModuleType:
+    """`skops.io`, imported with its search for each ufunc's module answered from an index."""
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    hook = _IndexedSearchHook()
+    sys.meta_path.insert(0, hook)
+    try:
+        # deferred: skops (~2 s, with scikit-learn) is imported only when a model is saved or loaded
+        import skops.io
+    finally:
+        sys.meta_path.remove(hook)
+        if hook.search is not None:
+            sys.modules[_SKOPS_UTILS].whichmodule = hook.search  # type: ignore[attr-defined]
+    return skops.io
+
+
 def _dump_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
@@ -146,9 +244,7 @@ def save_model(
     model: Any, paths: ProjectPaths, card: dict[str, Any], golden_rows: pd.DataFrame
 ) -> SavedModel:
     """Write the model (skops), its card (with the model's SHA-256) and its golden predictions."""
-    # deferred: skops (~4 s, with scikit-learn) is imported only when this runs
-    import skops.io as sio
-
+    sio = skops_io()
     payload = _reproducible_zip(sio.dumps(model))
     atomic_write_bytes(paths.model_file, payload)
     digest = sha256_file(paths.model_file)
@@ -247,8 +343,8 @@ def load_model_bytes(
 
     `shown` names the model in an error, `fix` says what to do about a hash that differs.
     """
-    # deferred: skops (~4 s, with scikit-learn) is imported only when this runs
-    import skops.io as sio
+    sio = skops_io()
+    # deferred: imported with skops.io just above
     from skops.io.exceptions import UntrustedTypesFoundException
 
     actual = hashlib.sha256(payload).hexdigest()

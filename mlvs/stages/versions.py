@@ -18,7 +18,7 @@ from mlvs._io import sha256_file
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.mlflow.versions import VersionDetails, register_version, version_details
 from mlvs.errors import IntegrityError
-from mlvs.ml.modelio import _reproducible_zip, load_model_bytes, read_card
+from mlvs.ml.modelio import _reproducible_zip, load_model_bytes, read_card, skops_io
 from mlvs.ml.params import load_stage
 from mlvs.paths import ProjectPaths
 
@@ -112,8 +112,7 @@ def register_fitted_model(
     Its file (skops, byte-reproducible) goes into the DVC cache, where `load_version_model`
     finds it by the hashes its run records; `params` should hold its `decision_threshold`.
     """
-    # deferred: skops (~4 s, with scikit-learn) is imported only when this runs
-    import skops.io as sio
+    sio = skops_io()
 
     train = load_stage("train", paths.root)
     payload = _reproducible_zip(sio.dumps(model))

@@ -32,7 +32,7 @@ from mlvs.ml.data import features_and_target, read_customers, write_csv
 from mlvs.ml.decision import fixed_or_default_threshold
 from mlvs.ml.features import build_model
 from mlvs.ml.modeling import build_classifier
-from mlvs.ml.modelio import _reproducible_zip
+from mlvs.ml.modelio import _reproducible_zip, skops_io
 from mlvs.ml.params import load_stage, read_yaml
 from mlvs.ops.deploy import deploy
 from mlvs.ops.pipeline import run_stage
@@ -304,8 +304,7 @@ def inject_model_replaced_by_worse(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
     """A valid model trained on shuffled labels, with its card's hash patched: only behaviour gives it away."""
-    # deferred: skops (~4 s, with scikit-learn) is imported only when this runs
-    import skops.io as sio
+    sio = skops_io()
 
     params = load_stage("train", paths.root)
     X, y = features_and_target(read_customers(paths.train_data))
