@@ -222,8 +222,11 @@ class _IndexedSearchHook(importlib.abc.MetaPathFinder):
 
 def skops_io() -> ModuleType:
     """`skops.io`, imported with its search for each ufunc's module answered from an index."""
-    if "skops.io" in sys.modules:
-        return sys.modules["skops.io"]
+    if _SKOPS_UTILS in sys.modules:
+        # deferred: imported already, or being imported by another thread (this import waits)
+        import skops.io
+
+        return skops.io
     hook = _IndexedSearchHook()
     sys.meta_path.insert(0, hook)
     try:
