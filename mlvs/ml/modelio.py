@@ -239,6 +239,11 @@ def skops_io() -> ModuleType:
     return skops.io
 
 
+def model_bytes(model: Any) -> bytes:
+    """The model's skops archive, the same bytes for the same model."""
+    return _reproducible_zip(skops_io().dumps(model))
+
+
 def _dump_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
@@ -247,8 +252,7 @@ def save_model(
     model: Any, paths: ProjectPaths, card: dict[str, Any], golden_rows: pd.DataFrame
 ) -> SavedModel:
     """Write the model (skops), its card (with the model's SHA-256) and its golden predictions."""
-    sio = skops_io()
-    payload = _reproducible_zip(sio.dumps(model))
+    payload = model_bytes(model)
     atomic_write_bytes(paths.model_file, payload)
     digest = sha256_file(paths.model_file)
     golden = {

@@ -18,7 +18,7 @@ from mlvs._io import sha256_file
 from mlvs.backends.dvc.objects import ObjectStore
 from mlvs.backends.mlflow.versions import VersionDetails, register_version, version_details
 from mlvs.errors import IntegrityError
-from mlvs.ml.modelio import _reproducible_zip, load_model_bytes, read_card, skops_io
+from mlvs.ml.modelio import load_model_bytes, model_bytes, read_card
 from mlvs.ml.params import load_stage
 from mlvs.paths import ProjectPaths
 
@@ -112,10 +112,8 @@ def register_fitted_model(
     Its file (skops, byte-reproducible) goes into the DVC cache, where `load_version_model`
     finds it by the hashes its run records; `params` should hold its `decision_threshold`.
     """
-    sio = skops_io()
-
     train = load_stage("train", paths.root)
-    payload = _reproducible_zip(sio.dumps(model))
+    payload = model_bytes(model)
     sha256, md5 = hashlib.sha256(payload).hexdigest(), hashlib.md5(payload).hexdigest()
     ObjectStore(paths).put_bytes(md5, payload)
     try:

@@ -32,7 +32,7 @@ from mlvs.ml.data import features_and_target, read_customers, write_csv
 from mlvs.ml.decision import fixed_or_default_threshold
 from mlvs.ml.features import build_model
 from mlvs.ml.modeling import build_classifier
-from mlvs.ml.modelio import _reproducible_zip, skops_io
+from mlvs.ml.modelio import model_bytes
 from mlvs.ml.params import load_stage, read_yaml
 from mlvs.ops.deploy import deploy
 from mlvs.ops.pipeline import run_stage
@@ -304,15 +304,13 @@ def inject_model_replaced_by_worse(
     paths: ProjectPaths, s: Scenario, rng: np.random.Generator
 ) -> dict[str, Any]:
     """A valid model trained on shuffled labels, with its card's hash patched: only behaviour gives it away."""
-    sio = skops_io()
-
     params = load_stage("train", paths.root)
     X, y = features_and_target(read_customers(paths.train_data))
     worse = build_model(
         build_classifier(params.model_type, params.model_hyperparameters(), params.seed)
     )
     worse.fit(X, rng.permutation(y.to_numpy()))
-    atomic_write_bytes(paths.model_file, _reproducible_zip(sio.dumps(worse)))
+    atomic_write_bytes(paths.model_file, model_bytes(worse))
     card = json.loads(paths.model_card.read_text(encoding="utf-8"))
     card["model_sha256"] = sha256_file(paths.model_file)
     atomic_write_text(paths.model_card, json.dumps(card, indent=2, sort_keys=True) + "\n")
