@@ -49,10 +49,12 @@ $(UV_STAMP):
 	@touch $(UV_STAMP)
 
 # A lock that no longer matches pyproject.toml stops here, in one line, before anything is
-# installed; `--offline`: that comparison needs no index.
+# installed; `--offline`: that comparison needs no index. uv resolves only when the
+# requirements differ from those the lock recorded, so a resolution that needed the network
+# (a fresh machine's empty cache) means the same: the lock is out of date.
 $(STAMP): pyproject.toml uv.lock | $(UV_STAMP)
 	@out=$$($(UV_ENV) $(UV) lock --check --offline 2>&1) || { case "$$out" in \
-	    *"needs to be updated"*) echo "uv.lock is out of date with pyproject.toml: run \`make lock\` and commit uv.lock" >&2 ;; \
+	    *"needs to be updated"*|*"network was disabled"*) echo "uv.lock is out of date with pyproject.toml: run \`make lock\` and commit uv.lock" >&2 ;; \
 	    *) echo "$$out" >&2 ;; esac; exit 1; }
 	$(PYTHON) -m venv --without-pip $(VENV)
 	$(UV_ENV) $(UV) sync --frozen --extra dev --python $(BIN)/python --quiet
