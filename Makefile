@@ -77,7 +77,7 @@ lint: $(STAMP) ## Lint: ruff, the formatting, mypy and the import contracts
 # Three workers on two cores: a test spends part of its time waiting (for a server to start,
 # a kernel to answer, a child to exit), and a third worker fills those waits; with three, both
 # cores stay busy from the first test to the last (vmstat). The gain is small against this
-# machine's run-to-run spread: 1,015 to 1,105 s with three workers, 1,034 to 1,121 s with two.
+# machine's run-to-run spread: 880 to 1,105 s with three workers, 1,034 to 1,121 s with two.
 test: lint ## Set up, lint, then run the whole test suite
 	.ci/system-deps
 	HYPOTHESIS_STORAGE_DIRECTORY=$$(mktemp -d) $(BIN)/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder
