@@ -157,6 +157,14 @@ LOCK_TIMEOUT: Setting[float] = Setting(
     fix="set it to e.g. 30 or unset it",
 )
 
+WARM_SIDE_PROCESSES: Setting[Path | None] = Setting(
+    "MLVS_WARM_SIDE_PROCESSES",
+    Path,
+    None,
+    "Set by `mlvs pipeline` for its stages: the socket of a process that forks each `mlvs run` "
+    "its side process with MLflow, pandas and scikit-learn imported once; never set it by hand.",
+)
+
 LOCK_TOKEN: Setting[str | None] = Setting(
     "MLVS_LOCK_TOKEN",
     _optional_text,
@@ -246,6 +254,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     SPARE_BYTES,
     LOCK_TIMEOUT,
     LOCK_TOKEN,
+    WARM_SIDE_PROCESSES,
     ALIAS_LEASE_SECONDS,
     COLOR,
     FAILPOINT,

@@ -8,7 +8,6 @@ files in a directory only this user can enter (mode 0700), removed when the kern
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import json
 import os
@@ -23,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from mlvs.sidecar import die_with
 
 if TYPE_CHECKING:
     from traitlets.config import Config
@@ -99,11 +100,22 @@ WARM_MODULES = (
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store",
 )
+# What the stages' kernels import besides: a pipeline's warm process (`mlvs.sidecar`) imports
+# these too, once, so that neither stage's kernel imports scikit-learn itself.
+WARM_STAGE_MODULES = (
+    *WARM_MODULES,
+    "sklearn.compose",
+    "sklearn.ensemble",
+    "sklearn.linear_model",
+    "sklearn.metrics",
+    "sklearn.model_selection",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+)
 TEMPLATE_SOCKET = "template.sock"
 WARM_KERNEL_MANAGER = "mlvs.backends.kernel_manager.WarmKernelManager"
 # How long the runner waits for the template's answer before it starts the kernel cold.
 TEMPLATE_TIMEOUT_S = 30.0
-_PR_SET_PDEATHSIG = 1
 _IPYKERNEL_ARGV = ("-m", "ipykernel_launcher")
 
 
@@ -137,17 +149,9 @@ def fork_kernel_template(directory: str) -> int | None:
     return pid
 
 
-def _die_with(parent: int) -> None:
-    """Be killed when `parent` (the side process) ends, as a cold kernel stops with its runner."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # it ended before the signal was asked for
-        os._exit(1)
-
-
 def _serve_as_kernel(listener: socket.socket, parent: int) -> int:
     """The template: wait for the one request, then become the kernel it describes."""
-    _die_with(parent)
+    die_with(parent)
     connection, _ = listener.accept()
     listener.close()
     with connection:

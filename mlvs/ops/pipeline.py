@@ -11,6 +11,7 @@ from typing import Any
 from mlvs._io import sync_file_system
 from mlvs.backends.dvc.command import dvc
 from mlvs.backends.dvc.outputs import dvc_outputs
+from mlvs.backends.kernel import WARM_STAGE_MODULES, template_directory
 from mlvs.backends.mlflow.backups import backup_mlflow_db
 from mlvs.backends.mlflow.store import require_server, server_problem, unreachable_message
 from mlvs.backends.uris import redact_credentials
@@ -26,6 +27,7 @@ from mlvs.ml.params import STAGES, load_stage
 from mlvs.ops.repair import RecoveryOutcome, evidence_dir, restore_recorded_files, undo_pipeline
 from mlvs.ops.run import temporary_environment
 from mlvs.paths import STAGE_NOTEBOOKS, ProjectPaths
+from mlvs.sidecar import warm_side_processes
 from mlvs.state.interrupted import (
     recover_interrupted,
 )
@@ -211,7 +213,14 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
     journal, kept = _begin_journal(paths)
     progress = StageProgress()
     try:
-        result = dvc(paths, *args, check=False, echo=True, on_line=progress.line)
+        # Each stage's `mlvs run` gets its side process forked warm from one process here.
+        with (
+            template_directory() as warm_dir,
+            warm_side_processes(warm_dir, WARM_STAGE_MODULES) as warm_env,
+        ):
+            result = dvc(
+                paths, *args, check=False, echo=True, on_line=progress.line, extra_env=warm_env
+            )
     except BaseException:
         progress.finish(ok=False)
         room.release()

@@ -61,6 +61,17 @@ def test_the_console_shows_each_stage_and_no_contradicting_hint(_trained_templat
     assert "\x1b[" not in console  # not a terminal: no colour
 
 
+def test_each_stage_of_the_pipeline_got_its_side_process_forked_warm(
+    _trained_template: Path,
+) -> None:
+    # The shared template's own `mlvs pipeline`: each stage's `mlvs run` logged its side process.
+    log = (_trained_template / ".mlvs" / "logs" / "mlvs.log").read_text(encoding="utf-8")
+    forked = re.findall(r" (\d+) DEBUG mlvs\.run: side process (\d+) forked warm", log)
+    runs = {run for run, _ in forked}
+    side_processes = {side for _, side in forked}
+    assert len(runs) == 2 and len(side_processes) == 2, log[-3000:]
+
+
 def test_second_run_skips_unchanged_stages(trained_workspace: Path) -> None:
     before = tree_hashes(trained_workspace / "data") | tree_hashes(trained_workspace / "models")
     result = mlvs(trained_workspace, "pipeline", "--json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mlvs.errors import ExternalToolError
@@ -31,15 +31,17 @@ def dvc(
     check: bool = True,
     echo: bool = False,
     on_line: Callable[[str], str | None] | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a DVC command in the project; raise ExternalToolError when `check` and it fails.
 
     With `echo`, each output line is shown on stderr as it comes, or what `on_line` makes
-    of it (None: not shown); the result holds every line either way.
+    of it (None: not shown); the result holds every line either way. `extra_env` is added
+    to the environment of DVC and of the stage commands it runs.
     """
     command = [sys.executable, "-m", "dvc", *args]
     log.debug("dvc %s", " ".join(args))
-    env = {**tool_env(), ROOT.name: str(paths.root)}
+    env = {**tool_env(), **(extra_env or {}), ROOT.name: str(paths.root)}
     if echo:
         # Stage commands print their own progress; let it through as it happens.
         proc = subprocess.Popen(
