@@ -26,7 +26,7 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
@@ -319,11 +319,6 @@ class _ForkedSideProcess:
             self._exitcode = 1
 
     @property
-    def pid(self) -> int | None:
-        self.greeting()
-        return self._pid
-
-    @property
     def exitcode(self) -> int | None:
         self.join(0)
         return self._exitcode
@@ -448,10 +443,3 @@ class WarmSideProcesses:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@contextlib.contextmanager
-def warm_side_processes(directory: str, modules: tuple[str, ...]) -> Iterator[dict[str, str]]:
-    """`WarmSideProcesses` in `directory` for the block; yields the environment to pass on."""
-    with WarmSideProcesses(directory, modules) as warm:
-        yield warm.environment()

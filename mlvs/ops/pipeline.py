@@ -27,7 +27,7 @@ from mlvs.ml.params import STAGES, load_stage
 from mlvs.ops.repair import RecoveryOutcome, evidence_dir, restore_recorded_files, undo_pipeline
 from mlvs.ops.run import temporary_environment
 from mlvs.paths import STAGE_NOTEBOOKS, ProjectPaths
-from mlvs.sidecar import warm_side_processes
+from mlvs.sidecar import WarmSideProcesses
 from mlvs.state.interrupted import (
     recover_interrupted,
 )
@@ -216,10 +216,15 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
         # Each stage's `mlvs run` gets its side process forked warm from one process here.
         with (
             template_directory() as warm_dir,
-            warm_side_processes(warm_dir, WARM_STAGE_MODULES) as warm_env,
+            WarmSideProcesses(warm_dir, WARM_STAGE_MODULES) as warm,
         ):
             result = dvc(
-                paths, *args, check=False, echo=True, on_line=progress.line, extra_env=warm_env
+                paths,
+                *args,
+                check=False,
+                echo=True,
+                on_line=progress.line,
+                extra_env=warm.environment(),
             )
     except BaseException:
         progress.finish(ok=False)
