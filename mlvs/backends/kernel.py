@@ -111,6 +111,7 @@ WARM_STAGE_MODULES = (
     "sklearn.model_selection",
     "sklearn.pipeline",
     "sklearn.preprocessing",
+    "xgboost",
 )
 TEMPLATE_SOCKET = "template.sock"
 WARM_KERNEL_MANAGER = "mlvs.backends.kernel_manager.WarmKernelManager"

@@ -25,6 +25,8 @@ class RandomForestHyper(_Hyper):
     n_estimators: int = Field(default=200, ge=1, le=5000)
     max_depth: int | None = Field(default=None, ge=1, le=200)
     min_samples_leaf: int = Field(default=1, ge=1, le=10_000)
+    # Share of the features each split chooses from (scikit-learn's `max_features` as a fraction).
+    max_features: float = Field(default=0.25, gt=0.0, le=1.0)
 
 
 class LogisticRegressionHyper(_Hyper):
@@ -48,12 +50,43 @@ class ModelType:
     trusted_types: tuple[str, ...] = ()
 
 
-def _random_forest(h: RandomForestHyper, seed: int) -> Any:
-    # deferred: scikit-learn (~2.5 s) is imported only when this runs
-    from sklearn.ensemble import RandomForestClassifier
+# The share of distinct rows a bootstrap sample of n rows holds, 1 - 1/e, as n grows.
+BOOTSTRAP_SHARE = 0.632
+# The largest second derivative one row can add to a leaf under log loss: p(1 - p) at p = 1/2.
+MAX_ROW_HESSIAN = 0.25
 
-    # n_jobs=1 keeps fits bit-for-bit reproducible; the cross-validation fits its folds side by side instead.
-    return RandomForestClassifier(**h.model_dump(), random_state=seed, n_jobs=1)
+
+def _random_forest(h: RandomForestHyper, seed: int) -> Any:
+    """A random forest computed by XGBoost's random-forest mode.
+
+    The same model as scikit-learn's `RandomForestClassifier` with these hyperparameters:
+    `n_estimators` trees grown side by side to `max_depth`, each on its own sample of the
+    rows, each split choosing among a random `max_features` share of the features. What
+    differs is how a tree is computed: XGBoost bins each feature once (256 quantiles) and
+    finds splits on histograms, where scikit-learn sorts the rows at every node. On the
+    default training set that cross-validates about three times faster per core, with
+    the same ROC-AUC (`tests/benchmarks/test_cross_validation.py` measures both).
+
+    Two hyperparameters are translated: a tree samples `BOOTSTRAP_SHARE` of the rows
+    without replacement (the distinct rows a bootstrap sample holds), and a leaf needs a
+    hessian of `MAX_ROW_HESSIAN * min_samples_leaf`, which no fewer than
+    `min_samples_leaf` rows can reach.
+    """
+    # deferred: XGBoost (~0.1 s, after scikit-learn) is imported only when this runs
+    from xgboost import XGBRFClassifier
+
+    return XGBRFClassifier(
+        n_estimators=h.n_estimators,
+        max_depth=0 if h.max_depth is None else h.max_depth,  # 0: no limit
+        min_child_weight=MAX_ROW_HESSIAN * h.min_samples_leaf,
+        colsample_bynode=h.max_features,
+        subsample=BOOTSTRAP_SHARE,
+        tree_method="hist",
+        random_state=seed,
+        # One thread keeps fits bit-for-bit reproducible and lets the cross-validation fit
+        # its folds side by side instead.
+        n_jobs=1,
+    )
 
 
 def _logistic_regression(h: LogisticRegressionHyper, seed: int) -> Any:
@@ -71,7 +104,11 @@ def _gradient_boosting(h: GradientBoostingHyper, seed: int) -> Any:
 
 
 MODEL_TYPES: dict[str, ModelType] = {
-    "random_forest": ModelType(RandomForestHyper, _random_forest, ("sklearn.tree._tree.Tree",)),
+    "random_forest": ModelType(
+        RandomForestHyper,
+        _random_forest,
+        ("xgboost.core.Booster", "xgboost.sklearn.XGBRFClassifier"),
+    ),
     "logistic_regression": ModelType(LogisticRegressionHyper, _logistic_regression),
     "gradient_boosting": ModelType(
         GradientBoostingHyper, _gradient_boosting, ("sklearn.tree._tree.Tree",)

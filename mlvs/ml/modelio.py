@@ -108,24 +108,27 @@ class SavedModel:
 def _reproducible_zip(payload: bytes) -> bytes:
     """The same skops archive, made byte-identical for the same model.
 
-    skops names objects and array files after `id()` (memory addresses) and
-    stamps entries with the current time, so the same model would give new
-    bytes, and a new hash, on every run. Renumbering the ids in order of first
+    skops names objects and array files after `id()` (memory addresses), byte
+    strings (an XGBoost booster's model) after a random UUID, and stamps entries
+    with the current time, so the same model would give new bytes, and a new
+    hash, on every run. Renumbering the ids and names in order of first
     appearance and fixing the stamps makes a retrained model byte-identical,
     which `dvc.lock` and `mlvs reproduce` rely on.
     """
     source = zipfile.ZipFile(io.BytesIO(payload))
     schema = source.read("schema.json").decode("utf-8")
-    pattern = re.compile(r'("__id__": )(\d+)|"(\d+)\.npy"')
+    pattern = re.compile(r'("__id__": )(\d+)|"(\d+)\.npy"|"([0-9a-f-]{36})\.bin"')
     numbering: dict[str, str] = {}
     for match in pattern.finditer(schema):
-        old = match.group(2) or match.group(3)
+        old = match.group(2) or match.group(3) or match.group(4)
         numbering.setdefault(old, str(len(numbering) + 1))
 
     def renumber(match: re.Match[str]) -> str:
         if match.group(2):
             return match.group(1) + numbering[match.group(2)]
-        return f'"{numbering[match.group(3)]}.npy"'
+        if match.group(3):
+            return f'"{numbering[match.group(3)]}.npy"'
+        return f'"{numbering[match.group(4)]}.bin"'
 
     renamed = {"schema.json": pattern.sub(renumber, schema).encode("utf-8")}
     for info in source.infolist():
