@@ -40,8 +40,17 @@ if TYPE_CHECKING:
 
 # The feature step is named by where it lives, so moving it can never leave a stale name trusted.
 _FEATURE_STEP = f"{add_engineered_features.__module__}.{add_engineered_features.__qualname__}"
+# Model files saved when scikit-learn computed the forest and the boosting hold its trees;
+# they stay loadable (a rollback to an older snapshot serves one).
+_FORMER_MODEL_TYPES = ("sklearn.tree._tree.Tree",)
 TRUSTED_TYPES: tuple[str, ...] = tuple(
-    sorted({_FEATURE_STEP, *(t for m in MODEL_TYPES.values() for t in m.trusted_types)})
+    sorted(
+        {
+            _FEATURE_STEP,
+            *_FORMER_MODEL_TYPES,
+            *(t for m in MODEL_TYPES.values() for t in m.trusted_types),
+        }
+    )
 )
 
 
