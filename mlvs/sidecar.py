@@ -216,15 +216,27 @@ def _same_user(connection: socket.socket) -> bool:
     return uid == os.getuid()
 
 
-def _warm_server(directory: str, modules: tuple[str, ...], parent: int) -> None:
-    """The warm process: import `modules` when first asked, then fork one side process per request."""
+def _import_all(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a module that will not import is imported cold later
+            log.debug("warm side processes: %s not imported (%s)", name, exc)
+
+
+def _warm_server(directory: str, modules: tuple[str, ...], parent: int, eager: bool) -> None:
+    """The warm process: import `modules` (at once when `eager`, else when first asked), then
+    fork one side process per request."""
     die_with(parent)
     # The side processes are not waited for here: the kernel reaps them.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(os.path.join(directory, WARM_SOCKET))
     listener.listen(8)
-    imported = False
+    # Listening first: a request that comes while the imports run waits in the backlog.
+    imported = eager
+    if eager:
+        _import_all(modules)
     while True:
         connection, _ = listener.accept()
         streams: list[int] = []
@@ -240,11 +252,7 @@ def _warm_server(directory: str, modules: tuple[str, ...], parent: int) -> None:
                 continue
             if not imported:
                 imported = True
-                for name in modules:
-                    try:
-                        importlib.import_module(name)
-                    except Exception as exc:  # a module that will not import is imported cold later
-                        log.debug("warm side processes: %s not imported (%s)", name, exc)
+                _import_all(modules)
             if os.fork() == 0:
                 listener.close()
                 _become_side_process(connection, request, streams)  # never returns
@@ -406,16 +414,21 @@ def _fork_warm(directory: Path | None) -> _ForkedSideProcess | None:
 class WarmSideProcesses:
     """A process that imports `modules` once and forks warm side processes for the `mlvs run`
     commands started below this one; they find it through `environment()`. Use it as a context
-    manager, around the command that starts them; it also ends when this process does."""
+    manager, around the command that starts them; it also ends when this process does.
 
-    def __init__(self, directory: str, modules: tuple[str, ...]) -> None:
+    `eager`: import at once, beside what runs before the first `mlvs run` asks (when a run is
+    certain); otherwise when the first one asks, so that a command with nothing to run pays
+    only for starting the process.
+    """
+
+    def __init__(self, directory: str, modules: tuple[str, ...], eager: bool = False) -> None:
         self.directory = directory
         self._process: Any = None
         if not warm_side_processes_supported():
             return
         context = multiprocessing.get_context("spawn")
         self._process = context.Process(
-            target=_warm_server, args=(directory, modules, os.getpid()), daemon=True
+            target=_warm_server, args=(directory, modules, os.getpid(), eager), daemon=True
         )
         self._process.start()
         identity = Path(directory) / WARM_IDENTITY

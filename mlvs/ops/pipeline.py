@@ -214,9 +214,10 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
     progress = StageProgress()
     try:
         # Each stage's `mlvs run` gets its side process forked warm from one process here.
+        # Forced, every stage runs: the imports start now, beside DVC's own start.
         with (
             template_directory() as warm_dir,
-            WarmSideProcesses(warm_dir, WARM_STAGE_MODULES) as warm,
+            WarmSideProcesses(warm_dir, WARM_STAGE_MODULES, eager=force) as warm,
         ):
             result = dvc(
                 paths,

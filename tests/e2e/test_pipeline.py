@@ -144,6 +144,7 @@ def test_model_is_registered_with_signature_and_champion_alias(trained_workspace
     assert mlmodel["flavors"]["sklearn"]["serialization_format"] == "skops"
     requirements = (model_dir / "requirements.txt").read_text()
     assert "scikit-learn==" in requirements and "skops==" in requirements
+    assert re.search(r"^xgboost(-cpu)?==\d", requirements, re.MULTILINE), requirements
 
 
 @pytest.fixture

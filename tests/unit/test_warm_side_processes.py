@@ -144,3 +144,23 @@ def test_the_warm_process_ends_with_the_command_that_started_it(tmp_path: Path) 
     while not _ended(warm_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _ended(warm_pid), "the warm process outlived the command that started it"
+
+
+def _importing_leaves_a_mark(modules: Path, mark: Path) -> str:
+    """A module, importable by the warm process, that creates `mark` when imported."""
+    (modules / "leaves_a_mark.py").write_text(f"open({str(mark)!r}, 'w').close()\n")
+    return "leaves_a_mark"
+
+
+@pytest.mark.parametrize("eager", [True, False])
+def test_an_eager_warm_process_imports_before_anyone_asks_and_a_lazy_one_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, eager: bool
+) -> None:
+    mark = tmp_path / "imported"
+    module = _importing_leaves_a_mark(tmp_path, mark)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the spawned warm process starts with this path
+    with template_directory() as directory, WarmSideProcesses(directory, (module,), eager=eager):
+        deadline = time.monotonic() + (30 if eager else 3)
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mark.exists() is eager

@@ -17,7 +17,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -378,11 +378,44 @@ def log_operation_run(
     return run_id
 
 
+def _installed(*distributions: str) -> str:
+    """`name==version` of the first of `distributions` installed here (one module, several wheels)."""
+    for name in distributions:
+        try:
+            return f"{name}=={version(name)}"
+        except PackageNotFoundError:
+            continue
+    raise PackageNotFoundError(distributions[0])
+
+
 def _requirements() -> list[str]:
     """Pinned requirements of a saved model, given explicitly (inference costs ~5 s)."""
-    return [
+    pinned = [
         f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "skops", "pandas", "numpy", "mlflow")
     ]
+    # The trees of two model types: PyPI's CPU-only wheel on Linux and Windows, the full one on macOS.
+    return [*pinned, _installed("xgboost-cpu", "xgboost")]
+
+
+@contextlib.contextmanager
+def _requirements_taken_as_given(*modules: Any) -> Iterator[None]:
+    """Skip MLflow's check, in each of `modules`, that this environment satisfies the model's
+    requirements.
+
+    They are this environment's own versions, read one by one in `_requirements`, so the
+    check cannot fail; it maps every installed package's files to learn that (about 1.2 s
+    of each training run: MLflow runs it when it writes the model and again when it loads
+    it to try the input example). Where a module has no such check, nothing is skipped.
+    """
+    name = "warn_dependency_requirement_mismatches"
+    checks = [(module, getattr(module, name)) for module in modules if hasattr(module, name)]
+    for module, _ in checks:
+        setattr(module, name, lambda requirements: None)
+    try:
+        yield
+    finally:
+        for module, check in checks:
+            setattr(module, name, check)
 
 
 def log_and_register_model(model: Any, input_example: Any, registry: Any) -> Any:
@@ -392,6 +425,8 @@ def log_and_register_model(model: Any, input_example: Any, registry: Any) -> Any
     """
     # deferred: mlflow (~1.7 s) is imported only when this runs
     import mlflow
+    import mlflow.pyfunc
+    import mlflow.utils.environment
     from mlflow.models import infer_signature
 
     package_dir = PACKAGE_DIR
@@ -405,7 +440,10 @@ def log_and_register_model(model: Any, input_example: Any, registry: Any) -> Any
     level = model_logger.level
     model_logger.setLevel(logging.ERROR)
     try:
-        with _quiet_registration():
+        with (
+            _quiet_registration(),
+            _requirements_taken_as_given(mlflow.utils.environment, mlflow.pyfunc),
+        ):
             return _log_model(
                 mlflow, model, signature, input_example, registry, TRUSTED_TYPES, package_dir
             )
