@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from mlvs._io import sync_file_system
+from mlvs._io import atomic_write_bytes, sync_file_system
 from mlvs.backends.dvc.command import dvc
-from mlvs.backends.dvc.outputs import dvc_outputs
+from mlvs.backends.dvc.outputs import dvc_files, dvc_outputs
 from mlvs.backends.kernel import WARM_STAGE_MODULES, template_directory
 from mlvs.backends.mlflow.backups import backup_mlflow_db
 from mlvs.backends.mlflow.store import require_server, server_problem, unreachable_message
@@ -273,16 +274,11 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
     journal.update("reproduced")
 
     backup_mlflow_db(paths)
-    pushed = dvc(paths, "push", check=False)
-    if pushed.returncode != 0:
-        # The run itself succeeded and its outputs are in the DVC cache: a remote that is down
-        # costs nothing but the push, which the next pipeline, snapshot or `dvc push` repeats.
-        errors = [line for line in pushed.stderr.splitlines() if line.startswith("ERROR")]
-        log.warning(
-            "could not push the pipeline's data to the DVC remote (%s); it is safe in the DVC cache: "
-            "run `dvc push` or `mlvs snapshot create` once the remote is reachable",
-            redact_credentials(errors[-1] if errors else pushed.stderr.strip()[-200:]),
-        )
+    fingerprint = _push_fingerprint(paths)
+    if DVC_NOTHING_DONE in result.stdout and _pushed_already(paths, fingerprint):
+        log.debug("dvc push skipped: the last push sent these outputs to this remote")
+    else:
+        _push(paths, fingerprint)
     outcome = PipelineResult(
         stages=stages,
         seconds=time.perf_counter() - started,
@@ -291,6 +287,58 @@ def run_pipeline(paths: ProjectPaths, force: bool = False) -> PipelineResult:
     )
     journal.clear()
     return outcome
+
+
+# What the last successful push of a pipeline sent, and where: a pipeline with no stage to run
+# does not push again what that push sent. `dvc push` and `mlvs snapshot create` always push.
+LAST_PUSH = "last-push.json"
+_LAST_PUSH_MAX_BYTES = 1024
+
+
+def _push_fingerprint(paths: ProjectPaths) -> str:
+    """A hash of what a push sends and where: `dvc.lock`, the `.dvc` files, the remote's configuration."""
+    digest = hashlib.sha256()
+    for relative in ("dvc.lock", ".dvc/config", ".dvc/config.local", *dvc_files(paths.root)):
+        digest.update(relative.encode("utf-8") + b"\0")
+        try:
+            digest.update(hashlib.sha256((paths.root / relative).read_bytes()).digest())
+        except FileNotFoundError:
+            digest.update(b"absent\0")
+    return digest.hexdigest()
+
+
+def _pushed_already(paths: ProjectPaths, fingerprint: str) -> bool:
+    """Whether the last successful push recorded `fingerprint`; anything unreadable says no."""
+    marker = paths.state / LAST_PUSH
+    try:
+        if marker.stat().st_size > _LAST_PUSH_MAX_BYTES:
+            return False
+        recorded = json.loads(marker.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and recorded.get("fingerprint") == fingerprint
+
+
+def _push(paths: ProjectPaths, fingerprint: str) -> None:
+    """`dvc push`; on success record what it sent, on failure warn (the data is safe in the cache)."""
+    marker = paths.state / LAST_PUSH
+    # Forgotten first: a push cut short must never leave an older record that matches.
+    marker.unlink(missing_ok=True)
+    pushed = dvc(paths, "push", check=False)
+    if pushed.returncode == 0:
+        try:
+            atomic_write_bytes(marker, json.dumps({"fingerprint": fingerprint}).encode("utf-8"))
+        except OSError as exc:  # without the record, the next pipeline pushes again: no harm
+            log.debug("could not record the push (%s)", exc)
+        return
+    # The run itself succeeded and its outputs are in the DVC cache: a remote that is down
+    # costs nothing but the push, which the next pipeline, snapshot or `dvc push` repeats.
+    errors = [line for line in pushed.stderr.splitlines() if line.startswith("ERROR")]
+    log.warning(
+        "could not push the pipeline's data to the DVC remote (%s); it is safe in the DVC cache: "
+        "run `dvc push` or `mlvs snapshot create` once the remote is reachable",
+        redact_credentials(errors[-1] if errors else pushed.stderr.strip()[-200:]),
+    )
 
 
 def _begin_journal(paths: ProjectPaths) -> tuple[Journal, dict[str, str | None]]:

@@ -98,6 +98,40 @@ def test_data_reaches_the_dvc_remote(trained_workspace: Path) -> None:
     assert json.loads(status.stdout or "{}") == {}
 
 
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "dvc"), *args], cwd=root, env=clean_env(root), capture_output=True, text=True
+    )
+
+
+def _pushes_logged(root: Path) -> tuple[int, int]:
+    """How many `dvc push` the pipelines of `root` ran, and how many they skipped."""
+    log = (root / ".mlvs" / "logs" / "mlvs.log").read_text()
+    return log.count("mlvs.pipeline: dvc push\n"), log.count("dvc push skipped")
+
+
+def test_a_pipeline_with_nothing_to_run_pushes_only_what_its_last_push_did_not_send(
+    trained_workspace: Path, tmp_path: Path
+) -> None:
+    pushed, skipped = _pushes_logged(trained_workspace)
+    assert mlvs(trained_workspace, "pipeline").returncode == 0
+    assert _pushes_logged(trained_workspace) == (pushed, skipped + 1)
+
+    # Another remote: the same outputs have never been sent there, so the next pipeline sends them.
+    elsewhere = tmp_path / "another-remote"
+    changed = _dvc(trained_workspace, "remote", "add", "-d", "-f", "elsewhere", str(elsewhere))
+    assert changed.returncode == 0, changed.stderr
+    assert mlvs(trained_workspace, "pipeline").returncode == 0
+    assert _pushes_logged(trained_workspace) == (pushed + 1, skipped + 1)
+    status = _dvc(trained_workspace, "status", "--cloud", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout or "{}") == {}, status.stdout
+
+    # A record that cannot be read is no record: the pipeline pushes.
+    (trained_workspace / ".mlvs" / "last-push.json").write_text("{not json")
+    assert mlvs(trained_workspace, "pipeline").returncode == 0
+    assert _pushes_logged(trained_workspace) == (pushed + 2, skipped + 1)
+
+
 def test_each_notebook_is_a_finished_mlflow_run_with_its_report(trained_workspace: Path) -> None:
     client = mlflow_client(trained_workspace)
     experiment = client.get_experiment_by_name("mlvs")
