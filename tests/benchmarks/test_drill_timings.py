@@ -38,14 +38,16 @@ def test_drill_timings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pipeline_s = time.perf_counter() - started
     git(template, "add", "-A")
     git(template, "commit", "-qm", "trained")
-    for key in [k for k in os.environ if k.startswith(("MLFLOW_", "MLVS_"))]:
-        monkeypatch.delenv(key)
 
     from mlvs.ops.drill.drill import Drill
     from mlvs.paths import ProjectPaths
 
     results, rows, failures = {}, [], []
     for name, spec in CATALOG.items():
+        # MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI into this process's environment:
+        # each scenario's copy starts without the previous copy's store (since removed).
+        for key in [k for k in os.environ if k.startswith(("MLFLOW_", "MLVS_"))]:
+            monkeypatch.delenv(key)
         root = tmp_path / name
         copy_workspace(template, root)
         monkeypatch.setenv("MLVS_ROOT", str(root))
