@@ -390,9 +390,7 @@ def _installed(*distributions: str) -> str:
 
 def _requirements() -> list[str]:
     """Pinned requirements of a saved model, given explicitly (inference costs ~5 s)."""
-    pinned = [
-        f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "skops", "pandas", "numpy", "mlflow")
-    ]
+    pinned = [_installed(pkg) for pkg in ("scikit-learn", "skops", "pandas", "numpy", "mlflow")]
     # The trees of two model types: PyPI's CPU-only wheel on Linux and Windows, the full one on macOS.
     return [*pinned, _installed("xgboost-cpu", "xgboost")]
 
